@@ -1,0 +1,27 @@
+"""GradientLab analysis: `streamlit run analysis_app/app.py`.
+
+One page per question an analyst asks. The app only reads the fleet database; the flows
+write it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts only this folder on sys.path; the pages import the project's packages.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+import streamlit as st  # noqa: E402
+
+VIEWS = Path(__file__).resolve().parent / "views"
+
+st.set_page_config(page_title="GradientLab", page_icon=":material/hub:", layout="wide")
+
+pages = [
+    st.Page(VIEWS / "points.py", title="Points", icon=":material/paid:", default=True),
+    st.Page(VIEWS / "uptime.py", title="Uptime & taps", icon=":material/timer:"),
+    st.Page(VIEWS / "incidents.py", title="Incidents", icon=":material/healing:"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,71 @@
+"""The app's connection to the fleet database and its cached reads.
+
+One engine per database URL for the whole server; query results cached for `TTL_SECONDS`,
+keyed by the URL so that two databases never share a cache entry."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Engine
+
+from analysis_app import queries
+from gradientlab.store.database import database_url, make_engine
+
+TTL_SECONDS = 60
+
+
+@st.cache_resource(show_spinner=False)
+def _embedded_database_url() -> str:
+    # Starting (or finding) the embedded server is slow; do it once per app process.
+    return database_url()
+
+
+def current_database_url() -> str:
+    """`DATABASE_URL` when set, otherwise the embedded Postgres GradientLab starts."""
+    if os.environ.get("DATABASE_URL"):
+        return database_url()
+    return _embedded_database_url()
+
+
+@st.cache_resource(show_spinner=False)
+def fleet_engine(url: str) -> Engine:
+    return make_engine(url)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def day_bounds(url: str, source: queries.DaySource) -> tuple[date, date] | None:
+    return queries.day_bounds(fleet_engine(url), source)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def filter_choices(url: str) -> pd.DataFrame:
+    return queries.filter_choices(fleet_engine(url))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_points(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.node_points(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def fleet_status(url: str) -> pd.DataFrame:
+    return queries.fleet_status(fleet_engine(url))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_uptime_taps(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.node_uptime_taps(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def incidents(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.incidents(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def recovery_actions(url: str, incident_ids: tuple[int, ...]) -> pd.DataFrame:
+    return queries.recovery_actions(fleet_engine(url), list(incident_ids))

@@ -1,0 +1,104 @@
+"""Pieces every page shares: the sidebar filter, the CSV button, and the messages for a
+database that is empty, unmigrated or out of reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import NoReturn
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from analysis_app.queries import FleetFilter
+
+NO_DATA_MESSAGE = (
+    "No data yet — run the demo or the rewards flow, then come back: "
+    "this page fills in as soon as the flows have written to the database."
+)
+DEFAULT_DAYS = 30
+
+
+def no_data_yet(detail: str = "") -> NoReturn:
+    """Say the database has nothing to show yet, and stop the page there."""
+    st.info(NO_DATA_MESSAGE + (f"\n\n{detail}" if detail else ""), icon=":material/hourglass:")
+    st.stop()
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn an unreachable or unmigrated database into a message that says what to do."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        yield
+    except OperationalError as error:
+        st.error(
+            f"Cannot reach the fleet database at `{shown}`.\n\n"
+            "Check that Postgres is running and that `DATABASE_URL` points at it.\n\n"
+            f"```\n{str(error.orig).strip()}\n```",
+            icon=":material/database_off:",
+        )
+        st.stop()
+    except ProgrammingError as error:
+        if getattr(error.orig, "pgcode", None) != "42P01":  # undefined_table
+            raise
+        st.info(
+            f"The database at `{shown}` has no GradientLab tables yet. " + NO_DATA_MESSAGE,
+            icon=":material/hourglass:",
+        )
+        st.stop()
+
+
+def fleet_filter(choices: pd.DataFrame, days: tuple[date, date], page: str) -> FleetFilter:
+    """The sidebar: providers, regions and hosts (kept across pages) and this page's days."""
+    first, last = days
+    with st.sidebar:
+        st.header("Filter")
+        providers = st.multiselect(
+            "Provider",
+            sorted(choices["provider"].unique()),
+            key="filter_providers",
+            persist_state="session",
+            placeholder="All providers",
+        )
+        regions = st.multiselect(
+            "Region",
+            sorted(choices["region"].unique()),
+            key="filter_regions",
+            persist_state="session",
+            placeholder="All regions",
+        )
+        hosts = st.multiselect(
+            "Host",
+            sorted(choices["host"].unique()),
+            key="filter_hosts",
+            persist_state="session",
+            placeholder="All hosts",
+        )
+        picked = st.date_input(
+            "Days (UTC)",
+            value=(max(first, last - timedelta(days=DEFAULT_DAYS - 1)), last),
+            min_value=first,
+            max_value=last,
+            key=f"{page}_days",
+        )
+        if st.button("Reload data", icon=":material/refresh:", help="Read the database again"):
+            st.cache_data.clear()
+    # While the analyst is still picking the range, the widget holds a single day.
+    start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (first, last)
+    return FleetFilter(start, end, tuple(providers), tuple(regions), tuple(hosts))
+
+
+def csv_download(frame: pd.DataFrame, file_name: str, key: str) -> None:
+    st.download_button(
+        "Download CSV",
+        frame.to_csv(index=False).encode(),
+        file_name=file_name,
+        mime="text/csv",
+        icon=":material/download:",
+        key=key,
+        on_click="ignore",
+    )

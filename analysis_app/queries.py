@@ -1,0 +1,263 @@
+"""What the analysis app reads: plain functions from an engine to pandas DataFrames.
+
+Every value reaches SQL as a bound parameter. Points stay raw integers (1 point = 100000)
+in the database and in the `*_raw` columns; `to_points` divides them for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+import pandas as pd
+from sqlalchemy import Engine, text
+
+POINT_SCALE = 100_000
+# node_daily_stats.duration is read as seconds of uptime.
+UPTIME_SECONDS_PER_UNIT = 1
+GOOD_STATUSES = ("Good", "Excellent")
+
+# Nodes the network lists but GradientLab does not manage still earn: label them, keep them.
+UNMANAGED_PROVIDER = "not managed"
+UNKNOWN_REGION = "unknown"
+
+DaySource = Literal["points", "stats", "incidents"]
+
+
+@dataclass(frozen=True)
+class FleetFilter:
+    """The analyst's selection: a UTC day range and, when not empty, providers, regions, hosts."""
+
+    start: date
+    end: date
+    providers: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+def to_points(raw: pd.Series) -> pd.Series:
+    """Raw API integers to points, for display only."""
+    return raw.astype("float64") / POINT_SCALE
+
+
+def _frame(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    with engine.connect() as conn:
+        result = conn.execute(text(sql), params or {})
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _selection(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
+    """Fixed SQL fragments for the provider/region/host choices; the values are bound."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if selection.providers:
+        clauses.append("AND provider = ANY(:providers)")
+        params["providers"] = list(selection.providers)
+    if selection.regions:
+        clauses.append("AND region = ANY(:regions)")
+        params["regions"] = list(selection.regions)
+    if selection.hosts:
+        clauses.append("AND host = ANY(:hosts)")
+        params["hosts"] = list(selection.hosts)
+    return " ".join(clauses), params
+
+
+def _utc_bounds(selection: FleetFilter) -> dict[str, datetime]:
+    """The selection's days as a half-open UTC time range."""
+    return {
+        "since": datetime.combine(selection.start, time.min, UTC),
+        "until": datetime.combine(selection.end + timedelta(days=1), time.min, UTC),
+    }
+
+
+_DAY_BOUNDS_SQL: dict[DaySource, str] = {
+    "points": "SELECT min(day) AS first, max(day) AS last FROM node_daily_points",
+    "stats": "SELECT min(day) AS first, max(day) AS last FROM node_daily_stats",
+    "incidents": (
+        "SELECT (min(detected_at) AT TIME ZONE 'UTC')::date AS first,"
+        " (max(detected_at) AT TIME ZONE 'UTC')::date AS last FROM incidents"
+    ),
+}
+
+
+def day_bounds(engine: Engine, source: DaySource) -> tuple[date, date] | None:
+    """The first and last UTC day with rows in `source`, or None when it is empty."""
+    frame = _frame(engine, _DAY_BOUNDS_SQL[source])
+    first, last = frame.iloc[0]["first"], frame.iloc[0]["last"]
+    if first is None or pd.isna(first):
+        return None
+    return first, last
+
+
+def filter_choices(engine: Engine) -> pd.DataFrame:
+    """Every host an analyst can pick, with its provider and region.
+
+    Managed hosts that are not terminated, and nodes the network reports that no host owns."""
+    return _frame(
+        engine,
+        """
+        SELECT name AS host, provider, COALESCE(region, :unknown) AS region
+        FROM hosts WHERE state <> 'terminated'
+        UNION
+        SELECT p.client_id, :unmanaged, :unknown
+        FROM (SELECT DISTINCT client_id FROM node_daily_points
+              UNION SELECT DISTINCT client_id FROM node_daily_stats) p
+        WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.client_id = p.client_id)
+        ORDER BY host
+        """,
+        {"unknown": UNKNOWN_REGION, "unmanaged": UNMANAGED_PROVIDER},
+    )
+
+
+def node_points(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Points per node per UTC day: day, host, client_id, provider, region, points_raw,
+    points, taps."""
+    extra, params = _selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT day, host, client_id, provider, region, points_raw, taps
+        FROM (
+            SELECT day, client_id, COALESCE(host, client_id) AS host,
+                   COALESCE(provider, :unmanaged) AS provider,
+                   COALESCE(region, :unknown) AS region,
+                   points AS points_raw, taps
+            FROM v_node_points_daily
+            WHERE day BETWEEN :start AND :end
+        ) p
+        WHERE true {extra}
+        ORDER BY day, host
+        """,
+        {
+            "start": selection.start,
+            "end": selection.end,
+            "unmanaged": UNMANAGED_PROVIDER,
+            "unknown": UNKNOWN_REGION,
+            **params,
+        },
+    )
+    frame.insert(frame.columns.get_loc("points_raw") + 1, "points", to_points(frame["points_raw"]))
+    return frame
+
+
+def fleet_status(engine: Engine) -> pd.DataFrame:
+    """Each live host's latest check and its node's latest points, from v_fleet_status.
+
+    `today_points_raw` is the node's points on `points_day`, its latest snapshot."""
+    frame = _frame(
+        engine,
+        """
+        SELECT f.host, f.provider, COALESCE(f.region, :unknown) AS region, f.state,
+               f.client_id, f.ip, f.address, f.status, f.banned_reason, f.last_check,
+               f.today_points AS today_points_raw,
+               (SELECT max(day) FROM node_daily_points p WHERE p.client_id = f.client_id)
+                   AS points_day,
+               f.taps_today, f.uptime_today, f.extension_version, f.pss_kib
+        FROM v_fleet_status f
+        ORDER BY f.host
+        """,
+        {"unknown": UNKNOWN_REGION},
+    )
+    frame["today_points_raw"] = frame["today_points_raw"].astype("Int64")
+    frame.insert(
+        frame.columns.get_loc("today_points_raw") + 1,
+        "today_points",
+        to_points(frame["today_points_raw"].astype("Float64")),
+    )
+    frame["last_check"] = pd.to_datetime(frame["last_check"], utc=True)
+    return frame
+
+
+def node_uptime_taps(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """The network's per node per day stats: day, host, client_id, provider, region,
+    duration, uptime_hours, taps."""
+    extra, params = _selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT day, host, client_id, provider, region, duration, taps
+        FROM (
+            SELECT s.day, s.client_id, COALESCE(h.name, s.client_id) AS host,
+                   COALESCE(h.provider, :unmanaged) AS provider,
+                   COALESCE(h.region, :unknown) AS region,
+                   s.duration, s.taps
+            FROM node_daily_stats s
+            LEFT JOIN nodes n ON n.client_id = s.client_id
+            LEFT JOIN hosts h ON h.id = n.host_id
+            WHERE s.day BETWEEN :start AND :end
+        ) s
+        WHERE true {extra}
+        ORDER BY day, host
+        """,
+        {
+            "start": selection.start,
+            "end": selection.end,
+            "unmanaged": UNMANAGED_PROVIDER,
+            "unknown": UNKNOWN_REGION,
+            **params,
+        },
+    )
+    hours = frame["duration"].astype("float64") * UPTIME_SECONDS_PER_UNIT / 3600
+    frame.insert(frame.columns.get_loc("duration") + 1, "uptime_hours", hours)
+    return frame
+
+
+def incidents(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Incidents detected in the selection, with recovery time and the steps tried in order."""
+    extra, params = _selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT id, host, provider, region, kind, status, detected_at, recovered_at,
+               recovery_seconds, actions, action_count, failed_actions, alerted_at, detail
+        FROM (
+            SELECT i.id, h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region,
+                   i.kind, i.status, i.detected_at, i.recovered_at,
+                   EXTRACT(EPOCH FROM i.recovered_at - i.detected_at)::float8
+                       AS recovery_seconds,
+                   COALESCE(a.actions, '') AS actions,
+                   COALESCE(a.action_count, 0) AS action_count,
+                   COALESCE(a.failed_actions, 0) AS failed_actions,
+                   i.alerted_at, i.detail
+            FROM incidents i
+            JOIN hosts h ON h.id = i.host_id
+            LEFT JOIN LATERAL (
+                SELECT string_agg(
+                           r.step || CASE WHEN r.ok THEN ' ✓' WHEN NOT r.ok THEN ' ✗' ELSE ' …' END,
+                           ' → ' ORDER BY r.started_at, r.id) AS actions,
+                       count(*) AS action_count,
+                       count(*) FILTER (WHERE r.ok IS FALSE) AS failed_actions
+                FROM recovery_actions r WHERE r.incident_id = i.id
+            ) a ON true
+            WHERE i.detected_at >= :since AND i.detected_at < :until
+        ) i
+        WHERE true {extra}
+        ORDER BY detected_at DESC, id DESC
+        """,
+        {**_utc_bounds(selection), "unknown": UNKNOWN_REGION, **params},
+    )
+    for column in ("detected_at", "recovered_at", "alerted_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    frame["recovery_seconds"] = frame["recovery_seconds"].astype("float64")
+    return frame
+
+
+def recovery_actions(engine: Engine, incident_ids: list[int]) -> pd.DataFrame:
+    """The steps taken for the given incidents, in order, with how long each took."""
+    frame = _frame(
+        engine,
+        """
+        SELECT r.incident_id, r.step, r.started_at, r.finished_at,
+               EXTRACT(EPOCH FROM r.finished_at - r.started_at)::float8 AS seconds,
+               r.ok, r.detail
+        FROM recovery_actions r
+        WHERE r.incident_id = ANY(:ids)
+        ORDER BY r.incident_id, r.started_at, r.id
+        """,
+        {"ids": incident_ids},
+    )
+    for column in ("started_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    frame["seconds"] = frame["seconds"].astype("float64")
+    return frame

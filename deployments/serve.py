@@ -1,0 +1,56 @@
+"""Serve every flow from one long-lived process on one machine, without a worker.
+
+    python -m deployments.serve --fleet fleet.yaml
+
+Schedules come from the fleet file's `schedules`. The process keeps SSH connections open
+between health sweeps, which is what makes a sweep fast."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+from flows.deploy import deploy
+from flows.health import health
+from flows.poc_taps import poc_taps
+from flows.provision import provision
+from flows.rewards import rewards
+from gradientlab.config import load_fleet
+
+
+# A run that finds another of its kind still going is cancelled: recoveries never stack.
+ONE_AT_A_TIME = ConcurrencyLimitConfig(
+    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve")
+    parser.add_argument("--fleet", default="fleet.yaml")
+    args = parser.parse_args(argv)
+    fleet = load_fleet(args.fleet)
+    params = {"fleet_path": args.fleet}
+    s = fleet.schedules
+    serve(
+        provision.to_deployment(name="provision", parameters=params),
+        deploy.to_deployment(name="deploy", parameters=params),
+        health.to_deployment(
+            name="health", parameters=params, interval=timedelta(seconds=s.health_seconds),
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        rewards.to_deployment(
+            name="rewards", parameters=params, interval=timedelta(seconds=s.rewards_seconds),
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        poc_taps.to_deployment(
+            name="poc-taps", parameters=params, interval=timedelta(seconds=s.poc_taps_seconds),
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

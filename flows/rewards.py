@@ -1,0 +1,44 @@
+"""Rewards: account points per day, node uptime and taps per day, today's points per node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from sqlalchemy import text
+
+from tasks.common import engine, fleet_from
+from tasks.network import (
+    ingest_account_points,
+    ingest_node_stats,
+    list_network_nodes,
+    network_time,
+    snapshot_node_points,
+    utc_day,
+)
+
+
+def known_client_ids() -> list[str]:
+    with engine().connect() as conn:
+        rows = conn.execute(text("SELECT client_id FROM nodes WHERE client_id IS NOT NULL"))
+        return sorted(r.client_id for r in rows)
+
+
+@flow(name="rewards", log_prints=True)
+def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
+    """Incremental and idempotent: a rerun with nothing new changes no row."""
+    fleet = fleet_from(fleet_path)
+    now = network_time(fleet)
+    account = ingest_account_points(fleet, now, days)
+    nodes = list_network_nodes(fleet)
+    snapshot = snapshot_node_points(nodes, utc_day(now))
+    client_ids = sorted(set(known_client_ids()) | {n.name for n in nodes})
+    stats = ingest_node_stats(fleet, client_ids, now, days)
+    summary = {"account_points": account, "node_points": snapshot, "node_stats": stats}
+    create_table_artifact(
+        key="rewards-ingest",
+        table=[{"what": k, **v} for k, v in summary.items()],
+        description=f"Rewards ingested up to {now:%Y-%m-%d %H:%M} UTC (network time)",
+    )
+    return summary

@@ -1,0 +1,294 @@
+"""The fleet file: the Gradient account, the network's addresses, providers and hosts.
+
+A bad file fails with `FleetFileError`, which names the file, the line and the field."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REAL_EXTENSION_ID = "caacbgbklghmpodbdafajbgdnegacfmo"
+REAL_EXTENSION_SOURCE = (
+    "https://clients2.google.com/service/update2/crx?response=redirect"
+    "&prodversion={chromium_version}&acceptformat=crx2,crx3&x=id%3D{extension_id}%26uc"
+)
+HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+class FleetFileError(ValueError):
+    """The fleet file is missing, is not YAML, or a field is wrong; the message says where."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """Where a secret lives: an environment variable or a Prefect Secret block. Never inline."""
+
+    env: str | None = None
+    secret_block: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.secret_block is None):
+            raise ValueError("give exactly one of `env` or `secret_block`")
+        return self
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env else f"secret_block:{self.secret_block}"
+
+
+class Account(Strict):
+    email: str
+    password: SecretRef
+    name: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if "@" not in v:
+            raise ValueError("not an email address")
+        return v
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_inline_password(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError(
+                "passwords are never written in the fleet file; use {env: VAR} or "
+                "{secret_block: NAME}"
+            )
+        return v
+
+
+class Network(Strict):
+    """Every address of the network. Defaults are the real Gradient network."""
+
+    api_base: str = "https://api.gradient.network/api"
+    identity_base: str = "https://identitytoolkit.googleapis.com"
+    token_base: str = "https://securetoken.googleapis.com"
+    dashboard_url: str = "https://app.gradient.network/"
+    web_api_key: str | None = None
+    extension_id: str = REAL_EXTENSION_ID
+    extension_source: str = REAL_EXTENSION_SOURCE
+    stun_server: str = "stun.l.google.com:19302"
+
+
+class LocalProvider(Strict):
+    kind: Literal["local"]
+    # The interpreter local hosts run the node runner with; empty means the provider's own runtime.
+    python: str | None = None
+    base_address: str = "127.0.0.10"
+    ssh_port: int = 2222
+
+
+class SshProvider(Strict):
+    kind: Literal["ssh"]
+
+
+class CloudProvider(Strict):
+    kind: Literal["oci", "gcp", "azure"]
+    credentials_block: str
+    region: str | None = None
+    shape: str | None = None
+    operator_cidr: str | None = None
+
+
+Provider = Annotated[LocalProvider | SshProvider | CloudProvider, Field(discriminator="kind")]
+
+
+class HostSpec(Strict):
+    name: str
+    provider: str
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key: SecretRef | None = None  # the operator's private key for ssh-inventory hosts
+    host_key: str | None = None  # pinned "<type> <base64>"
+    region: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not HOST_NAME.match(v):
+            raise ValueError("host names are lowercase letters, digits and dashes, up to 31 long")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if not re.match(r"^[A-Za-z0-9.-]+$", v):
+                raise ValueError("not an IP address or host name") from None
+        return v
+
+
+class Runner(Strict):
+    status_interval_seconds: float = 60
+    browser_check_seconds: float = 2
+    chromium: str = "/usr/bin/chromium"
+
+
+class Health(Strict):
+    interval_seconds: int = 300
+    recovery_wait_seconds: float = 60
+
+
+class Schedules(Strict):
+    health_seconds: int = 300
+    rewards_seconds: int = 3600
+    poc_taps_seconds: int = 3600
+
+
+class Fleet(Strict):
+    account: Account
+    network: Network = Network()
+    providers: dict[str, Provider]
+    hosts: list[HostSpec] = []
+    runner: Runner = Runner()
+    health: Health = Health()
+    schedules: Schedules = Schedules()
+    source: str = "<memory>"
+
+    @model_validator(mode="after")
+    def _references(self) -> Fleet:
+        seen: set[str] = set()
+        for i, host in enumerate(self.hosts):
+            if host.name in seen:
+                raise _AtPath(("hosts", i, "name"), f"host name {host.name!r} is used twice")
+            seen.add(host.name)
+            if host.provider not in self.providers:
+                raise _AtPath(
+                    ("hosts", i, "provider"),
+                    f"unknown provider {host.provider!r}; declared: {sorted(self.providers)}",
+                )
+            kind = self.providers[host.provider].kind
+            if kind == "ssh" and (host.address is None or host.user is None):
+                raise _AtPath(("hosts", i), "ssh inventory hosts need `address` and `user`")
+        return self
+
+    def host(self, name: str) -> HostSpec:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"{self.source}: no host named {name!r}")
+
+
+class _AtPath(ValueError):
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next(
+                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
+                None,
+            )
+            if child is None:
+                if _kind_of(node) == part:
+                    continue  # pydantic names the union member by its `kind` tag
+                # the field is missing: point at the mapping that should hold it
+                return line
+            node = child
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            continue  # pydantic adds union tags (e.g. the discriminator) that YAML does not have
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_fleet(text: str, source: str = "<memory>") -> Fleet:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise FleetFileError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise FleetFileError(f"{source}:1: the fleet file must be a mapping with `account`, ...")
+    data["source"] = source
+    try:
+        return Fleet.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            ctx_error = err.get("ctx", {}).get("error")
+            if isinstance(ctx_error, _AtPath):
+                loc = loc + ctx_error.loc
+                message = str(ctx_error)
+            else:
+                message = err["msg"].removeprefix("Value error, ")
+            field = _field_name(data, loc)
+            problems.append(f"{source}:{_line_of(root, loc)}: {field}: {message}")
+        raise FleetFileError("\n".join(problems)) from None
+
+
+def _kind_of(node: yaml.MappingNode) -> str | None:
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == "kind" and isinstance(v, yaml.ScalarNode):
+            return str(v.value)
+    return None
+
+
+def _field_name(data: Any, loc: tuple[str | int, ...]) -> str:
+    """`hosts[1].address`, leaving out pydantic's union tags."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+            continue
+        if isinstance(data, dict) and part not in data and data.get("kind") == part:
+            continue
+        out += f".{part}" if out else str(part)
+        data = data.get(part) if isinstance(data, dict) else None
+    return out or "(top level)"
+
+
+def load_fleet(path: str | os.PathLike[str]) -> Fleet:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise FleetFileError(f"{p}: no such fleet file") from None
+    return parse_fleet(text, str(p))
+
+
+def resolve_secret(ref: SecretRef, read_block: Callable[[str], str] | None = None) -> str:
+    """Read a secret from where the fleet file says it lives. Never logged.
+
+    `read_block` loads a Prefect Secret block by name; the task layer supplies it so that this
+    package stays free of Prefect."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if not value:
+            raise FleetFileError(f"secret env:{ref.env} is not set in this environment")
+        return value
+    assert ref.secret_block is not None
+    if read_block is None:
+        raise FleetFileError(
+            f"secret secret_block:{ref.secret_block} needs Prefect; run this from a flow"
+        )
+    return read_block(ref.secret_block)

@@ -1,0 +1,68 @@
+"""From the fleet file to live objects: providers, SSH executors, node settings, API clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gradientlab.config import Fleet, FleetFileError, LocalProvider, resolve_secret
+from gradientlab.gradient.client import GradientClient, GradientEndpoints
+from gradientlab.node.deploy import NodeSettings
+from gradientlab.providers.base import HostRecord, Provider, ProviderError
+from gradientlab.remote.executor import POOL, SshExecutor, SshTarget
+from gradientlab.remote.keys import load_operator_key
+
+BlockReader = Callable[[str], str] | None
+
+
+def provider_for(fleet: Fleet, name: str) -> Provider:
+    spec = fleet.providers.get(name)
+    if spec is None:
+        raise FleetFileError(f"{fleet.source}: no provider named {name!r}")
+    if isinstance(spec, LocalProvider):
+        from gradientlab.providers.local import LocalProvider as Local
+
+        return Local(name=name, base_address=spec.base_address, ssh_port=spec.ssh_port,
+                     python=spec.python)
+    raise ProviderError(
+        f"{fleet.source}: provider {name!r} of kind {spec.kind!r} is not available in this "
+        "version yet (local only)"
+    )
+
+
+def executor_for(record: HostRecord) -> SshExecutor:
+    """A pooled, host-key-pinned SSH connection to the host."""
+    if not record.host_key:
+        raise ProviderError(
+            f"{record.name}: no host key is pinned; run `gradientlab hosts trust {record.name}`"
+        )
+    target = SshTarget(record.name, record.address, record.ssh_port, record.ssh_user,
+                       record.host_key)
+    return POOL.get(target, load_operator_key())
+
+
+def node_settings(fleet: Fleet, read_block: BlockReader = None) -> NodeSettings:
+    net = fleet.network
+    return NodeSettings(
+        email=fleet.account.email,
+        password=resolve_secret(fleet.account.password, read_block),
+        network=net,
+        runner=fleet.runner,
+        dashboard_url=net.dashboard_url,
+        extension_source=net.extension_source,
+        extension_id=net.extension_id,
+    )
+
+
+def gradient_client(fleet: Fleet, read_block: BlockReader = None) -> GradientClient:
+    net = fleet.network
+    if not net.web_api_key:
+        raise FleetFileError(
+            f"{fleet.source}: network.web_api_key is needed to read rewards from the API"
+        )
+    endpoints = GradientEndpoints(
+        api_base=net.api_base, identity_base=net.identity_base, token_base=net.token_base,
+        web_api_key=net.web_api_key,
+    )
+    return GradientClient(
+        endpoints, fleet.account.email, resolve_secret(fleet.account.password, read_block)
+    )

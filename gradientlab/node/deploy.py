@@ -1,0 +1,217 @@
+"""Deploying a Sentry Node onto a host: facts read the host, operations change only what differs.
+
+Running `deploy_node` twice changes nothing the second time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from gradientlab.config import Network, Runner
+from gradientlab.remote.executor import Executor, RemoteError
+
+NODE_DIR = ".gradientlab/node"
+VENV_PYTHON = ".gradientlab/venv/bin/python"
+RUNNER_SOURCE = Path(__file__).with_name("runner.py")
+UNIT_NAME = "gradientlab-node.service"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What the runner on a host needs. `password` goes only into a 0600 file on the host."""
+
+    email: str
+    password: str
+    network: Network
+    runner: Runner
+    dashboard_url: str
+    extension_source: str
+    extension_id: str
+
+    def runner_config(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "password": self.password,
+            "dashboard_url": self.dashboard_url,
+            "extension_id": self.extension_id,
+            "extension_source": self.extension_source,
+            "chromium": self.runner.chromium,
+            "status_interval_seconds": self.runner.status_interval_seconds,
+            "browser_check_seconds": self.runner.browser_check_seconds,
+        }
+
+
+@dataclass
+class DeployResult:
+    host: str
+    changes: list[str] = field(default_factory=list)
+    extension_version: str | None = None
+    extension_id: str | None = None
+    runner_pid: int | None = None
+    supervisor: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check(ex: Executor, command: str, step: str, timeout: float = 120) -> str:
+    result = ex.run(command, timeout=timeout)
+    if not result.ok:
+        raise RemoteError(
+            f"{ex.name}: {step} failed (exit {result.exit_code}): "
+            f"{(result.stderr or result.stdout).strip()[-600:]}"
+        )
+    return result.stdout
+
+
+def _json_line(ex: Executor, command: str, step: str, timeout: float = 120) -> dict[str, Any]:
+    result = ex.run(command, timeout=timeout)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RemoteError(
+            f"{ex.name}: {step} printed no JSON (exit {result.exit_code}): "
+            f"{(result.stderr or result.stdout).strip()[-600:]}"
+        )
+    data: dict[str, Any] = json.loads(lines[-1])
+    if "error" in data or not result.ok:
+        raise RemoteError(f"{ex.name}: {step} failed: {data.get('error', result.stderr[-600:])}")
+    return data
+
+
+# ---------------------------------------------------------------- facts
+
+
+def has_systemd(ex: Executor) -> bool:
+    return ex.run("test -d /run/systemd/system && command -v systemctl >/dev/null").ok
+
+
+def python_has_playwright(ex: Executor, python: str) -> bool:
+    return ex.run(f"{shlex.quote(python)} -c 'import playwright' 2>/dev/null").ok
+
+
+def chromium_path(ex: Executor, wanted: str) -> str | None:
+    result = ex.run(f"test -x {shlex.quote(wanted)} && echo {shlex.quote(wanted)}")
+    return result.stdout.strip() or None
+
+
+# ---------------------------------------------------------------- operations
+
+
+def put_file(ex: Executor, path: str, data: bytes, mode: int, changes: list[str]) -> bool:
+    current = ex.read_file(path)
+    if current is not None and _sha(current) == _sha(data):
+        return False
+    ex.write_file(path, data, mode)
+    changes.append(f"wrote {path}")
+    return True
+
+
+def ensure_runtime(ex: Executor, python: str | None, changes: list[str]) -> str:
+    """A Python with Playwright: the host's own (cloud bootstrap, local provider) or a venv."""
+    if python and python_has_playwright(ex, python):
+        return python
+    if python_has_playwright(ex, VENV_PYTHON):
+        return VENV_PYTHON
+    pw = version("playwright")
+    _check(ex, "python3 -m venv .gradientlab/venv", "creating the runner's Python venv")
+    _check(
+        ex, f".gradientlab/venv/bin/pip install --quiet playwright=={pw}",
+        "installing Playwright for the runner", timeout=600,
+    )
+    changes.append(f"installed playwright {pw} in .gradientlab/venv")
+    return VENV_PYTHON
+
+
+def systemd_unit(python: str) -> str:
+    return "\n".join([
+        "[Unit]",
+        "Description=GradientLab Sentry Node runner",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        f"ExecStart=%h/{python} %h/{NODE_DIR}/runner.py run" if not python.startswith("/")
+        else f"ExecStart={python} %h/{NODE_DIR}/runner.py run",
+        "Restart=always",
+        "RestartSec=5",
+        "MemoryHigh=400M",
+        "",
+        "[Install]",
+        "WantedBy=default.target",
+        "",
+    ])
+
+
+def autostart_script(python: str) -> str:
+    return f'#!/bin/sh\ncd "$HOME" && exec {shlex.quote(python)} {NODE_DIR}/runner.py start\n'
+
+
+def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> DeployResult:
+    result = DeployResult(host=ex.name)
+    changes = result.changes
+    ensure = ex.ensure_dir
+    for d in (".gradientlab", NODE_DIR, ".gradientlab/autostart"):
+        if ensure(d, 0o700):
+            changes.append(f"created {d}")
+    if chromium_path(ex, settings.runner.chromium) is None:
+        raise RemoteError(
+            f"{ex.name}: no Chromium at {settings.runner.chromium}; install Debian's `chromium` "
+            "(the bootstrap script does) or set runner.chromium in the fleet file"
+        )
+    py = ensure_runtime(ex, python, changes)
+    code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
+    config = json.dumps(settings.runner_config(), indent=1, sort_keys=True).encode()
+    config_changed = put_file(ex, f"{NODE_DIR}/config.json", config, 0o600, changes)
+    ext = _json_line(
+        ex, f"{shlex.quote(py)} {NODE_DIR}/runner.py install-extension", "installing the extension"
+    )
+    result.extension_version = ext.get("version")
+    result.extension_id = ext.get("extension_id")
+    if ext.get("changed"):
+        changes.append(f"installed extension {ext.get('version')}")
+    needs_restart = code_changed or config_changed or bool(ext.get("changed"))
+
+    runner = f"{shlex.quote(py)} {NODE_DIR}/runner.py"
+    if has_systemd(ex):
+        result.supervisor = "systemd"
+        ensure(".config/systemd/user", 0o755)
+        unit_changed = put_file(
+            ex, f".config/systemd/user/{UNIT_NAME}", systemd_unit(py).encode(), 0o644, changes
+        )
+        if unit_changed:
+            _check(ex, "systemctl --user daemon-reload", "reloading systemd")
+            ex.run("loginctl enable-linger \"$USER\"")  # keep the user's units after logout
+        active = ex.run(f"systemctl --user is-active --quiet {UNIT_NAME}").ok
+        if not active:
+            _check(ex, f"systemctl --user enable --now {UNIT_NAME}", "starting the runner unit")
+            changes.append("started the runner (systemd)")
+        elif needs_restart or unit_changed:
+            _check(ex, f"systemctl --user restart {UNIT_NAME}", "restarting the runner unit")
+            changes.append("restarted the runner (systemd)")
+    else:
+        result.supervisor = "runner"
+        put_file(ex, ".gradientlab/autostart/gradientlab-node", autostart_script(py).encode(),
+                 0o755, changes)
+        probe = _json_line(ex, f"{runner} probe", "probing the runner")
+        if probe.get("runner_alive") and needs_restart:
+            _json_line(ex, f"{runner} stop", "stopping the runner")
+            changes.append("stopped the runner to apply changes")
+        started = _json_line(ex, f"{runner} start", "starting the runner")
+        if started.get("started"):
+            changes.append("started the runner")
+        result.runner_pid = started.get("pid")
+    return result
+
+
+def runner_command(python: str | None, command: str) -> str:
+    py = python or VENV_PYTHON
+    return f"{shlex.quote(py)} {NODE_DIR}/runner.py {command}"

@@ -1,0 +1,62 @@
+"""The provider interface every flow uses. A provider talks to its cloud, not to our tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gradientlab.config import HostSpec
+
+
+class ProviderError(RuntimeError):
+    """A provider refused or failed an operation; the message says which host and why."""
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """What a provider knows of one host it runs."""
+
+    name: str
+    provider: str
+    address: str
+    ssh_port: int
+    ssh_user: str
+    host_key: str  # "<type> <base64>", recorded at creation and pinned from then on
+    state: str  # running, stopped, terminated
+    provider_ref: str
+    region: str | None = None
+    hourly_cost_usd: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedHost:
+    name: str
+    provider: str
+    region: str | None
+    action: str  # create, keep
+    monthly_cost_usd: float
+    free_tier: bool
+    warnings: tuple[str, ...] = ()
+
+
+class Provider(Protocol):
+    kind: str
+
+    def plan(self, spec: HostSpec) -> PlannedHost: ...
+
+    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord: ...
+
+    def get(self, name: str) -> HostRecord | None: ...
+
+    def list(self) -> list[HostRecord]: ...
+
+    def public_ip(self, name: str) -> str | None: ...
+
+    def start(self, name: str) -> HostRecord: ...
+
+    def stop(self, name: str) -> HostRecord: ...
+
+    def reboot(self, name: str) -> HostRecord: ...
+
+    def terminate(self, name: str) -> None: ...

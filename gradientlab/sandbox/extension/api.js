@@ -1,0 +1,79 @@
+// Shared by background.js (importScripts) and popup.html: session tokens and API calls.
+"use strict";
+
+const SENTRY_CONFIG = self.GRADIENT_CONFIG;
+const TOKEN_MARGIN_MS = 60 * 1000;
+
+function errorText(e) {
+  return e && e.message ? e.message : String(e);
+}
+
+// Trade the refresh token for a fresh ID token and keep it in loginInfo.
+async function refreshIdToken(loginInfo) {
+  const url = SENTRY_CONFIG.securetokenUrl + "?key=" + encodeURIComponent(SENTRY_CONFIG.apiKey);
+  const resp = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: loginInfo.refreshToken }),
+  });
+  const payload = await resp.json().catch(() => ({}));
+  if (!resp.ok || !payload.id_token) {
+    const reason = (payload.error && payload.error.message) || "HTTP " + resp.status;
+    throw new Error("token refresh failed: " + reason);
+  }
+  const updated = Object.assign({}, loginInfo, {
+    idToken: payload.id_token,
+    refreshToken: payload.refresh_token || loginInfo.refreshToken,
+    expiresAt: Date.now() + Number(payload.expires_in || 3600) * 1000,
+  });
+  const current = (await chrome.storage.local.get("loginInfo")).loginInfo;
+  if (current && current.uid === loginInfo.uid) {
+    await chrome.storage.local.set({ loginInfo: updated });
+  }
+  return updated.idToken;
+}
+
+async function getIdToken(force) {
+  const { loginInfo } = await chrome.storage.local.get("loginInfo");
+  if (!loginInfo || !loginInfo.refreshToken) {
+    throw new Error("logged out");
+  }
+  const fresh = loginInfo.idToken && Number(loginInfo.expiresAt) - Date.now() > TOKEN_MARGIN_MS;
+  if (!force && fresh) {
+    return loginInfo.idToken;
+  }
+  return refreshIdToken(loginInfo);
+}
+
+// One API call; answers the envelope {code, msg, data}. A 401 refreshes the token once.
+async function apiCall(method, path, body, auth = true) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const headers = {};
+    if (auth) {
+      headers.Authorization = "Bearer " + (await getIdToken(attempt > 0));
+    }
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+    }
+    const resp = await fetch(SENTRY_CONFIG.apiBase + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let envelope = null;
+    try {
+      envelope = await resp.json();
+    } catch (e) {
+      envelope = null;
+    }
+    const unauthorized = resp.status === 401 || (envelope && envelope.code === 401);
+    if (auth && unauthorized && attempt === 0) {
+      continue;
+    }
+    if (!envelope || typeof envelope !== "object") {
+      throw new Error(path + ": HTTP " + resp.status);
+    }
+    return envelope;
+  }
+  throw new Error(path + ": unauthorized");
+}

@@ -1,0 +1,9 @@
+// Default settings for loading this folder by hand. The sandbox server replaces this file in
+// the extension it serves with one that points at itself.
+self.GRADIENT_CONFIG = {
+  apiBase: "http://127.0.0.1:8765/api",
+  securetokenUrl: "http://127.0.0.1:8765/securetoken/v1/token",
+  apiKey: "sandbox-web-api-key",
+  heartbeatSeconds: 10,
+  popupRefreshSeconds: 5,
+};

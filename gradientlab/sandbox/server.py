@@ -1,0 +1,658 @@
+"""HTTP face of the sandbox network: Gradient's API, Firebase stand-ins, the dashboard login page,
+the extension download and test hooks. Standard library only (``ThreadingHTTPServer``)."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from pydantic import ValidationError
+
+from .crx import build_crx, extension_version
+from .extension_id import SANDBOX_EXTENSION_ID
+from .network import DAY_SECONDS, AuthError, Fault, SandboxConfig, SandboxNetwork
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_DIR = Path(__file__).with_name("dashboard")
+_STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+}
+_INVALID_KEY = "API key not valid. Please pass a valid API key."
+
+
+class _ApiError(Exception):
+    """Answer with an envelope carrying ``code``/``msg`` and HTTP ``http_status``."""
+
+    def __init__(self, code: int, msg: str, http_status: int = 200) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+
+
+class _FirebaseError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _opt_bool(value: Any) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    return None
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _with_fields(obj: Any, fields: dict[str, Any]) -> Any:
+    if isinstance(obj, dict):
+        return {**obj, **fields}
+    if isinstance(obj, list):
+        return [_with_fields(item, fields) if isinstance(item, dict) else item for item in obj]
+    return obj
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], sandbox: SandboxServer) -> None:
+        super().__init__(addr, _Handler)
+        self.sandbox = sandbox
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "GradientSandbox/0.1"
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s - %s", self.client_address[0], format % args)
+
+    @property
+    def sandbox(self) -> SandboxServer:
+        return self.server.sandbox
+
+    @property
+    def network(self) -> SandboxNetwork:
+        return self.server.sandbox.network
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self._send(status, body, "application/json; charset=utf-8", headers)
+
+    def _envelope(
+        self,
+        code: int,
+        msg: str,
+        data: Any,
+        http_status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        payload: dict[str, Any] = {"code": code, "msg": msg, "data": data}
+        if self._extra_fields:
+            payload = {**payload, **self._extra_fields}
+            payload["data"] = _with_fields(data, self._extra_fields)
+        self._send_json(http_status, payload, headers)
+
+    def _read_body(self) -> bytes:
+        length = _int(self.headers.get("Content-Length"), 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _json_body(self) -> dict[str, Any]:
+        raw = self._read_body()
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise _ApiError(400, "invalid JSON body", 400) from exc
+        if not isinstance(data, dict):
+            raise _ApiError(400, "JSON body must be an object", 400)
+        return data
+
+    def _form_or_json(self) -> dict[str, Any]:
+        raw = self._read_body()
+        ctype = self.headers.get("Content-Type", "")
+        if "json" in ctype or raw.lstrip().startswith(b"{"):
+            try:
+                data = json.loads(raw or b"{}")
+            except ValueError:
+                return {}
+            return data if isinstance(data, dict) else {}
+        return {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.send_header(
+            "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Client-Version"
+        )
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _dispatch(self, method: str) -> None:
+        self._extra_fields: dict[str, Any] = {}
+        url = urlsplit(self.path)
+        path = url.path
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            if not path.startswith("/__sandbox/") and self._apply_faults(path):
+                return
+            if path.startswith("/api/"):
+                self._api(method, path[len("/api") :])
+            elif path.startswith("/identitytoolkit/") or path.startswith("/securetoken/"):
+                self._firebase(method, path, query)
+            elif path.startswith("/__sandbox/"):
+                self._hooks(method, path)
+            elif path == "/dashboard" or path.startswith("/dashboard/"):
+                self._dashboard(method, path)
+            elif path == "/service/update2/crx":
+                self._crx(query)
+            elif path == "/":
+                self._send_json(200, self.sandbox.describe())
+            elif path == "/favicon.ico":
+                self._send(204, b"", "image/x-icon")
+            else:
+                self._send_json(404, {"error": "not found", "path": path})
+        except _ApiError as exc:
+            self._envelope(exc.code, exc.msg, None, exc.http_status)
+        except _FirebaseError as exc:
+            self._firebase_error(exc.message, exc.status)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:  # the simulated network must never take the server down
+            log.exception("sandbox handler failed for %s %s", method, self.path)
+            with contextlib.suppress(OSError):
+                self._envelope(500, "internal error", None, 500)
+
+    def _apply_faults(self, path: str) -> bool:
+        faults = self.network.take_faults(path)
+        if not faults:
+            return False
+        delay = sum(f.delay for f in faults if f.kind == "slow")
+        if delay > 0:
+            time.sleep(delay)
+        for fault in faults:
+            if fault.kind == "extra_fields":
+                self._extra_fields.update(fault.fields)
+        for fault in faults:
+            if fault.kind == "error":
+                self._read_body()
+                self._fault_answer(path, fault.status, "sandbox fault: server error", {})
+                return True
+            if fault.kind == "rate_limit":
+                self._read_body()
+                headers = {"Retry-After": str(fault.retry_after)}
+                self._fault_answer(path, 429, "too many requests", headers)
+                return True
+        return False
+
+    def _fault_answer(self, path: str, status: int, msg: str, headers: dict[str, str]) -> None:
+        if path.startswith("/api/"):
+            self._envelope(status, msg, None, status, headers)
+        else:
+            payload = {"error": {"code": status, "message": msg, "status": "UNAVAILABLE"}}
+            self._send_json(status, payload, headers)
+
+    # ---- Gradient API ------------------------------------------------------------------------
+
+    def _uid(self) -> str:
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not token:
+            raise _ApiError(401, "unauthorized", 401)
+        try:
+            return self.network.authenticate(token)
+        except AuthError as exc:
+            raise _ApiError(401, exc.reason, 401) from exc
+
+    def _range(self, body: dict[str, Any]) -> tuple[int, int]:
+        kind = str(body.get("type") or "DAY").upper()
+        if kind != "DAY":
+            raise _ApiError(400, f"unsupported type {kind}")
+        now_ms = self.network.sim_now_ms()
+        end = _int(body.get("end"), now_ms)
+        start = _int(body.get("start"), end - 30 * DAY_SECONDS * 1000)
+        if start > end:
+            raise _ApiError(400, "start must not be after end")
+        return start, end
+
+    def _api(self, method: str, path: str) -> None:
+        net = self.network
+        if path == "/status":
+            self._require(method, "GET")
+            data = {"ip": self.client_address[0], "time": net.sim_now_ms()}
+            self._envelope(200, "success", data)
+            return
+        route = _match_api(method, path)
+        if route is None:
+            known = _match_api("GET" if method == "POST" else "POST", path)
+            if known is not None:
+                raise _ApiError(405, "method not allowed", 405)
+            raise _ApiError(404, "not found", 404)
+        name, arg = route
+        uid = self._uid()
+        body = self._json_body() if method == "POST" else {}
+        if name == "profile":
+            self._envelope(200, "success", net.profile(uid))
+        elif name == "point_stats":
+            start, end = self._range(body)
+            self._envelope(200, "success", net.point_stats(uid, start, end))
+        elif name == "node_stats":
+            start, end = self._range(body)
+            stats = net.node_stats(uid, arg, start, end)
+            if stats is None:
+                raise _ApiError(404, "node not found")
+            self._envelope(200, "success", stats)
+        elif name == "node_get":
+            view = net.node_view(uid, arg)
+            if view is None:
+                raise _ApiError(404, "node not found")
+            self._envelope(200, "success", view)
+        elif name == "node_list":
+            rows = net.node_list(
+                uid,
+                page=_int(body.get("page"), 1),
+                size=_int(body.get("size"), 10),
+                field=str(body.get("field") or "active"),
+                direction=_int(body.get("direction"), 0),
+                active=_opt_bool(body.get("active")),
+                banned=_opt_bool(body.get("banned")),
+                hide=_int(body.get("hide"), 0),
+            )
+            self._envelope(200, "success", rows)
+        elif name == "heartbeat":
+            clientid = str(body.get("clientid") or "")
+            if not clientid or len(clientid) > 128:
+                raise _ApiError(400, "clientid required")
+            version = str(body.get("version") or "")
+            data = net.heartbeat(uid, clientid, self.client_address[0], version)
+            self._envelope(200, "success", data)
+
+    @staticmethod
+    def _require(method: str, expected: str) -> None:
+        if method != expected:
+            raise _ApiError(405, "method not allowed", 405)
+
+    # ---- Firebase stand-ins ------------------------------------------------------------------
+
+    def _firebase_error(self, message: str, status: int = 400) -> None:
+        reason = "invalid" if status == 400 else "backendError"
+        payload: dict[str, Any] = {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [{"message": message, "domain": "global", "reason": reason}],
+            }
+        }
+        if message == _INVALID_KEY:
+            payload["error"]["status"] = "INVALID_ARGUMENT"
+        self._send_json(status, payload)
+
+    def _firebase(self, method: str, path: str, query: dict[str, str]) -> None:
+        net = self.network
+        if method != "POST":
+            raise _FirebaseError("method not allowed", 405)
+        if path == "/identitytoolkit/v1/accounts:signInWithPassword":
+            body = self._form_or_json()
+            if not net.check_api_key(query.get("key")):
+                raise _FirebaseError(_INVALID_KEY)
+            email = str(body.get("email") or "")
+            password = str(body.get("password") or "")
+            if not email:
+                raise _FirebaseError("INVALID_EMAIL")
+            if not password:
+                raise _FirebaseError("MISSING_PASSWORD")
+            try:
+                grant = net.sign_in(email, password)
+            except AuthError as exc:
+                raise _FirebaseError(exc.reason) from exc
+            payload: dict[str, Any] = {
+                "kind": "identitytoolkit#VerifyPasswordResponse",
+                "localId": grant.uid,
+                "email": grant.email,
+                "displayName": grant.name,
+                "idToken": grant.id_token,
+                "registered": True,
+                "refreshToken": grant.refresh_token,
+                "expiresIn": str(grant.expires_in),
+            }
+        elif path == "/securetoken/v1/token":
+            body = self._form_or_json()
+            if not net.check_api_key(query.get("key")):
+                raise _FirebaseError(_INVALID_KEY)
+            grant_type = str(body.get("grant_type") or body.get("grantType") or "")
+            refresh_token = str(body.get("refresh_token") or body.get("refreshToken") or "")
+            if grant_type != "refresh_token":
+                raise _FirebaseError("INVALID_GRANT_TYPE")
+            if not refresh_token:
+                raise _FirebaseError("MISSING_REFRESH_TOKEN")
+            try:
+                grant = net.refresh(refresh_token)
+            except AuthError as exc:
+                raise _FirebaseError(exc.reason) from exc
+            payload = {
+                "access_token": grant.id_token,
+                "expires_in": str(grant.expires_in),
+                "token_type": "Bearer",
+                "refresh_token": grant.refresh_token,
+                "id_token": grant.id_token,
+                "user_id": grant.uid,
+                "project_id": net.config.project_id,
+            }
+        else:
+            raise _FirebaseError("NOT_FOUND", 404)
+        if self._extra_fields:
+            payload = {**payload, **self._extra_fields}
+        self._send_json(200, payload)
+
+    # ---- dashboard ---------------------------------------------------------------------------
+
+    def _dashboard(self, method: str, path: str) -> None:
+        if method != "GET":
+            self._send_json(405, {"error": "method not allowed"})
+            return
+        if path in {"/dashboard", "/dashboard/"}:
+            self._send(302, b"", "text/plain", {"Location": "/dashboard/login"})
+            return
+        if path == "/dashboard/login":
+            self._send(200, self.sandbox.login_page().encode(), _STATIC_TYPES[".html"])
+            return
+        name = path[len("/dashboard/") :]
+        target = DASHBOARD_DIR / name
+        if not re.fullmatch(r"[A-Za-z0-9_-]+\.(js|css)", name) or not target.is_file():
+            self._send_json(404, {"error": "not found", "path": path})
+            return
+        self._send(200, target.read_bytes(), _STATIC_TYPES[target.suffix])
+
+    # ---- extension download ------------------------------------------------------------------
+
+    def _crx(self, query: dict[str, str]) -> None:
+        params = {k: v[-1] for k, v in parse_qs(query.get("x", "")).items()}
+        ext_id = params.get("id", "")
+        if ext_id != self.sandbox.extension_id:
+            self._send_json(404, {"error": "no such extension", "id": ext_id})
+            return
+        if query.get("response") == "redirect":
+            data = self.sandbox.crx()
+            disposition = f'attachment; filename="{ext_id}.crx"'
+            headers = {"Content-Disposition": disposition}
+            self._send(200, data, "application/x-chrome-extension", headers)
+            return
+        # Update check (no response=redirect): an update manifest, as the store answers.
+        codebase = self.sandbox.crx_url()
+        body = (
+            "<?xml version='1.0' encoding='UTF-8'?>"
+            "<gupdate xmlns='http://www.google.com/update2/response' protocol='2.0'>"
+            f"<app appid='{ext_id}' status='ok'>"
+            f"<updatecheck codebase='{html.escape(codebase, quote=True)}' "
+            f"version='{extension_version()}' status='ok'/></app></gupdate>"
+        )
+        self._send(200, body.encode(), "text/xml; charset=utf-8")
+
+    # ---- test / ops hooks --------------------------------------------------------------------
+
+    def _hooks(self, method: str, path: str) -> None:
+        net = self.network
+        if path == "/__sandbox/state" and method == "GET":
+            self._send_json(200, net.state())
+        elif path == "/__sandbox/faults" and method == "GET":
+            self._send_json(200, {"faults": net.faults()})
+        elif path == "/__sandbox/faults" and method == "POST":
+            raw = self._read_body()
+            try:
+                data = json.loads(raw or b"[]")
+                items = data.get("faults", [data]) if isinstance(data, dict) else data
+                if not isinstance(items, list):
+                    raise ValueError("faults must be a list")
+                faults = [Fault.model_validate(item) for item in items]
+            except (ValueError, ValidationError) as exc:
+                self._send_json(400, {"error": str(exc)})
+                return
+            for fault in faults:
+                net.add_fault(fault)
+            self._send_json(200, {"faults": net.faults()})
+        elif path == "/__sandbox/faults/clear" and method == "POST":
+            self._read_body()
+            net.clear_faults()
+            self._send_json(200, {"faults": []})
+        elif path == "/__sandbox/expire-tokens" and method == "POST":
+            self._read_body()
+            self._send_json(200, {"expired": net.expire_tokens()})
+        elif path == "/__sandbox/tick" and method == "POST":
+            self._read_body()
+            net.tick()
+            self._send_json(200, {"simTime": net.sim_now_ms()})
+        else:
+            self._send_json(404, {"error": "not found", "path": path})
+
+
+_API_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("POST", re.compile(r"/user/profile"), "profile"),
+    ("POST", re.compile(r"/point/stats"), "point_stats"),
+    ("POST", re.compile(r"/sentrynode/stats/([^/]+)"), "node_stats"),
+    ("GET", re.compile(r"/sentrynode/get/([^/]+)"), "node_get"),
+    ("POST", re.compile(r"/sentrynode/list"), "node_list"),
+    ("POST", re.compile(r"/sentrynode/heartbeat"), "heartbeat"),
+]
+
+
+def _match_api(method: str, path: str) -> tuple[str, str] | None:
+    for verb, pattern, name in _API_ROUTES:
+        m = pattern.fullmatch(path)
+        if m and verb == method:
+            return name, (m.group(1) if m.groups() else "")
+    return None
+
+
+class SandboxServer:
+    """The sandbox network behind a local HTTP server.
+
+    >>> server = SandboxServer(SandboxConfig(speed=60))
+    >>> base = server.start()        # "http://127.0.0.1:PORT"
+    >>> server.stop()
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        network: SandboxNetwork | None = None,
+        extension_id: str = SANDBOX_EXTENSION_ID,
+        tick_seconds: float = 1.0,
+    ) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the sandbox listens on loopback addresses only, not {host}")
+        self.config = config or (network.config if network else SandboxConfig())
+        self.network = network or SandboxNetwork(self.config)
+        self.host = host
+        self.port = port
+        self.extension_id = extension_id
+        self.tick_seconds = tick_seconds
+        self._httpd: _Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> str:
+        if self._httpd is not None:
+            return self.url
+        self._stop.clear()
+        self._httpd = _Server((self.host, self.port), self)
+        self.port = self._httpd.server_address[1]
+        self._spawn(self._httpd.serve_forever, "sandbox-http")
+        self._spawn(self._tick_loop, "sandbox-tick")
+        log.info("sandbox network listening on %s", self.url)
+        return self.url
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick_seconds):
+            try:
+                self.network.tick()
+            except Exception:
+                log.exception("sandbox tick failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def __enter__(self) -> SandboxServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- addresses ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("sandbox server is not running")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def identity_url(self) -> str:
+        """Identity toolkit stand-in base (``.../v1``); append ``/accounts:signInWithPassword``."""
+        return f"{self.url}/identitytoolkit/v1"
+
+    @property
+    def securetoken_url(self) -> str:
+        """Full URL of the secure token stand-in (``.../v1/token``)."""
+        return f"{self.url}/securetoken/v1/token"
+
+    @property
+    def dashboard_login_url(self) -> str:
+        return f"{self.url}/dashboard/login"
+
+    @property
+    def crx_update_base(self) -> str:
+        """Stand-in for ``https://clients2.google.com/service/update2/crx``."""
+        return f"{self.url}/service/update2/crx"
+
+    def crx_url(self, prodversion: str = "156.0.0.0") -> str:
+        query = urlencode(
+            {
+                "response": "redirect",
+                "prodversion": prodversion,
+                "acceptformat": "crx2,crx3",
+                "x": f"id={self.extension_id}&uc",
+            },
+            quote_via=quote,
+        )
+        return f"{self.crx_update_base}?{query}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "service": "GradientLab sandbox network",
+            "api": self.api_base,
+            "identitytoolkit": self.identity_url,
+            "securetoken": self.securetoken_url,
+            "dashboard": self.dashboard_login_url,
+            "crx": self.crx_url(),
+            "extensionId": self.extension_id,
+            "apiKey": self.config.api_key,
+        }
+
+    # ---- content -----------------------------------------------------------------------------
+
+    def crx(self) -> bytes:
+        """The extension as served: a CRX3 built now, with this server's ``config.js``."""
+        return build_crx(
+            self.url,
+            api_key=self.config.api_key,
+            heartbeat_seconds=self.config.extension_heartbeat_seconds,
+        )
+
+    def login_page(self) -> str:
+        template = (DASHBOARD_DIR / "login.html").read_text()
+        cfg = {
+            "apiKey": self.config.api_key,
+            "extensionId": self.extension_id,
+            "identityUrl": "/identitytoolkit/v1",
+        }
+        # JSON inside <script type="application/json">: escape "<" so it cannot close the tag.
+        blob = json.dumps(cfg).replace("<", "\\u003c")
+        return template.replace("{{SANDBOX_CONFIG}}", blob)

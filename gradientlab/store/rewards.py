@@ -1,0 +1,142 @@
+"""Idempotent, incremental ingestion of rewards and node statistics.
+
+Rows are COPYed into a temporary staging table, then merged with one INSERT ... ON CONFLICT that
+updates only rows whose values changed. Re-ingesting the same data changes nothing; a batch is one
+transaction, so a failure leaves nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine
+
+from gradientlab.gradient.models import NodeDay, PointDay
+
+
+@dataclass(frozen=True)
+class UpsertCount:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+    def __add__(self, other: UpsertCount) -> UpsertCount:
+        return UpsertCount(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    keys: tuple[str, ...]
+    values: tuple[str, ...]
+    types: dict[str, str]
+
+
+ACCOUNT_POINTS = Table(
+    "account_daily_points", ("account", "day"), ("node", "referral", "bonus", "boost"),
+    {"account": "text", "day": "date", "node": "bigint", "referral": "bigint", "bonus": "bigint",
+     "boost": "bigint"},
+)
+NODE_STATS = Table(
+    "node_daily_stats", ("client_id", "day"), ("duration", "taps"),
+    {"client_id": "text", "day": "date", "duration": "bigint", "taps": "bigint"},
+)
+NODE_POINTS = Table(
+    "node_daily_points", ("client_id", "day"), ("points", "taps"),
+    {"client_id": "text", "day": "date", "points": "bigint", "taps": "bigint"},
+)
+
+
+def _copy_rows(rows: Iterable[Sequence[Any]]) -> io.StringIO:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in rows:
+        writer.writerow(row)
+    buf.seek(0)
+    return buf
+
+
+def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> UpsertCount:
+    cols = table.keys + table.values
+    staging = f"staging_{table.name}"
+    col_defs = ", ".join(f"{c} {table.types[c]} NOT NULL" for c in cols)
+    col_list = ", ".join(cols)
+    changed_where = (
+        f"({', '.join(f'{table.name}.{c}' for c in table.values)}) IS DISTINCT FROM "
+        f"({', '.join(f'EXCLUDED.{c}' for c in table.values)})"
+    )
+    merge = f"""
+        WITH merged AS (
+            INSERT INTO {table.name} ({col_list})
+            SELECT DISTINCT ON ({", ".join(table.keys)}) {col_list} FROM {staging}
+            ORDER BY {", ".join(table.keys)}
+            ON CONFLICT ({", ".join(table.keys)}) DO UPDATE SET
+                {", ".join(f"{c} = EXCLUDED.{c}" for c in table.values)}, updated_at = now()
+            WHERE {changed_where}
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+               (SELECT count(DISTINCT ({", ".join(table.keys)})) FROM {staging})
+        FROM merged
+    """
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f"CREATE TEMP TABLE {staging} ({col_defs}) ON COMMIT DROP")
+        cur.copy_expert(f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)",
+                        _copy_rows(rows))
+        cur.execute(merge)
+        inserted, updated, total = cur.fetchone()
+        raw.commit()
+    except Exception:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+    return UpsertCount(int(inserted), int(updated), int(total) - int(inserted) - int(updated))
+
+
+def _check_points(where: str, **values: int) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{where}: {name} is {value}; points are never negative")
+
+
+def upsert_account_points(engine: Engine, account: str, days: list[PointDay]) -> UpsertCount:
+    for d in days:
+        _check_points(f"/point/stats day {d.day}", node=d.node, referral=d.referral,
+                      bonus=d.bonus, boost=d.boost)
+    return upsert(
+        engine, ACCOUNT_POINTS,
+        ((account, d.day.isoformat(), d.node, d.referral, d.bonus, d.boost) for d in days),
+    )
+
+
+def upsert_node_stats(engine: Engine, client_id: str, days: list[NodeDay]) -> UpsertCount:
+    for d in days:
+        _check_points(f"/sentrynode/stats/{client_id} day {d.day}", duration=d.duration,
+                      taps=d.taps)
+    return upsert(
+        engine, NODE_STATS, ((client_id, d.day.isoformat(), d.duration, d.taps) for d in days)
+    )
+
+
+def upsert_node_points(engine: Engine, day: date, items: list[tuple[str, int, int]]) -> UpsertCount:
+    """(client_id, points today, taps today) as the node list shows them on `day`."""
+    for client_id, pts, taps in items:
+        _check_points(f"/sentrynode/list node {client_id}", today=pts, taps=taps)
+    return upsert(
+        engine, NODE_POINTS, ((c, day.isoformat(), p, t) for c, p, t in items)
+    )

@@ -1,0 +1,76 @@
+"""Provider and SSH tasks: one task per host per step."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from gradientlab import health as health_lib
+from gradientlab.config import Fleet
+from gradientlab.gradient.models import NodeListItem
+from gradientlab.inventory import executor_for, node_settings, provider_for
+from gradientlab.node.deploy import deploy_node
+from gradientlab.node.runner import RUNNER_VERSION
+from gradientlab.providers.base import HostRecord
+from gradientlab.remote.executor import RemoteError
+from gradientlab.remote.keys import operator_public_key
+from gradientlab.store import fleet as fleet_store
+from tasks.common import engine, read_secret_block
+
+
+@task(name="create-host", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      tags=["provider"])
+def create_host(fleet: Fleet, name: str) -> HostRecord:
+    spec = fleet.host(name)
+    provider = provider_for(fleet, spec.provider)
+    record = provider.create(spec, operator_public_key())
+    fleet_store.upsert_host(engine(), record)
+    return record
+
+
+@task(name="deploy-node", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      tags=["ssh"])
+def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
+    settings = node_settings(fleet, read_secret_block)
+    result = deploy_node(executor_for(record), settings, record.meta.get("python"))
+    fleet_store.record_deploy(
+        engine(), record.name, result.extension_id, result.extension_version, RUNNER_VERSION
+    )
+    return asdict(result)
+
+
+@task(name="check-host", cache_policy=NO_CACHE, tags=["ssh"])
+def check_host(fleet: Fleet, record: HostRecord, network: list[NodeListItem],
+               recover: bool = True) -> health_lib.HealthOutcome:
+    """Probe one host over SSH, recover it step by step, record sample and incident."""
+    python = record.meta.get("python")
+    db = engine()
+    cursor = fleet_store.event_cursor(db, record.name)
+    by_client = {item.name: item for item in network}
+
+    def reprobe(use_network: bool = True) -> health_lib.HealthReport:
+        try:
+            data = health_lib.probe(executor_for(record), python, cursor)
+        except RemoteError as exc:
+            return health_lib.assess(record.name, None, None, str(exc))
+        client = ((data.get("status") or {}).get("popup") or {}).get("node_id")
+        item = by_client.get(client or "") if use_network else None
+        return health_lib.assess(record.name, data, item)
+
+    before = reprobe()
+    after, actions = before, []
+    if recover and not before.healthy and before.status != "Unsupported":
+        provider = provider_for(fleet, record.provider)
+        ex = executor_for(record) if before.reachable else None
+        recovery = health_lib.Recovery(
+            ex=ex, python=python,
+            reboot_host=lambda: provider.reboot(record.name),
+            # after an action only the runner's own view counts: the network list is older
+            reprobe=lambda: reprobe(use_network=False),
+            wait_seconds=fleet.health.recovery_wait_seconds,
+        )
+        after, actions = recovery.recover(before)
+    return health_lib.record(db, before, after, actions)

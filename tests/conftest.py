@@ -1,0 +1,73 @@
+"""Shared fixtures: a real PostgreSQL database per test session, a private data folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+# Keep every test run's state (keys, hosts, Prefect home) out of the project folder.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="gradientlab-test-"))
+os.chmod(_SESSION_HOME, 0o755)  # local hosts run as their own users and must reach their homes
+os.environ.setdefault("GRADIENTLAB_HOME", str(_SESSION_HOME))
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _admin_url() -> str:
+    from gradientlab.store.database import database_url
+
+    return database_url()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database on the server `DATABASE_URL` (or the embedded one) names, dropped after."""
+    from gradientlab.store.database import make_engine, migrate
+
+    admin_url = make_url(_admin_url())
+    name = f"gradientlab_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    previous = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = previous
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def engine(database_url: str) -> Iterator[Engine]:
+    """The session database, emptied of rows before each test."""
+    from gradientlab.store.database import make_engine
+
+    eng = make_engine(database_url)
+    with eng.begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE hosts, nodes, node_status_samples, node_daily_stats,"
+                " account_daily_points, node_daily_points, incidents, recovery_actions"
+                " RESTART IDENTITY CASCADE"
+            )
+        )
+    yield eng
+    eng.dispose()

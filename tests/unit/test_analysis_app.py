@@ -1,0 +1,381 @@
+"""The analysis app on a real Postgres: its queries directly, and its pages through AppTest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import streamlit as st
+from sqlalchemy import Engine, text
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Node, UnknownElement
+
+from analysis_app import queries
+from analysis_app.components import NO_DATA_MESSAGE
+from analysis_app.queries import FleetFilter
+
+APP = Path(__file__).resolve().parents[2] / "analysis_app" / "app.py"
+TODAY = datetime.now(UTC).date()
+DAYS = [TODAY - timedelta(days=2), TODAY - timedelta(days=1), TODAY]
+# Raw integers as the API gives them: 1 point = 100000.
+RAW_POINTS = {
+    "node-oci": [0, 0, 0],
+    "node-gcp": [1_234_567, 2_500_000, 75_000],
+    "node-pi": [3_000_000, 2_875_000, 1_200_000],
+    "laptop-node": [500_000, 500_000, 250_000],  # listed by the network, no host of ours
+}
+BANNED_REASON = "Data center IP address"
+
+
+def seed_fleet(engine: Engine) -> None:
+    """Three live hosts, one terminated; an Unsupported cloud VM; points, stats, incidents."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (id, name, provider, region, address, state) VALUES"
+                " (1, 'oci-ashburn-1', 'oci', 'us-ashburn-1', '10.0.0.2', 'running'),"
+                " (2, 'gcp-west-1', 'gcp', 'us-west1', '10.0.0.3', 'running'),"
+                " (3, 'home-pi', 'static', NULL, '192.168.1.20', 'running'),"
+                " (4, 'old-vm', 'azure', 'westeurope', '10.0.0.9', 'terminated')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO nodes (host_id, client_id, extension_version) VALUES"
+                " (1, 'node-oci', '1.2.3'), (2, 'node-gcp', '1.2.3'),"
+                " (3, 'node-pi', '1.2.2'), (4, 'node-old', '1.0.0')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_points (client_id, day, points, taps)"
+                " VALUES (:client_id, :day, :points, :taps)"
+            ),
+            [
+                {"client_id": cid, "day": day, "points": raw, "taps": i}
+                for cid, raws in RAW_POINTS.items()
+                for i, (day, raw) in enumerate(zip(DAYS, raws, strict=True))
+            ],
+        )
+        samples = [
+            (1, now - timedelta(minutes=30), "Good", None, "129.80.1.1"),
+            (1, now - timedelta(minutes=5), "Unsupported", BANNED_REASON, "129.80.1.1"),
+            (2, now - timedelta(minutes=4), "Good", None, "34.82.1.1"),
+            (3, now - timedelta(minutes=3), "Disconnected", None, "81.2.69.160"),
+        ]
+        conn.execute(
+            text(
+                "INSERT INTO node_status_samples"
+                " (host_id, sampled_at, status, reachable, banned, banned_reason, ip, taps_today)"
+                " VALUES (:host_id, :at, :status, true, :banned, :reason, :ip, 1)"
+            ),
+            [
+                {
+                    "host_id": h,
+                    "at": at,
+                    "status": s,
+                    "banned": r is not None,
+                    "reason": r,
+                    "ip": ip,
+                }
+                for h, at, s, r, ip in samples
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_stats (client_id, day, duration, taps)"
+                " VALUES (:cid, :day, :duration, :taps)"
+            ),
+            [
+                {"cid": cid, "day": day, "duration": duration, "taps": taps}
+                for day in DAYS
+                for cid, duration, taps in (
+                    ("node-oci", 86_400, 0),
+                    ("node-gcp", 43_200, 12),
+                    ("node-pi", 72_000, 30),
+                )
+            ],
+        )
+        detected = now - timedelta(hours=2)
+        conn.execute(
+            text(
+                "INSERT INTO incidents (id, host_id, kind, detected_at, status, recovered_at)"
+                " VALUES (1, 3, 'BrowserDown', :d1, 'recovered', :r1),"
+                " (2, 2, 'LoggedOut', :d2, 'open', NULL)"
+            ),
+            {
+                "d1": detected,
+                "r1": detected + timedelta(seconds=42),
+                "d2": now - timedelta(minutes=10),
+            },
+        )
+        conn.execute(
+            text(
+                "INSERT INTO recovery_actions (incident_id, step, started_at, finished_at, ok)"
+                " VALUES (1, 'login', :t2, :t3, true),"
+                " (1, 'restart_browser', :t0, :t1, false),"
+                " (2, 'login', :t4, NULL, NULL)"
+            ),
+            {
+                "t0": detected + timedelta(seconds=1),
+                "t1": detected + timedelta(seconds=11),
+                "t2": detected + timedelta(seconds=12),
+                "t3": detected + timedelta(seconds=40),
+                "t4": now - timedelta(minutes=9),
+            },
+        )
+
+
+@pytest.fixture()
+def seeded(engine: Engine) -> Engine:
+    seed_fleet(engine)
+    return engine
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    """Cached query results are per process; each test reads its own rows."""
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def whole_range() -> FleetFilter:
+    return FleetFilter(DAYS[0], DAYS[-1])
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+def test_node_points_divides_raw_points_for_display(seeded: Engine) -> None:
+    points = queries.node_points(seeded, whole_range())
+
+    gcp = points[points["client_id"] == "node-gcp"].sort_values("day")
+    assert gcp["points_raw"].tolist() == RAW_POINTS["node-gcp"]
+    assert gcp["points"].tolist() == [12.34567, 25.0, 0.75]
+    assert gcp["host"].unique().tolist() == ["gcp-west-1"]
+    assert set(points["day"]) == set(DAYS)
+
+
+def test_node_points_labels_nodes_no_host_owns(seeded: Engine) -> None:
+    points = queries.node_points(seeded, whole_range())
+
+    laptop = points[points["client_id"] == "laptop-node"]
+    assert laptop["host"].unique().tolist() == ["laptop-node"]
+    assert laptop["provider"].unique().tolist() == [queries.UNMANAGED_PROVIDER]
+    assert laptop["region"].unique().tolist() == [queries.UNKNOWN_REGION]
+
+
+def test_node_points_filters_by_provider_region_host_and_days(seeded: Engine) -> None:
+    by_provider = queries.node_points(
+        seeded, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp", "static"))
+    )
+    assert set(by_provider["host"]) == {"gcp-west-1", "home-pi"}
+
+    by_region = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[-1], regions=("unknown",)))
+    assert set(by_region["host"]) == {"home-pi", "laptop-node"}
+
+    one_day = queries.node_points(seeded, FleetFilter(TODAY, TODAY, hosts=("home-pi",)))
+    assert one_day[["day", "points_raw"]].values.tolist() == [[TODAY, 1_200_000]]
+
+    nothing = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("no-such",)))
+    assert nothing.empty
+    assert "points" in nothing.columns
+
+
+def test_fleet_status_reads_each_hosts_latest_check(seeded: Engine) -> None:
+    status = queries.fleet_status(seeded).set_index("host")
+
+    assert list(status.index) == ["gcp-west-1", "home-pi", "oci-ashburn-1"]  # terminated: gone
+    assert status.loc["oci-ashburn-1", "status"] == "Unsupported"
+    assert status.loc["oci-ashburn-1", "banned_reason"] == BANNED_REASON
+    assert status.loc["gcp-west-1", "today_points_raw"] == 75_000
+    assert status.loc["gcp-west-1", "today_points"] == 0.75
+    assert status.loc["gcp-west-1", "points_day"] == TODAY
+    assert status.loc["home-pi", "region"] == queries.UNKNOWN_REGION
+
+
+def test_fleet_status_of_hosts_never_checked(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO hosts (name, provider) VALUES ('fresh', 'local')"))
+
+    status = queries.fleet_status(engine)
+
+    assert status["host"].tolist() == ["fresh"]
+    assert status["status"].isna().all()
+    assert status["today_points"].isna().all()
+
+
+def test_day_bounds(seeded: Engine, engine: Engine) -> None:
+    assert queries.day_bounds(seeded, "points") == (DAYS[0], DAYS[-1])
+    assert queries.day_bounds(seeded, "stats") == (DAYS[0], DAYS[-1])
+    first, last = queries.day_bounds(seeded, "incidents") or (None, None)
+    assert first is not None and last is not None and first <= last <= TODAY
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE node_daily_points"))
+    assert queries.day_bounds(engine, "points") is None
+
+
+def test_filter_choices_lists_live_hosts_and_unmanaged_nodes(seeded: Engine) -> None:
+    choices = queries.filter_choices(seeded)
+
+    assert choices.values.tolist() == [
+        ["gcp-west-1", "gcp", "us-west1"],
+        ["home-pi", "static", "unknown"],
+        ["laptop-node", "not managed", "unknown"],
+        ["oci-ashburn-1", "oci", "us-ashburn-1"],
+    ]
+
+
+def test_node_uptime_taps(seeded: Engine) -> None:
+    stats = queries.node_uptime_taps(seeded, FleetFilter(TODAY, TODAY, providers=("gcp",)))
+
+    assert stats[["host", "duration", "uptime_hours", "taps"]].values.tolist() == [
+        ["gcp-west-1", 43_200, 12.0, 12]
+    ]
+
+
+def test_incidents_with_recovery_time_and_ordered_actions(seeded: Engine) -> None:
+    found = queries.incidents(seeded, whole_range()).set_index("id")
+
+    assert found.loc[1, "recovery_seconds"] == pytest.approx(42.0)
+    assert found.loc[1, "actions"] == "restart_browser ✗ → login ✓"
+    assert found.loc[1, "failed_actions"] == 1
+    assert pd.isna(found.loc[2, "recovery_seconds"])
+    assert found.loc[2, "actions"] == "login …"
+
+    pi_only = queries.incidents(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("home-pi",)))
+    assert pi_only["id"].tolist() == [1]
+    before = queries.incidents(seeded, FleetFilter(DAYS[0], DAYS[0] - timedelta(days=1)))
+    assert before.empty
+
+
+def test_recovery_actions(seeded: Engine) -> None:
+    steps = queries.recovery_actions(seeded, [1])
+
+    assert steps["step"].tolist() == ["restart_browser", "login"]
+    assert steps["seconds"].tolist() == pytest.approx([10.0, 28.0])
+    assert queries.recovery_actions(seeded, []).empty
+
+
+def test_page_queries_on_an_empty_database(engine: Engine) -> None:
+    selection = FleetFilter(date(2025, 1, 1), date(2025, 1, 31))
+
+    assert queries.node_points(engine, selection).empty
+    assert queries.fleet_status(engine).empty
+    assert queries.node_uptime_taps(engine, selection).empty
+    assert queries.incidents(engine, selection).empty
+    assert queries.filter_choices(engine).empty
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def run_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at: AppTest) -> list[Node]:
+    return list(at.get("vega_lite_chart"))
+
+
+def test_points_page_shows_chart_table_and_csv(seeded: Engine) -> None:
+    at = run_app()
+
+    assert at.title[0].value == "Points"
+    assert len(charts(at)) == 1
+    points = at.dataframe[0].value
+    gcp = points[points["client_id"] == "node-gcp"].sort_values("day")
+    assert gcp["points"].tolist() == [raw / 100_000 for raw in RAW_POINTS["node-gcp"]]
+    assert "points_raw" not in points.columns
+    assert {b.key for b in at.download_button} == {"points_csv", "fleet_csv"}
+
+
+def test_points_page_shows_fleet_status_and_why_a_node_is_unsupported(seeded: Engine) -> None:
+    at = run_app()
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Nodes Good"] == "1 / 3"
+    assert metrics["Unsupported"] == "1"
+    assert metrics["Points today"] == f"{(75_000 + 1_200_000 + 0) / 100_000:,.2f}"
+    assert any(BANNED_REASON in w.value and "oci-ashburn-1" in w.value for w in at.warning)
+    fleet = at.dataframe[1].value.set_index("host")
+    assert fleet.loc["oci-ashburn-1", "status_shown"] == f"Unsupported: {BANNED_REASON}"
+    assert fleet.loc["home-pi", "status_shown"] == "Disconnected"
+    assert fleet.loc["gcp-west-1", "today_points"] == 0.75
+    assert "old-vm" not in fleet.index
+
+
+def test_points_page_sidebar_filter(seeded: Engine) -> None:
+    at = run_app()
+
+    at.sidebar.multiselect(key="filter_providers").set_value(["gcp"]).run()
+
+    assert not at.exception
+    assert set(at.dataframe[0].value["host"]) == {"gcp-west-1"}
+    assert at.dataframe[1].value["host"].tolist() == ["gcp-west-1"]
+    assert {m.label: m.value for m in at.metric}["Nodes Good"] == "1 / 1"
+
+
+def test_points_page_colours_by_provider(seeded: Engine) -> None:
+    at = run_app()
+
+    at.segmented_control(key="points_group").set_value("Provider").run()
+
+    assert not at.exception
+    chart = charts(at)[0]
+    assert isinstance(chart, UnknownElement)
+    assert '"Provider"' in chart.proto.spec
+
+
+def test_empty_database_shows_no_data_message(engine: Engine) -> None:
+    for page in (None, "views/uptime.py", "views/incidents.py"):
+        at = run_app(page)
+        assert any(NO_DATA_MESSAGE in info.value for info in at.info), page
+        assert not charts(at)
+        assert not at.dataframe
+
+
+def test_unreachable_database_says_what_to_do(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://root:secret@127.0.0.1:1/nowhere")
+
+    at = run_app()
+
+    assert "Cannot reach the fleet database" in at.error[0].value
+    assert "secret" not in at.error[0].value
+
+
+def test_uptime_page(seeded: Engine) -> None:
+    at = run_app("views/uptime.py")
+
+    assert at.title[0].value == "Uptime & taps"
+    assert len(charts(at)) == 2
+    stats = at.dataframe[0].value
+    assert set(stats["host"]) == {"oci-ashburn-1", "gcp-west-1", "home-pi"}
+    assert stats.loc[stats["host"] == "gcp-west-1", "uptime_hours"].tolist() == [12.0] * 3
+    assert {m.label: m.value for m in at.metric}["Nodes without a tap"] == "1"
+    assert [b.key for b in at.download_button] == ["uptime_csv"]
+
+
+def test_incidents_page(seeded: Engine) -> None:
+    at = run_app("views/incidents.py")
+
+    assert at.title[0].value == "Incidents"
+    assert len(charts(at)) == 2
+    found = at.dataframe[0].value.set_index("host")
+    assert found.loc["home-pi", "recovery_seconds"] == pytest.approx(42.0)
+    assert found.loc["home-pi", "actions"] == "restart_browser ✗ → login ✓"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Open now"] == "1"
+    assert metrics["Median recovery"] == "42 s"
+    assert {b.key for b in at.download_button} == {"incidents_csv", "steps_csv"}

@@ -1,0 +1,364 @@
+"""The sandbox over HTTP: Firebase stand-ins, envelope, auth, faults, CRX download, CLI."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gradientlab.sandbox import SANDBOX_EXTENSION_ID, SandboxConfig, SandboxServer
+from gradientlab.sandbox.crx import EXTENSION_DIR, build_crx
+from gradientlab.sandbox.extension_id import extension_id_from_manifest_key
+from gradientlab.sandbox.network import DATACENTER_REASON, SandboxAccount
+
+KEY = "test-web-key"
+EMAIL = "alice@example.test"
+PASSWORD = "s3cret"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SandboxServer]:
+    cfg = SandboxConfig(
+        accounts=[
+            SandboxAccount(email=EMAIL, password=PASSWORD, name="Alice"),
+            SandboxAccount(email="bob@example.test", password="pw", name="Bob"),
+        ],
+        api_key=KEY,
+        datacenter_ranges=["127.0.0.9/32"],
+        speed=60,
+    )
+    srv = SandboxServer(cfg)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server: SandboxServer) -> Iterator[httpx.Client]:
+    server.network.clear_faults()
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+    server.network.clear_faults()
+
+
+def sign_in(client: httpx.Client, email: str = EMAIL, password: str = PASSWORD) -> dict[str, Any]:
+    r = client.post(
+        "/identitytoolkit/v1/accounts:signInWithPassword",
+        params={"key": KEY},
+        json={"email": email, "password": password, "returnSecureToken": True},
+    )
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_sign_in_answers_firebase_fields(client: httpx.Client) -> None:
+    data = sign_in(client)
+    assert data["kind"] == "identitytoolkit#VerifyPasswordResponse"
+    assert data["email"] == EMAIL and data["displayName"] == "Alice"
+    assert data["registered"] is True and data["expiresIn"] == "3600"
+    assert data["localId"] and data["idToken"] and data["refreshToken"]
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "message"),
+    [
+        ({"key": KEY}, {"email": EMAIL, "password": "wrong"}, "INVALID_PASSWORD"),
+        ({"key": KEY}, {"email": "nobody@x.test", "password": "x"}, "EMAIL_NOT_FOUND"),
+        ({"key": "bad"}, {"email": EMAIL, "password": PASSWORD}, "API key not valid"),
+        ({}, {"email": EMAIL, "password": PASSWORD}, "API key not valid"),
+    ],
+)
+def test_sign_in_errors(
+    client: httpx.Client, params: dict[str, str], body: dict[str, str], message: str
+) -> None:
+    r = client.post("/identitytoolkit/v1/accounts:signInWithPassword", params=params, json=body)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == 400
+    assert err["message"].startswith(message)
+
+
+def test_refresh_form_and_json(client: httpx.Client) -> None:
+    auth = sign_in(client)
+    form = client.post(
+        "/securetoken/v1/token",
+        params={"key": KEY},
+        data={"grant_type": "refresh_token", "refresh_token": auth["refreshToken"]},
+    )
+    assert form.status_code == 200
+    body = form.json()
+    assert body["token_type"] == "Bearer"
+    assert body["user_id"] == auth["localId"]
+    assert body["refresh_token"] == auth["refreshToken"]
+    assert body["id_token"] == body["access_token"] and body["expires_in"] == "3600"
+    assert body["project_id"]
+    as_json = client.post(
+        "/securetoken/v1/token",
+        params={"key": KEY},
+        json={"grant_type": "refresh_token", "refresh_token": auth["refreshToken"]},
+    )
+    assert as_json.status_code == 200
+    profile = client.post("/api/user/profile", headers=bearer(as_json.json()["id_token"]))
+    assert profile.json()["code"] == 200
+    bad = client.post(
+        "/securetoken/v1/token",
+        params={"key": KEY},
+        data={"grant_type": "refresh_token", "refresh_token": "nope"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["message"] == "INVALID_REFRESH_TOKEN"
+
+
+def test_api_requires_a_bearer_token(client: httpx.Client) -> None:
+    r = client.post("/api/user/profile")
+    assert r.status_code == 401
+    assert r.json() == {"code": 401, "msg": "unauthorized", "data": None}
+    r = client.post("/api/user/profile", headers=bearer("garbage"))
+    assert r.status_code == 401 and r.json()["code"] == 401
+
+
+def test_id_tokens_expire_after_ttl() -> None:
+    cfg = SandboxConfig(
+        accounts=[SandboxAccount(email=EMAIL, password=PASSWORD)], api_key=KEY, token_ttl_seconds=0.3
+    )
+    with SandboxServer(cfg) as srv, httpx.Client(base_url=srv.url) as c:
+        auth = sign_in(c)
+        assert c.post("/api/user/profile", headers=bearer(auth["idToken"])).json()["code"] == 200
+        time.sleep(0.4)
+        r = c.post("/api/user/profile", headers=bearer(auth["idToken"]))
+        assert r.status_code == 401
+        assert r.json()["msg"] == "token expired"
+        fresh = c.post(
+            "/securetoken/v1/token",
+            params={"key": KEY},
+            data={"grant_type": "refresh_token", "refresh_token": auth["refreshToken"]},
+        ).json()
+        assert c.post("/api/user/profile", headers=bearer(fresh["id_token"])).json()["code"] == 200
+
+
+def test_node_endpoints_envelopes(client: httpx.Client, server: SandboxServer) -> None:
+    auth = sign_in(client)
+    h = bearer(auth["idToken"])
+    hb = client.post("/api/sentrynode/heartbeat", headers=h, json={"clientid": "c1", "version": "1"})
+    assert hb.status_code == 200
+    assert hb.json() == {
+        "code": 200,
+        "msg": "success",
+        "data": {"connect": True, "banned": False, "bannedReason": "", "ip": "127.0.0.1"},
+    }
+    got = client.get("/api/sentrynode/get/c1", headers=h).json()
+    assert got["code"] == 200
+    assert set(got["data"]) >= {
+        "active",
+        "connect",
+        "banned",
+        "bannedReason",
+        "ip",
+        "today",
+        "season",
+        "location",
+    }
+    assert set(got["data"]["location"]) == {"country", "place"}
+    body = {"page": 1, "size": 10, "field": "active", "direction": 0, "active": True}
+    listed = client.post("/api/sentrynode/list", headers=h, json={**body, "banned": "", "hide": 0})
+    rows = listed.json()["data"]
+    row = next(r for r in rows if r["name"] == "c1")
+    assert set(row) >= {"name", "connect", "point", "today", "latency", "location", "ip", "banned"}
+    now = client.get("/api/status").json()["data"]
+    assert now["ip"] == "127.0.0.1" and isinstance(now["time"], int)
+    rng = {"start": now["time"] - 86_400_000, "end": now["time"], "type": "DAY"}
+    stats = client.post("/api/sentrynode/stats/c1", headers=h, json=rng).json()
+    assert stats["code"] == 200
+    assert all(set(i) == {"id", "duration", "latency"} for i in stats["data"])
+    assert all(len(i["id"]) == 8 and i["id"].isdigit() for i in stats["data"])
+    points = client.post("/api/point/stats", headers=h, json=rng).json()
+    assert points["code"] == 200
+    assert all(set(i) == {"id", "node", "referral", "bonus", "boost"} for i in points["data"])
+    profile = client.post("/api/user/profile", headers=h).json()["data"]
+    assert profile["name"] == "Alice"
+    assert set(profile["point"]) == {"total", "balance", "referral"}
+    assert profile["node"]["sentryActive"] >= 1
+    # Unknown node, and another account's node: envelope code 404.
+    assert client.get("/api/sentrynode/get/nope", headers=h).json()["code"] == 404
+    bob = bearer(sign_in(client, "bob@example.test", "pw")["idToken"])
+    assert client.get("/api/sentrynode/get/c1", headers=bob).json()["code"] == 404
+    assert client.post("/api/sentrynode/stats/c1", headers=bob, json=rng).json()["code"] == 404
+
+
+def test_datacenter_peer_address_is_unsupported(server: SandboxServer) -> None:
+    transport = httpx.HTTPTransport(local_address="127.0.0.9")
+    with httpx.Client(base_url=server.url, transport=transport) as c:
+        h = bearer(sign_in(c)["idToken"])
+        hb = c.post("/api/sentrynode/heartbeat", headers=h, json={"clientid": "dc", "version": "1"})
+        assert hb.json()["data"] == {
+            "connect": True,
+            "banned": True,
+            "bannedReason": DATACENTER_REASON,
+            "ip": "127.0.0.9",
+        }
+        view = c.get("/api/sentrynode/get/dc", headers=h).json()["data"]
+        assert view["banned"] is True and view["bannedReason"] == DATACENTER_REASON
+
+
+def test_fault_5xx_for_n_requests(client: httpx.Client) -> None:
+    h = bearer(sign_in(client)["idToken"])
+    r = client.post("/__sandbox/faults", json={"kind": "error", "status": 502, "count": 2})
+    assert r.status_code == 200
+    first = client.post("/api/user/profile", headers=h)
+    second = client.post("/api/user/profile", headers=h)
+    third = client.post("/api/user/profile", headers=h)
+    assert [first.status_code, second.status_code, third.status_code] == [502, 502, 200]
+    assert first.json()["code"] == 502
+    assert third.json()["code"] == 200
+
+
+def test_fault_429_with_retry_after_until_cleared(client: httpx.Client) -> None:
+    h = bearer(sign_in(client)["idToken"])
+    client.post(
+        "/__sandbox/faults",
+        json={"faults": [{"kind": "rate_limit", "retry_after": 7, "path": "/api/point"}]},
+    )
+    for _ in range(3):
+        r = client.post("/api/point/stats", headers=h, json={"start": 0, "end": 1, "type": "DAY"})
+        assert r.status_code == 429
+        assert r.headers["Retry-After"] == "7"
+        assert r.json()["code"] == 429
+    assert client.post("/api/user/profile", headers=h).status_code == 200  # other path
+    client.post("/__sandbox/faults/clear")
+    r = client.post("/api/point/stats", headers=h, json={"start": 0, "end": 1, "type": "DAY"})
+    assert r.status_code == 200
+
+
+def test_fault_extra_fields(client: httpx.Client) -> None:
+    h = bearer(sign_in(client)["idToken"])
+    client.post("/api/sentrynode/heartbeat", headers=h, json={"clientid": "x1", "version": "1"})
+    client.post("/__sandbox/faults", json={"kind": "extra_fields", "fields": {"zzNew": 1}})
+    profile = client.post("/api/user/profile", headers=h).json()
+    assert profile["zzNew"] == 1 and profile["data"]["zzNew"] == 1
+    assert profile["data"]["name"] == "Alice"
+    rows = client.post("/api/sentrynode/list", headers=h, json={}).json()["data"]
+    assert rows and all(r["zzNew"] == 1 for r in rows)
+
+
+def test_fault_slow_and_expire_tokens(client: httpx.Client) -> None:
+    auth = sign_in(client)
+    h = bearer(auth["idToken"])
+    client.post("/__sandbox/faults", json={"kind": "slow", "delay": 0.5, "count": 1})
+    t0 = time.monotonic()
+    assert client.post("/api/user/profile", headers=h).status_code == 200
+    assert time.monotonic() - t0 >= 0.5
+    client.post("/__sandbox/faults", json={"kind": "expire_tokens"})
+    r = client.post("/api/user/profile", headers=h)
+    assert r.status_code == 401 and r.json()["msg"] == "token expired"
+
+
+def test_state_hook(client: httpx.Client) -> None:
+    state = client.get("/__sandbox/state").json()
+    assert {"simTime", "nodes", "accounts", "faults"} <= set(state)
+    assert {a["email"] for a in state["accounts"]} == {EMAIL, "bob@example.test"}
+
+
+def test_extension_id_matches_manifest_key() -> None:
+    manifest = json.loads((EXTENSION_DIR / "manifest.json").read_text())
+    assert extension_id_from_manifest_key(manifest["key"]) == SANDBOX_EXTENSION_ID
+    assert manifest["manifest_version"] == 3
+    assert manifest["externally_connectable"]["matches"] == [
+        "http://127.0.0.1/*",
+        "https://app.gradient.network/*",
+    ]
+
+
+def parse_crx(data: bytes) -> tuple[bytes, zipfile.ZipFile]:
+    assert data[:4] == b"Cr24"
+    version, header_size = struct.unpack("<II", data[4:12])
+    assert version == 3
+    header = data[12 : 12 + header_size]
+    assert len(header) == header_size
+    return header, zipfile.ZipFile(io.BytesIO(data[12 + header_size :]))
+
+
+def test_served_crx_parses(client: httpx.Client, server: SandboxServer) -> None:
+    ext_id = SANDBOX_EXTENSION_ID
+    r = client.get(
+        f"/service/update2/crx?response=redirect&prodversion=156.0.0.0"
+        f"&acceptformat=crx2,crx3&x=id%3D{ext_id}%26uc"
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/x-chrome-extension"
+    header, zf = parse_crx(r.content)
+    assert zf.testzip() is None
+    manifest = json.loads(zf.read("manifest.json"))
+    assert manifest["name"] == "Gradient Sentry Node (sandbox)"
+    assert base64.b64decode(manifest["key"]) in header  # public key carried in the header
+    config = zf.read("config.js").decode()
+    assert f'"{server.url}/api"' in config
+    assert f'"{server.url}/securetoken/v1/token"' in config
+    assert f'"{KEY}"' in config
+    assert {"background.js", "popup.html", "popup.js", "api.js"} <= set(zf.namelist())
+    assert client.get(server.crx_url()).content[:4] == b"Cr24"
+    other = client.get("/service/update2/crx?response=redirect&x=id%3Daaaabbbbccccddddeeeeffffgggghhhh%26uc")
+    assert other.status_code == 404
+
+
+def test_build_crx_bakes_the_base_url() -> None:
+    _, zf = parse_crx(build_crx("http://127.0.0.1:9999", api_key="k"))
+    assert '"http://127.0.0.1:9999/api"' in zf.read("config.js").decode()
+
+
+def test_dashboard_login_page(client: httpx.Client) -> None:
+    page = client.get("/dashboard/login")
+    assert page.status_code == 200
+    text = page.text
+    assert '<input name="email"' in text
+    assert 'name="password" type="password"' in text
+    assert '<button type="submit">Log in</button>' in text
+    assert 'id="login-status"' in text
+    assert SANDBOX_EXTENSION_ID in text and KEY in text
+    assert client.get("/dashboard/login.js").status_code == 200
+    assert client.get("/dashboard/../network.py").status_code == 404
+
+
+def test_refuses_non_loopback_bind() -> None:
+    with pytest.raises(ValueError):
+        SandboxServer(host="0.0.0.0")
+
+
+def test_module_entry_point_prints_url_and_stops_on_sigterm() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradientlab.sandbox", "--port", "0", "--speed", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{url}/api/status").json()["code"] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
