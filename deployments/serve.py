@@ -20,7 +20,6 @@ from flows.provision import provision
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
 
-
 # A run that finds another of its kind still going is cancelled: recoveries never stack.
 ONE_AT_A_TIME = ConcurrencyLimitConfig(
     limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
@@ -38,15 +37,21 @@ def main(argv: list[str] | None = None) -> None:
         provision.to_deployment(name="provision", parameters=params),
         deploy.to_deployment(name="deploy", parameters=params),
         health.to_deployment(
-            name="health", parameters=params, interval=timedelta(seconds=s.health_seconds),
+            name="health",
+            parameters=params,
+            interval=timedelta(seconds=s.health_seconds),
             concurrency_limit=ONE_AT_A_TIME,
         ),
         rewards.to_deployment(
-            name="rewards", parameters=params, interval=timedelta(seconds=s.rewards_seconds),
+            name="rewards",
+            parameters=params,
+            interval=timedelta(seconds=s.rewards_seconds),
             concurrency_limit=ONE_AT_A_TIME,
         ),
         poc_taps.to_deployment(
-            name="poc-taps", parameters=params, interval=timedelta(seconds=s.poc_taps_seconds),
+            name="poc-taps",
+            parameters=params,
+            interval=timedelta(seconds=s.poc_taps_seconds),
             concurrency_limit=ONE_AT_A_TIME,
         ),
     )

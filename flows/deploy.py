@@ -24,9 +24,15 @@ def deploy(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None) -> li
     results = [f.result() for f in futures]
     create_table_artifact(
         key="deploy-result",
-        table=[{"host": r["host"], "changes": "; ".join(r["changes"]) or "none",
-                "extension": r["extension_version"], "supervisor": r["supervisor"]}
-               for r in results],
+        table=[
+            {
+                "host": r["host"],
+                "changes": "; ".join(r["changes"]) or "none",
+                "extension": r["extension_version"],
+                "supervisor": r["supervisor"],
+            }
+            for r in results
+        ],
         description="What the last deploy changed on each host",
     )
     return results

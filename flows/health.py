@@ -30,18 +30,31 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
         if o.incident_status == "failed":
             emit_event(
                 event="gradientlab.node.recovery-failed",
-                resource={"prefect.resource.id": f"gradientlab.host.{o.host}",
-                          "prefect.resource.name": o.host},
+                resource={
+                    "prefect.resource.id": f"gradientlab.host.{o.host}",
+                    "prefect.resource.name": o.host,
+                },
                 payload={"status": o.status, "actions": list(o.actions)},
             )
             logger.error("%s: recovery failed (%s); a person should look", o.host, o.status)
         elif o.incident_status == "recovered":
-            logger.info("%s: recovered in %.1fs by %s", o.host, o.recovery_seconds or 0,
-                        ", ".join(o.actions) or "the runner")
+            logger.info(
+                "%s: recovered in %.1fs by %s",
+                o.host,
+                o.recovery_seconds or 0,
+                ", ".join(o.actions) or "the runner",
+            )
     create_table_artifact(
         key="fleet-health",
-        table=[{"host": o.host, "status": o.status, "incident": o.incident_status or "",
-                "actions": ", ".join(o.actions)} for o in outcomes],
+        table=[
+            {
+                "host": o.host,
+                "status": o.status,
+                "incident": o.incident_status or "",
+                "actions": ", ".join(o.actions),
+            }
+            for o in outcomes
+        ],
         description="Fleet health after the last check",
     )
     return outcomes

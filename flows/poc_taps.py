@@ -20,11 +20,14 @@ def poc_taps(fleet_path: str = "fleet.yaml", days: int = 2) -> list[dict[str, An
     now = network_time(fleet)
     ingest_node_stats(fleet, known_client_ids(), now, days)
     with engine().connect() as conn:
-        rows = conn.execute(text(
-            "SELECT h.name AS host, s.client_id, s.day, s.taps FROM node_daily_stats s"
-            " LEFT JOIN nodes n ON n.client_id = s.client_id LEFT JOIN hosts h ON h.id = n.host_id"
-            " WHERE s.day >= CAST(:since AS date) ORDER BY s.day DESC, host"
-        ), {"since": (now - timedelta(days=days)).date()})
+        rows = conn.execute(
+            text(
+                "SELECT h.name AS host, s.client_id, s.day, s.taps FROM node_daily_stats s"
+                " LEFT JOIN nodes n ON n.client_id = s.client_id LEFT JOIN hosts h ON h.id = n.host_id"
+                " WHERE s.day >= CAST(:since AS date) ORDER BY s.day DESC, host"
+            ),
+            {"since": (now - timedelta(days=days)).date()},
+        )
         table = [{k: str(v) for k, v in r._mapping.items()} for r in rows]
     create_table_artifact(key="poc-taps", table=table, description="Taps per node per day")
     return table

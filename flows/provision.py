@@ -11,17 +11,24 @@ from tasks.hosts import create_host
 
 
 @flow(name="provision", log_prints=True)
-def provision(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None,
-              apply: bool = True) -> list[dict[str, object]]:
+def provision(
+    fleet_path: str = "fleet.yaml", hosts: list[str] | None = None, apply: bool = True
+) -> list[dict[str, object]]:
     """Plan the hosts, then (with `apply`) create the missing ones. Rerunning converges."""
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)
     names = hosts or [h.name for h in fleet.hosts]
     plan = [provider_for(fleet, fleet.host(n).provider).plan(fleet.host(n)) for n in names]
     rows = [
-        {"host": p.name, "provider": p.provider, "region": p.region or "", "action": p.action,
-         "monthly_cost_usd": p.monthly_cost_usd, "free_tier": p.free_tier,
-         "warnings": "; ".join(p.warnings)}
+        {
+            "host": p.name,
+            "provider": p.provider,
+            "region": p.region or "",
+            "action": p.action,
+            "monthly_cost_usd": p.monthly_cost_usd,
+            "free_tier": p.free_tier,
+            "warnings": "; ".join(p.warnings),
+        }
         for p in plan
     ]
     create_table_artifact(key="provision-plan", table=rows, description="What provision does")

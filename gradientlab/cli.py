@@ -18,10 +18,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     engine = make_engine()
     migrate(engine)
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT host, provider, address, ip, status, banned_reason, today_points, last_check"
-            " FROM v_fleet_status ORDER BY host"
-        )).mappings().all()
+        rows = (
+            conn.execute(
+                text(
+                    "SELECT host, provider, address, ip, status, banned_reason, today_points, last_check"
+                    " FROM v_fleet_status ORDER BY host"
+                )
+            )
+            .mappings()
+            .all()
+        )
     if not rows:
         print("no hosts yet: run `gradientlab demo` or the provision flow")
         return 0
@@ -34,8 +40,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             status += f" ({r['banned_reason']})"
         points = "" if r["today_points"] is None else f"{r['today_points'] / 100000:.2f}"
         last = "never" if r["last_check"] is None else f"{(now - r['last_check']).seconds}s ago"
-        table.append((r["host"], r["provider"], r["address"] or "", r["ip"] or "", status,
-                      points, last))
+        table.append(
+            (r["host"], r["provider"], r["address"] or "", r["ip"] or "", status, points, last)
+        )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -47,8 +47,12 @@ def _sandbox_config(email: str, password: str) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(
-            {"accounts": [{"email": email, "password": password, "name": "GradientLab demo"}],
-             "speed": DEMO_SPEED, "tap_interval_minutes": 20, "seed": 7},
+            {
+                "accounts": [{"email": email, "password": password, "name": "GradientLab demo"}],
+                "speed": DEMO_SPEED,
+                "tap_interval_minutes": 20,
+                "seed": 7,
+            },
             f,
         )
     return path
@@ -68,8 +72,14 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        say("starting PostgreSQL" + (" (DATABASE_URL)" if os.environ.get("DATABASE_URL")
-                                      else " (embedded, in .gradientlab/pgdata)"))
+        say(
+            "starting PostgreSQL"
+            + (
+                " (DATABASE_URL)"
+                if os.environ.get("DATABASE_URL")
+                else " (embedded, in .gradientlab/pgdata)"
+            )
+        )
         url = database_url()
         os.environ["DATABASE_URL"] = url
         migrate(make_engine(url))
@@ -84,8 +94,15 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         sandbox_cfg = _sandbox_config(fleet.account.email, password)
         sandbox = services.start(
             "sandbox",
-            [sys.executable, "-m", "gradientlab.sandbox", "--port", str(SANDBOX_PORT),
-             "--config", str(sandbox_cfg)],
+            [
+                sys.executable,
+                "-m",
+                "gradientlab.sandbox",
+                "--port",
+                str(SANDBOX_PORT),
+                "--config",
+                str(sandbox_cfg),
+            ],
             logs,
         )
         started.append(sandbox)
@@ -101,13 +118,18 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         say("deploy flow: runner, extension and Chromium on each host")
         deploy(fleet_path=str(fleet_path))
 
-        say("serving the flows on sped-up schedules (health every "
-            f"{fleet.schedules.health_seconds}s, rewards every {fleet.schedules.rewards_seconds}s)")
-        started.append(services.start(
-            "served-flows",
-            [sys.executable, "-m", "deployments.serve", "--fleet", str(fleet_path)],
-            logs, {**env, "DATABASE_URL": url, "GRADIENTLAB_DEMO_PASSWORD": password},
-        ))
+        say(
+            "serving the flows on sped-up schedules (health every "
+            f"{fleet.schedules.health_seconds}s, rewards every {fleet.schedules.rewards_seconds}s)"
+        )
+        started.append(
+            services.start(
+                "served-flows",
+                [sys.executable, "-m", "deployments.serve", "--fleet", str(fleet_path)],
+                logs,
+                {**env, "DATABASE_URL": url, "GRADIENTLAB_DEMO_PASSWORD": password},
+            )
+        )
         say(f"starting the analysis app on http://127.0.0.1:{STREAMLIT_PORT}")
         started.append(services.start_streamlit(STREAMLIT_PORT, logs, {"DATABASE_URL": url}))
 
@@ -158,10 +180,16 @@ def _stop_hosts(fleet_path: Path) -> None:
 
 def ensure_system_packages() -> None:
     """Chromium and OpenSSH from Debian, installed when missing (the demo runs as root)."""
-    missing = [p for p, path in (("chromium", "/usr/bin/chromium"),
-                                 ("openssh-server", "/usr/sbin/sshd")) if not Path(path).exists()]
+    missing = [
+        p
+        for p, path in (("chromium", "/usr/bin/chromium"), ("openssh-server", "/usr/sbin/sshd"))
+        if not Path(path).exists()
+    ]
     if missing:
         say(f"installing {' '.join(missing)} from Debian")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *missing],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )

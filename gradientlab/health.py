@@ -70,12 +70,20 @@ class HealthReport:
 
     def sample(self) -> dict[str, Any]:
         return {
-            "sampled_at": self.checked_at, "status": self.status, "reachable": self.reachable,
-            "runner_alive": self.runner_alive, "browser_alive": self.browser_alive,
-            "logged_in": self.logged_in, "popup_status": self.popup_status,
-            "network_connect": self.network_connect, "banned": self.banned,
-            "banned_reason": self.banned_reason, "ip": self.ip, "taps_today": self.taps_today,
-            "uptime_today": self.uptime_today, "pss_kib": self.pss_kib,
+            "sampled_at": self.checked_at,
+            "status": self.status,
+            "reachable": self.reachable,
+            "runner_alive": self.runner_alive,
+            "browser_alive": self.browser_alive,
+            "logged_in": self.logged_in,
+            "popup_status": self.popup_status,
+            "network_connect": self.network_connect,
+            "banned": self.banned,
+            "banned_reason": self.banned_reason,
+            "ip": self.ip,
+            "taps_today": self.taps_today,
+            "uptime_today": self.uptime_today,
+            "pss_kib": self.pss_kib,
             "detail": {"error": self.error, "client_id": self.client_id},
         }
 
@@ -102,15 +110,18 @@ def probe(ex: Executor, python: str | None, since: int = 0, timeout: float = 20)
     return data
 
 
-def assess(host: str, data: dict[str, Any] | None, network: NodeListItem | None,
-           error: str | None = None) -> HealthReport:
+def assess(
+    host: str, data: dict[str, Any] | None, network: NodeListItem | None, error: str | None = None
+) -> HealthReport:
     """Judge one host from its probe and the network's view of its node."""
     if data is None:
         return HealthReport(host=host, status="Unreachable", reachable=False, error=error)
     status_file = data.get("status") or {}
     popup = status_file.get("popup") or {}
     report = HealthReport(
-        host=host, status=GOOD, reachable=True,
+        host=host,
+        status=GOOD,
+        reachable=True,
         runner_alive=bool(data.get("runner_alive")),
         browser_alive=bool(data.get("browser_alive")),
         logged_in=status_file.get("logged_in"),
@@ -121,7 +132,7 @@ def assess(host: str, data: dict[str, Any] | None, network: NodeListItem | None,
         uptime_today=_int(popup.get("uptime_today")),
         pss_kib=data.get("pss_kib"),
         banned_reason=popup.get("banned_reason") or None,
-        status_updated_at=parse_time(status_file.get("updated_at")),
+        status_updated_at=parse_time(status_file.get("popup_read_at")),
         events=list(data.get("events") or []),
         error=status_file.get("last_error"),
     )
@@ -136,8 +147,8 @@ def assess(host: str, data: dict[str, Any] | None, network: NodeListItem | None,
         report.status = "RunnerDown"
     elif not report.browser_alive:
         report.status = "BrowserDown"
-    elif report.popup_status is None:
-        report.status = "Starting"
+    elif report.popup_status is None or _popup_older_than_browser(status_file):
+        report.status = "Starting"  # the runner has not read this browser's popup yet
     elif report.popup_status == "Logged out":
         report.status = "LoggedOut"
     elif report.popup_status == "Unsupported" or report.banned:
@@ -147,6 +158,12 @@ def assess(host: str, data: dict[str, Any] | None, network: NodeListItem | None,
     else:
         report.status = GOOD if report.popup_status in ("Good", "Excellent") else "Disconnected"
     return report
+
+
+def _popup_older_than_browser(status_file: dict[str, Any]) -> bool:
+    read_at = parse_time(status_file.get("popup_read_at"))
+    started = parse_time(status_file.get("browser_started_at"))
+    return bool(started and (read_at is None or read_at < started))
 
 
 @dataclass
@@ -195,10 +212,15 @@ class Recovery:
                 actions.append(ActionResult(step, started, utcnow(), False, str(exc)))
                 continue
             report = self.wait_good()
-            actions.append(ActionResult(
-                step, started, utcnow(), report.status == GOOD,
-                f"{detail}; then {report.status}" if detail else report.status,
-            ))
+            actions.append(
+                ActionResult(
+                    step,
+                    started,
+                    utcnow(),
+                    report.status == GOOD,
+                    f"{detail}; then {report.status}" if detail else report.status,
+                )
+            )
             if report.status == GOOD:
                 break
         return report, actions
@@ -240,8 +262,9 @@ def runner_recoveries(events: list[dict[str, Any]]) -> list[tuple[datetime, date
     return out
 
 
-def record(engine: Engine, before: HealthReport, after: HealthReport,
-           actions: list[ActionResult]) -> HealthOutcome:
+def record(
+    engine: Engine, before: HealthReport, after: HealthReport, actions: list[ActionResult]
+) -> HealthOutcome:
     """Store the sample and the incident: one open incident per host, actions appended to it."""
     with engine.begin() as conn:
         hid = fleet.host_id(conn, after.host)
@@ -259,8 +282,15 @@ def record(engine: Engine, before: HealthReport, after: HealthReport,
                 incident_id = fleet.create_incident(
                     conn, hid, "BrowserDown", exited_at, f"browser exited ({detail})"
                 )
-            fleet.add_action(conn, incident_id, "runner_restarted_browser", exited_at,
-                             restarted_at, True, "the runner started a new browser")
+            fleet.add_action(
+                conn,
+                incident_id,
+                "runner_restarted_browser",
+                exited_at,
+                restarted_at,
+                True,
+                "the runner started a new browser",
+            )
         if before.status not in (GOOD, "Starting", "Unsupported") and incident_id is None:
             incident_id = fleet.create_incident(
                 conn, hid, before.status, before.checked_at, before.error or before.status
@@ -269,18 +299,29 @@ def record(engine: Engine, before: HealthReport, after: HealthReport,
             # Recorded once, faithfully: the network does not support this node's address.
             existing = conn.exec_driver_sql(
                 "SELECT 1 FROM incidents WHERE host_id = %s AND kind = 'Unsupported'"
-                " AND detected_at > now() - interval '1 day'", (hid,)
+                " AND detected_at > now() - interval '1 day'",
+                (hid,),
             ).first()
             if existing is None:
                 iid = fleet.create_incident(
-                    conn, hid, "Unsupported", before.checked_at,
+                    conn,
+                    hid,
+                    "Unsupported",
+                    before.checked_at,
                     before.banned_reason or "the network marks this node Unsupported",
                 )
                 fleet.close_incident(conn, iid, "failed", after.checked_at)
         for action in actions:
             assert incident_id is not None
-            fleet.add_action(conn, incident_id, action.step, action.started_at,
-                             action.finished_at, action.ok, action.detail)
+            fleet.add_action(
+                conn,
+                incident_id,
+                action.step,
+                action.started_at,
+                action.finished_at,
+                action.ok,
+                action.detail,
+            )
         recovery_seconds = None
         if incident_id is not None:
             if after.status == GOOD:
@@ -295,7 +336,8 @@ def record(engine: Engine, before: HealthReport, after: HealthReport,
                 status = "recovered"
                 row = conn.exec_driver_sql(
                     "SELECT extract(epoch FROM recovered_at - detected_at) FROM incidents"
-                    " WHERE id = %s", (incident_id,)
+                    " WHERE id = %s",
+                    (incident_id,),
                 ).one()
                 recovery_seconds = float(row[0])
             elif actions and not any(a.ok for a in actions):
@@ -306,6 +348,24 @@ def record(engine: Engine, before: HealthReport, after: HealthReport,
         if before.events:
             fleet.set_event_cursor(conn, hid, max(int(e.get("id", 0)) for e in before.events))
     return HealthOutcome(
-        after.host, after.status, incident_id, status, tuple(a.step for a in actions),
+        after.host,
+        after.status,
+        incident_id,
+        status,
+        tuple(a.step for a in actions),
         recovery_seconds,
     )
+
+
+def wait_until(
+    read: Callable[[], HealthReport],
+    done: Callable[[HealthReport], bool],
+    timeout: float,
+    poll: float = 1.0,
+) -> HealthReport:
+    deadline = time.monotonic() + timeout
+    report = read()
+    while not done(report) and time.monotonic() < deadline:
+        time.sleep(poll)
+        report = read()
+    return report

@@ -21,8 +21,9 @@ def provider_for(fleet: Fleet, name: str) -> Provider:
     if isinstance(spec, LocalProvider):
         from gradientlab.providers.local import LocalProvider as Local
 
-        return Local(name=name, base_address=spec.base_address, ssh_port=spec.ssh_port,
-                     python=spec.python)
+        return Local(
+            name=name, base_address=spec.base_address, ssh_port=spec.ssh_port, python=spec.python
+        )
     raise ProviderError(
         f"{fleet.source}: provider {name!r} of kind {spec.kind!r} is not available in this "
         "version yet (local only)"
@@ -35,8 +36,9 @@ def executor_for(record: HostRecord) -> SshExecutor:
         raise ProviderError(
             f"{record.name}: no host key is pinned; run `gradientlab hosts trust {record.name}`"
         )
-    target = SshTarget(record.name, record.address, record.ssh_port, record.ssh_user,
-                       record.host_key)
+    target = SshTarget(
+        record.name, record.address, record.ssh_port, record.ssh_user, record.host_key
+    )
     return POOL.get(target, load_operator_key())
 
 
@@ -60,7 +62,9 @@ def gradient_client(fleet: Fleet, read_block: BlockReader = None) -> GradientCli
             f"{fleet.source}: network.web_api_key is needed to read rewards from the API"
         )
     endpoints = GradientEndpoints(
-        api_base=net.api_base, identity_base=net.identity_base, token_base=net.token_base,
+        api_base=net.api_base,
+        identity_base=net.identity_base,
+        token_base=net.token_base,
         web_api_key=net.web_api_key,
     )
     return GradientClient(

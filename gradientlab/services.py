@@ -57,8 +57,13 @@ def start(name: str, args: list[str], log_dir: Path, env: dict[str, str] | None 
     log = log_dir / f"{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     return Service(name, proc, log)
 
@@ -75,7 +80,9 @@ def wait_http(service: Service, url: str, timeout: float = 120) -> None:
         except OSError:
             pass
         time.sleep(0.5)
-    raise ServiceError(f"{service.name} did not answer {url} within {timeout:.0f}s:\n{service.tail()}")
+    raise ServiceError(
+        f"{service.name} did not answer {url} within {timeout:.0f}s:\n{service.tail()}"
+    )
 
 
 def prefect_env(home: Path, port: int) -> dict[str, str]:
@@ -91,8 +98,10 @@ def prefect_env(home: Path, port: int) -> dict[str, str]:
 def start_prefect_server(home: Path, port: int, log_dir: Path) -> Service:
     prefect = str(Path(sys.executable).with_name("prefect"))
     service = start(
-        "prefect-server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        log_dir, prefect_env(home, port),
+        "prefect-server",
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        log_dir,
+        prefect_env(home, port),
     )
     wait_http(service, f"http://127.0.0.1:{port}/api/health", timeout=180)
     return service
@@ -101,10 +110,23 @@ def start_prefect_server(home: Path, port: int, log_dir: Path) -> Service:
 def start_streamlit(port: int, log_dir: Path, env: dict[str, str]) -> Service:
     service = start(
         "streamlit",
-        [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "analysis_app" / "app.py"),
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        log_dir, env,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(PROJECT_ROOT / "analysis_app" / "app.py"),
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        log_dir,
+        env,
     )
     wait_http(service, f"http://127.0.0.1:{port}/_stcore/health", timeout=120)
     return service

@@ -21,8 +21,9 @@ from gradientlab.store import fleet as fleet_store
 from tasks.common import engine, read_secret_block
 
 
-@task(name="create-host", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      tags=["provider"])
+@task(
+    name="create-host", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, tags=["provider"]
+)
 def create_host(fleet: Fleet, name: str) -> HostRecord:
     spec = fleet.host(name)
     provider = provider_for(fleet, spec.provider)
@@ -31,8 +32,7 @@ def create_host(fleet: Fleet, name: str) -> HostRecord:
     return record
 
 
-@task(name="deploy-node", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
-      tags=["ssh"])
+@task(name="deploy-node", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, tags=["ssh"])
 def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
     settings = node_settings(fleet, read_secret_block)
     result = deploy_node(executor_for(record), settings, record.meta.get("python"))
@@ -43,8 +43,9 @@ def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
 
 
 @task(name="check-host", cache_policy=NO_CACHE, tags=["ssh"])
-def check_host(fleet: Fleet, record: HostRecord, network: list[NodeListItem],
-               recover: bool = True) -> health_lib.HealthOutcome:
+def check_host(
+    fleet: Fleet, record: HostRecord, network: list[NodeListItem], recover: bool = True
+) -> health_lib.HealthOutcome:
     """Probe one host over SSH, recover it step by step, record sample and incident."""
     python = record.meta.get("python")
     db = engine()
@@ -62,11 +63,19 @@ def check_host(fleet: Fleet, record: HostRecord, network: list[NodeListItem],
 
     before = reprobe()
     after, actions = before, []
-    if recover and not before.healthy and before.status != "Unsupported":
+    if before.status == "Starting":
+        # a browser the runner just (re)started: give it the time a recovery step gets
+        after = health_lib.wait_until(
+            lambda: reprobe(use_network=False),
+            lambda r: r.status != "Starting",
+            fleet.health.recovery_wait_seconds,
+        )
+    elif recover and not before.healthy and before.status != "Unsupported":
         provider = provider_for(fleet, record.provider)
         ex = executor_for(record) if before.reachable else None
         recovery = health_lib.Recovery(
-            ex=ex, python=python,
+            ex=ex,
+            python=python,
             reboot_host=lambda: provider.reboot(record.name),
             # after an action only the runner's own view counts: the network list is older
             reprobe=lambda: reprobe(use_network=False),

@@ -14,8 +14,11 @@ from gradientlab.store import rewards
 from tasks.common import engine, read_secret_block, retry_if_transient
 
 API_RETRIES = dict(
-    retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE, tags=["gradient-api"],
+    retries=3,
+    retry_delay_seconds=[1, 2, 4],
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+    tags=["gradient-api"],
 )
 
 
@@ -42,8 +45,9 @@ def ingest_account_points(fleet: Fleet, end: datetime, days: int) -> dict[str, i
 
 
 @task(name="ingest-node-stats", **API_RETRIES)  # type: ignore[call-overload]
-def ingest_node_stats(fleet: Fleet, client_ids: list[str], end: datetime,
-                      days: int) -> dict[str, int]:
+def ingest_node_stats(
+    fleet: Fleet, client_ids: list[str], end: datetime, days: int
+) -> dict[str, int]:
     """Uptime and taps per node per day; one task for the whole fleet, batched inside."""
     start = end - timedelta(days=days)
     total = rewards.UpsertCount()
@@ -53,8 +57,12 @@ def ingest_node_stats(fleet: Fleet, client_ids: list[str], end: datetime,
             node_days = client.node_stats(client_id, start, end)
             rows += len(node_days)
             total = total + rewards.upsert_node_stats(engine(), client_id, node_days)
-    return {"nodes": len(client_ids), "days": rows, "inserted": total.inserted,
-            "updated": total.updated}
+    return {
+        "nodes": len(client_ids),
+        "days": rows,
+        "inserted": total.inserted,
+        "updated": total.updated,
+    }
 
 
 @task(name="snapshot-node-points", cache_policy=NO_CACHE)

@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -71,3 +72,61 @@ def engine(database_url: str) -> Iterator[Engine]:
         )
     yield eng
     eng.dispose()
+
+
+# ---------------------------------------------------------------- the sandbox and a fleet on it
+
+SANDBOX_PASSWORD_ENV = "GRADIENTLAB_TEST_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Any]:
+    """The sandbox Gradient network on a free loopback port, sped up 60x."""
+    from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
+    from gradientlab.sandbox.server import SandboxServer
+
+    password = uuid.uuid4().hex
+    os.environ[SANDBOX_PASSWORD_ENV] = password
+    server = SandboxServer(
+        SandboxConfig(
+            accounts=[SandboxAccount(email="operator@gradientlab.test", password=password)],
+            speed=60,
+            seed=3,
+            extension_heartbeat_seconds=3,
+        ),
+        port=0,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def fleet_yaml(url: str, hosts: list[str], base_address: str) -> str:
+    from gradientlab.sandbox.extension_id import SANDBOX_EXTENSION_ID
+
+    host_lines = "\n".join(f"  - {{name: {h}, provider: local}}" for h in hosts)
+    return f"""
+account:
+  email: operator@gradientlab.test
+  password: {{env: {SANDBOX_PASSWORD_ENV}}}
+network:
+  api_base: {url}/api
+  identity_base: {url}/identitytoolkit
+  token_base: {url}/securetoken
+  dashboard_url: {url}/dashboard/login
+  web_api_key: sandbox-web-api-key
+  extension_id: {SANDBOX_EXTENSION_ID}
+  extension_source: "{url}/service/update2/crx?response=redirect&prodversion={{chromium_version}}&acceptformat=crx2,crx3&x=id%3D{{extension_id}}%26uc"
+providers:
+  local: {{kind: local, base_address: {base_address}, ssh_port: 2222}}
+hosts:
+{host_lines}
+runner: {{status_interval_seconds: 5, browser_check_seconds: 0.5}}
+health: {{recovery_wait_seconds: 45}}
+"""
+
+
+@pytest.fixture(scope="session")
+def base_address() -> str:
+    """A loopback range of this test session's own, away from the demo's 127.0.0.10."""
+    return f"127.{100 + os.getpid() % 100}.{os.getpid() % 250}.10"

@@ -15,8 +15,10 @@ def incidents_per_day_chart(found: pd.DataFrame) -> alt.Chart:
         alt.Chart(found[["detected_at", "kind"]], title="Incidents per day")
         .mark_bar()
         .encode(
-            x=alt.X("utcyearmonthdate(detected_at):T", title="Day (UTC)"),
-            y=alt.Y("count():Q", title="Incidents"),
+            x=alt.X(
+                "utcyearmonthdate(detected_at):T", title="Day (UTC)", scale=alt.Scale(type="utc")
+            ),
+            y=alt.Y("count():Q", title="Incidents", axis=alt.Axis(tickMinStep=1)),
             color=alt.Color("kind:N", title="Detected"),
             tooltip=[
                 alt.Tooltip("utcyearmonthdate(detected_at):T", title="Day"),
@@ -48,6 +50,8 @@ def recovery_time_chart(found: pd.DataFrame) -> alt.Chart:
         )
     )
 
+
+WHEN = "YYYY-MM-DD HH:mm:ss"
 
 url = data.current_database_url()
 st.title("Incidents")
@@ -108,15 +112,15 @@ st.dataframe(
     ],
     hide_index=True,
     column_config={
-        "detected_at": st.column_config.DatetimeColumn("Detected (UTC)"),
+        "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format=WHEN),
         "host": "Host",
         "provider": "Provider",
         "kind": "Detected",
         "status": "Status",
         "recovery_seconds": st.column_config.NumberColumn("Recovery (s)", format="%.0f"),
         "actions": st.column_config.TextColumn("Recovery steps", width="large"),
-        "recovered_at": st.column_config.DatetimeColumn("Recovered (UTC)"),
-        "alerted_at": st.column_config.DatetimeColumn("Alerted (UTC)"),
+        "recovered_at": st.column_config.DatetimeColumn("Recovered (UTC)", format=WHEN),
+        "alerted_at": st.column_config.DatetimeColumn("Alerted (UTC)", format=WHEN),
         "detail": "Detail",
     },
 )
@@ -131,8 +135,8 @@ with st.expander("Recovery steps, one row each"):
         column_config={
             "incident_id": "Incident",
             "step": "Step",
-            "started_at": st.column_config.DatetimeColumn("Started (UTC)"),
-            "finished_at": st.column_config.DatetimeColumn("Finished (UTC)"),
+            "started_at": st.column_config.DatetimeColumn("Started (UTC)", format=WHEN),
+            "finished_at": st.column_config.DatetimeColumn("Finished (UTC)", format=WHEN),
             "seconds": st.column_config.NumberColumn("Seconds", format="%.1f"),
             "ok": st.column_config.CheckboxColumn("Worked"),
             "detail": "Detail",

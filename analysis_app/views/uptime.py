@@ -11,14 +11,19 @@ from analysis_app.components import csv_download, database_errors, fleet_filter,
 
 
 def uptime_chart(stats: pd.DataFrame) -> alt.Chart:
+    """A node-by-day grid: pale cells and gaps are the days a node was not up."""
     frame = stats[["day", "host", "uptime_hours"]].assign(day=pd.to_datetime(stats["day"]))
     return (
-        alt.Chart(frame, title="Uptime per node per day")
-        .mark_line(point=True)
+        alt.Chart(frame, title="Hours online per node per day")
+        .mark_rect()
         .encode(
-            x=alt.X("utcyearmonthdate(day):T", title="Day (UTC)", scale=alt.Scale(type="utc")),
-            y=alt.Y("uptime_hours:Q", title="Hours online", scale=alt.Scale(domain=[0, 24])),
-            color=alt.Color("host:N", title="Node"),
+            x=alt.X("utcyearmonthdate(day):O", title="Day (UTC)", axis=alt.Axis(format="%b %d")),
+            y=alt.Y("host:N", title=None),
+            color=alt.Color(
+                "uptime_hours:Q",
+                title="Hours",
+                scale=alt.Scale(domain=[0, 24], scheme="greens"),
+            ),
             tooltip=[
                 alt.Tooltip("utcyearmonthdate(day):T", title="Day"),
                 alt.Tooltip("host:N", title="Node"),
@@ -85,7 +90,9 @@ left.altair_chart(uptime_chart(stats))
 right.altair_chart(taps_chart(stats))
 
 st.dataframe(
-    stats[["day", "host", "provider", "region", "client_id", "uptime_hours", "taps", "duration"]],
+    stats[
+        ["day", "host", "provider", "region", "client_id", "uptime_hours", "taps", "duration"]
+    ].sort_values(["day", "host"], ascending=[False, True]),
     hide_index=True,
     column_config={
         "day": st.column_config.DateColumn("Day (UTC)"),

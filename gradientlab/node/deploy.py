@@ -125,30 +125,35 @@ def ensure_runtime(ex: Executor, python: str | None, changes: list[str]) -> str:
     pw = version("playwright")
     _check(ex, "python3 -m venv .gradientlab/venv", "creating the runner's Python venv")
     _check(
-        ex, f".gradientlab/venv/bin/pip install --quiet playwright=={pw}",
-        "installing Playwright for the runner", timeout=600,
+        ex,
+        f".gradientlab/venv/bin/pip install --quiet playwright=={pw}",
+        "installing Playwright for the runner",
+        timeout=600,
     )
     changes.append(f"installed playwright {pw} in .gradientlab/venv")
     return VENV_PYTHON
 
 
 def systemd_unit(python: str) -> str:
-    return "\n".join([
-        "[Unit]",
-        "Description=GradientLab Sentry Node runner",
-        "After=network-online.target",
-        "",
-        "[Service]",
-        f"ExecStart=%h/{python} %h/{NODE_DIR}/runner.py run" if not python.startswith("/")
-        else f"ExecStart={python} %h/{NODE_DIR}/runner.py run",
-        "Restart=always",
-        "RestartSec=5",
-        "MemoryHigh=400M",
-        "",
-        "[Install]",
-        "WantedBy=default.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            "[Unit]",
+            "Description=GradientLab Sentry Node runner",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            f"ExecStart=%h/{python} %h/{NODE_DIR}/runner.py run"
+            if not python.startswith("/")
+            else f"ExecStart={python} %h/{NODE_DIR}/runner.py run",
+            "Restart=always",
+            "RestartSec=5",
+            "MemoryHigh=400M",
+            "",
+            "[Install]",
+            "WantedBy=default.target",
+            "",
+        ]
+    )
 
 
 def autostart_script(python: str) -> str:
@@ -189,7 +194,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
         )
         if unit_changed:
             _check(ex, "systemctl --user daemon-reload", "reloading systemd")
-            ex.run("loginctl enable-linger \"$USER\"")  # keep the user's units after logout
+            ex.run('loginctl enable-linger "$USER"')  # keep the user's units after logout
         active = ex.run(f"systemctl --user is-active --quiet {UNIT_NAME}").ok
         if not active:
             _check(ex, f"systemctl --user enable --now {UNIT_NAME}", "starting the runner unit")
@@ -199,8 +204,13 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
             changes.append("restarted the runner (systemd)")
     else:
         result.supervisor = "runner"
-        put_file(ex, ".gradientlab/autostart/gradientlab-node", autostart_script(py).encode(),
-                 0o755, changes)
+        put_file(
+            ex,
+            ".gradientlab/autostart/gradientlab-node",
+            autostart_script(py).encode(),
+            0o755,
+            changes,
+        )
         probe = _json_line(ex, f"{runner} probe", "probing the runner")
         if probe.get("runner_alive") and needs_restart:
             _json_line(ex, f"{runner} stop", "stopping the runner")

@@ -222,11 +222,17 @@ class Browser:
             raise RuntimeError(
                 f"no extension at {self.paths.current_extension}; run install-extension"
             )
-        args = [self.config.get("chromium", "/usr/bin/chromium"), *chromium_flags(self.config, self.paths)]
+        args = [
+            self.config.get("chromium", "/usr/bin/chromium"),
+            *chromium_flags(self.config, self.paths),
+        ]
         args.append("about:blank")
         chrome_log = open(self.paths.chrome_log, "wb")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=chrome_log, stderr=chrome_log,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=chrome_log,
+            stderr=chrome_log,
             start_new_session=True,
         )
         chrome_log.close()
@@ -358,8 +364,11 @@ def read_popup(context: Any, ext_id: str, wait_for_status: bool = False) -> dict
         deadline = time.monotonic() + (20 if wait_for_status else 0)
         while True:
             page.wait_for_selector("body[data-ready='1']", timeout=20000)
-            popup = {k: page.inner_text(sel).strip() for k, sel in POPUP_FIELDS.items()
-                     if page.query_selector(sel)}
+            popup = {
+                k: page.inner_text(sel).strip()
+                for k, sel in POPUP_FIELDS.items()
+                if page.query_selector(sel)
+            }
             if not wait_for_status or popup.get("status") == "Good" or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -391,7 +400,9 @@ class Runner:
         self.status.update(
             runner_pid=os.getpid(),
             runner_version=RUNNER_VERSION,
-            browser_pid=self.browser.proc.pid if self.browser.alive() and self.browser.proc else None,
+            browser_pid=self.browser.proc.pid
+            if self.browser.alive() and self.browser.proc
+            else None,
             browser_started_at=self.browser.started_at,
             browser_restarts=self.browser_restarts,
             updated_at=now_iso(),
@@ -435,10 +446,13 @@ class Runner:
             self.write_status(browser_alive=False, last_error=str(exc))
             self._sleep(5)
             return
-        self.events.add("browser_started", f"pid {self.browser.proc.pid if self.browser.proc else '?'}")
-        self.refresh(wait_good=True)
+        self.events.add(
+            "browser_started", f"pid {self.browser.proc.pid if self.browser.proc else '?'}"
+        )
+        self.write_status(browser_alive=True)
+        self.refresh()
 
-    def refresh(self, wait_good: bool = False) -> None:
+    def refresh(self) -> None:
         self.last_attach = time.monotonic()
         try:
             result = attach(self.paths, self.config)
@@ -458,6 +472,7 @@ class Runner:
             extension_version=popup.get("version"),
             logged_in=popup.get("status") not in (None, "Logged out"),
             popup=popup,
+            popup_read_at=now_iso(),
             last_error=None,
         )
         if popup.get("status") != previous:
@@ -713,7 +728,11 @@ def cmd_install_extension(paths: Paths) -> dict[str, Any]:
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         version = str(manifest["version"])
-        digest = hashlib.sha256(zip_bytes).hexdigest()
+        # digest the files, not the archive: a rebuilt zip of the same files is no change
+        content = hashlib.sha256()
+        for name in sorted(archive.namelist()):
+            content.update(name.encode() + b"\0" + archive.read(name) + b"\0")
+        digest = content.hexdigest()
         target = paths.extensions / version
         marker = target / ".gradientlab-sha256"
         changed = not (marker.exists() and marker.read_text() == digest)
@@ -742,8 +761,11 @@ def cmd_install_extension(paths: Paths) -> dict[str, Any]:
         if old.is_dir() and not old.is_symlink() and old.name not in (version,):
             shutil.rmtree(old, ignore_errors=True)
     return {
-        "version": version, "changed": changed, "fetched": fetched,
-        "extension_id": loaded_id, "path": str(target),
+        "version": version,
+        "changed": changed,
+        "fetched": fetched,
+        "extension_id": loaded_id,
+        "path": str(target),
     }
 
 
@@ -760,9 +782,18 @@ def setup_logging(paths: Paths) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runner.py")
-    parser.add_argument("command", choices=[
-        "run", "start", "stop", "probe", "login", "restart-browser", "install-extension",
-    ])
+    parser.add_argument(
+        "command",
+        choices=[
+            "run",
+            "start",
+            "stop",
+            "probe",
+            "login",
+            "restart-browser",
+            "install-extension",
+        ],
+    )
     parser.add_argument("--since", type=int, default=0, help="probe: events after this id")
     args = parser.parse_args(argv)
     paths = Paths(HOME)

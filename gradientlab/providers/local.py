@@ -172,10 +172,15 @@ class LocalProvider:
     def plan(self, spec: HostSpec) -> PlannedHost:
         exists = self.get(spec.name) is not None
         return PlannedHost(
-            name=spec.name, provider=self.name, region="loopback",
-            action="keep" if exists else "create", monthly_cost_usd=0.0, free_tier=True,
-            warnings=("local hosts share this machine's public IP: the network splits their "
-                      "rewards",),
+            name=spec.name,
+            provider=self.name,
+            region="loopback",
+            action="keep" if exists else "create",
+            monthly_cost_usd=0.0,
+            free_tier=True,
+            warnings=(
+                "local hosts share this machine's public IP: the network splits their rewards",
+            ),
         )
 
     def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
@@ -197,9 +202,18 @@ class LocalProvider:
                 subprocess.run(["usermod", "-d", str(home), user], check=True)
         except KeyError:
             subprocess.run(
-                ["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
-                 "--user-group", user],
-                check=True, capture_output=True,
+                [
+                    "useradd",
+                    "--no-create-home",
+                    "--home-dir",
+                    str(home),
+                    "--shell",
+                    "/bin/sh",
+                    "--user-group",
+                    user,
+                ],
+                check=True,
+                capture_output=True,
             )
         # "*" = no password, but not a locked account: sshd without PAM refuses locked ones
         subprocess.run(["usermod", "-p", "*", user], check=True, capture_output=True)
@@ -212,17 +226,35 @@ class LocalProvider:
         host_key_file = sshd_dir / "ssh_host_ed25519_key"
         if not host_key_file.exists():
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.name,
-                 "-f", str(host_key_file)],
-                check=True, capture_output=True,
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    spec.name,
+                    "-f",
+                    str(host_key_file),
+                ],
+                check=True,
+                capture_output=True,
             )
         host_key = " ".join(host_key_file.with_suffix(".pub").read_text().split()[:2])
         (sshd_dir / "sshd_config").write_text(self._sshd_config(spec.name, address, user))
         python = self._python or runtime_python()
         record = HostRecord(
-            name=spec.name, provider=self.name, address=address, ssh_port=self.ssh_port,
-            ssh_user=user, host_key=host_key, state="stopped", provider_ref=f"local:{user}",
-            region="loopback", hourly_cost_usd=0.0,
+            name=spec.name,
+            provider=self.name,
+            address=address,
+            ssh_port=self.ssh_port,
+            ssh_user=user,
+            host_key=host_key,
+            state="stopped",
+            provider_ref=f"local:{user}",
+            region="loopback",
+            hourly_cost_usd=0.0,
             meta={"python": python, "home": str(home), "systemd": False},
         )
         self._write(record)
@@ -230,28 +262,30 @@ class LocalProvider:
 
     def _sshd_config(self, name: str, address: str, user: str) -> str:
         d = self._dir(name) / "sshd"
-        return "\n".join([
-            f"ListenAddress {address}:{self.ssh_port}",
-            f"HostKey {d / 'ssh_host_ed25519_key'}",
-            f"PidFile {d / 'sshd.pid'}",
-            "AuthorizedKeysFile .ssh/authorized_keys",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin no",
-            f"AllowUsers {user}",
-            "UsePAM no",
-            "X11Forwarding no",
-            "AllowTcpForwarding no",
-            "AllowAgentForwarding no",
-            "PermitTunnel no",
-            "PrintMotd no",
-            "MaxSessions 50",
-            "MaxStartups 100:30:200",
-            "Subsystem sftp internal-sftp",
-            "LogLevel ERROR",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"ListenAddress {address}:{self.ssh_port}",
+                f"HostKey {d / 'ssh_host_ed25519_key'}",
+                f"PidFile {d / 'sshd.pid'}",
+                "AuthorizedKeysFile .ssh/authorized_keys",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin no",
+                f"AllowUsers {user}",
+                "UsePAM no",
+                "X11Forwarding no",
+                "AllowTcpForwarding no",
+                "AllowAgentForwarding no",
+                "PermitTunnel no",
+                "PrintMotd no",
+                "MaxSessions 50",
+                "MaxStartups 100:30:200",
+                "Subsystem sftp internal-sftp",
+                "LogLevel ERROR",
+                "",
+            ]
+        )
 
     def get(self, name: str) -> HostRecord | None:
         return self._read(name)
@@ -289,7 +323,8 @@ class LocalProvider:
             )
         proc = subprocess.run(
             [SSHD, "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise ProviderError(f"{name}: sshd did not start: {proc.stderr.strip()}")
@@ -300,7 +335,9 @@ class LocalProvider:
                     break
             time.sleep(0.05)
         else:
-            raise ProviderError(f"{name}: sshd is not listening on {record.address}:{record.ssh_port}")
+            raise ProviderError(
+                f"{name}: sshd is not listening on {record.address}:{record.ssh_port}"
+            )
         self._boot(record)
         started = HostRecord(**{**asdict(record), "state": "running"})
         self._write(started)
@@ -314,9 +351,13 @@ class LocalProvider:
             return
         for script in sorted(autostart.iterdir()):
             subprocess.run(
-                ["/bin/sh", str(script)], user=record.ssh_user, group=record.ssh_user,
-                cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin", "USER": record.ssh_user},
-                capture_output=True, timeout=60,
+                ["/bin/sh", str(script)],
+                user=record.ssh_user,
+                group=record.ssh_user,
+                cwd=home,
+                env={"HOME": str(home), "PATH": "/usr/bin:/bin", "USER": record.ssh_user},
+                capture_output=True,
+                timeout=60,
             )
 
     def _kill_user_processes(self, record: HostRecord) -> None:

@@ -110,7 +110,9 @@ class SshExecutor:
             transport.start_client(timeout=self._timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
-            raise HostUnreachable(f"{t.name}: SSH handshake with {t.endpoint()} failed: {exc}") from None
+            raise HostUnreachable(
+                f"{t.name}: SSH handshake with {t.endpoint()} failed: {exc}"
+            ) from None
         key = transport.get_remote_server_key()
         offered = f"{key.get_name()} {key.get_base64()}"
         if offered.split()[1] != t.host_key.split()[1]:
@@ -192,14 +194,18 @@ class SshExecutor:
                     break
                 else:
                     if time.monotonic() > deadline:
-                        raise RemoteError(f"{self.name}: `{command}` timed out after {timeout:.0f}s")
+                        raise RemoteError(
+                            f"{self.name}: `{command}` timed out after {timeout:.0f}s"
+                        )
                     chan.status_event.wait(0.005)
                     if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
                         break
             code = chan.recv_exit_status()
         finally:
             chan.close()
-        return CommandResult(command, code, out.decode(errors="replace"), err.decode(errors="replace"))
+        return CommandResult(
+            command, code, out.decode(errors="replace"), err.decode(errors="replace")
+        )
 
     # -- files (SFTP; relative paths are relative to the login user's home)
 
@@ -256,8 +262,12 @@ class LocalExecutor:
 
     def run(self, command: str, timeout: float = 60) -> CommandResult:
         proc = subprocess.run(
-            ["/bin/sh", "-c", command], cwd=self.home, capture_output=True, text=True,
-            timeout=timeout, env=self.env or None,
+            ["/bin/sh", "-c", command],
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env or None,
         )
         return CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
 

@@ -146,8 +146,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(http_status, payload, headers)
 
     def _read_body(self) -> bytes:
-        length = _int(self.headers.get("Content-Length"), 0)
-        return self.rfile.read(length) if length > 0 else b""
+        """The request body, read once from the socket so keep-alive framing stays intact
+        whatever the answer (errors and faults answer before a handler looks at the body)."""
+        if self._raw_body is None:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self._raw_body = self._read_chunked()
+            else:
+                length = _int(self.headers.get("Content-Length"), 0)
+                self._raw_body = self.rfile.read(length) if length > 0 else b""
+        return self._raw_body
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            size = int(size_line or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(16)  # CRLF after the chunk
 
     def _json_body(self) -> dict[str, Any]:
         raw = self._read_body()
@@ -196,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._extra_fields: dict[str, Any] = {}
+        self._raw_body: bytes | None = None
+        self._read_body()
         url = urlsplit(self.path)
         path = url.path
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -241,11 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._extra_fields.update(fault.fields)
         for fault in faults:
             if fault.kind == "error":
-                self._read_body()
                 self._fault_answer(path, fault.status, "sandbox fault: server error", {})
                 return True
             if fault.kind == "rate_limit":
-                self._read_body()
                 headers = {"Retry-After": str(fault.retry_after)}
                 self._fault_answer(path, 429, "too many requests", headers)
                 return True
@@ -477,14 +496,11 @@ class _Handler(BaseHTTPRequestHandler):
                 net.add_fault(fault)
             self._send_json(200, {"faults": net.faults()})
         elif path == "/__sandbox/faults/clear" and method == "POST":
-            self._read_body()
             net.clear_faults()
             self._send_json(200, {"faults": []})
         elif path == "/__sandbox/expire-tokens" and method == "POST":
-            self._read_body()
             self._send_json(200, {"expired": net.expire_tokens()})
         elif path == "/__sandbox/tick" and method == "POST":
-            self._read_body()
             net.tick()
             self._send_json(200, {"simTime": net.sim_now_ms()})
         else:

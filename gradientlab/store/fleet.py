@@ -47,9 +47,7 @@ def host_records(engine: Engine, names: list[str] | None = None) -> list[HostRec
         params["names"] = names
     with engine.connect() as conn:
         rows = conn.execute(text(sql + " ORDER BY name"), params).mappings().all()
-    return [
-        HostRecord(**{**dict(r), "hourly_cost_usd": float(r["hourly_cost_usd"])}) for r in rows
-    ]
+    return [HostRecord(**{**dict(r), "hourly_cost_usd": float(r["hourly_cost_usd"])}) for r in rows]
 
 
 def host_id(conn: Connection, name: str) -> int:
@@ -68,7 +66,10 @@ def mark_host_state(engine: Engine, name: str, state: str) -> None:
 
 
 def record_deploy(
-    engine: Engine, host: str, extension_id: str | None, extension_version: str | None,
+    engine: Engine,
+    host: str,
+    extension_id: str | None,
+    extension_version: str | None,
     runner_version: str | None,
 ) -> None:
     with engine.begin() as conn:
@@ -138,9 +139,13 @@ def insert_sample(conn: Connection, hid: int, sample: dict[str, Any]) -> None:
 
 
 def open_incident(conn: Connection, hid: int) -> dict[str, Any] | None:
-    row = conn.execute(
-        text("SELECT * FROM incidents WHERE host_id = :h AND status = 'open'"), {"h": hid}
-    ).mappings().first()
+    row = (
+        conn.execute(
+            text("SELECT * FROM incidents WHERE host_id = :h AND status = 'open'"), {"h": hid}
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
@@ -158,8 +163,13 @@ def create_incident(
 
 
 def add_action(
-    conn: Connection, incident_id: int, step: str, started_at: datetime,
-    finished_at: datetime | None, ok: bool | None, detail: str,
+    conn: Connection,
+    incident_id: int,
+    step: str,
+    started_at: datetime,
+    finished_at: datetime | None,
+    ok: bool | None,
+    detail: str,
 ) -> None:
     conn.execute(
         text(

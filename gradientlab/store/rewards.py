@@ -45,16 +45,28 @@ class Table:
 
 
 ACCOUNT_POINTS = Table(
-    "account_daily_points", ("account", "day"), ("node", "referral", "bonus", "boost"),
-    {"account": "text", "day": "date", "node": "bigint", "referral": "bigint", "bonus": "bigint",
-     "boost": "bigint"},
+    "account_daily_points",
+    ("account", "day"),
+    ("node", "referral", "bonus", "boost"),
+    {
+        "account": "text",
+        "day": "date",
+        "node": "bigint",
+        "referral": "bigint",
+        "bonus": "bigint",
+        "boost": "bigint",
+    },
 )
 NODE_STATS = Table(
-    "node_daily_stats", ("client_id", "day"), ("duration", "taps"),
+    "node_daily_stats",
+    ("client_id", "day"),
+    ("duration", "taps"),
     {"client_id": "text", "day": "date", "duration": "bigint", "taps": "bigint"},
 )
 NODE_POINTS = Table(
-    "node_daily_points", ("client_id", "day"), ("points", "taps"),
+    "node_daily_points",
+    ("client_id", "day"),
+    ("points", "taps"),
     {"client_id": "text", "day": "date", "points": "bigint", "taps": "bigint"},
 )
 
@@ -95,8 +107,9 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
     try:
         cur = raw.cursor()
         cur.execute(f"CREATE TEMP TABLE {staging} ({col_defs}) ON COMMIT DROP")
-        cur.copy_expert(f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)",
-                        _copy_rows(rows))
+        cur.copy_expert(
+            f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)", _copy_rows(rows)
+        )
         cur.execute(merge)
         inserted, updated, total = cur.fetchone()
         raw.commit()
@@ -116,18 +129,25 @@ def _check_points(where: str, **values: int) -> None:
 
 def upsert_account_points(engine: Engine, account: str, days: list[PointDay]) -> UpsertCount:
     for d in days:
-        _check_points(f"/point/stats day {d.day}", node=d.node, referral=d.referral,
-                      bonus=d.bonus, boost=d.boost)
+        _check_points(
+            f"/point/stats day {d.day}",
+            node=d.node,
+            referral=d.referral,
+            bonus=d.bonus,
+            boost=d.boost,
+        )
     return upsert(
-        engine, ACCOUNT_POINTS,
+        engine,
+        ACCOUNT_POINTS,
         ((account, d.day.isoformat(), d.node, d.referral, d.bonus, d.boost) for d in days),
     )
 
 
 def upsert_node_stats(engine: Engine, client_id: str, days: list[NodeDay]) -> UpsertCount:
     for d in days:
-        _check_points(f"/sentrynode/stats/{client_id} day {d.day}", duration=d.duration,
-                      taps=d.taps)
+        _check_points(
+            f"/sentrynode/stats/{client_id} day {d.day}", duration=d.duration, taps=d.taps
+        )
     return upsert(
         engine, NODE_STATS, ((client_id, d.day.isoformat(), d.duration, d.taps) for d in days)
     )
@@ -137,6 +157,4 @@ def upsert_node_points(engine: Engine, day: date, items: list[tuple[str, int, in
     """(client_id, points today, taps today) as the node list shows them on `day`."""
     for client_id, pts, taps in items:
         _check_points(f"/sentrynode/list node {client_id}", today=pts, taps=taps)
-    return upsert(
-        engine, NODE_POINTS, ((c, day.isoformat(), p, t) for c, p, t in items)
-    )
+    return upsert(engine, NODE_POINTS, ((c, day.isoformat(), p, t) for c, p, t in items))

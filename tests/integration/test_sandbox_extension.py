@@ -160,3 +160,42 @@ def test_login_heartbeat_and_popup(server: SandboxServer, tmp_path: Path) -> Non
     assert row["connect"] is True and row["banned"] is False
     node = next(n for n in server.network.state()["nodes"] if n["clientid"] == clientid)
     assert node["version"] == "0.1.0"
+
+
+def test_popup_logged_out_then_unsupported_on_datacenter_ip(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    cfg = SandboxConfig(
+        accounts=[SandboxAccount(email=EMAIL, password=PASSWORD)],
+        api_key=KEY,
+        datacenter_ranges=["127.0.0.1/32"],  # the browser's address counts as a data centre
+        extension_heartbeat_seconds=2,
+    )
+    with SandboxServer(cfg) as server, sync_playwright() as p:
+        ext_dir = unpack_served_crx(server.crx_url(), tmp_path / "extension")
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=False,
+            args=chromium_args(ext_dir),
+        )
+        try:
+            popup = ctx.new_page()
+            popup.goto(f"chrome-extension://{SANDBOX_EXTENSION_ID}/popup.html")
+            popup.wait_for_selector('body[data-ready="1"]', timeout=15_000)
+            expect(popup.locator("#status")).to_have_text("Logged out")
+            expect(popup.locator("#first-run")).to_be_visible()
+
+            page = ctx.new_page()
+            page.goto(server.dashboard_login_url)
+            page.fill("input[name=email]", EMAIL)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#login-status[data-state=ok]", timeout=10_000)
+
+            popup.reload()
+            expect(popup.locator("#status")).to_have_text("Unsupported", timeout=15_000)
+            expect(popup.locator("#banned-reason")).to_have_text("Data center IP is not supported")
+            expect(popup.locator("#points-today")).to_have_text("0")
+        finally:
+            ctx.close()

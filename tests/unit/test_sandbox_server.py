@@ -362,3 +362,28 @@ def test_module_entry_point_prints_url_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_keep_alive_survives_answers_that_skip_the_body(client: httpx.Client) -> None:
+    """A 401 (or a fault) answered before the body is read must not corrupt the next request."""
+    body = {"clientid": "ka", "version": "1"}
+    for _ in range(3):
+        r = client.post("/api/sentrynode/heartbeat", headers=bearer("expired"), json=body)
+        assert r.status_code == 401
+    auth = sign_in(client)  # same connection
+    client.post("/__sandbox/faults", json={"kind": "error", "count": 1})
+    assert client.post("/api/sentrynode/heartbeat", json=body).status_code == 503
+    h = bearer(auth["idToken"])
+    assert client.post("/api/sentrynode/heartbeat", headers=h, json=body).json()["code"] == 200
+
+
+def test_chunked_request_body(client: httpx.Client) -> None:
+    h = bearer(sign_in(client)["idToken"])
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"clientid": "chunky",'
+        yield b' "version": "1"}'
+
+    r = client.post("/api/sentrynode/heartbeat", headers=h, content=chunks())
+    assert r.json()["code"] == 200
+    assert client.post("/api/user/profile", headers=h).json()["code"] == 200

@@ -1,0 +1,155 @@
+"""The whole path, for real: sshd hosts, Chromium with the sandbox extension, Postgres, Prefect.
+
+provision -> deploy -> both nodes Good -> kill a browser -> the health flow records one incident
+with its recovery time -> rewards rows -> a second rewards run adds no row -> a 5xx storm makes the
+rewards task retry and fail naming the endpoint, with nothing half-written."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.conftest import fleet_yaml
+
+pytestmark = pytest.mark.e2e
+
+HOSTS = ["e2e-1", "e2e-2"]
+
+
+@pytest.fixture(scope="module")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def fleet_file(
+    sandbox: Any, base_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
+    path.write_text(fleet_yaml(sandbox.url, HOSTS, base_address))
+    yield path
+    from gradientlab.config import load_fleet
+    from gradientlab.inventory import provider_for
+    from gradientlab.remote.executor import POOL
+
+    POOL.close_all()
+    fleet = load_fleet(path)
+    for host in fleet.hosts:
+        provider_for(fleet, host.provider).terminate(host.name)
+
+
+def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql))]
+
+
+def run_health_until(fleet_file: Path, done: Any, timeout: float = 120) -> list[Any]:
+    from flows.health import health
+
+    deadline = time.monotonic() + timeout
+    outcomes = health(fleet_path=str(fleet_file))
+    while not done(outcomes) and time.monotonic() < deadline:
+        time.sleep(2)
+        outcomes = health(fleet_path=str(fleet_file))
+    return outcomes
+
+
+def test_fleet_end_to_end(
+    prefect_server: None, engine: Engine, sandbox: Any, fleet_file: Path
+) -> None:
+    from flows.deploy import deploy
+    from flows.provision import provision
+    from flows.rewards import rewards
+    from gradientlab.inventory import executor_for
+    from gradientlab.store.fleet import host_records
+
+    # provision: two hosts, each with its host key recorded
+    provision(fleet_path=str(fleet_file))
+    hosts = rows(engine, "SELECT name, state, host_key FROM hosts ORDER BY name")
+    assert [(h[0], h[1]) for h in hosts] == [("e2e-1", "running"), ("e2e-2", "running")]
+    assert all(h[2].startswith("ssh-ed25519 ") for h in hosts)
+
+    # deploy; a second deploy changes nothing
+    first = deploy(fleet_path=str(fleet_file))
+    assert all(r["changes"] for r in first)
+    second = deploy(fleet_path=str(fleet_file))
+    assert [r["changes"] for r in second] == [[], []]
+
+    # both nodes report Good, in the database and in the view the app reads
+    outcomes = run_health_until(fleet_file, lambda o: all(x.status == "Good" for x in o))
+    assert [o.status for o in outcomes] == ["Good", "Good"]
+    status = rows(engine, "SELECT host, status, client_id FROM v_fleet_status ORDER BY host")
+    assert [(s[0], s[1]) for s in status] == [("e2e-1", "Good"), ("e2e-2", "Good")]
+    assert all(s[2] for s in status)
+    state = httpx.get(f"{sandbox.url}/__sandbox/state").json()
+    assert {s[2] for s in status} <= {n["clientid"] for n in state["nodes"]}
+
+    # kill the browser on one host: the health flow brings it back and records one incident
+    record = next(r for r in host_records(engine) if r.name == "e2e-1")
+    ex = executor_for(record)
+    killed = ex.run("kill -9 $(cat .gradientlab/node/browser.pid) && echo killed")
+    assert killed.stdout.strip() == "killed"
+    killed_at = time.time()
+    outcomes = run_health_until(
+        fleet_file,
+        lambda o: (
+            all(x.status == "Good" for x in o)
+            and rows(engine, "SELECT count(*) FROM incidents WHERE status = 'recovered'")[0][0] >= 1
+        ),
+    )
+    incidents = rows(
+        engine,
+        "SELECT h.name, i.kind, i.status, extract(epoch FROM i.recovered_at - i.detected_at)"
+        " FROM incidents i JOIN hosts h ON h.id = i.host_id",
+    )
+    assert len(incidents) == 1, incidents
+    name, kind, state, seconds = incidents[0]
+    assert (name, kind, state) == ("e2e-1", "BrowserDown", "recovered")
+    assert 0 < float(seconds) < 60
+    assert time.time() - killed_at < 120
+    actions = rows(engine, "SELECT step, ok FROM recovery_actions")
+    assert actions and all(ok for _, ok in actions)
+
+    # rewards: rows land; a second run adds none
+    summary = rewards(fleet_path=str(fleet_file))
+    assert summary["account_points"]["days"] >= 1
+    tables = ("account_daily_points", "node_daily_stats", "node_daily_points")
+    keys = {
+        "account_daily_points": "account, day",
+        "node_daily_stats": "client_id, day",
+        "node_daily_points": "client_id, day",
+    }
+    before = {t: rows(engine, f"SELECT {keys[t]} FROM {t} ORDER BY {keys[t]}") for t in tables}
+    assert all(before.values()), before
+    points = rows(engine, "SELECT sum(points) FROM node_daily_points")[0][0]
+    assert points > 0  # uptime accrued in raw integer points
+    again = rewards(fleet_path=str(fleet_file))
+    assert again["account_points"]["inserted"] == 0
+    assert again["node_stats"]["inserted"] == 0
+    after = {t: rows(engine, f"SELECT {keys[t]} FROM {t} ORDER BY {keys[t]}") for t in tables}
+    assert after == before
+
+    # a 5xx storm: the task retries, then fails naming the endpoint; nothing half-written
+    snapshot = {t: rows(engine, f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in tables}
+    httpx.post(
+        f"{sandbox.url}/__sandbox/faults",
+        json={"kind": "error", "path": "/api/point/stats", "status": 503, "count": 100},
+    ).raise_for_status()
+    try:
+        with pytest.raises(Exception, match="/point/stats") as failure:
+            rewards(fleet_path=str(fleet_file))
+        left = httpx.get(f"{sandbox.url}/__sandbox/faults").json()["faults"][0]["count"]
+    finally:
+        httpx.post(f"{sandbox.url}/__sandbox/faults/clear").raise_for_status()
+    assert "503" in str(failure.value)
+    assert left == 100 - 4  # the first try and three retries, then the task failed
+    assert {t: rows(engine, f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in tables} == snapshot
