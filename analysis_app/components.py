@@ -46,38 +46,47 @@ def database_errors(url: str) -> Iterator[None]:
         if getattr(error.orig, "pgcode", None) != "42P01":  # undefined_table
             raise
         st.info(
-            f"The database at `{shown}` has no GradientLab tables yet. " + NO_DATA_MESSAGE,
+            f"No data yet — the database at `{shown}` has no GradientLab tables. "
+            "Run the demo or the rewards flow: they create the tables, then fill them.",
             icon=":material/hourglass:",
         )
         st.stop()
 
 
+def _remembered(key: str) -> str:
+    """A widget key whose value follows the analyst from page to page.
+
+    Streamlit forgets a widget's value once a page without it runs; a plain session entry
+    under another name survives, and seeds the widget when the next page draws it."""
+    kept = f"kept_{key}"
+    if kept in st.session_state and key not in st.session_state:
+        st.session_state[key] = st.session_state[kept]
+    return key
+
+
+def _remember(key: str) -> None:
+    st.session_state[f"kept_{key}"] = st.session_state[key]
+
+
 def fleet_filter(choices: pd.DataFrame, days: tuple[date, date], page: str) -> FleetFilter:
     """The sidebar: providers, regions and hosts (kept across pages) and this page's days."""
     first, last = days
+    picks: dict[str, list[str]] = {}
     with st.sidebar:
         st.header("Filter")
-        providers = st.multiselect(
-            "Provider",
-            sorted(choices["provider"].unique()),
-            key="filter_providers",
-            persist_state="session",
-            placeholder="All providers",
-        )
-        regions = st.multiselect(
-            "Region",
-            sorted(choices["region"].unique()),
-            key="filter_regions",
-            persist_state="session",
-            placeholder="All regions",
-        )
-        hosts = st.multiselect(
-            "Host",
-            sorted(choices["host"].unique()),
-            key="filter_hosts",
-            persist_state="session",
-            placeholder="All hosts",
-        )
+        for label, column in (("Provider", "provider"), ("Region", "region"), ("Host", "host")):
+            options = sorted(choices[column].unique())
+            key = _remembered(f"filter_{column}")
+            # A kept choice that is no longer in the data (a host terminated) is dropped.
+            if key in st.session_state:
+                st.session_state[key] = [v for v in st.session_state[key] if v in options]
+            picks[column] = st.multiselect(
+                label,
+                options,
+                key=key,
+                placeholder=f"All {label.lower()}s",
+            )
+            _remember(key)
         picked = st.date_input(
             "Days (UTC)",
             value=(max(first, last - timedelta(days=DEFAULT_DAYS - 1)), last),
@@ -89,7 +98,9 @@ def fleet_filter(choices: pd.DataFrame, days: tuple[date, date], page: str) -> F
             st.cache_data.clear()
     # While the analyst is still picking the range, the widget holds a single day.
     start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (first, last)
-    return FleetFilter(start, end, tuple(providers), tuple(regions), tuple(hosts))
+    return FleetFilter(
+        start, end, tuple(picks["provider"]), tuple(picks["region"]), tuple(picks["host"])
+    )
 
 
 def csv_download(frame: pd.DataFrame, file_name: str, key: str) -> None:

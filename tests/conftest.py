@@ -54,6 +54,11 @@ def database_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        if previous is None:  # the embedded server this session started
+            from gradientlab.paths import data_dir
+            from gradientlab.store.embedded import stop_embedded_postgres
+
+            stop_embedded_postgres(data_dir() / "pgdata")
 
 
 @pytest.fixture()

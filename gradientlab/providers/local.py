@@ -185,6 +185,14 @@ class LocalProvider:
 
     def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
         self._require_root()
+        python = self._python or runtime_python()
+        LOCAL_ROOT.mkdir(parents=True, exist_ok=True)
+        # hosts created at once must not pick the same address
+        with open(LOCAL_ROOT / ".create.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._create(spec, authorized_key, python)
+
+    def _create(self, spec: HostSpec, authorized_key: str, python: str) -> HostRecord:
         existing = self._read(spec.name)
         if existing is not None:
             return existing if existing.state == "running" else self.start(spec.name)
@@ -243,7 +251,6 @@ class LocalProvider:
             )
         host_key = " ".join(host_key_file.with_suffix(".pub").read_text().split()[:2])
         (sshd_dir / "sshd_config").write_text(self._sshd_config(spec.name, address, user))
-        python = self._python or runtime_python()
         record = HostRecord(
             name=spec.name,
             provider=self.name,

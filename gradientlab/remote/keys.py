@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -17,24 +18,29 @@ def operator_key_path() -> Path:
 
 
 def ensure_operator_key(path: Path | None = None) -> Path:
-    """Create the key pair once (0600 private key); later calls reuse it."""
+    """Create the key pair once (0600 private key); later calls, in any process, reuse it."""
     path = path or operator_key_path()
-    if path.exists():
+    public_path = path.with_suffix(".pub")
+    if path.exists() and public_path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    path.with_suffix(".pub").write_bytes(public + b" gradientlab\n")
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several tasks may ask for the key at once
+        if path.exists() and public_path.exists():
+            return path
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        public_path.write_bytes(public + b" gradientlab\n")
     return path
 
 

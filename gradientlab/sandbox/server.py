@@ -94,6 +94,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    _raw_body: bytes | None = None
+    _extra_fields: dict[str, Any]
     server_version = "GradientSandbox/0.1"
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -214,8 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _dispatch(self, method: str) -> None:
-        self._extra_fields: dict[str, Any] = {}
-        self._raw_body: bytes | None = None
+        self._extra_fields = {}
+        self._raw_body = None
         self._read_body()
         url = urlsplit(self.path)
         path = url.path
@@ -613,6 +615,11 @@ class SandboxServer:
     def identity_url(self) -> str:
         """Identity toolkit stand-in base (``.../v1``); append ``/accounts:signInWithPassword``."""
         return f"{self.url}/identitytoolkit/v1"
+
+    @property
+    def securetoken_base(self) -> str:
+        """Secure token stand-in base (``.../v1``); append ``/token``."""
+        return f"{self.url}/securetoken/v1"
 
     @property
     def securetoken_url(self) -> str:

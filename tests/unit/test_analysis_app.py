@@ -306,6 +306,7 @@ def test_points_page_shows_fleet_status_and_why_a_node_is_unsupported(seeded: En
     assert metrics["Nodes Good"] == "1 / 3"
     assert metrics["Unsupported"] == "1"
     assert metrics["Points today"] == f"{(75_000 + 1_200_000 + 0) / 100_000:,.2f}"
+    assert metrics["Last check"].endswith("min ago")
     assert any(BANNED_REASON in w.value and "oci-ashburn-1" in w.value for w in at.warning)
     fleet = at.dataframe[1].value.set_index("host")
     assert fleet.loc["oci-ashburn-1", "status_shown"] == f"Unsupported: {BANNED_REASON}"
@@ -317,12 +318,23 @@ def test_points_page_shows_fleet_status_and_why_a_node_is_unsupported(seeded: En
 def test_points_page_sidebar_filter(seeded: Engine) -> None:
     at = run_app()
 
-    at.sidebar.multiselect(key="filter_providers").set_value(["gcp"]).run()
+    at.sidebar.multiselect(key="filter_provider").set_value(["gcp"]).run()
 
     assert not at.exception
     assert set(at.dataframe[0].value["host"]) == {"gcp-west-1"}
     assert at.dataframe[1].value["host"].tolist() == ["gcp-west-1"]
     assert {m.label: m.value for m in at.metric}["Nodes Good"] == "1 / 1"
+
+
+def test_sidebar_filter_follows_the_analyst_to_other_pages(seeded: Engine) -> None:
+    at = run_app()
+    at.sidebar.multiselect(key="filter_host").set_value(["home-pi"]).run()
+
+    at.switch_page("views/uptime.py").run()
+
+    assert not at.exception
+    assert at.sidebar.multiselect(key="filter_host").value == ["home-pi"]
+    assert set(at.dataframe[0].value["host"]) == {"home-pi"}
 
 
 def test_points_page_colours_by_provider(seeded: Engine) -> None:

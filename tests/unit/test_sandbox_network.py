@@ -329,3 +329,13 @@ def test_config_from_yaml(tmp_path: object) -> None:
     assert net.nat_type_of("10.1.2.3") == "symmetric"
     assert net.nat_type_of("11.1.2.3") == "full-cone"
     assert net.classify_ip("192.0.2.7") == (True, DATACENTER_REASON)
+
+
+def test_example_config_loads() -> None:
+    from pathlib import Path
+
+    import gradientlab.sandbox as sandbox
+
+    example = Path(sandbox.__file__).with_name("sandbox.example.yaml")
+    cfg = SandboxConfig.from_yaml(example)
+    assert cfg.accounts and cfg.speed > 0

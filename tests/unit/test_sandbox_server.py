@@ -137,7 +137,9 @@ def test_api_requires_a_bearer_token(client: httpx.Client) -> None:
 
 def test_id_tokens_expire_after_ttl() -> None:
     cfg = SandboxConfig(
-        accounts=[SandboxAccount(email=EMAIL, password=PASSWORD)], api_key=KEY, token_ttl_seconds=0.3
+        accounts=[SandboxAccount(email=EMAIL, password=PASSWORD)],
+        api_key=KEY,
+        token_ttl_seconds=0.3,
     )
     with SandboxServer(cfg) as srv, httpx.Client(base_url=srv.url) as c:
         auth = sign_in(c)
@@ -157,7 +159,9 @@ def test_id_tokens_expire_after_ttl() -> None:
 def test_node_endpoints_envelopes(client: httpx.Client, server: SandboxServer) -> None:
     auth = sign_in(client)
     h = bearer(auth["idToken"])
-    hb = client.post("/api/sentrynode/heartbeat", headers=h, json={"clientid": "c1", "version": "1"})
+    hb = client.post(
+        "/api/sentrynode/heartbeat", headers=h, json={"clientid": "c1", "version": "1"}
+    )
     assert hb.status_code == 200
     assert hb.json() == {
         "code": 200,
@@ -314,7 +318,9 @@ def test_served_crx_parses(client: httpx.Client, server: SandboxServer) -> None:
     assert f'"{KEY}"' in config
     assert {"background.js", "popup.html", "popup.js", "api.js"} <= set(zf.namelist())
     assert client.get(server.crx_url()).content[:4] == b"Cr24"
-    other = client.get("/service/update2/crx?response=redirect&x=id%3Daaaabbbbccccddddeeeeffffgggghhhh%26uc")
+    other = client.get(
+        "/service/update2/crx?response=redirect&x=id%3Daaaabbbbccccddddeeeeffffgggghhhh%26uc"
+    )
     assert other.status_code == 404
 
 

@@ -1,0 +1,33 @@
+# One-word entries. `make demo` and `make test` do all the set-up they need on a fresh machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test setup system lint bench
+
+demo: setup
+	$(VENV)/bin/gradientlab demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy gradientlab
+
+bench: setup
+	$(PY) -m bench.health_sweep
+
+setup: system $(VENV)/.installed
+
+# Debian's Chromium (branded Chrome ignores --load-extension) and OpenSSH for local hosts.
+system:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
+		echo "installing chromium and openssh-server from Debian"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium openssh-server openssh-client procps >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
