@@ -19,6 +19,15 @@ async function refreshIdToken(loginInfo) {
   const payload = await resp.json().catch(() => ({}));
   if (!resp.ok || !payload.id_token) {
     const reason = (payload.error && payload.error.message) || "HTTP " + resp.status;
+    // The token service refused this session (revoked, expired, unknown): the user is logged
+    // out, as the real extension shows it; a network fault or 5xx keeps the session.
+    if (resp.status === 400 || resp.status === 401 || resp.status === 403) {
+      const current = (await chrome.storage.local.get("loginInfo")).loginInfo;
+      if (current && current.refreshToken === loginInfo.refreshToken) {
+        await chrome.storage.local.remove("loginInfo");
+      }
+      throw new Error("logged out: " + reason);
+    }
     throw new Error("token refresh failed: " + reason);
   }
   const updated = Object.assign({}, loginInfo, {

@@ -108,6 +108,10 @@ async function render() {
       node = await readNode(clientid);
     } catch (e) {
       errors.push(errorText(e));
+      if (errorText(e).startsWith("logged out")) {
+        setStatus("Logged out");
+        return;
+      }
     }
     if (node) {
       setStatus(node.banned ? "Unsupported" : node.connect ? "Good" : "Disconnected");
