@@ -91,18 +91,76 @@ class LocalProvider(Strict):
 
 
 class SshProvider(Strict):
+    """Hosts the operator already has (home servers, a Raspberry Pi, a VPS), listed in `hosts`."""
+
     kind: Literal["ssh"]
 
 
-class CloudProvider(Strict):
-    kind: Literal["oci", "gcp", "azure"]
-    credentials_block: str
-    region: str | None = None
-    shape: str | None = None
-    operator_cidr: str | None = None
+def _cidr(v: str) -> str:
+    try:
+        net = ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an address range like 203.0.113.0/24") from None
+    if net.prefixlen == 0:
+        raise ValueError("SSH open to the whole internet (/0) is refused; give your own range")
+    return str(net)
 
 
-Provider = Annotated[LocalProvider | SshProvider | CloudProvider, Field(discriminator="kind")]
+class CloudCommon(Strict):
+    credentials_block: str  # the Prefect block holding this cloud's credentials
+    operator_cidr: str  # the only range SSH is allowed from
+    ssh_user: str = "gradientlab"
+    endpoint: str | None = None  # a stand-in API (tests); the cloud's own when empty
+
+    @field_validator("operator_cidr")
+    @classmethod
+    def _operator_cidr(cls, v: str) -> str:
+        return _cidr(v)
+
+
+class OciProvider(CloudCommon):
+    kind: Literal["oci"]
+    compartment_id: str
+    region: str = "us-ashburn-1"
+    shape: str = "VM.Standard.E2.1.Micro"  # Always Free; or VM.Standard.A1.Flex
+    ocpus: float | None = None  # A1.Flex only
+    memory_gbs: float | None = None  # A1.Flex only
+    vcn_cidr: str = "10.42.0.0/16"
+    subnet_cidr: str = "10.42.1.0/24"
+    image_os: str = "Canonical Ubuntu"
+    image_os_version: str = "24.04"
+
+
+class GcpProvider(CloudCommon):
+    kind: Literal["gcp"]
+    project: str
+    zone: str = "us-central1-a"  # e2-micro is free in us-west1, us-central1 and us-east1
+    machine_type: str = "e2-micro"
+    image_project: str = "ubuntu-os-cloud"
+    image_family: str = "ubuntu-2404-lts-amd64"
+    network: str = "default"
+
+
+class AzureImage(Strict):
+    publisher: str = "Canonical"
+    offer: str = "ubuntu-24_04-lts"
+    sku: str = "server"
+    version: str = "latest"
+
+
+class AzureProvider(CloudCommon):
+    kind: Literal["azure"]
+    subscription_id: str
+    location: str = "eastus"
+    resource_group: str = "gradientlab"  # one per fleet
+    vm_size: str = "Standard_B1s"
+    image: AzureImage = AzureImage()
+
+
+Provider = Annotated[
+    LocalProvider | SshProvider | OciProvider | GcpProvider | AzureProvider,
+    Field(discriminator="kind"),
+]
 
 
 class HostSpec(Strict):

@@ -1,0 +1,81 @@
+"""The first-boot script every cloud VM gets: the same cloud-init user data for OCI, GCP, Azure.
+
+It creates GradientLab's login user with the operator's key, installs the SSH host key that
+GradientLab generated (so the key is pinned from the first connection, no trust-on-first-use),
+and installs what the deploy flow needs: Debian/Ubuntu `chromium`, `python3-venv`."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+
+
+@dataclass(frozen=True)
+class HostKeyPair:
+    """An SSH host key made by GradientLab; its public half is what we pin."""
+
+    private_openssh: str
+    public: str  # "ssh-ed25519 AAAA..."
+
+    @classmethod
+    def generate(cls) -> HostKeyPair:
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+        return cls(private, public)
+
+
+def cloud_init(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_name: str) -> str:
+    """`#cloud-config` user data; Ubuntu images on all three clouds run it on first boot."""
+    config = {
+        "hostname": host_name,
+        "users": [
+            "default",
+            {
+                "name": ssh_user,
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [authorized_key],
+                # the runner needs no root; sudo only for reboot as a last recovery step
+                "sudo": ["ALL=(root) NOPASSWD: /usr/sbin/reboot, /usr/bin/loginctl"],
+            },
+        ],
+        "ssh_pwauth": False,
+        "disable_root": True,
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {
+            "ed25519_private": host_key.private_openssh,
+            "ed25519_public": host_key.public,
+        },
+        "package_update": True,
+        "packages": ["python3-venv", "python3-pip", "procps"],
+        "runcmd": [
+            # Debian calls it chromium; Ubuntu's chromium-browser is a snap: prefer the deb where
+            # the distribution has one (branded Chrome 137+ ignores --load-extension).
+            ["sh", "-c", "apt-get install -y chromium || apt-get install -y chromium-browser"],
+            ["loginctl", "enable-linger", ssh_user],
+        ],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def cloud_init_b64(ssh_user: str, authorized_key: str, host_key: HostKeyPair,
+                   host_name: str) -> str:
+    return base64.b64encode(
+        cloud_init(ssh_user, authorized_key, host_key, host_name).encode()
+    ).decode()
