@@ -60,3 +60,29 @@ class Provider(Protocol):
     def reboot(self, name: str) -> HostRecord: ...
 
     def terminate(self, name: str) -> None: ...
+
+
+class CapacityError(ProviderError):
+    """The cloud has no capacity for this shape here now ("Out of host capacity")."""
+
+
+class QuotaError(ProviderError):
+    """The account's quota or free-tier limit does not allow this."""
+
+
+class ProviderAuthError(ProviderError):
+    """The cloud refused the credentials; say which block to fix."""
+
+
+class ProviderRateLimited(ProviderError):
+    """The cloud API throttled us (429)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# Labels/tags on everything GradientLab creates, so `list` finds only its own.
+FLEET_TAG = "gradientlab-fleet"
+HOST_TAG = "gradientlab-host"
+HOST_KEY_TAG = "gradientlab-host-key"
