@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from flows.deploy import deploy
 from flows.health import health
 from flows.poc_taps import poc_taps
-from flows.provision import provision
+from flows.provision import provision, terminate
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     serve(
         provision.to_deployment(name="provision", parameters=params),
         deploy.to_deployment(name="deploy", parameters=params),
+        terminate.to_deployment(name="terminate", parameters=params),
         health.to_deployment(
             name="health",
             parameters=params,

@@ -211,6 +211,7 @@ class Schedules(Strict):
 
 
 class Fleet(Strict):
+    name: str = "gradientlab"  # tags every cloud resource GradientLab creates for this fleet
     account: Account
     network: Network = Network()
     providers: dict[str, Provider]
@@ -219,6 +220,13 @@ class Fleet(Strict):
     health: Health = Health()
     schedules: Schedules = Schedules()
     source: str = "<memory>"
+
+    @field_validator("name")
+    @classmethod
+    def _fleet_name(cls, v: str) -> str:
+        if not HOST_NAME.match(v):
+            raise ValueError("fleet names are lowercase letters, digits and dashes, up to 31 long")
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> Fleet:
@@ -255,16 +263,22 @@ def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            child = next(
-                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
+            pair = next(
+                ((k, v) for k, v in node.value
+                 if isinstance(k, yaml.ScalarNode) and k.value == part),
                 None,
             )
-            if child is None:
+            if pair is None:
                 if _kind_of(node) == part:
                     continue  # pydantic names the union member by its `kind` tag
                 # the field is missing: point at the mapping that should hold it
                 return line
-            node = child
+            key, node = pair
+            # the key's own line: a block value starts on the line after it
+            line = key.start_mark.line + 1
+            if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+                line = node.start_mark.line + 1
+            continue
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
                 return line
@@ -275,14 +289,38 @@ def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     return line
 
 
+def _duplicate_keys(node: yaml.Node | None, source: str) -> list[str]:
+    """YAML keeps the last of two equal keys silently; a fleet file must not."""
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                line = k.start_mark.line + 1
+                if k.value in seen:
+                    problems.append(
+                        f"{source}:{line}: {k.value}: given twice (first at line {seen[k.value]})"
+                    )
+                else:
+                    seen[k.value] = line
+            problems.extend(_duplicate_keys(v, source))
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            problems.extend(_duplicate_keys(item, source))
+    return problems
+
+
 def parse_fleet(text: str, source: str = "<memory>") -> Fleet:
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise FleetFileError(f"{where}: not valid YAML: {exc}") from None
+    duplicates = _duplicate_keys(root, source)
+    if duplicates:
+        raise FleetFileError("\n".join(duplicates))
     if not isinstance(data, dict):
         raise FleetFileError(f"{source}:1: the fleet file must be a mapping with `account`, ...")
     data["source"] = source
@@ -298,6 +336,8 @@ def parse_fleet(text: str, source: str = "<memory>") -> Fleet:
                 message = str(ctx_error)
             else:
                 message = err["msg"].removeprefix("Value error, ")
+                if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                    loc = loc + ("kind",)
             field = _field_name(data, loc)
             problems.append(f"{source}:{_line_of(root, loc)}: {field}: {message}")
         raise FleetFileError("\n".join(problems)) from None

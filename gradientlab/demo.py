@@ -114,7 +114,7 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
 
         say("provision flow: three local hosts (sshd on 127.0.0.10-12, host keys pinned)")
         hosts_started = True
-        provision(fleet_path=str(fleet_path))
+        provision(fleet_path=str(fleet_path), approve=True)
         say("deploy flow: runner, extension and Chromium on each host")
         deploy(fleet_path=str(fleet_path))
 

@@ -248,11 +248,13 @@ class HealthOutcome:
 
 
 def runner_recoveries(events: list[dict[str, Any]]) -> list[tuple[datetime, datetime, str]]:
-    """Browser exits the runner already repaired: (exited_at, restarted_at, detail)."""
+    """Browser exits the runner already repaired: (first exit, restart that worked, detail).
+
+    A relaunch that failed logs another exit; the outage still began at the first one."""
     out = []
     exited: dict[str, Any] | None = None
     for event in events:
-        if event.get("kind") == "browser_exited":
+        if event.get("kind") == "browser_exited" and exited is None:
             exited = event
         elif event.get("kind") == "browser_started" and exited is not None:
             a, b = parse_time(exited.get("at")), parse_time(event.get("at"))
@@ -260,6 +262,21 @@ def runner_recoveries(events: list[dict[str, Any]]) -> list[tuple[datetime, date
                 out.append((a, b, str(exited.get("detail", ""))))
             exited = None
     return out
+
+
+def settled_cursor(events: list[dict[str, Any]]) -> int:
+    """The last event id that can be consumed: an exit not yet followed by a restart stays
+    unread, so the next probe pairs it with its restart."""
+    cursor = 0
+    pending = False
+    for event in events:
+        if event.get("kind") == "browser_exited":
+            pending = True
+        elif event.get("kind") == "browser_started":
+            pending = False
+        if not pending:
+            cursor = int(event.get("id", 0))
+    return cursor
 
 
 def record(
@@ -345,8 +362,9 @@ def record(
                 status = "failed"
             else:
                 status = "open"
-        if before.events:
-            fleet.set_event_cursor(conn, hid, max(int(e.get("id", 0)) for e in before.events))
+        cursor = settled_cursor(before.events)
+        if cursor:
+            fleet.set_event_cursor(conn, hid, cursor)
     return HealthOutcome(
         after.host,
         after.status,

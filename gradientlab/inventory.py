@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from gradientlab.config import Fleet, FleetFileError, LocalProvider, resolve_secret
+from gradientlab.config import (
+    AzureProvider,
+    Fleet,
+    FleetFileError,
+    GcpProvider,
+    LocalProvider,
+    OciProvider,
+    SshProvider,
+    resolve_secret,
+)
 from gradientlab.gradient.client import GradientClient, GradientEndpoints
 from gradientlab.node.deploy import NodeSettings
 from gradientlab.providers.base import HostRecord, Provider, ProviderError
@@ -14,20 +24,43 @@ from gradientlab.remote.keys import load_operator_key
 BlockReader = Callable[[str], str] | None
 
 
-def provider_for(fleet: Fleet, name: str) -> Provider:
+CredentialsLoader = Callable[[str, str], Any]
+"""(cloud kind, block name) -> that cloud SDK's credentials; the task layer reads Prefect blocks."""
+
+
+def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None = None) -> Provider:
     spec = fleet.providers.get(name)
     if spec is None:
         raise FleetFileError(f"{fleet.source}: no provider named {name!r}")
     if isinstance(spec, LocalProvider):
         from gradientlab.providers.local import LocalProvider as Local
 
-        return Local(
-            name=name, base_address=spec.base_address, ssh_port=spec.ssh_port, python=spec.python
+        return Local(name=name, base_address=spec.base_address, ssh_port=spec.ssh_port,
+                     python=spec.python)
+    if isinstance(spec, SshProvider):
+        from gradientlab.providers.ssh import SshInventoryProvider
+
+        return SshInventoryProvider(name, fleet.hosts, pkey=load_operator_key())
+    if credentials is None:
+        raise ProviderError(
+            f"provider {name!r} ({spec.kind}) needs its credentials block "
+            f"{spec.credentials_block!r}; run it from a flow"
         )
-    raise ProviderError(
-        f"{fleet.source}: provider {name!r} of kind {spec.kind!r} is not available in this "
-        "version yet (local only)"
-    )
+    creds = credentials(spec.kind, spec.credentials_block)
+    if isinstance(spec, OciProvider):
+        from gradientlab.providers.oci import OciCloudProvider
+
+        config, signer = creds
+        return OciCloudProvider(name, spec, config=config, signer=signer, fleet_name=fleet.name)
+    if isinstance(spec, GcpProvider):
+        from gradientlab.providers.gcp import GcpCloudProvider
+
+        return GcpCloudProvider(name, spec, creds, fleet_name=fleet.name)
+    if isinstance(spec, AzureProvider):
+        from gradientlab.providers.azure import AzureCloudProvider
+
+        return AzureCloudProvider(name, spec, creds, fleet_name=fleet.name)
+    raise ProviderError(f"provider {name!r}: unknown kind {spec.kind!r}")
 
 
 def executor_for(record: HostRecord) -> SshExecutor:

@@ -14,11 +14,27 @@ from gradientlab.gradient.models import NodeListItem
 from gradientlab.inventory import executor_for, node_settings, provider_for
 from gradientlab.node.deploy import deploy_node
 from gradientlab.node.runner import RUNNER_VERSION
-from gradientlab.providers.base import HostRecord
+from gradientlab.providers.base import HostRecord, PlannedHost
 from gradientlab.remote.executor import RemoteError
 from gradientlab.remote.keys import operator_public_key
 from gradientlab.store import fleet as fleet_store
+from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
+
+
+@task(name="plan-host", cache_policy=NO_CACHE, tags=["provider"])
+def plan_host(fleet: Fleet, name: str) -> PlannedHost:
+    spec = fleet.host(name)
+    return provider_for(fleet, spec.provider, load_cloud_credentials).plan(spec)
+
+
+@task(
+    name="terminate-host", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
+    tags=["provider"],
+)
+def terminate_host(fleet: Fleet, name: str) -> None:
+    spec = fleet.host(name)
+    provider_for(fleet, spec.provider, load_cloud_credentials).terminate(name)
 
 
 @task(
@@ -26,7 +42,7 @@ from tasks.common import engine, read_secret_block
 )
 def create_host(fleet: Fleet, name: str) -> HostRecord:
     spec = fleet.host(name)
-    provider = provider_for(fleet, spec.provider)
+    provider = provider_for(fleet, spec.provider, load_cloud_credentials)
     record = provider.create(spec, operator_public_key())
     fleet_store.upsert_host(engine(), record)
     return record
@@ -71,7 +87,7 @@ def check_host(
             fleet.health.recovery_wait_seconds,
         )
     elif recover and not before.healthy and before.status != "Unsupported":
-        provider = provider_for(fleet, record.provider)
+        provider = provider_for(fleet, record.provider, load_cloud_credentials)
         ex = executor_for(record) if before.reachable else None
         recovery = health_lib.Recovery(
             ex=ex,

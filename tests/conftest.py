@@ -71,7 +71,8 @@ def engine(database_url: str) -> Iterator[Engine]:
         conn.execute(
             text(
                 "TRUNCATE hosts, nodes, node_status_samples, node_daily_stats,"
-                " account_daily_points, node_daily_points, incidents, recovery_actions"
+                " account_daily_points, node_daily_points, incidents, recovery_actions,"
+                " provision_plans"
                 " RESTART IDENTITY CASCADE"
             )
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -109,7 +110,6 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.next_id = self._last_id() + 1
 
     def _last_id(self) -> int:
         try:
@@ -125,11 +125,19 @@ class EventLog:
         return 0
 
     def add(self, kind: str, detail: str = "") -> None:
-        event = {"id": self.next_id, "at": now_iso(), "kind": kind, "detail": detail}
-        self.next_id += 1
-        with open(self.path, "a") as f:
-            f.write(json.dumps(event) + "\n")
-        self._trim()
+        # The runner and one-shot commands (login) append to one file: take the next id under
+        # a lock, from the file itself, so ids never repeat.
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            event = {"id": self._last_id() + 1, "at": now_iso(), "kind": kind, "detail": detail}
+            with open(self.path, "a+b") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():
+                    f.seek(f.tell() - 1)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")  # end a line a crash cut short
+                f.write(json.dumps(event).encode() + b"\n")
+            self._trim()
         log.info("event %s %s", kind, detail)
 
     def _trim(self, keep: int = 500) -> None:
@@ -254,6 +262,21 @@ class Browser:
 
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+    def reap(self) -> None:
+        """A browser killed hard leaves its renderers and zygotes behind, holding the profile:
+        end its whole process group before a new browser starts."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
 
     def stop(self, grace: float = 5) -> None:
         if self.proc is None:
@@ -423,6 +446,7 @@ class Runner:
                     if self.browser.proc is not None:
                         self.browser_restarts += 1
                         self.events.add("browser_exited", f"exit code {self.browser.exit_code()}")
+                        self.browser.reap()
                     self.start_browser()
                 elif self.refresh_requested or time.monotonic() - self.last_attach >= interval:
                     self.refresh_requested = False
@@ -694,6 +718,15 @@ def unpack_crx(data: bytes) -> tuple[bytes, bytes | None]:
     return zip_bytes, None
 
 
+def _check_crx(data: bytes, url: str) -> None:
+    try:
+        zip_bytes, _ = unpack_crx(data)
+        with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+            archive.getinfo("manifest.json")
+    except (ValueError, KeyError, zipfile.BadZipFile, struct.error, IndexError) as exc:
+        raise ValueError(f"{url} did not answer with an extension package: {exc}") from None
+
+
 def chromium_version(chromium: str) -> str:
     out = subprocess.run([chromium, "--version"], capture_output=True, text=True, timeout=30)
     m = re.search(r"(\d+\.\d+\.\d+\.\d+)", out.stdout)
@@ -716,10 +749,11 @@ def cmd_install_extension(paths: Paths) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=60) as answer:  # noqa: S310 - the fleet's URL
             data = answer.read()
+        _check_crx(data, url)  # an error page must not replace the good cached copy
         tmp = cached.with_suffix(".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, cached)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         if not cached.exists():
             raise RuntimeError(f"could not download the extension from {url}: {exc}") from None
         data = cached.read_bytes()

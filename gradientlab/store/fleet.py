@@ -39,7 +39,8 @@ def upsert_host(engine: Engine, record: HostRecord) -> int:
 def host_records(engine: Engine, names: list[str] | None = None) -> list[HostRecord]:
     sql = (
         "SELECT name, provider, address, ssh_port, ssh_user, host_key, state, provider_ref,"
-        " region, hourly_cost_usd, meta FROM hosts WHERE state <> 'terminated'"
+        " region, hourly_cost_usd, meta FROM hosts"
+        " WHERE state NOT IN ('terminated', 'creating') AND address IS NOT NULL"
     )
     params: dict[str, Any] = {}
     if names is not None:
@@ -199,3 +200,16 @@ def set_event_cursor(conn: Connection, hid: int, cursor: int) -> None:
         ),
         {"h": hid, "c": cursor},
     )
+
+
+def record_intent(engine: Engine, name: str, provider: str) -> None:
+    """Before a host is created: a row a rerun will find and complete if this run fails."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (name, provider, state) VALUES (:n, :p, 'creating')"
+                " ON CONFLICT (name) DO UPDATE SET state = 'creating', updated_at = now()"
+                " WHERE hosts.state IN ('terminated', 'planned')"
+            ),
+            {"n": name, "p": provider},
+        )

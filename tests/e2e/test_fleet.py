@@ -72,8 +72,13 @@ def test_fleet_end_to_end(
     from gradientlab.inventory import executor_for
     from gradientlab.store.fleet import host_records
 
-    # provision: two hosts, each with its host key recorded
-    provision(fleet_path=str(fleet_file))
+    # provision: the plan alone creates nothing; approved, two hosts with their keys recorded
+    planned = provision(fleet_path=str(fleet_file))
+    assert planned["applied"] is False
+    assert [r["action"] for r in planned["plan"]] == ["create", "create"]
+    assert rows(engine, "SELECT count(*) FROM hosts") == [(0,)]
+    assert rows(engine, "SELECT approved FROM provision_plans") == [(False,)]
+    provision(fleet_path=str(fleet_file), approve=True)
     hosts = rows(engine, "SELECT name, state, host_key FROM hosts ORDER BY name")
     assert [(h[0], h[1]) for h in hosts] == [("e2e-1", "running"), ("e2e-2", "running")]
     assert all(h[2].startswith("ssh-ed25519 ") for h in hosts)

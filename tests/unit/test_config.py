@@ -9,10 +9,10 @@ import pytest
 
 from gradientlab.config import (
     REAL_EXTENSION_ID,
-    CloudProvider,
     Fleet,
     FleetFileError,
     LocalProvider,
+    OciProvider,
     SecretRef,
     SshProvider,
     load_fleet,
@@ -40,6 +40,8 @@ providers:
   cloud:
     kind: oci
     credentials_block: oci-creds
+    compartment_id: ocid1.compartment.oc1..test
+    operator_cidr: 203.0.113.0/24
     region: eu-frankfurt-1
 hosts:
   - name: node-1
@@ -87,7 +89,7 @@ def test_the_base_fleet_parses_with_its_providers_and_hosts() -> None:
     assert fleet.account.password == SecretRef(env="GRADIENTLAB_TEST_CONFIG_PASSWORD")
     assert isinstance(fleet.providers["local"], LocalProvider)
     assert isinstance(fleet.providers["inv"], SshProvider)
-    assert isinstance(fleet.providers["cloud"], CloudProvider)
+    assert isinstance(fleet.providers["cloud"], OciProvider)
     assert fleet.providers["cloud"].kind == "oci"
     assert [h.name for h in fleet.hosts] == ["node-1", "node-2", "pi"]
     assert fleet.host("pi").key == SecretRef(secret_block="pi-key")
@@ -184,11 +186,6 @@ def test_an_unknown_top_level_section_is_refused() -> None:
     assert "Extra inputs are not permitted" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="for an unknown key whose value is a block, the line reported is the value's first "
-    "line (the line after the key), not the line of the unknown key",
-)
 def test_an_unknown_block_section_is_reported_on_the_line_of_its_key() -> None:
     text = GOOD + "shedules:\n  health_seconds: 5\n"
     message = error_of(text)
@@ -207,10 +204,16 @@ def test_a_wrong_type_in_a_cloud_provider_names_its_line() -> None:
     assert_names(message, SOURCE, line_no(text, "region: [1"), "providers.cloud.region")
 
 
+def test_ssh_open_to_the_whole_internet_is_refused() -> None:
+    text = swap("    operator_cidr: 203.0.113.0/24", "    operator_cidr: 0.0.0.0/0")
+    message = error_of(text)
+    assert_names(message, SOURCE, line_no(text, "0.0.0.0/0"), "providers.cloud.operator_cidr")
+
+
 def test_an_unknown_provider_kind_is_refused() -> None:
     text = swap("    kind: ssh", "    kind: vagrant")
     message = error_of(text)
-    assert_names(message, SOURCE, line_no(text, "kind: vagrant"), "providers.inv")
+    assert_names(message, SOURCE, line_no(text, "kind: vagrant"), "providers.inv.kind")
     assert "vagrant" in message
 
 
@@ -340,15 +343,11 @@ def test_a_bad_file_on_disk_names_its_path_line_and_field(tmp_path: Path) -> Non
     assert_names(str(info.value), str(path), line_no(text, "name: node 2"), "hosts[1].name")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a duplicated YAML key is silently accepted (last value wins) and an error in the "
-    "second value is reported at the line of the first key",
-)
-def test_a_duplicated_key_is_reported_at_the_line_of_the_value_that_is_used() -> None:
+def test_a_duplicated_key_is_refused_naming_both_lines() -> None:
     text = swap("    ssh_port: 2222", "    ssh_port: 2222\n    ssh_port: abc")
     message = error_of(text)
-    assert message.startswith(f"{SOURCE}:{line_no(text, 'ssh_port: abc')}: ")
+    first, second = line_no(text, "ssh_port: 2222"), line_no(text, "ssh_port: abc")
+    assert message == f"{SOURCE}:{second}: ssh_port: given twice (first at line {first})"
 
 
 # ---------------------------------------------------------------- resolving secrets

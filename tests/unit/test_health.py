@@ -98,7 +98,15 @@ def item(
     *, connect: bool = True, banned: bool | None = None, ip: str | None = None
 ) -> NodeListItem:
     return NodeListItem(
-        name="client-7f3a", connect=connect, point=0, today=0, taps=3, ip=ip, banned=banned
+        name="client-7f3a",
+        connect=connect,
+        point=0,
+        today=0,
+        taps=3,
+        country=None,
+        place=None,
+        ip=ip,
+        banned=banned,
     )
 
 
@@ -346,12 +354,6 @@ def test_runner_recoveries_skips_a_pair_with_an_unreadable_time() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the runner's first relaunch fails it logs a second browser_exited for the "
-    "failed launch; runner_recoveries keeps only the last exit, so the outage is dated from the "
-    "failed relaunch instead of from the real browser death",
-)
 def test_runner_recoveries_dates_the_outage_from_the_first_exit() -> None:
     # Runner.run: exited -> start_browser fails (browser_start_failed) -> on the next loop the
     # failed process is seen as another exit -> start_browser succeeds.

@@ -1,0 +1,27 @@
+"""Register GradientLab's block types with the Prefect server (once per server).
+
+    python -m deployments.register_blocks
+
+Then create blocks in the UI (Blocks → +) or in Python, for example:
+
+    from tasks.blocks import AzureServicePrincipal
+    AzureServicePrincipal(tenant_id=..., client_id=..., client_secret=...).save("azure-main")
+
+and name them in the fleet file (`credentials_block: azure-main`)."""
+
+from __future__ import annotations
+
+from prefect.blocks.system import Secret
+from prefect_gcp import GcpCredentials
+
+from tasks.blocks import AzureServicePrincipal, OciCredentials
+
+
+def main() -> None:
+    for block in (OciCredentials, AzureServicePrincipal, GcpCredentials, Secret):
+        block.register_type_and_schema()
+        print(f"registered {block.get_block_type_slug()}")
+
+
+if __name__ == "__main__":
+    main()

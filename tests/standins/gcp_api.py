@@ -1,0 +1,442 @@
+"""A stand-in for the Compute Engine REST API (`/compute/v1/projects/...`) on a local port.
+
+It keeps instances, firewall rules and operations in memory, answers in the API's JSON shapes,
+honours `requestId` (the same id returns the same operation), and records every request so tests
+can assert exactly what a driver sent. Faults are queued per request: an HTTP error in Google's
+`{"error": {"code", "message", "errors": [{"reason"}]}}` form, or an operation that ends in error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+GOOGLE = "https://www.googleapis.com/compute/v1"
+_FILTER = re.compile(r'^\(?\s*labels\.([-\w]+)\s*=\s*"?([-\w]*)"?\s*\)?$')
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    reason: str
+    message: str
+    headers: dict[str, str]
+    after: bool  # run the request, then answer with the error (a lost response)
+    times: int
+
+
+@dataclass
+class OperationFault:
+    code: str
+    message: str
+    http_status: int
+    leave_instance: bool  # the instance exists although the operation failed
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+        self.headers = headers or {}
+
+
+def error_body(status: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+        }
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ComputeStandIn:
+    images: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    firewalls: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    instances: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    request_ids: dict[str, str] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    insert_faults: list[OperationFault] = field(default_factory=list)
+    polls_before_done: int = 0  # each new operation needs this many waits/gets to finish
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1000)
+        self._addresses = itertools.count(10)
+        self.add_image("ubuntu-os-cloud", "ubuntu-2404-lts-amd64", "ubuntu-2404-noble-amd64-v20261101")
+
+    # -- test controls
+
+    def add_image(self, project: str, family: str, name: str, disk_size_gb: int = 10) -> None:
+        self.images[(project, family)] = {
+            "kind": "compute#image",
+            "id": str(next(self._ids)),
+            "name": name,
+            "family": family,
+            "status": "READY",
+            "diskSizeGb": str(disk_size_gb),
+            "architecture": "X86_64",
+            "selfLink": f"{GOOGLE}/projects/{project}/global/images/{name}",
+        }
+
+    def fail(self, method: str, path: str, status: int, reason: str, message: str = "",
+             headers: dict[str, str] | None = None, after: bool = False, times: int = 1) -> None:
+        """The next `times` requests matching method and path (a regex) answer an HTTP error."""
+        self.faults.append(Fault(method, re.compile(path), status, reason,
+                                 message or f"{reason} (stand-in)", headers or {}, after, times))
+
+    def fail_next_insert(self, code: str, message: str = "", http_status: int = 503,
+                         leave_instance: bool = False) -> None:
+        """The next instance insert's operation ends DONE with this error."""
+        self.insert_faults.append(
+            OperationFault(code, message or f"{code} (stand-in)", http_status, leave_instance)
+        )
+
+    def calls(self, method: str | None = None, path: str = "") -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests
+                    if (method is None or r.method == method) and re.search(path, r.path)]
+
+    def put_instance(self, project: str, zone: str, body: dict[str, Any],
+                     status: str = "RUNNING") -> dict[str, Any]:
+        with self.lock:
+            return self._make_instance(project, zone, body, status)
+
+    # -- serving
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def _handle(self) -> None:
+                url = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                status, payload, headers = standin.handle(self.command, url.path, query, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+    def handle(self, method: str, path: str, query: dict[str, str],
+               body: Any) -> tuple[int, Any, dict[str, str]]:
+        with self.lock:
+            self.requests.append(Recorded(method, path, query, body))
+            fault = self._fault(method, path)
+            try:
+                if fault is not None and not fault.after:
+                    raise ApiError(fault.status, fault.reason, fault.message, fault.headers)
+                answer = self._route(method, path, query, body)
+                if fault is not None:
+                    raise ApiError(fault.status, fault.reason, fault.message, fault.headers)
+                return 200, answer, {}
+            except ApiError as err:
+                return err.status, error_body(err.status, err.reason, err.message), err.headers
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.method == method and fault.path.search(path) and fault.times > 0:
+                fault.times -= 1
+                return fault
+        return None
+
+    # -- the API
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
+        m = re.fullmatch(r"/compute/v1/projects/([^/]+)/(.*)", path)
+        if not m:
+            raise ApiError(404, "notFound", f"The requested URL {path} was not found.")
+        project, rest = m.groups()
+        routes: list[tuple[str, str, Any]] = [
+            ("GET", r"global/images/family/([^/]+)", self._image_from_family),
+            ("GET", r"global/firewalls/([^/]+)", self._get_firewall),
+            ("POST", r"global/firewalls", self._insert_firewall),
+            ("PATCH", r"global/firewalls/([^/]+)", self._patch_firewall),
+            ("GET", r"global/operations/([^/]+)", self._get_operation),
+            ("POST", r"global/operations/([^/]+)/wait", self._get_operation),
+            ("GET", r"zones/([^/]+)/operations/([^/]+)", self._get_zone_operation),
+            ("POST", r"zones/([^/]+)/operations/([^/]+)/wait", self._get_zone_operation),
+            ("GET", r"zones/([^/]+)/instances", self._list_instances),
+            ("POST", r"zones/([^/]+)/instances", self._insert_instance),
+            ("GET", r"zones/([^/]+)/instances/([^/]+)", self._get_instance),
+            ("DELETE", r"zones/([^/]+)/instances/([^/]+)", self._delete_instance),
+            ("POST", r"zones/([^/]+)/instances/([^/]+)/(start|stop|reset|resume)",
+             self._instance_action),
+        ]
+        for verb, pattern, handler in routes:
+            hit = re.fullmatch(pattern, rest)
+            if verb == method and hit:
+                return handler(project, *hit.groups(), query=query, body=body)
+        raise ApiError(404, "notFound", f"The requested URL {path} was not found.")
+
+    def _image_from_family(self, project: str, family: str, **_: Any) -> Any:
+        image = self.images.get((project, family))
+        if image is None:
+            raise ApiError(404, "notFound", f"The resource 'projects/{project}/global/images/"
+                                            f"family/{family}' was not found")
+        return image
+
+    def _get_firewall(self, project: str, name: str, **_: Any) -> Any:
+        rule = self.firewalls.get((project, name))
+        if rule is None:
+            raise ApiError(404, "notFound", f"The resource 'projects/{project}/global/firewalls/"
+                                            f"{name}' was not found")
+        return rule
+
+    def _insert_firewall(self, project: str, *, query: dict[str, str], body: Any) -> Any:
+        name = body["name"]
+        if (project, name) in self.firewalls:
+            raise ApiError(409, "alreadyExists", f"The resource 'projects/{project}/global/"
+                                                 f"firewalls/{name}' already exists")
+        link = f"{GOOGLE}/projects/{project}/global/firewalls/{name}"
+        network = body.get("network", "global/networks/default")
+        rule = {
+            "kind": "compute#firewall",
+            "id": str(next(self._ids)),
+            "creationTimestamp": _now(),
+            "direction": "INGRESS",
+            "priority": 1000,
+            "disabled": False,
+            **body,
+            "network": network if network.startswith("http") else
+            f"{GOOGLE}/projects/{project}/{network}",
+            "selfLink": link,
+        }
+        self.firewalls[(project, name)] = rule
+        return self._operation(project, None, "insert", link, query)
+
+    def _patch_firewall(self, project: str, name: str, *, query: dict[str, str],
+                        body: Any) -> Any:
+        rule = self._get_firewall(project, name)
+        for key, value in body.items():
+            if key not in ("name", "network", "selfLink", "id"):
+                rule[key] = value
+        return self._operation(project, None, "patch", rule["selfLink"], query)
+
+    def _operation(self, project: str, zone: str | None, kind: str, target: str,
+                   query: dict[str, str], fault: OperationFault | None = None) -> dict[str, Any]:
+        request_id = query.get("requestId")
+        if request_id and request_id in self.request_ids:
+            return self.operations[self.request_ids[request_id]]
+        op_id = next(self._ids)
+        name = f"operation-{op_id}-stand-in"
+        where = f"zones/{zone}" if zone else "global"
+        op: dict[str, Any] = {
+            "kind": "compute#operation",
+            "id": str(op_id),
+            "name": name,
+            "operationType": kind,
+            "targetLink": target,
+            "targetId": str(op_id + 1),
+            "status": "DONE" if self.polls_before_done == 0 else "PENDING",
+            "progress": 100 if self.polls_before_done == 0 else 0,
+            "user": "stand-in@example.iam.gserviceaccount.com",
+            "insertTime": _now(),
+            "selfLink": f"{GOOGLE}/projects/{project}/{where}/operations/{name}",
+            "_polls": self.polls_before_done,
+        }
+        if zone:
+            op["zone"] = f"{GOOGLE}/projects/{project}/zones/{zone}"
+        if fault is not None:
+            op["error"] = {"errors": [{"code": fault.code, "message": fault.message}]}
+            op["httpErrorStatusCode"] = fault.http_status
+            op["httpErrorMessage"] = "SERVICE UNAVAILABLE" if fault.http_status == 503 else ""
+        self.operations[name] = op
+        if request_id:
+            self.request_ids[request_id] = name
+        return self._public(op)
+
+    @staticmethod
+    def _public(op: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in op.items() if not k.startswith("_")}
+
+    def _advance(self, name: str) -> dict[str, Any]:
+        op = self.operations.get(name)
+        if op is None:
+            raise ApiError(404, "notFound", f"The resource operation '{name}' was not found")
+        if op["status"] != "DONE":
+            op["_polls"] -= 1
+            op["status"] = "RUNNING" if op["_polls"] > 0 else "DONE"
+            op["progress"] = 50 if op["_polls"] > 0 else 100
+        return self._public(op)
+
+    def _get_operation(self, project: str, name: str, **_: Any) -> Any:
+        return self._advance(name)
+
+    def _get_zone_operation(self, project: str, zone: str, name: str, **_: Any) -> Any:
+        return self._advance(name)
+
+    def _list_instances(self, project: str, zone: str, *, query: dict[str, str],
+                        **_: Any) -> Any:
+        wanted: tuple[str, str] | None = None
+        if query.get("filter"):
+            m = _FILTER.match(query["filter"])
+            if not m:
+                raise ApiError(400, "invalid", f"Invalid value for field 'filter': "
+                                               f"'{query['filter']}'.")
+            wanted = (m.group(1), m.group(2))
+        items = [
+            i for (p, z, _n), i in sorted(self.instances.items())
+            if p == project and z == zone
+            and (wanted is None or i.get("labels", {}).get(wanted[0]) == wanted[1])
+        ]
+        answer: dict[str, Any] = {
+            "kind": "compute#instanceList",
+            "id": f"projects/{project}/zones/{zone}/instances",
+            "selfLink": f"{GOOGLE}/projects/{project}/zones/{zone}/instances",
+        }
+        if items:
+            answer["items"] = items
+        return answer
+
+    def _make_instance(self, project: str, zone: str, body: dict[str, Any],
+                       status: str) -> dict[str, Any]:
+        name = body["name"]
+        link = f"{GOOGLE}/projects/{project}/zones/{zone}/instances/{name}"
+        nics = []
+        for i, nic in enumerate(body.get("networkInterfaces", [])):
+            configs = [{"kind": "compute#accessConfig", **c} for c in nic.get("accessConfigs", [])]
+            if status == "RUNNING":
+                for config in configs:
+                    config["natIP"] = f"203.0.113.{next(self._addresses)}"
+            network = nic.get("network", "global/networks/default")
+            nics.append({
+                "kind": "compute#networkInterface",
+                "name": f"nic{i}",
+                "network": f"{GOOGLE}/projects/{project}/{network}",
+                "networkIP": f"10.128.0.{next(self._addresses)}",
+                "accessConfigs": configs,
+                "fingerprint": "c3RhbmQtaW4=",
+            })
+        disks = []
+        for i, disk in enumerate(body.get("disks", [])):
+            disks.append({
+                "kind": "compute#attachedDisk",
+                "index": i,
+                "mode": "READ_WRITE",
+                "source": f"{GOOGLE}/projects/{project}/zones/{zone}/disks/{name}",
+                "deviceName": "persistent-disk-0",
+                "boot": disk.get("boot", False),
+                "autoDelete": disk.get("autoDelete", False),
+                "type": disk.get("type", "PERSISTENT"),
+                "diskSizeGb": disk.get("initializeParams", {}).get("diskSizeGb", "10"),
+            })
+        machine_type = body.get("machineType", "")
+        instance = {
+            "kind": "compute#instance",
+            "id": str(next(self._ids)),
+            "creationTimestamp": _now(),
+            "name": name,
+            "description": body.get("description", ""),
+            "tags": {**body.get("tags", {}), "fingerprint": "dGFncw=="},
+            "machineType": machine_type if machine_type.startswith("http") else
+            f"{GOOGLE}/projects/{project}/{machine_type}",
+            "status": status,
+            "zone": f"{GOOGLE}/projects/{project}/zones/{zone}",
+            "networkInterfaces": nics,
+            "disks": disks,
+            "metadata": {"kind": "compute#metadata", "fingerprint": "bWV0YQ==",
+                         "items": body.get("metadata", {}).get("items", [])},
+            "labels": body.get("labels", {}),
+            "labelFingerprint": "bGFiZWxz",
+            "selfLink": link,
+        }
+        self.instances[(project, zone, name)] = instance
+        return instance
+
+    def _insert_instance(self, project: str, zone: str, *, query: dict[str, str],
+                         body: Any) -> Any:
+        request_id = query.get("requestId")
+        if request_id and request_id in self.request_ids:
+            return self._public(self.operations[self.request_ids[request_id]])
+        name = body["name"]
+        link = f"{GOOGLE}/projects/{project}/zones/{zone}/instances/{name}"
+        if (project, zone, name) in self.instances:
+            raise ApiError(409, "alreadyExists", f"The resource 'projects/{project}/zones/"
+                                                 f"{zone}/instances/{name}' already exists")
+        fault = self.insert_faults.pop(0) if self.insert_faults else None
+        if fault is None or fault.leave_instance:
+            self._make_instance(project, zone, body, "RUNNING")
+        return self._operation(project, zone, "insert", link, query, fault)
+
+    def _instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        instance = self.instances.get((project, zone, name))
+        if instance is None:
+            raise ApiError(404, "notFound", f"The resource 'projects/{project}/zones/{zone}/"
+                                            f"instances/{name}' was not found")
+        return instance
+
+    def _get_instance(self, project: str, zone: str, name: str, **_: Any) -> Any:
+        return self._instance(project, zone, name)
+
+    def _delete_instance(self, project: str, zone: str, name: str, *, query: dict[str, str],
+                         **_: Any) -> Any:
+        instance = self._instance(project, zone, name)
+        del self.instances[(project, zone, name)]
+        return self._operation(project, zone, "delete", instance["selfLink"], query)
+
+    def _instance_action(self, project: str, zone: str, name: str, action: str, *,
+                         query: dict[str, str], **_: Any) -> Any:
+        instance = self._instance(project, zone, name)
+        configs = [c for nic in instance["networkInterfaces"] for c in nic["accessConfigs"]]
+        if action == "stop":
+            instance["status"] = "TERMINATED"
+            for config in configs:  # an ephemeral address goes with the running VM
+                config.pop("natIP", None)
+        elif action in ("start", "resume"):
+            instance["status"] = "RUNNING"
+            for config in configs:
+                config.setdefault("natIP", f"203.0.113.{next(self._addresses)}")
+        elif action == "reset" and instance["status"] != "RUNNING":
+            raise ApiError(400, "resourceNotReady",
+                           f"The resource '{instance['selfLink']}' is not ready")
+        return self._operation(project, zone, action, instance["selfLink"], query)
