@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from gradientlab.config import FleetFileError, load_fleet
+from gradientlab.providers.base import ProviderError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -62,6 +63,39 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hosts_trust(args: argparse.Namespace) -> int:
+    """Record the key a host offers now, after showing its fingerprint (one time, explicit)."""
+    from gradientlab.providers.ssh import KnownHosts, scan_host_key
+    from gradientlab.remote.executor import fingerprint
+
+    fleet = load_fleet(args.fleet)
+    spec = fleet.host(args.host)
+    if spec.address is None:
+        print(f"gradientlab: {args.host} has no address in {args.fleet}", file=sys.stderr)
+        return 2
+    port = spec.port or 22
+    key = scan_host_key(spec.address, port)
+    fp = fingerprint(key)
+    print(f"{args.host} ({spec.address}:{port}) offers {key.split()[0]} {fp}")
+    if args.fingerprint:
+        if args.fingerprint != fp:
+            print(f"gradientlab: that is not {args.fingerprint}; nothing recorded",
+                  file=sys.stderr)
+            return 1
+    elif not args.yes:
+        if not sys.stdin.isatty():
+            print("gradientlab: compare it with the host's own key and pass --fingerprint or "
+                  "--yes; nothing recorded", file=sys.stderr)
+            return 1
+        answer = input("Does this match the host's own key (ssh-keygen -lf on the host)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing recorded")
+            return 1
+    KnownHosts().set(args.host, spec.address, port, key)
+    print(f"pinned {fp} for {args.host}; every later connection must offer this key")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradientlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,10 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a fleet file")
     check.add_argument("fleet", type=Path)
     check.set_defaults(func=cmd_check)
+    hosts = sub.add_parser("hosts", help="hosts you already have (the ssh provider)")
+    hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True)
+    trust = hosts_sub.add_parser("trust", help="show a host's key fingerprint and pin it")
+    trust.add_argument("host")
+    trust.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
+    trust.add_argument("--fingerprint", help="pin only if the host offers this SHA256:... key")
+    trust.add_argument("--yes", action="store_true", help="pin without asking")
+    trust.set_defaults(func=cmd_hosts_trust)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except FleetFileError as exc:
+    except (FleetFileError, ProviderError, KeyError) as exc:
         print(f"gradientlab: {exc}", file=sys.stderr)
         return 2
 

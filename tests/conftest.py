@@ -136,3 +136,12 @@ health: {{recovery_wait_seconds: 45}}
 def base_address() -> str:
     """A loopback range of this test session's own, away from the demo's 127.0.0.10."""
     return f"127.{100 + os.getpid() % 100}.{os.getpid() % 250}.10"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One Prefect test server for the session (it takes 10 to 15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+import yaml
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth import exceptions as auth_exc
@@ -56,6 +57,12 @@ INSERT_ATTEMPTS = 4
 # Compute Engine remembers request ids for at least an hour; an older operation is a past run's.
 STALE_OPERATION = timedelta(minutes=2)
 
+# Google's guest agent makes new SSH host keys on a VM's first boot (replacing the key we pin)
+# and gives every `ssh-keys` user full sudo; cloud-init writes this before the agent starts.
+GUEST_AGENT_CONFIG = (
+    "[InstanceSetup]\nset_host_keys = false\n\n[Daemons]\naccounts_daemon = false\n"
+)
+
 DATA_CENTRE_WARNING = (
     "cloud data-centre addresses are likely marked Unsupported by Gradient (they earn nothing)"
 )
@@ -88,6 +95,20 @@ def gce_name(*parts: str) -> str:
     if not stem[:1].isalpha():
         stem = "gl-" + stem
     return f"{stem}-{digest}"
+
+
+def gce_user_data(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host: str) -> str:
+    """The shared cloud-init user data, plus the guest-agent settings that keep the pinned key."""
+    config = yaml.safe_load(cloud_init(ssh_user, authorized_key, host_key, host))
+    config.setdefault("write_files", []).append(
+        {
+            "path": "/etc/default/instance_configs.cfg",
+            "owner": "root:root",
+            "permissions": "0644",
+            "content": GUEST_AGENT_CONFIG,
+        }
+    )
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
 
 
 def region_of(zone: str) -> str:
@@ -286,7 +307,7 @@ class GcpCloudProvider:
                 else:
                     waited = self.global_operations.wait(project=self.project, operation=op.name)
             if waited.status != compute_v1.Operation.Status.DONE:
-                pass
+                self._sleep(self.poll_seconds)
             op = waited
         return op
 
@@ -469,27 +490,29 @@ class GcpCloudProvider:
 
     # -- creating
 
-    def _ensure_firewall(self, wanted: compute_v1.Firewall) -> None:
-        action = f"reading firewall rule {wanted.name}"
-        with self._api(action):
+    def _read_firewall(self, name: str) -> compute_v1.Firewall | None:
+        with self._api(f"reading firewall rule {name}"):
             try:
-                current: compute_v1.Firewall | None = self.firewalls.get(
-                    project=self.project, firewall=wanted.name
-                )
+                return self.firewalls.get(project=self.project, firewall=name)
             except gexc.NotFound:
-                current = None
+                return None
+
+    def _ensure_firewall(self, wanted: compute_v1.Firewall) -> None:
+        """Create the rule, or bring an existing one back to exactly what is wanted."""
+        current = self._read_firewall(wanted.name)
         if current is None:
             action = f"creating firewall rule {wanted.name}"
             with self._api(action):
                 try:
-                    op = self.firewalls.insert_unary(
-                        project=self.project, firewall_resource=wanted
-                    )
-                except gexc.Conflict:  # another run made it meanwhile; converge on it
-                    self._ensure_firewall(wanted)
-                    return
-            self._run(op, action)
-            return
+                    op = self.firewalls.insert_unary(project=self.project, firewall_resource=wanted)
+                except gexc.Conflict:  # another host's run made it meanwhile
+                    op = None
+            if op is not None:
+                self._run(op, action)
+                return
+            current = self._read_firewall(wanted.name)
+            if current is None:
+                raise ProviderError(f"{self._who}: {action}: the name is taken; rerun in a minute")
         if _short(current.network) != _short(wanted.network):
             raise ProviderError(
                 f"{self._who}: firewall rule {wanted.name} is on network "
@@ -499,8 +522,8 @@ class GcpCloudProvider:
         if self._firewall_matches(current, wanted):
             return
         action = f"updating firewall rule {wanted.name}"
-        with self._api(action):
-            op = self.firewalls.patch_unary(
+        with self._api(action):  # PUT replaces every field, so stray additions go too
+            op = self.firewalls.update_unary(
                 project=self.project, firewall=wanted.name, firewall_resource=wanted
             )
         self._run(op, action)
@@ -522,7 +545,7 @@ class GcpCloudProvider:
             and not current.source_service_accounts
         )
 
-    def ssh_firewall_rules(self) -> list[compute_v1.Firewall]:
+    def ssh_firewall_rules(self) -> tuple[compute_v1.Firewall, compute_v1.Firewall]:
         """SSH from the operator's range to the fleet's VMs, and from nowhere else."""
         common: dict[str, Any] = {
             "network": self._network_url(),
@@ -546,7 +569,7 @@ class GcpCloudProvider:
             denied=[compute_v1.Denied(I_p_protocol="tcp", ports=["22"])],
             **common,
         )
-        return [allow, deny]
+        return allow, deny
 
     def instance_resource(
         self, spec: HostSpec, authorized_key: str, host_key: HostKeyPair, image: compute_v1.Image
@@ -555,7 +578,7 @@ class GcpCloudProvider:
         key = authorized_key.strip()
         metadata = {
             "ssh-keys": f"{ssh_user}:{key}",
-            "user-data": cloud_init(ssh_user, key, host_key, spec.name),
+            "user-data": gce_user_data(ssh_user, key, host_key, spec.name),
             HOST_KEY_TAG: host_key.public,
             "enable-oslogin": "FALSE",
         }
@@ -665,9 +688,7 @@ class GcpCloudProvider:
         inserted = _parse_time(op.insert_time) if op.insert_time else None
         return inserted is not None and inserted < started - STALE_OPERATION
 
-    def _failed_insert(
-        self, host: str, op: compute_v1.Operation, action: str
-    ) -> ProviderError:
+    def _failed_insert(self, host: str, op: compute_v1.Operation, action: str) -> ProviderError:
         """The insert's operation failed: remove what it left behind, then say why."""
         error = self._operation_error(op, action)
         try:

@@ -23,14 +23,6 @@ HOSTS = ["e2e-1", "e2e-2"]
 
 
 @pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
 def fleet_file(
     sandbox: Any, base_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:

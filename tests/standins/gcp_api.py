@@ -53,8 +53,9 @@ class OperationFault:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
         self.headers = headers or {}
@@ -90,7 +91,9 @@ class ComputeStandIn:
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
         self._addresses = itertools.count(10)
-        self.add_image("ubuntu-os-cloud", "ubuntu-2404-lts-amd64", "ubuntu-2404-noble-amd64-v20261101")
+        self.add_image(
+            "ubuntu-os-cloud", "ubuntu-2404-lts-amd64", "ubuntu-2404-noble-amd64-v20261101"
+        )
 
     # -- test controls
 
@@ -106,14 +109,34 @@ class ComputeStandIn:
             "selfLink": f"{GOOGLE}/projects/{project}/global/images/{name}",
         }
 
-    def fail(self, method: str, path: str, status: int, reason: str, message: str = "",
-             headers: dict[str, str] | None = None, after: bool = False, times: int = 1) -> None:
+    def fail(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        reason: str,
+        message: str = "",
+        headers: dict[str, str] | None = None,
+        after: bool = False,
+        times: int = 1,
+    ) -> None:
         """The next `times` requests matching method and path (a regex) answer an HTTP error."""
-        self.faults.append(Fault(method, re.compile(path), status, reason,
-                                 message or f"{reason} (stand-in)", headers or {}, after, times))
+        self.faults.append(
+            Fault(
+                method,
+                re.compile(path),
+                status,
+                reason,
+                message or f"{reason} (stand-in)",
+                headers or {},
+                after,
+                times,
+            )
+        )
 
-    def fail_next_insert(self, code: str, message: str = "", http_status: int = 503,
-                         leave_instance: bool = False) -> None:
+    def fail_next_insert(
+        self, code: str, message: str = "", http_status: int = 503, leave_instance: bool = False
+    ) -> None:
         """The next instance insert's operation ends DONE with this error."""
         self.insert_faults.append(
             OperationFault(code, message or f"{code} (stand-in)", http_status, leave_instance)
@@ -121,11 +144,15 @@ class ComputeStandIn:
 
     def calls(self, method: str | None = None, path: str = "") -> list[Recorded]:
         with self.lock:
-            return [r for r in self.requests
-                    if (method is None or r.method == method) and re.search(path, r.path)]
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method) and re.search(path, r.path)
+            ]
 
-    def put_instance(self, project: str, zone: str, body: dict[str, Any],
-                     status: str = "RUNNING") -> dict[str, Any]:
+    def put_instance(
+        self, project: str, zone: str, body: dict[str, Any], status: str = "RUNNING"
+    ) -> dict[str, Any]:
         with self.lock:
             return self._make_instance(project, zone, body, status)
 
@@ -167,8 +194,9 @@ class ComputeStandIn:
             server.server_close()
             thread.join(timeout=5)
 
-    def handle(self, method: str, path: str, query: dict[str, str],
-               body: Any) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
         with self.lock:
             self.requests.append(Recorded(method, path, query, body))
             fault = self._fault(method, path)
@@ -201,6 +229,7 @@ class ComputeStandIn:
             ("GET", r"global/firewalls/([^/]+)", self._get_firewall),
             ("POST", r"global/firewalls", self._insert_firewall),
             ("PATCH", r"global/firewalls/([^/]+)", self._patch_firewall),
+            ("PUT", r"global/firewalls/([^/]+)", self._update_firewall),
             ("GET", r"global/operations/([^/]+)", self._get_operation),
             ("POST", r"global/operations/([^/]+)/wait", self._get_operation),
             ("GET", r"zones/([^/]+)/operations/([^/]+)", self._get_zone_operation),
@@ -209,8 +238,11 @@ class ComputeStandIn:
             ("POST", r"zones/([^/]+)/instances", self._insert_instance),
             ("GET", r"zones/([^/]+)/instances/([^/]+)", self._get_instance),
             ("DELETE", r"zones/([^/]+)/instances/([^/]+)", self._delete_instance),
-            ("POST", r"zones/([^/]+)/instances/([^/]+)/(start|stop|reset|resume)",
-             self._instance_action),
+            (
+                "POST",
+                r"zones/([^/]+)/instances/([^/]+)/(start|stop|reset|resume)",
+                self._instance_action,
+            ),
         ]
         for verb, pattern, handler in routes:
             hit = re.fullmatch(pattern, rest)
@@ -221,22 +253,31 @@ class ComputeStandIn:
     def _image_from_family(self, project: str, family: str, **_: Any) -> Any:
         image = self.images.get((project, family))
         if image is None:
-            raise ApiError(404, "notFound", f"The resource 'projects/{project}/global/images/"
-                                            f"family/{family}' was not found")
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{project}/global/images/family/{family}' was not found",
+            )
         return image
 
     def _get_firewall(self, project: str, name: str, **_: Any) -> Any:
         rule = self.firewalls.get((project, name))
         if rule is None:
-            raise ApiError(404, "notFound", f"The resource 'projects/{project}/global/firewalls/"
-                                            f"{name}' was not found")
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{project}/global/firewalls/{name}' was not found",
+            )
         return rule
 
     def _insert_firewall(self, project: str, *, query: dict[str, str], body: Any) -> Any:
         name = body["name"]
         if (project, name) in self.firewalls:
-            raise ApiError(409, "alreadyExists", f"The resource 'projects/{project}/global/"
-                                                 f"firewalls/{name}' already exists")
+            raise ApiError(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{project}/global/firewalls/{name}' already exists",
+            )
         link = f"{GOOGLE}/projects/{project}/global/firewalls/{name}"
         network = body.get("network", "global/networks/default")
         rule = {
@@ -247,23 +288,36 @@ class ComputeStandIn:
             "priority": 1000,
             "disabled": False,
             **body,
-            "network": network if network.startswith("http") else
-            f"{GOOGLE}/projects/{project}/{network}",
+            "network": network
+            if network.startswith("http")
+            else f"{GOOGLE}/projects/{project}/{network}",
             "selfLink": link,
         }
         self.firewalls[(project, name)] = rule
         return self._operation(project, None, "insert", link, query)
 
-    def _patch_firewall(self, project: str, name: str, *, query: dict[str, str],
-                        body: Any) -> Any:
+    def _patch_firewall(self, project: str, name: str, *, query: dict[str, str], body: Any) -> Any:
         rule = self._get_firewall(project, name)
         for key, value in body.items():
             if key not in ("name", "network", "selfLink", "id"):
                 rule[key] = value
         return self._operation(project, None, "patch", rule["selfLink"], query)
 
-    def _operation(self, project: str, zone: str | None, kind: str, target: str,
-                   query: dict[str, str], fault: OperationFault | None = None) -> dict[str, Any]:
+    def _update_firewall(self, project: str, name: str, *, query: dict[str, str], body: Any) -> Any:
+        rule = self._get_firewall(project, name)
+        kept = {k: rule[k] for k in ("kind", "id", "creationTimestamp", "selfLink", "network")}
+        self.firewalls[(project, name)] = {"priority": 1000, "disabled": False, **body, **kept}
+        return self._operation(project, None, "update", rule["selfLink"], query)
+
+    def _operation(
+        self,
+        project: str,
+        zone: str | None,
+        kind: str,
+        target: str,
+        query: dict[str, str],
+        fault: OperationFault | None = None,
+    ) -> dict[str, Any]:
         request_id = query.get("requestId")
         if request_id and request_id in self.request_ids:
             return self.operations[self.request_ids[request_id]]
@@ -315,18 +369,20 @@ class ComputeStandIn:
     def _get_zone_operation(self, project: str, zone: str, name: str, **_: Any) -> Any:
         return self._advance(name)
 
-    def _list_instances(self, project: str, zone: str, *, query: dict[str, str],
-                        **_: Any) -> Any:
+    def _list_instances(self, project: str, zone: str, *, query: dict[str, str], **_: Any) -> Any:
         wanted: tuple[str, str] | None = None
         if query.get("filter"):
             m = _FILTER.match(query["filter"])
             if not m:
-                raise ApiError(400, "invalid", f"Invalid value for field 'filter': "
-                                               f"'{query['filter']}'.")
+                raise ApiError(
+                    400, "invalid", f"Invalid value for field 'filter': '{query['filter']}'."
+                )
             wanted = (m.group(1), m.group(2))
         items = [
-            i for (p, z, _n), i in sorted(self.instances.items())
-            if p == project and z == zone
+            i
+            for (p, z, _n), i in sorted(self.instances.items())
+            if p == project
+            and z == zone
             and (wanted is None or i.get("labels", {}).get(wanted[0]) == wanted[1])
         ]
         answer: dict[str, Any] = {
@@ -338,8 +394,9 @@ class ComputeStandIn:
             answer["items"] = items
         return answer
 
-    def _make_instance(self, project: str, zone: str, body: dict[str, Any],
-                       status: str) -> dict[str, Any]:
+    def _make_instance(
+        self, project: str, zone: str, body: dict[str, Any], status: str
+    ) -> dict[str, Any]:
         name = body["name"]
         link = f"{GOOGLE}/projects/{project}/zones/{zone}/instances/{name}"
         nics = []
@@ -349,27 +406,31 @@ class ComputeStandIn:
                 for config in configs:
                     config["natIP"] = f"203.0.113.{next(self._addresses)}"
             network = nic.get("network", "global/networks/default")
-            nics.append({
-                "kind": "compute#networkInterface",
-                "name": f"nic{i}",
-                "network": f"{GOOGLE}/projects/{project}/{network}",
-                "networkIP": f"10.128.0.{next(self._addresses)}",
-                "accessConfigs": configs,
-                "fingerprint": "c3RhbmQtaW4=",
-            })
+            nics.append(
+                {
+                    "kind": "compute#networkInterface",
+                    "name": f"nic{i}",
+                    "network": f"{GOOGLE}/projects/{project}/{network}",
+                    "networkIP": f"10.128.0.{next(self._addresses)}",
+                    "accessConfigs": configs,
+                    "fingerprint": "c3RhbmQtaW4=",
+                }
+            )
         disks = []
         for i, disk in enumerate(body.get("disks", [])):
-            disks.append({
-                "kind": "compute#attachedDisk",
-                "index": i,
-                "mode": "READ_WRITE",
-                "source": f"{GOOGLE}/projects/{project}/zones/{zone}/disks/{name}",
-                "deviceName": "persistent-disk-0",
-                "boot": disk.get("boot", False),
-                "autoDelete": disk.get("autoDelete", False),
-                "type": disk.get("type", "PERSISTENT"),
-                "diskSizeGb": disk.get("initializeParams", {}).get("diskSizeGb", "10"),
-            })
+            disks.append(
+                {
+                    "kind": "compute#attachedDisk",
+                    "index": i,
+                    "mode": "READ_WRITE",
+                    "source": f"{GOOGLE}/projects/{project}/zones/{zone}/disks/{name}",
+                    "deviceName": "persistent-disk-0",
+                    "boot": disk.get("boot", False),
+                    "autoDelete": disk.get("autoDelete", False),
+                    "type": disk.get("type", "PERSISTENT"),
+                    "diskSizeGb": disk.get("initializeParams", {}).get("diskSizeGb", "10"),
+                }
+            )
         machine_type = body.get("machineType", "")
         instance = {
             "kind": "compute#instance",
@@ -378,14 +439,18 @@ class ComputeStandIn:
             "name": name,
             "description": body.get("description", ""),
             "tags": {**body.get("tags", {}), "fingerprint": "dGFncw=="},
-            "machineType": machine_type if machine_type.startswith("http") else
-            f"{GOOGLE}/projects/{project}/{machine_type}",
+            "machineType": machine_type
+            if machine_type.startswith("http")
+            else f"{GOOGLE}/projects/{project}/{machine_type}",
             "status": status,
             "zone": f"{GOOGLE}/projects/{project}/zones/{zone}",
             "networkInterfaces": nics,
             "disks": disks,
-            "metadata": {"kind": "compute#metadata", "fingerprint": "bWV0YQ==",
-                         "items": body.get("metadata", {}).get("items", [])},
+            "metadata": {
+                "kind": "compute#metadata",
+                "fingerprint": "bWV0YQ==",
+                "items": body.get("metadata", {}).get("items", []),
+            },
             "labels": body.get("labels", {}),
             "labelFingerprint": "bGFiZWxz",
             "selfLink": link,
@@ -393,16 +458,18 @@ class ComputeStandIn:
         self.instances[(project, zone, name)] = instance
         return instance
 
-    def _insert_instance(self, project: str, zone: str, *, query: dict[str, str],
-                         body: Any) -> Any:
+    def _insert_instance(self, project: str, zone: str, *, query: dict[str, str], body: Any) -> Any:
         request_id = query.get("requestId")
         if request_id and request_id in self.request_ids:
             return self._public(self.operations[self.request_ids[request_id]])
         name = body["name"]
         link = f"{GOOGLE}/projects/{project}/zones/{zone}/instances/{name}"
         if (project, zone, name) in self.instances:
-            raise ApiError(409, "alreadyExists", f"The resource 'projects/{project}/zones/"
-                                                 f"{zone}/instances/{name}' already exists")
+            raise ApiError(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists",
+            )
         fault = self.insert_faults.pop(0) if self.insert_faults else None
         if fault is None or fault.leave_instance:
             self._make_instance(project, zone, body, "RUNNING")
@@ -411,21 +478,26 @@ class ComputeStandIn:
     def _instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
         instance = self.instances.get((project, zone, name))
         if instance is None:
-            raise ApiError(404, "notFound", f"The resource 'projects/{project}/zones/{zone}/"
-                                            f"instances/{name}' was not found")
+            raise ApiError(
+                404,
+                "notFound",
+                f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found",
+            )
         return instance
 
     def _get_instance(self, project: str, zone: str, name: str, **_: Any) -> Any:
         return self._instance(project, zone, name)
 
-    def _delete_instance(self, project: str, zone: str, name: str, *, query: dict[str, str],
-                         **_: Any) -> Any:
+    def _delete_instance(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], **_: Any
+    ) -> Any:
         instance = self._instance(project, zone, name)
         del self.instances[(project, zone, name)]
         return self._operation(project, zone, "delete", instance["selfLink"], query)
 
-    def _instance_action(self, project: str, zone: str, name: str, action: str, *,
-                         query: dict[str, str], **_: Any) -> Any:
+    def _instance_action(
+        self, project: str, zone: str, name: str, action: str, *, query: dict[str, str], **_: Any
+    ) -> Any:
         instance = self._instance(project, zone, name)
         configs = [c for nic in instance["networkInterfaces"] for c in nic["accessConfigs"]]
         if action == "stop":
@@ -437,6 +509,7 @@ class ComputeStandIn:
             for config in configs:
                 config.setdefault("natIP", f"203.0.113.{next(self._addresses)}")
         elif action == "reset" and instance["status"] != "RUNNING":
-            raise ApiError(400, "resourceNotReady",
-                           f"The resource '{instance['selfLink']}' is not ready")
+            raise ApiError(
+                400, "resourceNotReady", f"The resource '{instance['selfLink']}' is not ready"
+            )
         return self._operation(project, zone, action, instance["selfLink"], query)

@@ -55,11 +55,20 @@ def make(api: tuple[ComputeStandIn, str]) -> Iterator[Factory]:
 
     def factory(**settings: Any) -> GcpCloudProvider:
         fleet = settings.pop("fleet_name", "lab")
-        defaults = {"credentials_block": "gcp-lab-creds", "operator_cidr": CIDR,
-                    "project": PROJECT, "endpoint": url, "zone": ZONE}
+        defaults = {
+            "credentials_block": "gcp-lab-creds",
+            "operator_cidr": CIDR,
+            "project": PROJECT,
+            "endpoint": url,
+            "zone": ZONE,
+        }
         spec = GcpProvider(kind="gcp", **{**defaults, **settings})
         return GcpCloudProvider(
-            "gcp", spec, AnonymousCredentials(), fleet_name=fleet, sleep=sleeps.append,
+            "gcp",
+            spec,
+            AnonymousCredentials(),
+            fleet_name=fleet,
+            sleep=sleeps.append,
             poll_seconds=2.5,
         )
 
@@ -113,9 +122,10 @@ def test_create_sends_the_exact_requests(standin: ComputeStandIn, make: Factory)
     (disk,) = body["disks"]
     assert disk["boot"] is True and disk["autoDelete"] is True
     params = disk["initializeParams"]
-    assert params["sourceImage"] == standin.images[("ubuntu-os-cloud", "ubuntu-2404-lts-amd64")][
-        "selfLink"
-    ]
+    assert (
+        params["sourceImage"]
+        == standin.images[("ubuntu-os-cloud", "ubuntu-2404-lts-amd64")]["selfLink"]
+    )
     assert params["diskSizeGb"] == "10"
     assert params["diskType"] == f"zones/{ZONE}/diskTypes/pd-standard"
     (nic,) = body["networkInterfaces"]
@@ -137,6 +147,11 @@ def test_create_sends_the_exact_requests(standin: ComputeStandIn, make: Factory)
     assert "PRIVATE KEY" in cloud_config["ssh_keys"]["ed25519_private"]
     assert cloud_config["users"][1]["name"] == "gradientlab"
     assert cloud_config["users"][1]["ssh_authorized_keys"] == [OPERATOR_KEY]
+    # the guest agent must neither replace the pinned host key nor make the user a sudoer
+    (agent_config,) = cloud_config["write_files"]
+    assert agent_config["path"] == "/etc/default/instance_configs.cfg"
+    assert "set_host_keys = false" in agent_config["content"]
+    assert "accounts_daemon = false" in agent_config["content"]
 
     instance = standin.instances[(PROJECT, ZONE, "gradientlab-lab-alpha")]
     assert record.name == "alpha"
@@ -151,8 +166,7 @@ def test_create_sends_the_exact_requests(standin: ComputeStandIn, make: Factory)
     assert record.meta["cloud"] == "gcp" and record.meta["zone"] == ZONE
 
 
-def test_rerun_reuses_the_firewall_and_the_instance(standin: ComputeStandIn,
-                                                    make: Factory) -> None:
+def test_rerun_reuses_the_firewall_and_the_instance(standin: ComputeStandIn, make: Factory) -> None:
     first = make().create(host(), OPERATOR_KEY)
     before = len(standin.requests)
     again = make().create(host(), OPERATOR_KEY)
@@ -178,22 +192,57 @@ def test_a_drifted_firewall_rule_is_converged(standin: ComputeStandIn, make: Fac
     standin.firewalls[(PROJECT, "gradientlab-lab-ssh")]["sourceRanges"] = ["0.0.0.0/0"]
     make().create(host(), OPERATOR_KEY)
 
-    (patch,) = standin.calls("PATCH", f"{FIREWALLS}/")
+    (patch,) = standin.calls("PUT", f"{FIREWALLS}/")
     assert patch.path == f"{FIREWALLS}/gradientlab-lab-ssh"
     assert patch.body["sourceRanges"] == [CIDR]
     assert standin.firewalls[(PROJECT, "gradientlab-lab-ssh")]["sourceRanges"] == [CIDR]
 
 
+def test_a_stray_source_tag_is_removed(standin: ComputeStandIn, make: Factory) -> None:
+    make().create(host(), OPERATOR_KEY)
+    standin.firewalls[(PROJECT, "gradientlab-lab-ssh")]["sourceTags"] = ["bastion"]
+    make().create(host(), OPERATOR_KEY)
+    (update,) = standin.calls("PUT", f"{FIREWALLS}/")
+    assert "sourceTags" not in update.body
+    assert "sourceTags" not in standin.firewalls[(PROJECT, "gradientlab-lab-ssh")]
+    make().create(host(), OPERATOR_KEY)
+    assert len(standin.calls("PUT")) == 1
+
+
+def test_a_rule_made_meanwhile_is_reused(standin: ComputeStandIn, make: Factory) -> None:
+    make().create(host("alpha"), OPERATOR_KEY)
+    # another host's run created the rule between this run's look and its insert
+    standin.fail("GET", f"{FIREWALLS}/gradientlab-lab-ssh$", 404, "notFound")
+    make().create(host("beta"), OPERATOR_KEY)
+    assert len(standin.calls("POST", f"^{FIREWALLS}$")) == 3  # the third answered 409
+    assert len(standin.firewalls) == 2 and not standin.calls("PUT")
+
+
+def test_a_disabled_firewall_rule_is_enabled(standin: ComputeStandIn, make: Factory) -> None:
+    make().create(host(), OPERATOR_KEY)
+    standin.firewalls[(PROJECT, "gradientlab-lab-ssh-deny")]["disabled"] = True
+    make().create(host(), OPERATOR_KEY)
+    (patch,) = standin.calls("PUT", f"{FIREWALLS}/")
+    assert patch.path.endswith("/gradientlab-lab-ssh-deny") and patch.body["disabled"] is False
+    assert standin.firewalls[(PROJECT, "gradientlab-lab-ssh-deny")]["disabled"] is False
+
+
+def test_a_rule_on_another_network_is_refused(standin: ComputeStandIn, make: Factory) -> None:
+    make().create(host(), OPERATOR_KEY)
+    with pytest.raises(ProviderError, match="is on network 'default', not 'lab-net'"):
+        make(network="lab-net").create(host(), OPERATOR_KEY)
+    assert not standin.calls("PUT")
+
+
 def test_a_new_operator_range_moves_the_rule(standin: ComputeStandIn, make: Factory) -> None:
     make().create(host(), OPERATOR_KEY)
     make(operator_cidr="192.0.2.7/32").create(host(), OPERATOR_KEY)
-    (patch,) = standin.calls("PATCH", f"{FIREWALLS}/")
+    (patch,) = standin.calls("PUT", f"{FIREWALLS}/")
     assert patch.body["sourceRanges"] == ["192.0.2.7/32"]
 
 
 def test_request_id_is_the_same_on_a_rerun(standin: ComputeStandIn, make: Factory) -> None:
-    standin.fail("POST", f"^{INSTANCES}$", 429, "rateLimitExceeded",
-                 headers={"Retry-After": "7"})
+    standin.fail("POST", f"^{INSTANCES}$", 429, "rateLimitExceeded", headers={"Retry-After": "7"})
     with pytest.raises(ProviderRateLimited) as caught:
         make().create(host(), OPERATOR_KEY)
     assert caught.value.retry_after == 7.0
@@ -204,8 +253,9 @@ def test_request_id_is_the_same_on_a_rerun(standin: ComputeStandIn, make: Factor
     assert record.state == "running"
 
 
-def test_a_lost_insert_answer_converges_on_the_instance(standin: ComputeStandIn,
-                                                        make: Factory) -> None:
+def test_a_lost_insert_answer_converges_on_the_instance(
+    standin: ComputeStandIn, make: Factory
+) -> None:
     # the insert ran but its answer never arrived; the rerun finds the instance and its key
     standin.fail("POST", f"^{INSTANCES}$", 503, "backendError", after=True)
     with pytest.raises(ProviderError):
@@ -247,8 +297,9 @@ def test_recreating_a_terminated_host_gets_past_the_old_request_id(
     assert second.state == "running" and second.host_key != first.host_key
 
 
-def test_an_old_failed_operation_does_not_block_a_retry(standin: ComputeStandIn,
-                                                        make: Factory) -> None:
+def test_an_old_failed_operation_does_not_block_a_retry(
+    standin: ComputeStandIn, make: Factory
+) -> None:
     standin.fail_next_insert("ZONE_RESOURCE_POOL_EXHAUSTED")
     with pytest.raises(CapacityError):
         make().create(host(), OPERATOR_KEY)
@@ -270,8 +321,10 @@ def test_operations_are_waited_on(standin: ComputeStandIn, make: Factory) -> Non
     waits = standin.calls("POST", "/operations/.*/wait$")
     zone_waits = [r for r in waits if "/zones/" in r.path]
     assert len(zone_waits) == 3
-    assert all(r.path.startswith(f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/operations/")
-               for r in zone_waits)
+    assert all(
+        r.path.startswith(f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/operations/")
+        for r in zone_waits
+    )
     assert len(waits) - len(zone_waits) == 6  # two firewall inserts, three waits each
     assert make.sleeps == [2.5] * 6  # type: ignore[attr-defined]
     assert record.state == "running"
@@ -281,9 +334,11 @@ def test_operations_are_waited_on(standin: ComputeStandIn, make: Factory) -> Non
 
 
 def test_zone_capacity_is_a_capacity_error(standin: ComputeStandIn, make: Factory) -> None:
-    standin.fail_next_insert("ZONE_RESOURCE_POOL_EXHAUSTED",
-                             "The zone 'projects/demo-project/zones/us-central1-a' does not have "
-                             "enough resources available to fulfill the request.")
+    standin.fail_next_insert(
+        "ZONE_RESOURCE_POOL_EXHAUSTED",
+        "The zone 'projects/demo-project/zones/us-central1-a' does not have "
+        "enough resources available to fulfill the request.",
+    )
     with pytest.raises(CapacityError) as caught:
         make().create(host(), OPERATOR_KEY)
     assert ZONE in str(caught.value) and "ZONE_RESOURCE_POOL_EXHAUSTED" in str(caught.value)
@@ -301,29 +356,52 @@ def test_a_failed_insert_removes_what_it_left(standin: ComputeStandIn, make: Fac
 
 
 def test_quota_in_the_operation_is_a_quota_error(standin: ComputeStandIn, make: Factory) -> None:
-    standin.fail_next_insert("QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.  Limit: 0.0",
-                             http_status=403)
+    standin.fail_next_insert(
+        "QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.  Limit: 0.0", http_status=403
+    )
     with pytest.raises(QuotaError, match="CPUS"):
         make().create(host(), OPERATOR_KEY)
 
 
 def test_quota_on_the_call_is_a_quota_error(standin: ComputeStandIn, make: Factory) -> None:
-    standin.fail("POST", f"^{INSTANCES}$", 403, "quotaExceeded",
-                 "Quota 'IN_USE_ADDRESSES' exceeded. Limit: 0.0 in region us-central1.")
+    standin.fail(
+        "POST",
+        f"^{INSTANCES}$",
+        403,
+        "quotaExceeded",
+        "Quota 'IN_USE_ADDRESSES' exceeded. Limit: 0.0 in region us-central1.",
+    )
     with pytest.raises(QuotaError, match="IN_USE_ADDRESSES"):
         make().create(host(), OPERATOR_KEY)
 
 
 def test_429_is_rate_limited(standin: ComputeStandIn, make: Factory) -> None:
-    standin.fail("GET", "/firewalls/", 429, "rateLimitExceeded")
+    standin.fail("GET", "/firewalls/", 429, "tooManyRequests")
     with pytest.raises(ProviderRateLimited) as caught:
         make().create(host(), OPERATOR_KEY)
     assert caught.value.retry_after is None
 
 
+def test_a_403_rate_limit_is_not_an_auth_error(standin: ComputeStandIn, make: Factory) -> None:
+    standin.fail(
+        "GET",
+        "/instances/",
+        403,
+        "rateLimitExceeded",
+        "Quota exceeded for quota metric 'Read requests' of service compute.googleapis.com",
+    )
+    with pytest.raises(ProviderRateLimited):
+        make().get("alpha")
+
+
 def test_403_names_the_credentials_block(standin: ComputeStandIn, make: Factory) -> None:
-    standin.fail("GET", "/firewalls/", 403, "forbidden",
-                 "Required 'compute.firewalls.get' permission for 'projects/demo-project'")
+    standin.fail(
+        "GET",
+        "/firewalls/",
+        403,
+        "forbidden",
+        "Required 'compute.firewalls.get' permission for 'projects/demo-project'",
+    )
     with pytest.raises(ProviderAuthError) as caught:
         make().create(host(), OPERATOR_KEY)
     assert "gcp-lab-creds" in str(caught.value)
@@ -338,7 +416,6 @@ def test_401_is_an_auth_error(standin: ComputeStandIn, make: Factory) -> None:
 
 
 def test_another_error_is_a_provider_error(standin: ComputeStandIn, make: Factory) -> None:
-    standin.add_image("ubuntu-os-cloud", "ubuntu-2404-lts-amd64", "x")
     standin.images.clear()
     with pytest.raises(ProviderError, match="image family ubuntu-2404-lts-amd64") as caught:
         make().create(host(), OPERATOR_KEY)
@@ -379,8 +456,7 @@ def test_list_uses_the_fleet_label(standin: ComputeStandIn, make: Factory) -> No
     assert all(r.meta["cloud"] == "gcp" for r in records)
 
 
-def test_an_instance_that_is_not_ours_is_left_alone(standin: ComputeStandIn,
-                                                    make: Factory) -> None:
+def test_an_instance_that_is_not_ours_is_left_alone(standin: ComputeStandIn, make: Factory) -> None:
     standin.put_instance(PROJECT, ZONE, {"name": "gradientlab-lab-alpha"})
     provider = make()
     assert provider.get("alpha") is None
@@ -395,9 +471,14 @@ def test_states_map_to_gradientlab_states(standin: ComputeStandIn, make: Factory
     provider = make()
     provider.create(host(), OPERATOR_KEY)
     instance = standin.instances[(PROJECT, ZONE, "gradientlab-lab-alpha")]
-    for status, state in [("RUNNING", "running"), ("TERMINATED", "stopped"),
-                          ("STOPPED", "stopped"), ("SUSPENDED", "stopped"),
-                          ("PROVISIONING", "provisioning"), ("STAGING", "provisioning")]:
+    for status, state in [
+        ("RUNNING", "running"),
+        ("TERMINATED", "stopped"),
+        ("STOPPED", "stopped"),
+        ("SUSPENDED", "stopped"),
+        ("PROVISIONING", "provisioning"),
+        ("STAGING", "provisioning"),
+    ]:
         instance["status"] = status
         assert provider.get("alpha").state == state  # type: ignore[union-attr]
 
@@ -418,7 +499,9 @@ def test_stop_start_reboot_terminate(standin: ComputeStandIn, make: Factory) -> 
     provider.start("alpha")
     assert provider.reboot("alpha").state == "running"
     assert [r.path.rsplit("/", 1)[1] for r in standin.calls("POST", f"{INSTANCES}/")] == [
-        "stop", "start", "reset"
+        "stop",
+        "start",
+        "reset",
     ]
 
     provider.terminate("alpha")

@@ -710,9 +710,9 @@ def test_without_an_endpoint_the_clients_use_the_region(api: OciStandIn) -> None
     provider = OciCloudProvider(
         "oci", settings, config=dict(STANDIN_CONFIG), signer=StandInSigner()
     )
-    assert "iaas.eu-frankfurt-1.oraclecloud.com" in provider.compute.base_client.endpoint
-    assert "iaas.eu-frankfurt-1.oraclecloud.com" in provider.network.base_client.endpoint
-    assert "identity.eu-frankfurt-1" in provider.identity.base_client.endpoint
+    assert provider.compute.base_client.endpoint.startswith("https://iaas.eu-frankfurt-1.")
+    assert provider.network.base_client.endpoint.startswith("https://iaas.eu-frankfurt-1.")
+    assert provider.identity.base_client.endpoint.startswith("https://identity.eu-frankfurt-1.")
 
 
 def test_credentials_from_a_config_file(tmp_path: Path) -> None:
