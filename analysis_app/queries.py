@@ -93,12 +93,17 @@ def day_bounds(engine: Engine, source: DaySource) -> tuple[date, date] | None:
 def filter_choices(engine: Engine) -> pd.DataFrame:
     """Every host an analyst can pick, with its provider and region.
 
-    Managed hosts that are not terminated, and nodes the network reports that no host owns."""
+    Live hosts, terminated hosts that left points or incidents behind, and nodes the network
+    reports that no host owns."""
     return _frame(
         engine,
         """
-        SELECT name AS host, provider, COALESCE(region, :unknown) AS region
-        FROM hosts WHERE state <> 'terminated'
+        SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region
+        FROM hosts h
+        WHERE h.state <> 'terminated'
+           OR EXISTS (SELECT 1 FROM nodes n JOIN node_daily_points p ON p.client_id = n.client_id
+                      WHERE n.host_id = h.id)
+           OR EXISTS (SELECT 1 FROM incidents i WHERE i.host_id = h.id)
         UNION
         SELECT p.client_id, :unmanaged, :unknown
         FROM (SELECT DISTINCT client_id FROM node_daily_points

@@ -23,7 +23,8 @@ def poc_taps(fleet_path: str = "fleet.yaml", days: int = 2) -> list[dict[str, An
         rows = conn.execute(
             text(
                 "SELECT h.name AS host, s.client_id, s.day, s.taps FROM node_daily_stats s"
-                " LEFT JOIN nodes n ON n.client_id = s.client_id LEFT JOIN hosts h ON h.id = n.host_id"
+                " LEFT JOIN nodes n ON n.client_id = s.client_id"
+                " LEFT JOIN hosts h ON h.id = n.host_id"
                 " WHERE s.day >= CAST(:since AS date) ORDER BY s.day DESC, host"
             ),
             {"since": (now - timedelta(days=days)).date()},

@@ -20,30 +20,40 @@ from tasks.hosts import create_host, plan_host, terminate_host
 
 
 @flow(name="provision", log_prints=True)
-def provision(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None,
-              approve: bool = False) -> dict[str, Any]:
+def provision(
+    fleet_path: str = "fleet.yaml", hosts: list[str] | None = None, approve: bool = False
+) -> dict[str, Any]:
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)
     names = hosts or [h.name for h in fleet.hosts]
     planned = [plan_host(fleet, n) for n in names]
     warnings = fleet_warnings(fleet, planned)
     rows = plan_rows(planned)
-    plan_id = store_plan(engine(), fleet, planned, warnings, approve,
-                         str(runtime.flow_run.id) if runtime.flow_run.id else None)
-    create_table_artifact(key="provision-plan", table=rows,
-                          description=f"Plan {plan_id}: what provision creates")
+    plan_id = store_plan(
+        engine(),
+        fleet,
+        planned,
+        warnings,
+        approve,
+        str(runtime.flow_run.id) if runtime.flow_run.id else None,
+    )
+    create_table_artifact(
+        key="provision-plan", table=rows, description=f"Plan {plan_id}: what provision creates"
+    )
     total = sum(p.monthly_cost_usd for p in planned if p.action == "create")
     create_markdown_artifact(
         key="provision-warnings",
         markdown="\n".join(
             [f"### Plan {plan_id}: {len(planned)} hosts, about ${total:.2f}/month new cost", ""]
-            + [f"- {w}" for w in warnings + [f"{p.name}: {w}" for p in planned
-                                              for w in p.warnings]]
+            + [f"- {w}" for w in warnings + [f"{p.name}: {w}" for p in planned for w in p.warnings]]
         ),
     )
     for row in rows:
-        logger.info("plan: %(host)s on %(provider)s (%(region)s): %(action)s, "
-                    "$%(monthly_cost_usd)s/month, free tier: %(free_tier)s", row)
+        logger.info(
+            "plan: %(host)s on %(provider)s (%(region)s): %(action)s, "
+            "$%(monthly_cost_usd)s/month, free tier: %(free_tier)s",
+            row,
+        )
     for w in warnings:
         logger.warning(w)
     for p in planned:
@@ -61,23 +71,24 @@ def provision(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None,
         try:
             r = future.result()
             results.append({"host": r.name, "state": r.state, "address": r.address})
-            logger.info("%s: %s at %s:%s (host key pinned)", r.name, r.state, r.address,
-                        r.ssh_port)
+            logger.info("%s: %s at %s:%s (host key pinned)", r.name, r.state, r.address, r.ssh_port)
         except Exception as exc:  # noqa: BLE001 - report every host, then fail the run
             results.append({"host": name, "state": "failed", "error": str(exc)})
     record_applied(engine(), plan_id, results)
     failed = [r for r in results if r["state"] == "failed"]
     if failed:
         raise RuntimeError(
-            "provision failed for " + "; ".join(f"{r['host']}: {r['error']}" for r in failed)
+            "provision failed for "
+            + "; ".join(f"{r['host']}: {r['error']}" for r in failed)
             + ". Their rows stay `creating`; rerun provision to complete them."
         )
     return {"plan_id": plan_id, "applied": True, "hosts": results}
 
 
 @flow(name="terminate", log_prints=True)
-def terminate(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None,
-              approve: bool = False) -> list[str]:
+def terminate(
+    fleet_path: str = "fleet.yaml", hosts: list[str] | None = None, approve: bool = False
+) -> list[str]:
     """Remove everything GradientLab created for these hosts, and only that."""
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)

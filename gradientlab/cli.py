@@ -22,7 +22,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = (
             conn.execute(
                 text(
-                    "SELECT host, provider, address, ip, status, banned_reason, today_points, last_check"
+                    "SELECT host, provider, address, ip, status, banned_reason, today_points,"
+                    " last_check"
                     " FROM v_fleet_status ORDER BY host"
                 )
             )
@@ -79,13 +80,15 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
     print(f"{args.host} ({spec.address}:{port}) offers {key.split()[0]} {fp}")
     if args.fingerprint:
         if args.fingerprint != fp:
-            print(f"gradientlab: that is not {args.fingerprint}; nothing recorded",
-                  file=sys.stderr)
+            print(f"gradientlab: that is not {args.fingerprint}; nothing recorded", file=sys.stderr)
             return 1
     elif not args.yes:
         if not sys.stdin.isatty():
-            print("gradientlab: compare it with the host's own key and pass --fingerprint or "
-                  "--yes; nothing recorded", file=sys.stderr)
+            print(
+                "gradientlab: compare it with the host's own key and pass --fingerprint or "
+                "--yes; nothing recorded",
+                file=sys.stderr,
+            )
             return 1
         answer = input("Does this match the host's own key (ssh-keygen -lf on the host)? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):

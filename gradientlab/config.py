@@ -264,8 +264,11 @@ def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             pair = next(
-                ((k, v) for k, v in node.value
-                 if isinstance(k, yaml.ScalarNode) and k.value == part),
+                (
+                    (k, v)
+                    for k, v in node.value
+                    if isinstance(k, yaml.ScalarNode) and k.value == part
+                ),
                 None,
             )
             if pair is None:

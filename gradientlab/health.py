@@ -181,7 +181,7 @@ class Recovery:
 
     ex: Executor | None
     python: str | None
-    reboot_host: Callable[[], None]
+    reboot_host: Callable[[], object]
     reprobe: Callable[[], HealthReport]
     wait_seconds: float = 60
     poll_seconds: float = 1.0

@@ -35,8 +35,9 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
     if isinstance(spec, LocalProvider):
         from gradientlab.providers.local import LocalProvider as Local
 
-        return Local(name=name, base_address=spec.base_address, ssh_port=spec.ssh_port,
-                     python=spec.python)
+        return Local(
+            name=name, base_address=spec.base_address, ssh_port=spec.ssh_port, python=spec.python
+        )
     if isinstance(spec, SshProvider):
         from gradientlab.providers.ssh import SshInventoryProvider
 

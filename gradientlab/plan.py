@@ -36,23 +36,39 @@ def fleet_warnings(fleet: Fleet, planned: list[PlannedHost]) -> list[str]:
 
 def plan_rows(planned: list[PlannedHost]) -> list[dict[str, Any]]:
     return [
-        {"host": p.name, "provider": p.provider, "region": p.region or "", "action": p.action,
-         "monthly_cost_usd": round(p.monthly_cost_usd, 2), "free_tier": p.free_tier,
-         "warnings": "; ".join(p.warnings)}
+        {
+            "host": p.name,
+            "provider": p.provider,
+            "region": p.region or "",
+            "action": p.action,
+            "monthly_cost_usd": round(p.monthly_cost_usd, 2),
+            "free_tier": p.free_tier,
+            "warnings": "; ".join(p.warnings),
+        }
         for p in planned
     ]
 
 
-def store_plan(engine: Engine, fleet: Fleet, planned: list[PlannedHost], warnings: list[str],
-               approved: bool, flow_run_id: str | None) -> int:
+def store_plan(
+    engine: Engine,
+    fleet: Fleet,
+    planned: list[PlannedHost],
+    warnings: list[str],
+    approved: bool,
+    flow_run_id: str | None,
+) -> int:
     with engine.begin() as conn:
         row = conn.execute(
             text(
                 "INSERT INTO provision_plans (fleet, flow_run_id, plan, approved)"
                 " VALUES (:f, :r, CAST(:p AS jsonb), :a) RETURNING id"
             ),
-            {"f": fleet.source, "r": flow_run_id, "a": approved,
-             "p": json.dumps({"hosts": [asdict(p) for p in planned], "warnings": warnings})},
+            {
+                "f": fleet.source,
+                "r": flow_run_id,
+                "a": approved,
+                "p": json.dumps({"hosts": [asdict(p) for p in planned], "warnings": warnings}),
+            },
         ).one()
     return int(row.id)
 

@@ -5,7 +5,7 @@ Google Cloud uses prefect-gcp's own `GcpCredentials`; OCI and Azure get blocks h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
@@ -30,14 +30,20 @@ class OciCredentials(Block):
             import oci
 
             return None, oci.auth.signers.InstancePrincipalsSecurityTokenSigner()
-        missing = [f for f in ("user", "tenancy", "fingerprint", "region", "private_key")
-                   if getattr(self, f) is None]
+        missing = [
+            f
+            for f in ("user", "tenancy", "fingerprint", "region", "private_key")
+            if getattr(self, f) is None
+        ]
         if missing:
             raise ValueError(f"OCI credentials block is missing {', '.join(missing)}")
         assert self.private_key is not None
         config = {
-            "user": self.user, "tenancy": self.tenancy, "fingerprint": self.fingerprint,
-            "region": self.region, "key_content": self.private_key.get_secret_value(),
+            "user": self.user,
+            "tenancy": self.tenancy,
+            "fingerprint": self.fingerprint,
+            "region": self.region,
+            "key_content": self.private_key.get_secret_value(),
         }
         return config, None
 
@@ -62,10 +68,12 @@ class AzureServicePrincipal(Block):
 
 def load_cloud_credentials(kind: str, block_name: str) -> Any:
     """What `gradientlab.inventory.provider_for` needs for a cloud, from its block."""
+    # Block.load is sync in a sync context; the casts tell the type checker so
     if kind == "oci":
-        return OciCredentials.load(block_name).sdk_credentials()
+        return cast(OciCredentials, OciCredentials.load(block_name)).sdk_credentials()
     if kind == "azure":
-        return AzureServicePrincipal.load(block_name).sdk_credentials()
+        block = cast(AzureServicePrincipal, AzureServicePrincipal.load(block_name))
+        return block.sdk_credentials()
     if kind == "gcp":
         from prefect_gcp import GcpCredentials
 

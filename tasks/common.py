@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from prefect.blocks.system import Secret
 from sqlalchemy import Engine
@@ -14,8 +14,8 @@ from gradientlab.store.database import make_engine, migrate
 
 
 def read_secret_block(name: str) -> str:
-    value = Secret.load(name).get()
-    return str(value)
+    block = cast(Secret[str], Secret.load(name))  # sync in a sync context
+    return str(block.get())
 
 
 def fleet_from(path: str) -> Fleet:

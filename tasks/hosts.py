@@ -29,7 +29,10 @@ def plan_host(fleet: Fleet, name: str) -> PlannedHost:
 
 
 @task(
-    name="terminate-host", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
+    name="terminate-host",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=10,
     tags=["provider"],
 )
 def terminate_host(fleet: Fleet, name: str) -> None:
@@ -78,7 +81,7 @@ def check_host(
         return health_lib.assess(record.name, data, item)
 
     before = reprobe()
-    after, actions = before, []
+    after, actions = before, list[health_lib.ActionResult]()
     if before.status == "Starting":
         # a browser the runner just (re)started: give it the time a recovery step gets
         after = health_lib.wait_until(

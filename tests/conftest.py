@@ -122,7 +122,8 @@ network:
   dashboard_url: {url}/dashboard/login
   web_api_key: sandbox-web-api-key
   extension_id: {SANDBOX_EXTENSION_ID}
-  extension_source: "{url}/service/update2/crx?response=redirect&prodversion={{chromium_version}}&acceptformat=crx2,crx3&x=id%3D{{extension_id}}%26uc"
+  extension_source: "{url}/service/update2/crx?response=redirect&prodversion=\\
+{{chromium_version}}&acceptformat=crx2,crx3&x=id%3D{{extension_id}}%26uc"
 providers:
   local: {{kind: local, base_address: {base_address}, ssh_port: 2222}}
 hosts:

@@ -198,7 +198,7 @@ else:
             "provider": "Provider",
             "region": "Region",
             "ip": "IP",
-            "status_shown": st.column_config.TextColumn("Status", width="large"),
+            "status_shown": st.column_config.TextColumn("Status"),
             "today_points": st.column_config.NumberColumn(
                 "Points today", format="%.2f", help="On the node's latest listed day"
             ),

@@ -250,7 +250,8 @@ class Browser:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"chromium exited with {self.proc.returncode} at start; see {self.paths.chrome_log}"
+                    f"chromium exited with {self.proc.returncode} at start; "
+                    f"see {self.paths.chrome_log}"
                 )
             if devtools_port(self.paths.profile):
                 return
@@ -643,7 +644,7 @@ def cmd_login(paths: Paths) -> dict[str, Any]:
     result = attach(paths, config, login="always")
     EventLog(paths.events).add("logged_in", "by request")
     runner = read_pid(paths.runner_pid)
-    if pid_alive(runner):
+    if runner is not None and pid_alive(runner):
         os.kill(runner, signal.SIGUSR1)  # let the runner refresh its status
     return {"logged_in": True, "popup": result.get("popup", {})}
 

@@ -14,8 +14,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
-
-
 @dataclass(frozen=True)
 class HostKeyPair:
     """An SSH host key made by GradientLab; its public half is what we pin."""
@@ -74,8 +72,9 @@ def cloud_init(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_n
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def cloud_init_b64(ssh_user: str, authorized_key: str, host_key: HostKeyPair,
-                   host_name: str) -> str:
+def cloud_init_b64(
+    ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_name: str
+) -> str:
     return base64.b64encode(
         cloud_init(ssh_user, authorized_key, host_key, host_name).encode()
     ).decode()

@@ -414,7 +414,8 @@ class GcpCloudProvider:
         self, name: str, want: set[str], instance: compute_v1.Instance | None = None
     ) -> compute_v1.Instance:
         """Poll until the instance reaches one of `want` or a state that is not a transition."""
-        instance = instance or self._must(name)
+        if instance is None:
+            instance = self._must(name)
         for _ in range(RUNNING_POLLS):
             if instance.status in want or instance.status not in _SETTLING:
                 return instance
@@ -431,7 +432,10 @@ class GcpCloudProvider:
         mismatch = self._placement_problem(spec)
         if mismatch:
             warnings.append(mismatch)
-        existing = self.get(spec.name)
+        instance = self._find(spec.name)
+        existing = instance is not None and self._owned(instance, spec.name)
+        if instance is not None and not existing:
+            warnings.append(str(self._not_ours(spec.name)))
         if free:
             others = [
                 r.name for r in self.list() if r.name != spec.name and r.meta.get("free_tier")

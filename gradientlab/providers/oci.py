@@ -215,9 +215,9 @@ class OciCloudProvider:
 
     # -- calling OCI
 
-    def _call(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _request(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs).data
+            return fn(*args, **kwargs)
         except ServiceError as exc:
             raise self._error(exc, doing) from exc
         except RequestException as exc:  # also the SDK's ConnectTimeout
@@ -226,10 +226,18 @@ class OciCloudProvider:
                 f"{doing}: {exc}"
             ) from exc
 
+    def _call(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._request(doing, fn, *args, **kwargs).data
+
     def _list(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
-        return list(
-            self._call(doing, oci.pagination.list_call_get_all_results, fn, *args, **kwargs)
-        )
+        """Every page of a list call (not `oci.pagination`: it retries with real sleeps)."""
+        items: list[Any] = []
+        while True:
+            response = self._request(doing, fn, *args, **kwargs)
+            items.extend(response.data)
+            if not response.has_next_page:
+                return items
+            kwargs["page"] = response.next_page
 
     def _error(self, exc: ServiceError, doing: str) -> ProviderError:
         status, code = exc.status, str(exc.code or "")
@@ -520,6 +528,9 @@ class OciCloudProvider:
         failures: list[tuple[str, ProviderError]] = []
         for attempt in range(self.capacity_passes):
             if attempt:
+                last_pass = failures[-len(ads) :]
+                if not any(isinstance(exc, CapacityError) for _, exc in last_pass):
+                    break  # limits and quotas do not free up by waiting a minute
                 self._sleep(self.capacity_backoff_seconds * 2 ** (attempt - 1))
             for ad in ads:
                 details = self._launch_details(
@@ -658,13 +669,8 @@ class OciCloudProvider:
     def _record(self, instance: Instance, address: str | None) -> HostRecord:
         tags = instance.freeform_tags or {}
         name = tags.get(HOST_TAG, instance.display_name)
-        host_key = tags.get(HOST_KEY_TAG)
-        if not host_key:
-            raise ProviderError(
-                f"{self.name}: instance {instance.id} of host {name} has lost its "
-                f"{HOST_KEY_TAG} tag, so its SSH host key cannot be pinned; terminate it and "
-                "create it again"
-            )
+        # without the tag no key is pinned, and SSH to the host is refused until one is
+        host_key = tags.get(HOST_KEY_TAG, "")
         ocpus, memory = _instance_size(instance)
         return HostRecord(
             name=name,

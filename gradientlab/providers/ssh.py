@@ -75,8 +75,13 @@ def scan_host_key(address: str, port: int, timeout: float = 10) -> str:
 class SshInventoryProvider:
     kind = "ssh"
 
-    def __init__(self, name: str, hosts: list[HostSpec], known_hosts: KnownHosts | None = None,
-                 pkey: paramiko.PKey | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        hosts: list[HostSpec],
+        known_hosts: KnownHosts | None = None,
+        pkey: paramiko.PKey | None = None,
+    ) -> None:
         self.name = name
         self.hosts = {h.name: h for h in hosts if h.provider == name}
         self.known_hosts = known_hosts or KnownHosts()
@@ -103,10 +108,17 @@ class SshInventoryProvider:
                 "(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host)"
             )
         return HostRecord(
-            name=spec.name, provider=self.name, address=spec.address, ssh_port=port,
-            ssh_user=spec.user, host_key=" ".join(host_key.split()[:2]), state="running",
-            provider_ref=f"ssh:{spec.user}@{spec.address}:{port}", region=spec.region,
-            hourly_cost_usd=0.0, meta={"python": None},
+            name=spec.name,
+            provider=self.name,
+            address=spec.address,
+            ssh_port=port,
+            ssh_user=spec.user,
+            host_key=" ".join(host_key.split()[:2]),
+            state="running",
+            provider_ref=f"ssh:{spec.user}@{spec.address}:{port}",
+            region=spec.region,
+            hourly_cost_usd=0.0,
+            meta={"python": None},
         )
 
     def plan(self, spec: HostSpec) -> PlannedHost:
@@ -115,8 +127,13 @@ class SshInventoryProvider:
         if not spec.host_key and not self.known_hosts.get(spec.name, spec.address or "", port):
             warnings.append(f"no pinned host key yet: run `gradientlab hosts trust {spec.name}`")
         return PlannedHost(
-            name=spec.name, provider=self.name, region=spec.region, action="adopt",
-            monthly_cost_usd=0.0, free_tier=True, warnings=tuple(warnings),
+            name=spec.name,
+            provider=self.name,
+            region=spec.region,
+            action="adopt",
+            monthly_cost_usd=0.0,
+            free_tier=True,
+            warnings=tuple(warnings),
         )
 
     def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
@@ -129,8 +146,9 @@ class SshInventoryProvider:
     def _check(self, record: HostRecord) -> None:
         assert self._pkey is not None
         ex = SshExecutor(
-            SshTarget(record.name, record.address, record.ssh_port, record.ssh_user,
-                      record.host_key),
+            SshTarget(
+                record.name, record.address, record.ssh_port, record.ssh_user, record.host_key
+            ),
             self._pkey,
         )
         try:
@@ -163,8 +181,9 @@ class SshInventoryProvider:
             raise ProviderError(f"{name}: {what} needs GradientLab's SSH key")
         record = self._record(self._spec(name))
         ex = SshExecutor(
-            SshTarget(record.name, record.address, record.ssh_port, record.ssh_user,
-                      record.host_key),
+            SshTarget(
+                record.name, record.address, record.ssh_port, record.ssh_user, record.host_key
+            ),
             self._pkey,
         )
         try:
@@ -206,8 +225,9 @@ class SshInventoryProvider:
         )
 
 
-def trust(spec: HostSpec, expected_fingerprint: str | None,
-          known_hosts: KnownHosts | None = None) -> tuple[str, str]:
+def trust(
+    spec: HostSpec, expected_fingerprint: str | None, known_hosts: KnownHosts | None = None
+) -> tuple[str, str]:
     """Record the key the host offers now. Returns (host_key, fingerprint)."""
     if spec.address is None:
         raise ProviderError(f"{spec.name}: no address in the fleet file")

@@ -5,6 +5,7 @@ trusted); there is no trust-on-first-use and no auto-add policy."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shlex
 import socket
@@ -64,6 +65,8 @@ class Executor(Protocol):
 
     def write_file(self, path: str, data: bytes, mode: int) -> None: ...
 
+    def ensure_dir(self, path: str, mode: int = 0o700) -> bool: ...
+
 
 def fingerprint(host_key: str) -> str:
     """OpenSSH-style SHA256 fingerprint of a "<type> <base64>" key."""
@@ -120,7 +123,8 @@ class SshExecutor:
             raise HostKeyMismatch(
                 f"{t.name}: host key of {t.address}:{t.port} is {fingerprint(offered)}, but "
                 f"{fingerprint(t.host_key)} is pinned; refusing to connect. If the host was "
-                f"rebuilt, verify the new key out of band and run `gradientlab hosts trust {t.name}`."
+                "rebuilt, verify the new key out of band and pin it again "
+                f"(`gradientlab hosts trust {t.name}` for hosts you own)."
             )
         try:
             transport.auth_publickey(t.user, self._pkey)
@@ -142,10 +146,8 @@ class SshExecutor:
 
     def close_locked(self) -> None:
         if self._sftp is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead channel
                 self._sftp.close()
-            except Exception:  # noqa: BLE001 - closing a dead channel
-                pass
             self._sftp = None
         if self._transport is not None:
             self._transport.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -32,7 +33,5 @@ def stop_embedded_postgres(pgdata: Path) -> None:
     pid = embedded_postgres_pid(pgdata)
     if pid is None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGINT)  # Postgres "fast" shutdown
-    except ProcessLookupError:
-        pass

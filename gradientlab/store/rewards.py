@@ -111,7 +111,9 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
             f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)", _copy_rows(rows)
         )
         cur.execute(merge)
-        inserted, updated, total = cur.fetchone()
+        counts = cur.fetchone()
+        assert counts is not None
+        inserted, updated, total = counts
         raw.commit()
     except Exception:
         raw.rollback()

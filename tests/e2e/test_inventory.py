@@ -23,11 +23,16 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def homebox(base_address: str) -> Iterator[Any]:
     """An sshd host made beforehand, with no runtime: the deploy installs one over SSH."""
-    maker = LocalProvider(name="preexisting", base_address=base_address.rsplit(".", 1)[0] + ".240",
-                          python="/nonexistent/python")
-    spec = parse_fleet("account: {email: a@b.c, password: {env: X}}\n"
-                       "providers: {preexisting: {kind: local}}\n"
-                       "hosts: [{name: pi, provider: preexisting}]\n").hosts[0]
+    maker = LocalProvider(
+        name="preexisting",
+        base_address=base_address.rsplit(".", 1)[0] + ".240",
+        python="/nonexistent/python",
+    )
+    spec = parse_fleet(
+        "account: {email: a@b.c, password: {env: X}}\n"
+        "providers: {preexisting: {kind: local}}\n"
+        "hosts: [{name: pi, provider: preexisting}]\n"
+    ).hosts[0]
     record = maker.create(spec, operator_public_key())
     yield record
     POOL.close_all()
@@ -56,8 +61,20 @@ def test_inventory_host_is_adopted_deployed_and_good(
     path.write_text(inventory)
 
     # pin the key once, explicitly, checking the fingerprint out of band
-    assert cli(["hosts", "trust", "pi", "--fleet", str(path),
-                "--fingerprint", fingerprint(homebox.host_key)]) == 0
+    assert (
+        cli(
+            [
+                "hosts",
+                "trust",
+                "pi",
+                "--fleet",
+                str(path),
+                "--fingerprint",
+                fingerprint(homebox.host_key),
+            ]
+        )
+        == 0
+    )
 
     plan = provision(fleet_path=str(path))
     assert [r["action"] for r in plan["plan"]] == ["adopt"]

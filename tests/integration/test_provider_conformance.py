@@ -41,8 +41,10 @@ def _prefix(base_address: str, last: int) -> str:
 def existing_host(base_address: str) -> Iterator[Any]:
     """A machine the operator already has: an sshd on loopback GradientLab did not adopt yet."""
     maker = LocalProvider(name="preexisting", base_address=_prefix(base_address, 230))
-    spec = parse_fleet(ACCOUNT + "providers: {preexisting: {kind: local}}\n"
-                       "hosts: [{name: homebox, provider: preexisting}]\n").hosts[0]
+    spec = parse_fleet(
+        ACCOUNT + "providers: {preexisting: {kind: local}}\n"
+        "hosts: [{name: homebox, provider: preexisting}]\n"
+    ).hosts[0]
     record = maker.create(spec, operator_public_key())
     yield record
     maker.terminate("homebox")
@@ -62,8 +64,9 @@ def inventory_fleet(record: Any, tmp: Path) -> tuple[Fleet, Path]:
 
 
 @pytest.fixture(scope="module", params=["local", "ssh"])
-def case(request: pytest.FixtureRequest, base_address: str,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
+def case(
+    request: pytest.FixtureRequest, base_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Case]:
     if request.param == "local":
         fleet = parse_fleet(
             ACCOUNT + f"providers: {{local: {{kind: local, base_address: "
@@ -86,7 +89,10 @@ def test_create_pins_the_host_key_and_is_idempotent(case: Case) -> None:
     second = case.provider.create(spec, operator_public_key())
     assert first.host_key.startswith("ssh-ed25519 ")
     assert (second.address, second.ssh_port, second.host_key) == (
-        first.address, first.ssh_port, first.host_key)
+        first.address,
+        first.ssh_port,
+        first.host_key,
+    )
     assert first.state == "running"
 
 
@@ -133,8 +139,9 @@ def test_terminate_removes_only_what_gradientlab_created(case: Case) -> None:
     case.provider.terminate(case.host)  # terminating twice is not an error
 
 
-def test_ssh_inventory_refuses_a_host_without_a_pinned_key(existing_host: Any,
-                                                           tmp_path: Path) -> None:
+def test_ssh_inventory_refuses_a_host_without_a_pinned_key(
+    existing_host: Any, tmp_path: Path
+) -> None:
     fleet, _ = inventory_fleet(existing_host, tmp_path)
     provider = provider_for(fleet, "home")
     provider.known_hosts = KnownHosts(tmp_path / "empty_known_hosts")  # type: ignore[attr-defined]
@@ -142,8 +149,10 @@ def test_ssh_inventory_refuses_a_host_without_a_pinned_key(existing_host: Any,
         provider.create(fleet.hosts[0], operator_public_key())
     with pytest.raises(ProviderError, match="cannot create machines you do not have"):
         provider.create(
-            parse_fleet(ACCOUNT + "providers: {home: {kind: ssh}}\nhosts: [{name: other,"
-                        " provider: home, address: 127.0.0.1, user: x}]\n").hosts[0],
+            parse_fleet(
+                ACCOUNT + "providers: {home: {kind: ssh}}\nhosts: [{name: other,"
+                " provider: home, address: 127.0.0.1, user: x}]\n"
+            ).hosts[0],
             operator_public_key(),
         )
 
@@ -152,9 +161,21 @@ def test_hosts_trust_refuses_a_wrong_fingerprint(existing_host: Any, tmp_path: P
     _, path = inventory_fleet(existing_host, tmp_path)
     wrong = "SHA256:" + "A" * 43
     proc = subprocess.run(
-        [sys.executable, "-m", "gradientlab.cli", "hosts", "trust", "homebox", "--fleet",
-         str(path), "--fingerprint", wrong],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gradientlab.cli",
+            "hosts",
+            "trust",
+            "homebox",
+            "--fleet",
+            str(path),
+            "--fingerprint",
+            wrong,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert fingerprint(existing_host.host_key) in proc.stdout  # it shows what the host offers

@@ -1,4 +1,4 @@
-"""The store against a real Postgres: migrations once each, idempotent upserts, no partial writes."""
+"""The store on a real Postgres: migrations once each, idempotent upserts, no partial writes."""
 
 from __future__ import annotations
 
@@ -37,12 +37,15 @@ def test_account_points_upsert_is_idempotent_and_raw(engine: Engine) -> None:
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 2)
     assert table(engine, "SELECT * FROM account_daily_points ORDER BY day") == snapshot
 
-    grown = [days[0], PointDay(day=date(2026, 11, 2), node=50000, referral=100000, bonus=0,
-                               boost=0)]
+    grown = [
+        days[0],
+        PointDay(day=date(2026, 11, 2), node=50000, referral=100000, bonus=0, boost=0),
+    ]
     third = rewards.upsert_account_points(engine, "a@b.c", grown)
     assert (third.inserted, third.updated, third.unchanged) == (0, 1, 1)
     assert table(engine, "SELECT node FROM account_daily_points ORDER BY day") == [
-        (1234567,), (50000,)
+        (1234567,),
+        (50000,),
     ]
 
 

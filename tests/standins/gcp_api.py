@@ -228,7 +228,6 @@ class ComputeStandIn:
             ("GET", r"global/images/family/([^/]+)", self._image_from_family),
             ("GET", r"global/firewalls/([^/]+)", self._get_firewall),
             ("POST", r"global/firewalls", self._insert_firewall),
-            ("PATCH", r"global/firewalls/([^/]+)", self._patch_firewall),
             ("PUT", r"global/firewalls/([^/]+)", self._update_firewall),
             ("GET", r"global/operations/([^/]+)", self._get_operation),
             ("POST", r"global/operations/([^/]+)/wait", self._get_operation),
@@ -295,13 +294,6 @@ class ComputeStandIn:
         }
         self.firewalls[(project, name)] = rule
         return self._operation(project, None, "insert", link, query)
-
-    def _patch_firewall(self, project: str, name: str, *, query: dict[str, str], body: Any) -> Any:
-        rule = self._get_firewall(project, name)
-        for key, value in body.items():
-            if key not in ("name", "network", "selfLink", "id"):
-                rule[key] = value
-        return self._operation(project, None, "patch", rule["selfLink"], query)
 
     def _update_firewall(self, project: str, name: str, *, query: dict[str, str], body: Any) -> Any:
         rule = self._get_firewall(project, name)

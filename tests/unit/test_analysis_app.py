@@ -231,6 +231,21 @@ def test_filter_choices_lists_live_hosts_and_unmanaged_nodes(seeded: Engine) -> 
     ]
 
 
+def test_filter_choices_keep_terminated_hosts_that_earned(seeded: Engine) -> None:
+    with seeded.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_points (client_id, day, points)"
+                " VALUES ('node-old', :day, 100000)"
+            ),
+            {"day": DAYS[0]},
+        )
+
+    assert "old-vm" in set(queries.filter_choices(seeded)["host"])
+    points = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[0], hosts=("old-vm",)))
+    assert points[["provider", "points"]].values.tolist() == [["azure", 1.0]]
+
+
 def test_node_uptime_taps(seeded: Engine) -> None:
     stats = queries.node_uptime_taps(seeded, FleetFilter(TODAY, TODAY, providers=("gcp",)))
 

@@ -192,9 +192,9 @@ def test_a_drifted_firewall_rule_is_converged(standin: ComputeStandIn, make: Fac
     standin.firewalls[(PROJECT, "gradientlab-lab-ssh")]["sourceRanges"] = ["0.0.0.0/0"]
     make().create(host(), OPERATOR_KEY)
 
-    (patch,) = standin.calls("PUT", f"{FIREWALLS}/")
-    assert patch.path == f"{FIREWALLS}/gradientlab-lab-ssh"
-    assert patch.body["sourceRanges"] == [CIDR]
+    (update,) = standin.calls("PUT", f"{FIREWALLS}/")
+    assert update.path == f"{FIREWALLS}/gradientlab-lab-ssh"
+    assert update.body["sourceRanges"] == [CIDR]
     assert standin.firewalls[(PROJECT, "gradientlab-lab-ssh")]["sourceRanges"] == [CIDR]
 
 
@@ -222,8 +222,8 @@ def test_a_disabled_firewall_rule_is_enabled(standin: ComputeStandIn, make: Fact
     make().create(host(), OPERATOR_KEY)
     standin.firewalls[(PROJECT, "gradientlab-lab-ssh-deny")]["disabled"] = True
     make().create(host(), OPERATOR_KEY)
-    (patch,) = standin.calls("PUT", f"{FIREWALLS}/")
-    assert patch.path.endswith("/gradientlab-lab-ssh-deny") and patch.body["disabled"] is False
+    (update,) = standin.calls("PUT", f"{FIREWALLS}/")
+    assert update.path.endswith("/gradientlab-lab-ssh-deny") and update.body["disabled"] is False
     assert standin.firewalls[(PROJECT, "gradientlab-lab-ssh-deny")]["disabled"] is False
 
 
@@ -237,8 +237,8 @@ def test_a_rule_on_another_network_is_refused(standin: ComputeStandIn, make: Fac
 def test_a_new_operator_range_moves_the_rule(standin: ComputeStandIn, make: Factory) -> None:
     make().create(host(), OPERATOR_KEY)
     make(operator_cidr="192.0.2.7/32").create(host(), OPERATOR_KEY)
-    (patch,) = standin.calls("PUT", f"{FIREWALLS}/")
-    assert patch.body["sourceRanges"] == ["192.0.2.7/32"]
+    (update,) = standin.calls("PUT", f"{FIREWALLS}/")
+    assert update.body["sourceRanges"] == ["192.0.2.7/32"]
 
 
 def test_request_id_is_the_same_on_a_rerun(standin: ComputeStandIn, make: Factory) -> None:
@@ -460,6 +460,7 @@ def test_an_instance_that_is_not_ours_is_left_alone(standin: ComputeStandIn, mak
     standin.put_instance(PROJECT, ZONE, {"name": "gradientlab-lab-alpha"})
     provider = make()
     assert provider.get("alpha") is None
+    assert any("not GradientLab's" in w for w in provider.plan(host()).warnings)
     with pytest.raises(ProviderError, match="not GradientLab's"):
         provider.create(host(), OPERATOR_KEY)
     with pytest.raises(ProviderError, match="not GradientLab's"):
