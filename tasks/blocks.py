@@ -18,6 +18,10 @@ class OciCredentials(Block):
     _block_type_slug = "gradientlab-oci-credentials"
 
     instance_principal: bool = Field(False, description="Use the VM's instance principal")
+    config_file: str | None = Field(
+        None, description="An OCI config file on the worker (~/.oci/config) instead of fields"
+    )
+    profile: str = Field("DEFAULT", description="The config file's profile")
     user: str | None = Field(None, description="User OCID")
     tenancy: str | None = Field(None, description="Tenancy OCID")
     fingerprint: str | None = Field(None, description="API key fingerprint")
@@ -26,10 +30,10 @@ class OciCredentials(Block):
 
     def sdk_credentials(self) -> tuple[dict[str, Any] | None, Any]:
         """(config, signer) as the OCI SDK takes them."""
-        if self.instance_principal:
-            import oci
+        from gradientlab.providers.oci import credentials_from
 
-            return None, oci.auth.signers.InstancePrincipalsSecurityTokenSigner()
+        if self.instance_principal or self.config_file:
+            return credentials_from(self.config_file, self.profile, self.instance_principal)
         missing = [
             f
             for f in ("user", "tenancy", "fingerprint", "region", "private_key")
