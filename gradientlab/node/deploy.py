@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gradientlab.config import Network, Runner
-from gradientlab.remote.executor import Executor, RemoteError
+from gradientlab.remote.executor import CommandResult, Executor, RemoteError
 
 NODE_DIR = ".gradientlab/node"
 VENV_PYTHON = ".gradientlab/venv/bin/python"
@@ -99,9 +99,9 @@ def python_has_playwright(ex: Executor, python: str) -> bool:
     return ex.run(f"{shlex.quote(python)} -c 'import playwright' 2>/dev/null").ok
 
 
-def chromium_path(ex: Executor, wanted: str) -> str | None:
-    result = ex.run(f"test -x {shlex.quote(wanted)} && echo {shlex.quote(wanted)}")
-    return result.stdout.strip() or None
+def chromium_version_on(ex: Executor, wanted: str) -> CommandResult:
+    """`chromium --version` on the host: proves the browser is there and runs."""
+    return ex.run(f"{shlex.quote(wanted)} --version 2>&1", timeout=60)
 
 
 # ---------------------------------------------------------------- operations
@@ -167,10 +167,13 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
     for d in (".gradientlab", NODE_DIR, ".gradientlab/autostart"):
         if ensure(d, 0o700):
             changes.append(f"created {d}")
-    if chromium_path(ex, settings.runner.chromium) is None:
+    chromium = chromium_version_on(ex, settings.runner.chromium)
+    if not chromium.ok or "Chromium" not in chromium.stdout:
         raise RemoteError(
-            f"{ex.name}: no Chromium at {settings.runner.chromium}; install Debian's `chromium` "
-            "(the bootstrap script does) or set runner.chromium in the fleet file"
+            f"{ex.name}: no working Chromium at {settings.runner.chromium} (exit "
+            f"{chromium.exit_code}: {(chromium.stdout + chromium.stderr).strip()[-300:]}); "
+            "install Debian's `chromium` (the bootstrap script does) or set runner.chromium "
+            "in the fleet file"
         )
     py = ensure_runtime(ex, python, changes)
     code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
