@@ -44,8 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def emit(figure: str, value: float, **extra: Any) -> None:
-    print(json.dumps({"bench": "health_sweep", "figure": figure, "value": round(value, 4),
-                      **extra}), flush=True)
+    print(
+        json.dumps({"bench": "health_sweep", "figure": figure, "value": round(value, 4), **extra}),
+        flush=True,
+    )
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
@@ -59,8 +61,10 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def make_hosts(n: int, base: str) -> tuple[LocalProvider, list[HostRecord]]:
     names = [f"b{i:03d}" for i in range(n)]
-    text = ("account: {email: a@b.c, password: {env: X}}\nproviders: {bench: {kind: local}}\n"
-            "hosts:\n" + "".join(f"  - {{name: {h}, provider: bench}}\n" for h in names))
+    text = (
+        "account: {email: a@b.c, password: {env: X}}\nproviders: {bench: {kind: local}}\n"
+        "hosts:\n" + "".join(f"  - {{name: {h}, provider: bench}}\n" for h in names)
+    )
     fleet = parse_fleet(text)
     provider = LocalProvider(name="bench", base_address=base)
     key = operator_public_key()
@@ -79,11 +83,14 @@ def bare_clients(records: list[HostRecord]) -> list[paramiko.SSHClient]:
         c = paramiko.SSHClient()
         c.set_missing_host_key_policy(paramiko.RejectPolicy())
         kind, blob = r.host_key.split()[:2]
-        c.get_host_keys().add(f"[{r.address}]:{r.ssh_port}", kind,
-                              paramiko.PKey.from_type_string(kind, __import__("base64")
-                                                             .b64decode(blob)))
-        c.connect(r.address, r.ssh_port, r.ssh_user, pkey=pkey, allow_agent=False,
-                  look_for_keys=False)
+        c.get_host_keys().add(
+            f"[{r.address}]:{r.ssh_port}",
+            kind,
+            paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(blob)),
+        )
+        c.connect(
+            r.address, r.ssh_port, r.ssh_user, pkey=pkey, allow_agent=False, look_for_keys=False
+        )
         clients.append(c)
     return clients
 
@@ -95,8 +102,7 @@ def bare_run(client: paramiko.SSHClient, command: str) -> str:
     return data
 
 
-def ansible_figures(records: list[HostRecord], command: str, parallel: int,
-                    repeat: int) -> None:
+def ansible_figures(records: list[HostRecord], command: str, parallel: int, repeat: int) -> None:
     venv = ROOT / "bench" / ".venv-ansible"
     ansible = venv / "bin" / "ansible"
     if not ansible.exists():
@@ -107,24 +113,48 @@ def ansible_figures(records: list[HostRecord], command: str, parallel: int,
     known = work / "known_hosts"
     known.write_text("".join(f"[{r.address}]:{r.ssh_port} {r.host_key}\n" for r in records))
     inventory = work / "hosts.ini"
-    inventory.write_text("[fleet]\n" + "".join(
-        f"{r.name} ansible_host={r.address} ansible_port={r.ssh_port} ansible_user={r.ssh_user}\n"
-        for r in records))
-    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PYTHON_INTERPRETER":
-           "/usr/bin/python3", "ANSIBLE_SSH_ARGS":
-           f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o ControlMaster=no",
-           "ANSIBLE_PRIVATE_KEY_FILE": str(operator_key_path()), "ANSIBLE_LOCAL_TEMP":
-           str(work / "tmp"), "ANSIBLE_HOME": str(work)}
+    inventory.write_text(
+        "[fleet]\n"
+        + "".join(
+            f"{r.name} ansible_host={r.address} ansible_port={r.ssh_port} ansible_user={r.ssh_user}\n"
+            for r in records
+        )
+    )
+    env = {
+        **os.environ,
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o ControlMaster=no",
+        "ANSIBLE_PRIVATE_KEY_FILE": str(operator_key_path()),
+        "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
+        "ANSIBLE_HOME": str(work),
+    }
 
     def run() -> None:
         proc = subprocess.run(
-            [str(ansible), "fleet", "-i", str(inventory), "-m", "command", "-a", command,
-             "-f", str(parallel), "-o"], capture_output=True, text=True, env=env)
+            [
+                str(ansible),
+                "fleet",
+                "-i",
+                str(inventory),
+                "-m",
+                "command",
+                "-a",
+                command,
+                "-f",
+                str(parallel),
+                "-o",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
 
-    emit("ansible_command_s", timed(run, max(1, repeat // 2)), hosts=len(records),
-         parallel=parallel)
+    emit(
+        "ansible_command_s", timed(run, max(1, repeat // 2)), hosts=len(records), parallel=parallel
+    )
 
 
 def flow_figure(records: list[HostRecord], repeat: int) -> None:
@@ -149,23 +179,27 @@ def flow_figure(records: list[HostRecord], repeat: int) -> None:
     for r in records:
         upsert_host(engine, r)
     os.environ["BENCH_PASSWORD"] = "bench-password"
-    sandbox = SandboxServer(SandboxConfig(accounts=[SandboxAccount(
-        email="a@b.c", password="bench-password")]), port=0)
+    sandbox = SandboxServer(
+        SandboxConfig(accounts=[SandboxAccount(email="a@b.c", password="bench-password")]), port=0
+    )
     url_ = sandbox.start()
     fleet_file = BENCH_HOME / "fleet.yaml"
     fleet_file.write_text(
         "account: {email: a@b.c, password: {env: BENCH_PASSWORD}}\n"
         f"network: {{api_base: {url_}/api, identity_base: {url_}/identitytoolkit, "
         f"token_base: {url_}/securetoken, web_api_key: sandbox-web-api-key}}\n"
-        "providers: {bench: {kind: local}}\n")
+        "providers: {bench: {kind: local}}\n"
+    )
     try:
         with prefect_test_harness(server_startup_timeout=180):
             from flows.health import health as health_flow
 
             health_flow(fleet_path=str(fleet_file), recover=False)  # warm: connections, imports
-            emit("health_flow_s", timed(lambda: health_flow(fleet_path=str(fleet_file),
-                                                            recover=False), repeat),
-                 hosts=len(records))
+            emit(
+                "health_flow_s",
+                timed(lambda: health_flow(fleet_path=str(fleet_file), recover=False), repeat),
+                hosts=len(records),
+            )
     finally:
         sandbox.stop()
         engine.dispose()
@@ -193,13 +227,20 @@ def main() -> None:
             assert len(reports) == len(records)
 
         sweep()  # connect once; later sweeps reuse the connections
-        emit("gradientlab_probe_sweep_s", timed(sweep, args.repeat), hosts=len(records),
-             parallel=args.parallel)
+        emit(
+            "gradientlab_probe_sweep_s",
+            timed(sweep, args.repeat),
+            hosts=len(records),
+            parallel=args.parallel,
+        )
 
         clients = bare_clients(records)
-        emit("bare_paramiko_open_s",
-             timed(lambda: list(pool.map(lambda c: bare_run(c, command), clients)),
-                   args.repeat), hosts=len(records), parallel=args.parallel)
+        emit(
+            "bare_paramiko_open_s",
+            timed(lambda: list(pool.map(lambda c: bare_run(c, command), clients)), args.repeat),
+            hosts=len(records),
+            parallel=args.parallel,
+        )
         for c in clients:
             c.close()
 
@@ -210,10 +251,15 @@ def main() -> None:
                     return bare_run(c, command)
                 finally:
                     c.close()
+
             list(pool.map(one, records))
 
-        emit("bare_paramiko_fresh_s", timed(fresh, args.repeat), hosts=len(records),
-             parallel=args.parallel)
+        emit(
+            "bare_paramiko_fresh_s",
+            timed(fresh, args.repeat),
+            hosts=len(records),
+            parallel=args.parallel,
+        )
         if args.ansible:
             ansible_figures(records, command, args.parallel, args.repeat)
         if args.flow:

@@ -25,22 +25,31 @@ from gradientlab.store.database import database_url, make_engine, migrate
 
 
 def emit(figure: str, value: float, **extra: Any) -> None:
-    print(json.dumps({"bench": "rewards_ingest", "figure": figure, "value": round(value, 4),
-                      **extra}), flush=True)
+    print(
+        json.dumps(
+            {"bench": "rewards_ingest", "figure": figure, "value": round(value, 4), **extra}
+        ),
+        flush=True,
+    )
 
 
 def rows(n: int, bump: int = 0) -> list[tuple[str, str, int, int]]:
     days = 1000
     start = date(2024, 1, 1)
     return [
-        (f"node-{i // days:05d}", (start + timedelta(days=i % days)).isoformat(),
-         600 * (i % 144) + bump, i % 50)
+        (
+            f"node-{i // days:05d}",
+            (start + timedelta(days=i % days)).isoformat(),
+            600 * (i % 144) + bump,
+            i % 50,
+        )
         for i in range(n)
     ]
 
 
-def timed(fn: Callable[[], object], repeat: int, before: Callable[[], object] | None = None
-          ) -> float:
+def timed(
+    fn: Callable[[], object], repeat: int, before: Callable[[], object] | None = None
+) -> float:
     times = []
     for _ in range(repeat):
         if before:
@@ -56,8 +65,10 @@ def raw_copy(engine: Engine, data: list[tuple[str, str, int, int]]) -> None:
     try:
         cur = raw.cursor()
         buf = io.StringIO("".join(f"{a},{b},{c},{d}\n" for a, b, c, d in data))
-        cur.copy_expert("COPY node_daily_stats (client_id, day, duration, taps) FROM STDIN "
-                        "WITH (FORMAT csv)", buf)
+        cur.copy_expert(
+            "COPY node_daily_stats (client_id, day, duration, taps) FROM STDIN WITH (FORMAT csv)",
+            buf,
+        )
         raw.commit()
     finally:
         raw.close()
@@ -81,20 +92,29 @@ def main() -> None:
             with engine.begin() as conn:
                 conn.execute(text("TRUNCATE node_daily_stats"))
 
-        emit("raw_copy_s", timed(lambda: raw_copy(engine, data), args.repeat, truncate),
-             rows=args.rows)
-        emit("first_ingest_s",
-             timed(lambda: rewards.upsert(engine, rewards.NODE_STATS, data), args.repeat,
-                   truncate), rows=args.rows)
+        emit(
+            "raw_copy_s",
+            timed(lambda: raw_copy(engine, data), args.repeat, truncate),
+            rows=args.rows,
+        )
+        emit(
+            "first_ingest_s",
+            timed(lambda: rewards.upsert(engine, rewards.NODE_STATS, data), args.repeat, truncate),
+            rows=args.rows,
+        )
         count = rewards.upsert(engine, rewards.NODE_STATS, data)
         assert count.changed == 0, count
-        emit("reingest_unchanged_s",
-             timed(lambda: rewards.upsert(engine, rewards.NODE_STATS, data), args.repeat),
-             rows=args.rows)
+        emit(
+            "reingest_unchanged_s",
+            timed(lambda: rewards.upsert(engine, rewards.NODE_STATS, data), args.repeat),
+            rows=args.rows,
+        )
         changed = rows(args.rows, bump=1)
-        emit("reingest_all_changed_s",
-             timed(lambda: rewards.upsert(engine, rewards.NODE_STATS, changed), 1),
-             rows=args.rows)
+        emit(
+            "reingest_all_changed_s",
+            timed(lambda: rewards.upsert(engine, rewards.NODE_STATS, changed), 1),
+            rows=args.rows,
+        )
     finally:
         engine.dispose()
         with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:

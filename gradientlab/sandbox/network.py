@@ -498,6 +498,16 @@ class SandboxNetwork:
                 self._id_tokens[tok] = (uid, -math.inf)
             return len(self._id_tokens)
 
+    def revoke_sessions(self) -> int:
+        """Revoke every session (refresh and ID tokens), as a password change does: each
+        extension finds itself logged out and must be logged in again."""
+        with self._lock:
+            count = len(self._refresh_tokens)
+            self._refresh_tokens.clear()
+            for tok, (uid, _) in list(self._id_tokens.items()):
+                self._id_tokens[tok] = (uid, -math.inf)
+            return count
+
     def account_name(self, uid: str) -> str:
         with self._lock:
             return self._accounts[uid].config.name

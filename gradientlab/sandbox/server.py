@@ -502,6 +502,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"faults": []})
         elif path == "/__sandbox/expire-tokens" and method == "POST":
             self._send_json(200, {"expired": net.expire_tokens()})
+        elif path == "/__sandbox/revoke-sessions" and method == "POST":
+            self._send_json(200, {"revoked": net.revoke_sessions()})
         elif path == "/__sandbox/tick" and method == "POST":
             net.tick()
             self._send_json(200, {"simTime": net.sim_now_ms()})

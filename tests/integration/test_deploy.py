@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -64,3 +65,33 @@ def test_a_changed_host_key_is_refused(one_host: tuple[Any, HostRecord]) -> None
     with pytest.raises(HostKeyMismatch, match="refusing to connect"):
         ex.run("true")
     assert not ex.connected
+
+
+def test_a_revoked_session_is_logged_in_again(
+    one_host: tuple[Any, HostRecord], sandbox: Any
+) -> None:
+    """The network logs the extension out (a password change does): the node comes back."""
+    import httpx
+
+    fleet, record = one_host
+    ex = executor_for(record)
+    python = record.meta["python"]
+    before = health.probe(ex, python)
+    assert health.assess(record.name, before, None).status == "Good"
+    cursor = max(int(e["id"]) for e in before["events"])
+    assert httpx.post(f"{sandbox.url}/__sandbox/revoke-sessions").json()["revoked"] >= 1
+
+    def logged_in_again() -> bool:
+        events = health.probe(ex, python, since=cursor)["events"]
+        return any(e["kind"] == "logged_in" for e in events)
+
+    deadline = time.monotonic() + 120
+    while not logged_in_again() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert logged_in_again(), "the runner did not log in again"
+    report = health.wait_until(
+        lambda: health.assess(record.name, health.probe(ex, python), None),
+        lambda r: r.status == "Good",
+        timeout=60,
+    )
+    assert report.status == "Good"
