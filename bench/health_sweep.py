@@ -37,8 +37,11 @@ from gradientlab.node.deploy import NODE_DIR, RUNNER_SOURCE, runner_command  # n
 from gradientlab.providers.base import HostRecord  # noqa: E402
 from gradientlab.providers.local import LocalProvider  # noqa: E402
 from gradientlab.remote.executor import POOL  # noqa: E402
-from gradientlab.remote.keys import load_operator_key, operator_key_path  # noqa: E402
-from gradientlab.remote.keys import operator_public_key  # noqa: E402
+from gradientlab.remote.keys import (  # noqa: E402
+    load_operator_key,
+    operator_key_path,
+    operator_public_key,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +119,8 @@ def ansible_figures(records: list[HostRecord], command: str, parallel: int, repe
     inventory.write_text(
         "[fleet]\n"
         + "".join(
-            f"{r.name} ansible_host={r.address} ansible_port={r.ssh_port} ansible_user={r.ssh_user}\n"
+            f"{r.name} ansible_host={r.address} ansible_port={r.ssh_port}"
+            f" ansible_user={r.ssh_user}\n"
             for r in records
         )
     )
@@ -124,7 +128,9 @@ def ansible_figures(records: list[HostRecord], command: str, parallel: int, repe
         **os.environ,
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o ControlMaster=no",
+        "ANSIBLE_SSH_ARGS": (
+            f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o ControlMaster=no"
+        ),
         "ANSIBLE_PRIVATE_KEY_FILE": str(operator_key_path()),
         "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
         "ANSIBLE_HOME": str(work),

@@ -89,18 +89,28 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
         f"({', '.join(f'{table.name}.{c}' for c in table.values)}) IS DISTINCT FROM "
         f"({', '.join(f'EXCLUDED.{c}' for c in table.values)})"
     )
+    keys = ", ".join(table.keys)
+    join_on = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
+    differs = (
+        f"({', '.join(f't.{c}' for c in table.values)}) IS DISTINCT FROM "
+        f"({', '.join(f's.{c}' for c in table.values)})"
+    )
+    # Rows equal to what is stored are dropped by an anti-join before the INSERT: ON CONFLICT
+    # would lock and check each of them one by one, which is what makes re-ingests slow.
     merge = f"""
         WITH merged AS (
             INSERT INTO {table.name} ({col_list})
-            SELECT DISTINCT ON ({", ".join(table.keys)}) {col_list} FROM {staging}
-            ORDER BY {", ".join(table.keys)}
-            ON CONFLICT ({", ".join(table.keys)}) DO UPDATE SET
+            SELECT {", ".join(f"s.{c}" for c in cols)}
+            FROM (SELECT DISTINCT ON ({keys}) {col_list} FROM {staging} ORDER BY {keys}) s
+            LEFT JOIN {table.name} t ON {join_on}
+            WHERE t.{table.keys[0]} IS NULL OR {differs}
+            ON CONFLICT ({keys}) DO UPDATE SET
                 {", ".join(f"{c} = EXCLUDED.{c}" for c in table.values)}, updated_at = now()
             WHERE {changed_where}
             RETURNING (xmax = 0) AS inserted
         )
         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
-               (SELECT count(DISTINCT ({", ".join(table.keys)})) FROM {staging})
+               (SELECT count(DISTINCT ({keys})) FROM {staging})
         FROM merged
     """
     raw = engine.raw_connection()
@@ -110,6 +120,7 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
         cur.copy_expert(
             f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)", _copy_rows(rows)
         )
+        cur.execute(f"ANALYZE {staging}")  # a temp table has no statistics until asked
         cur.execute(merge)
         counts = cur.fetchone()
         assert counts is not None
