@@ -23,5 +23,6 @@ pages = [
     st.Page(VIEWS / "points.py", title="Points", icon=":material/paid:", default=True),
     st.Page(VIEWS / "uptime.py", title="Uptime & taps", icon=":material/timer:"),
     st.Page(VIEWS / "incidents.py", title="Incidents", icon=":material/healing:"),
+    st.Page(VIEWS / "cost.py", title="Cost per point", icon=":material/savings:"),
 ]
 st.navigation(pages).run()

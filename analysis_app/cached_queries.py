@@ -69,3 +69,8 @@ def incidents(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def recovery_actions(url: str, incident_ids: tuple[int, ...]) -> pd.DataFrame:
     return queries.recovery_actions(fleet_engine(url), list(incident_ids))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def host_costs(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.host_costs(fleet_engine(url), selection)

@@ -22,7 +22,7 @@ GOOD_STATUSES = ("Good", "Excellent")
 UNMANAGED_PROVIDER = "not managed"
 UNKNOWN_REGION = "unknown"
 
-DaySource = Literal["points", "stats", "incidents"]
+DaySource = Literal["points", "stats", "incidents", "hosts"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,14 @@ _DAY_BOUNDS_SQL: dict[DaySource, str] = {
     "incidents": (
         "SELECT (min(detected_at) AT TIME ZONE 'UTC')::date AS first,"
         " (max(detected_at) AT TIME ZONE 'UTC')::date AS last FROM incidents"
+    ),
+    # Hosts cost money up to today, whether or not the network has listed points since.
+    "hosts": (
+        "SELECT CASE WHEN count(*) > 0 THEN LEAST((min(created_at) AT TIME ZONE 'UTC')::date,"
+        " (SELECT min(day) FROM node_daily_points)) END AS first,"
+        " GREATEST((now() AT TIME ZONE 'UTC')::date,"
+        " (SELECT max(day) FROM node_daily_points)) AS last"
+        " FROM hosts"
     ),
 }
 
@@ -266,3 +274,92 @@ def recovery_actions(engine: Engine, incident_ids: list[int]) -> pd.DataFrame:
         frame[column] = pd.to_datetime(frame[column], utc=True)
     frame["seconds"] = frame["seconds"].astype("float64")
     return frame
+
+
+def _per_point(frame: pd.DataFrame) -> pd.DataFrame:
+    """USD per point where there are points; "free" and "no points" say why there is no price."""
+    points = to_points(frame["points_raw"])
+    cost = frame["cost_usd"].astype("float64")
+    frame["points"] = points
+    frame["usd_per_point"] = (cost / points.where(points > 0)).astype("float64")
+    frame["per_point_note"] = [
+        "free" if c == 0 else "no points" if p <= 0 else ""
+        for c, p in zip(cost, points, strict=True)
+    ]
+    return frame
+
+
+def host_costs(
+    engine: Engine, selection: FleetFilter, as_of: datetime | None = None
+) -> pd.DataFrame:
+    """What each host cost in the selection's days and what its node earned there.
+
+    A host costs `hourly_cost_usd` for each hour it existed inside the days: from `created_at`
+    (or the first day) to `as_of` (now), the end of the last day, or, once terminated, its
+    `updated_at`, whichever comes first. Points are its node's `node_daily_points` on those days.
+    Columns: host, provider, region, state, client_id, hourly_cost_usd, counted_from, counted_to,
+    hours, cost_usd, points_raw, points, usd_per_point (NaN without points), per_point_note."""
+    extra, params = _selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT host, provider, region, state, client_id, hourly_cost_usd,
+               CASE WHEN seconds > 0 THEN counted_from END AS counted_from,
+               CASE WHEN seconds > 0 THEN counted_to END AS counted_to,
+               seconds / 3600 AS hours,
+               (hourly_cost_numeric * seconds / 3600)::float8 AS cost_usd,
+               points_raw
+        FROM (
+            SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region, h.state,
+                   n.client_id, h.hourly_cost_usd::float8 AS hourly_cost_usd,
+                   h.hourly_cost_usd AS hourly_cost_numeric, w.counted_from, w.counted_to,
+                   GREATEST(EXTRACT(EPOCH FROM w.counted_to - w.counted_from), 0) AS seconds,
+                   COALESCE(p.points_raw, 0) AS points_raw
+            FROM hosts h
+            LEFT JOIN nodes n ON n.host_id = h.id
+            CROSS JOIN LATERAL (
+                SELECT GREATEST(h.created_at, :since) AS counted_from,
+                       -- LEAST skips the NULL of a host that is not terminated; a planned
+                       -- host does not exist yet, so it ends where it starts.
+                       LEAST(:until, :as_of,
+                             CASE WHEN h.state = 'terminated' THEN h.updated_at
+                                  WHEN h.state = 'planned' THEN h.created_at END)
+                           AS counted_to
+            ) w
+            LEFT JOIN LATERAL (
+                SELECT sum(d.points)::bigint AS points_raw
+                FROM node_daily_points d
+                WHERE d.client_id = n.client_id AND d.day BETWEEN :start AND :end
+            ) p ON true
+        ) c
+        WHERE (seconds > 0 OR points_raw > 0) {extra}
+        ORDER BY host
+        """,
+        {
+            **_utc_bounds(selection),
+            "as_of": as_of or datetime.now(UTC),
+            "start": selection.start,
+            "end": selection.end,
+            "unknown": UNKNOWN_REGION,
+            **params,
+        },
+    )
+    for column in ("counted_from", "counted_to"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    for column in ("hourly_cost_usd", "hours", "cost_usd"):
+        frame[column] = frame[column].astype("float64")
+    frame["points_raw"] = frame["points_raw"].astype("int64")
+    return _per_point(frame)
+
+
+def provider_costs(costs: pd.DataFrame) -> pd.DataFrame:
+    """`host_costs` rolled up per provider: hosts, hours, cost_usd, points_raw, points,
+    usd_per_point and per_point_note, by the same rules."""
+    frame = costs.groupby("provider", as_index=False).agg(
+        hosts=("host", "count"),
+        hours=("hours", "sum"),
+        cost_usd=("cost_usd", "sum"),
+        points_raw=("points_raw", "sum"),
+    )
+    frame["points_raw"] = frame["points_raw"].astype("int64")
+    return _per_point(frame)

@@ -33,7 +33,12 @@ import paramiko  # noqa: E402
 from gradientlab import health  # noqa: E402
 from gradientlab.config import parse_fleet  # noqa: E402
 from gradientlab.inventory import executor_for  # noqa: E402
-from gradientlab.node.deploy import NODE_DIR, RUNNER_SOURCE, runner_command  # noqa: E402
+from gradientlab.node.deploy import (  # noqa: E402
+    NODE_DIR,
+    PROBE_SOURCE,
+    RUNNER_SOURCE,
+    probe_command,
+)
 from gradientlab.providers.base import HostRecord  # noqa: E402
 from gradientlab.providers.local import LocalProvider  # noqa: E402
 from gradientlab.remote.executor import POOL  # noqa: E402
@@ -72,10 +77,11 @@ def make_hosts(n: int, base: str) -> tuple[LocalProvider, list[HostRecord]]:
     provider = LocalProvider(name="bench", base_address=base)
     key = operator_public_key()
     records = [provider.create(spec, key) for spec in fleet.hosts]
-    for r in records:  # the runner file is all a probe needs
+    for r in records:  # the node's files are all a probe needs
         ex = executor_for(r)
         ex.ensure_dir(NODE_DIR, 0o700)
         ex.write_file(f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644)
+        ex.write_file(f"{NODE_DIR}/probe.py", PROBE_SOURCE.read_bytes(), 0o644)
     return provider, records
 
 
@@ -144,7 +150,7 @@ def ansible_figures(records: list[HostRecord], command: str, parallel: int, repe
                 "-i",
                 str(inventory),
                 "-m",
-                "command",
+                "shell",
                 "-a",
                 command,
                 "-f",
@@ -158,9 +164,7 @@ def ansible_figures(records: list[HostRecord], command: str, parallel: int, repe
         if proc.returncode != 0:
             raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
 
-    emit(
-        "ansible_command_s", timed(run, max(1, repeat // 2)), hosts=len(records), parallel=parallel
-    )
+    emit("ansible_shell_s", timed(run, max(1, repeat // 2)), hosts=len(records), parallel=parallel)
 
 
 def flow_figure(records: list[HostRecord], repeat: int) -> None:
@@ -224,7 +228,7 @@ def main() -> None:
     args = parser.parse_args()
     provider, records = make_hosts(args.hosts, args.base_address)
     python = records[0].meta["python"]
-    command = runner_command(python, "probe")
+    command = probe_command(python, 0)
     pool = ThreadPoolExecutor(args.parallel)
     try:
         # GradientLab's probing core: pooled, pinned connections kept open between sweeps

@@ -10,7 +10,7 @@ from gradientlab.gradient.models import NodeListItem
 from gradientlab.health import HealthOutcome
 from gradientlab.store.fleet import host_records
 from tasks.common import engine, fleet_from
-from tasks.hosts import check_host
+from tasks.hosts import heal_host, record_health, sweep_fleet
 from tasks.network import list_network_nodes
 
 
@@ -24,8 +24,21 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
         network = list_network_nodes(fleet)
     except Exception as exc:  # noqa: BLE001 - the SSH side still tells a lot
         logger.warning("the network's node list is unavailable (%s); checking hosts only", exc)
-    futures = [check_host.submit(fleet, r, network, recover) for r in records]
-    outcomes: list[HealthOutcome] = [f.result() for f in futures]
+    reports = sweep_fleet(records, network)
+    by_name = {r.name: r for r in records}
+    needs_work = [
+        r
+        for r in reports
+        if r.status == "Starting" or (recover and not r.healthy and r.status != "Unsupported")
+    ]
+    healed = {
+        report.host: future.result()
+        for report, future in [
+            (report, heal_host.submit(fleet, by_name[report.host], report, network, recover))
+            for report in needs_work
+        ]
+    }
+    outcomes: list[HealthOutcome] = record_health([healed.get(r.host, (r, r, [])) for r in reports])
     for o in outcomes:
         if o.incident_status == "failed":
             emit_event(

@@ -25,7 +25,7 @@ DEMO_FLEET = PROJECT_ROOT / "fleet.demo.yaml"
 SANDBOX_PORT = 8765
 PREFECT_PORT = 4200
 STREAMLIT_PORT = 8501
-DEMO_SPEED = 60.0  # one real minute is one network hour
+DEMO_SPEED = 720.0  # two real minutes are one network day: a demo shows days
 
 
 def say(message: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from gradientlab.gradient.models import NodeListItem
-from gradientlab.node.deploy import runner_command
+from gradientlab.node.deploy import probe_command, runner_command
 from gradientlab.remote.executor import Executor, RemoteError
 from gradientlab.store import fleet
 
@@ -96,17 +96,46 @@ def _int(value: Any) -> int | None:
 
 
 def probe(ex: Executor, python: str | None, since: int = 0, timeout: float = 20) -> dict[str, Any]:
-    """One SSH command that returns the runner's JSON health report."""
-    result = ex.run(runner_command(python, f"probe --since {int(since)}"), timeout=timeout)
-    line = next((ln for ln in reversed(result.stdout.splitlines()) if ln.startswith("{")), None)
-    if line is None:
+    """One SSH command that returns the node's JSON health report (events after `since`)."""
+    result = ex.run(probe_command(python, since), timeout=timeout)
+    data = parse_probe(result.stdout)
+    if data is None:
         raise RemoteError(
             f"{ex.name}: the probe printed no JSON (exit {result.exit_code}): "
-            f"{result.stderr.strip()[-300:]}; is the node deployed?"
+            f"{(result.stderr or result.stdout).strip()[-300:]}"
         )
-    data: dict[str, Any] = json.loads(line)
-    if "error" in data:
-        raise RemoteError(f"{ex.name}: probe failed: {data['error']}")
+    data["events"] = [e for e in data.get("events") or [] if int(e.get("id", 0)) > since]
+    status = data.get("status") or {}
+    data.setdefault("pss_kib", status.get("pss_kib") if data.get("runner_alive") else None)
+    return data
+
+
+def parse_probe(text: str) -> dict[str, Any] | None:
+    """The probe's JSON; an event line a crash cut short is dropped, not the whole report."""
+    text = text.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        data: dict[str, Any] = json.loads(text)
+        return data
+    except ValueError:
+        pass
+    head, sep, tail = text.partition(', "events": [')
+    if not sep:
+        return None
+    try:
+        data = json.loads(head + "}")
+    except ValueError:
+        return None
+    events = []
+    for line in tail.splitlines():
+        line = line.strip().rstrip(",")
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    data["events"] = events
     return data
 
 
@@ -291,6 +320,7 @@ def record(
         fleet.insert_sample(conn, hid, after.sample())
         incident = fleet.open_incident(conn, hid)
         incident_id = incident["id"] if incident else None
+        already_alerted = bool(incident and incident["alerted_at"])
         status = None
 
         # Browser deaths the runner repaired between checks are incidents too.
@@ -309,9 +339,15 @@ def record(
                 "the runner started a new browser",
             )
         if before.status not in (GOOD, "Starting", "Unsupported") and incident_id is None:
-            incident_id = fleet.create_incident(
-                conn, hid, before.status, before.checked_at, before.error or before.status
-            )
+            # A host still down after a failed recovery continues that incident (and its
+            # alert) rather than opening, and alerting, a new one every check.
+            failed = fleet.reopen_failed_incident(conn, hid, before.status)
+            if failed is not None:
+                incident_id, already_alerted = failed["id"], bool(failed["alerted_at"])
+            else:
+                incident_id = fleet.create_incident(
+                    conn, hid, before.status, before.checked_at, before.error or before.status
+                )
         if before.status == "Unsupported" and incident_id is None:
             # Recorded once, faithfully: the network does not support this node's address.
             existing = conn.exec_driver_sql(
@@ -328,6 +364,11 @@ def record(
                     before.banned_reason or "the network marks this node Unsupported",
                 )
                 fleet.close_incident(conn, iid, "failed", after.checked_at)
+        if incident_id is None and after.status == GOOD:
+            # a host back after a failed recovery closes that incident with its recovery time
+            failed_before = fleet.reopen_failed_incident(conn, hid, None)
+            if failed_before is not None:
+                incident_id = failed_before["id"]
         for action in actions:
             assert incident_id is not None
             fleet.add_action(
@@ -359,7 +400,9 @@ def record(
                 recovery_seconds = float(row[0])
             elif actions and not any(a.ok for a in actions):
                 fleet.close_incident(conn, incident_id, "failed", after.checked_at)
-                status = "failed"
+                fleet.mark_alerted(conn, incident_id, after.checked_at)
+                # "failed" asks the flow to alert a person; once per incident
+                status = "still-failing" if already_alerted else "failed"
             else:
                 status = "open"
         cursor = settled_cursor(before.events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -61,44 +62,71 @@ def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
     return asdict(result)
 
 
-@task(name="check-host", cache_policy=NO_CACHE, tags=["ssh"])
-def check_host(
-    fleet: Fleet, record: HostRecord, network: list[NodeListItem], recover: bool = True
-) -> health_lib.HealthOutcome:
-    """Probe one host over SSH, recover it step by step, record sample and incident."""
-    python = record.meta.get("python")
-    db = engine()
-    cursor = fleet_store.event_cursor(db, record.name)
+def _reprobe(
+    record: HostRecord, cursor: int, by_client: dict[str, NodeListItem], use_network: bool = True
+) -> health_lib.HealthReport:
+    try:
+        data = health_lib.probe(executor_for(record), record.meta.get("python"), cursor)
+    except RemoteError as exc:
+        return health_lib.assess(record.name, None, None, str(exc))
+    client = ((data.get("status") or {}).get("popup") or {}).get("node_id")
+    item = by_client.get(client or "") if use_network else None
+    return health_lib.assess(record.name, data, item)
+
+
+@task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"])
+def sweep_fleet(
+    records: list[HostRecord], network: list[NodeListItem], parallel: int = 20
+) -> list[health_lib.HealthReport]:
+    """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
+    task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work."""
+    cursors = fleet_store.event_cursors(engine())
     by_client = {item.name: item for item in network}
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
+        return list(pool.map(lambda r: _reprobe(r, cursors.get(r.name, 0), by_client), records))
 
-    def reprobe(use_network: bool = True) -> health_lib.HealthReport:
-        try:
-            data = health_lib.probe(executor_for(record), python, cursor)
-        except RemoteError as exc:
-            return health_lib.assess(record.name, None, None, str(exc))
-        client = ((data.get("status") or {}).get("popup") or {}).get("node_id")
-        item = by_client.get(client or "") if use_network else None
-        return health_lib.assess(record.name, data, item)
 
-    before = reprobe()
-    after, actions = before, list[health_lib.ActionResult]()
+@task(name="heal-host", cache_policy=NO_CACHE, tags=["ssh"])
+def heal_host(
+    fleet: Fleet,
+    record: HostRecord,
+    before: health_lib.HealthReport,
+    network: list[NodeListItem],
+    recover: bool = True,
+) -> tuple[health_lib.HealthReport, health_lib.HealthReport, list[health_lib.ActionResult]]:
+    """Wait out a starting browser, then recover step by step: (before, after, actions)."""
+    cursor = fleet_store.event_cursor(engine(), record.name)
+    by_client = {item.name: item for item in network}
     if before.status == "Starting":
         # a browser the runner just (re)started: give it the time a recovery step gets
-        after = health_lib.wait_until(
-            lambda: reprobe(use_network=False),
+        before = health_lib.wait_until(
+            lambda: _reprobe(record, cursor, by_client, use_network=False),
             lambda r: r.status != "Starting",
             fleet.health.recovery_wait_seconds,
         )
-    elif recover and not before.healthy and before.status != "Unsupported":
+        if before.status == "Starting":
+            before.status = "Disconnected"  # the runner cannot read its popup: act on it
+            before.error = before.error or "the runner has not read the extension's popup"
+    after, actions = before, list[health_lib.ActionResult]()
+    if recover and not before.healthy and before.status != "Unsupported":
         provider = provider_for(fleet, record.provider, load_cloud_credentials)
-        ex = executor_for(record) if before.reachable else None
         recovery = health_lib.Recovery(
-            ex=ex,
-            python=python,
+            ex=executor_for(record) if before.reachable else None,
+            python=record.meta.get("python"),
             reboot_host=lambda: provider.reboot(record.name),
             # after an action only the runner's own view counts: the network list is older
-            reprobe=lambda: reprobe(use_network=False),
+            reprobe=lambda: _reprobe(record, cursor, by_client, use_network=False),
             wait_seconds=fleet.health.recovery_wait_seconds,
         )
         after, actions = recovery.recover(before)
-    return health_lib.record(db, before, after, actions)
+    return before, after, actions
+
+
+@task(name="record-health", cache_policy=NO_CACHE)
+def record_health(
+    results: list[
+        tuple[health_lib.HealthReport, health_lib.HealthReport, list[health_lib.ActionResult]]
+    ],
+) -> list[health_lib.HealthOutcome]:
+    db = engine()
+    return [health_lib.record(db, before, after, actions) for before, after, actions in results]

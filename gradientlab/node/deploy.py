@@ -18,6 +18,7 @@ from gradientlab.remote.executor import CommandResult, Executor, RemoteError
 NODE_DIR = ".gradientlab/node"
 VENV_PYTHON = ".gradientlab/venv/bin/python"
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
+PROBE_SOURCE = Path(__file__).with_name("probe.py")
 UNIT_NAME = "gradientlab-node.service"
 
 
@@ -177,6 +178,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
         )
     py = ensure_runtime(ex, python, changes)
     code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
+    code_changed |= put_file(ex, f"{NODE_DIR}/probe.py", PROBE_SOURCE.read_bytes(), 0o644, changes)
     config = json.dumps(settings.runner_config(), indent=1, sort_keys=True).encode()
     config_changed = put_file(ex, f"{NODE_DIR}/config.json", config, 0o600, changes)
     ext = _json_line(
@@ -228,3 +230,27 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
 def runner_command(python: str | None, command: str) -> str:
     py = python or VENV_PYTHON
     return f"{shlex.quote(py)} {NODE_DIR}/runner.py {command}"
+
+
+# The health check's command: one JSON document from a few shell builtins and `cat`/`tail`, no
+# interpreter start-up (it runs on every host on every sweep, a Raspberry Pi included). The
+# runner keeps status.json current (popup, PSS); this adds whether its processes live now.
+PROBE_SH = r"""
+cd .gradientlab/node 2>/dev/null || { echo '{"installed": false}'; exit 0; }
+num() { case "$1" in ''|*[!0-9]*) echo null;; *) echo "$1";; esac; }
+alive() { [ "$1" != null ] && kill -0 "$1" 2>/dev/null && echo true || echo false; }
+r=$(num "$(cat runner.pid 2>/dev/null)"); b=$(num "$(cat browser.pid 2>/dev/null)")
+ra=$(alive "$r"); ba=false; [ "$ra" = true ] && ba=$(alive "$b")
+[ -f config.json ] && inst=true || inst=false
+printf '{"probe_version": "sh1", "runner_alive": %s, "runner_pid": %s, "browser_alive": %s,'\
+' "browser_pid": %s, "installed": %s, "status": ' "$ra" "$r" "$ba" "$b" "$inst"
+if [ -s status.json ]; then cat status.json; else printf null; fi
+printf ', "events": [\n'
+[ -f events.jsonl ] && tail -n 200 events.jsonl | sed '$!s/$/,/'
+printf ']}\n'
+""".strip()
+
+
+def probe_command(python: str | None = None, since: int = 0) -> str:
+    """The probe as one command line for SSH (`python` and `since` are not needed by it)."""
+    return PROBE_SH

@@ -35,17 +35,33 @@ import sys
 import time
 import urllib.request
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+try:  # in the control plane, a package; on a host, two files side by side
+    from gradientlab.node.probe import (  # noqa: F401 - read_events is re-exported
+        now_iso,
+        pid_alive,
+        probe,
+        process_tree,
+        pss_kib,
+        read_events,
+        read_pid,
+    )
+except ImportError:
+    from probe import (  # type: ignore[no-redef]  # noqa: F401, I001
+        now_iso,
+        pid_alive,
+        probe,
+        process_tree,
+        pss_kib,
+        read_events,
+        read_pid,
+    )
 
 RUNNER_VERSION = "1"
 HOME = Path(os.environ.get("GRADIENTLAB_NODE_HOME", Path(__file__).resolve().parent))
 log = logging.getLogger("gradientlab.runner")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Paths:
@@ -76,30 +92,6 @@ def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------- events
@@ -147,20 +139,6 @@ class EventLog:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.path)
-
-
-def read_events(path: Path, since: int) -> list[dict[str, Any]]:
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if int(event.get("id", 0)) > since:
-                        out.append(event)
-    except OSError:
-        pass
-    return out[-200:]
 
 
 # ---------------------------------------------------------------- browser
@@ -429,6 +407,19 @@ class Runner:
             else None,
             browser_started_at=self.browser.started_at,
             browser_restarts=self.browser_restarts,
+            # measured here, so that the health probe itself stays a few shell builtins
+            pss_kib=pss_kib(
+                process_tree(
+                    [
+                        os.getpid(),
+                        *(
+                            [self.browser.proc.pid]
+                            if self.browser.alive() and self.browser.proc
+                            else []
+                        ),
+                    ]
+                )
+            ),
             updated_at=now_iso(),
         )
         write_json_atomic(self.paths.status, self.status)
@@ -520,67 +511,6 @@ class Runner:
 
 
 # ---------------------------------------------------------------- commands
-
-
-def pss_kib(pids: list[int]) -> int | None:
-    total = 0
-    found = False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        found = True
-                        break
-        except OSError:
-            continue
-    return total if found else None
-
-
-def process_tree(root_pids: list[int]) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    todo = [p for p in root_pids if p]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def cmd_probe(paths: Paths, since: int) -> dict[str, Any]:
-    runner_pid = read_pid(paths.runner_pid)
-    browser_pid = read_pid(paths.browser_pid)
-    runner_alive = pid_alive(runner_pid)
-    browser_alive = runner_alive and pid_alive(browser_pid)
-    try:
-        status = json.loads(paths.status.read_text())
-    except (OSError, ValueError):
-        status = {}
-    tree = process_tree([p for p in (runner_pid, browser_pid) if p and pid_alive(p)])
-    return {
-        "probe_version": RUNNER_VERSION,
-        "now": now_iso(),
-        "hostname": socket.gethostname(),
-        "runner_alive": runner_alive,
-        "runner_pid": runner_pid if runner_alive else None,
-        "browser_alive": browser_alive,
-        "browser_pid": browser_pid if browser_alive else None,
-        "installed": paths.config.exists(),
-        "status": status,
-        "pss_kib": pss_kib(tree),
-        "events": read_events(paths.events, since),
-    }
 
 
 def cmd_start(paths: Paths) -> dict[str, Any]:
@@ -838,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(paths)
             return Runner(paths).run()
         if args.command == "probe":
-            result = cmd_probe(paths, args.since)
+            result = probe(str(paths.home), args.since)
         elif args.command == "start":
             result = cmd_start(paths)
         elif args.command == "stop":

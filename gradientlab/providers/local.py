@@ -6,6 +6,7 @@ It needs root, like creating a VM needs a cloud account."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import ipaddress
@@ -403,3 +404,6 @@ class LocalProvider:
         subprocess.run(["userdel", record.ssh_user], capture_output=True)
         subprocess.run(["groupdel", record.ssh_user], capture_output=True)
         shutil.rmtree(self._dir(name), ignore_errors=True)
+        for empty in (self.root, self.root.parent):  # leave no empty folders behind
+            with contextlib.suppress(OSError):
+                empty.rmdir()

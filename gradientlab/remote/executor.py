@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import shlex
 import socket
 import stat
@@ -185,25 +186,19 @@ class SshExecutor:
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
+            # Read to EOF: sshd may send the exit status before the last of the output.
             while True:
-                if chan.recv_ready():
+                while chan.recv_ready():
                     out += chan.recv(65536)
-                elif chan.recv_stderr_ready():
+                while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready():
-                    while chan.recv_ready():
-                        out += chan.recv(65536)
-                    while chan.recv_stderr_ready():
-                        err += chan.recv_stderr(65536)
+                done = chan.eof_received or chan.closed
+                if done and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
-                else:
-                    if time.monotonic() > deadline:
-                        raise RemoteError(
-                            f"{self.name}: `{command}` timed out after {timeout:.0f}s"
-                        )
-                    chan.status_event.wait(0.005)
-                    if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
-                        break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RemoteError(f"{self.name}: `{command}` timed out after {timeout:.0f}s")
+                select.select([chan], [], [], min(left, 1.0))
             code = chan.recv_exit_status()
         finally:
             chan.close()

@@ -123,6 +123,14 @@ def event_cursor(engine: Engine, host: str) -> int:
     return int(row.event_cursor) if row else 0
 
 
+def event_cursors(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT h.name, n.event_cursor FROM nodes n JOIN hosts h ON h.id = n.host_id")
+        )
+        return {r.name: int(r.event_cursor) for r in rows}
+
+
 def insert_sample(conn: Connection, hid: int, sample: dict[str, Any]) -> None:
     conn.execute(
         text(
@@ -188,6 +196,33 @@ def close_incident(conn: Connection, incident_id: int, status: str, at: datetime
             " THEN CAST(:t AS timestamptz) END WHERE id = :i"
         ),
         {"s": status, "t": at, "i": incident_id},
+    )
+
+
+def reopen_failed_incident(conn: Connection, hid: int, kind: str | None) -> dict[str, Any] | None:
+    """The host's latest failed incident of the last day (of `kind`, or any but Unsupported),
+    open again so that this check continues it."""
+    row = (
+        conn.execute(
+            text(
+                "UPDATE incidents SET status = 'open' WHERE id = ("
+                " SELECT id FROM incidents WHERE host_id = :h AND status = 'failed'"
+                " AND kind <> 'Unsupported' AND (CAST(:k AS text) IS NULL OR kind = :k)"
+                " AND detected_at > now() - interval '1 day' ORDER BY detected_at DESC LIMIT 1)"
+                " RETURNING *"
+            ),
+            {"h": hid, "k": kind},
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def mark_alerted(conn: Connection, incident_id: int, at: datetime) -> None:
+    conn.execute(
+        text("UPDATE incidents SET alerted_at = COALESCE(alerted_at, :t) WHERE id = :i"),
+        {"t": at, "i": incident_id},
     )
 
 

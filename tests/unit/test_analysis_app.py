@@ -287,6 +287,184 @@ def test_page_queries_on_an_empty_database(engine: Engine) -> None:
     assert queries.filter_choices(engine).empty
 
 
+def at_hour(day: date, hour: int) -> datetime:
+    return datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=hour)
+
+
+def seed_costs(engine: Engine) -> None:
+    """Hosts with known prices and creation times: a free local host, a paid cloud host that
+    earns, paid hosts that earn nothing, one terminated, one only planned, one too new."""
+    hosts = [
+        # name, provider, region, state, USD per hour, created_at, updated_at
+        ("local-1", "local", None, "running", 0, at_hour(DAYS[0], -24), None),
+        ("gcp-paid", "gcp", "us-west1", "running", 0.05, at_hour(DAYS[0], 6), None),
+        ("gcp-idle", "gcp", "us-west1", "running", 0.01, at_hour(DAYS[1], 0), None),
+        ("oci-idle", "oci", "us-ashburn-1", "stopped", 0.02, at_hour(DAYS[0], 12), None),
+        (
+            "azure-gone",
+            "azure",
+            "westeurope",
+            "terminated",
+            0.1,
+            at_hour(DAYS[0], -120),
+            at_hour(DAYS[1], 3),
+        ),
+        ("planned-1", "gcp", "us-west1", "planned", 1, at_hour(DAYS[0], 0), None),
+        ("new-vm", "oci", "us-ashburn-1", "running", 0.5, at_hour(TODAY, 1), None),
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (name, provider, region, state, hourly_cost_usd, created_at,"
+                " updated_at) VALUES (:name, :provider, :region, :state, :cost, :created,"
+                " COALESCE(:updated, now()))"
+            ),
+            [
+                {
+                    "name": name,
+                    "provider": provider,
+                    "region": region,
+                    "state": state,
+                    "cost": cost,
+                    "created": created,
+                    "updated": updated,
+                }
+                for name, provider, region, state, cost, created, updated in hosts
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO nodes (host_id, client_id)"
+                " SELECT id, 'node-' || name FROM hosts WHERE name <> 'gcp-idle'"
+            )
+        )
+        raw = {
+            "node-local-1": [100_000, 200_000, 300_000],
+            "node-gcp-paid": [1_000_000, 2_000_000, 500_000],
+            "node-oci-idle": [0, 0, 0],
+            "node-azure-gone": [400_000, 0, 0],
+            "node-new-vm": [0, 0, 700_000],
+            "laptop-node": [900_000, 900_000, 900_000],  # no host of ours, so no cost
+        }
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_points (client_id, day, points)"
+                " VALUES (:client_id, :day, :points)"
+            ),
+            [
+                {"client_id": cid, "day": day, "points": points}
+                for cid, per_day in raw.items()
+                for day, points in zip(DAYS, per_day, strict=True)
+            ],
+        )
+
+
+@pytest.fixture()
+def priced(engine: Engine) -> Engine:
+    seed_costs(engine)
+    return engine
+
+
+def test_host_costs_multiply_price_by_hours_in_the_days(priced: Engine) -> None:
+    # Two whole past days: the window ends at today's midnight, not now.
+    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1])).set_index("host")
+
+    assert sorted(costs.index) == ["azure-gone", "gcp-idle", "gcp-paid", "local-1", "oci-idle"]
+    hours = {"local-1": 48, "gcp-paid": 42, "gcp-idle": 24, "oci-idle": 36, "azure-gone": 27}
+    assert costs["hours"].to_dict() == pytest.approx(hours)
+    assert costs["cost_usd"].to_dict() == pytest.approx(
+        {"local-1": 0.0, "gcp-paid": 2.1, "gcp-idle": 0.24, "oci-idle": 0.72, "azure-gone": 2.7}
+    )
+    assert costs["points_raw"].to_dict() == {
+        "local-1": 300_000,
+        "gcp-paid": 3_000_000,
+        "gcp-idle": 0,
+        "oci-idle": 0,
+        "azure-gone": 400_000,
+    }
+    assert costs.loc["gcp-paid", "points"] == 30.0
+    assert costs.loc["gcp-paid", "counted_from"] == at_hour(DAYS[0], 6)
+    assert costs.loc["azure-gone", "counted_from"] == at_hour(DAYS[0], 0)
+    assert costs.loc["azure-gone", "counted_to"] == at_hour(DAYS[1], 3)
+    assert costs.loc["local-1", "region"] == queries.UNKNOWN_REGION
+
+
+def test_host_costs_price_a_point_without_dividing_by_zero(priced: Engine) -> None:
+    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1])).set_index("host")
+
+    assert costs.loc["gcp-paid", "usd_per_point"] == pytest.approx(2.1 / 30)
+    assert costs.loc["azure-gone", "usd_per_point"] == pytest.approx(2.7 / 4)
+    assert costs.loc["local-1", "usd_per_point"] == 0.0
+    assert costs.loc["gcp-paid", "per_point_note"] == ""
+    assert costs.loc["local-1", "per_point_note"] == "free"
+    assert costs.loc["oci-idle", "per_point_note"] == "no points"
+    assert costs.loc["gcp-idle", "per_point_note"] == "no points"
+    assert costs.loc[["oci-idle", "gcp-idle"], "usd_per_point"].isna().all()
+
+
+def test_host_costs_count_live_hosts_up_to_now(priced: Engine) -> None:
+    as_of = at_hour(TODAY, 10)
+
+    costs = queries.host_costs(priced, whole_range(), as_of=as_of).set_index("host")
+
+    assert costs.loc["gcp-paid", "hours"] == pytest.approx(24 + 24 + 10 - 6)
+    assert costs.loc["gcp-paid", "counted_to"] == as_of
+    assert costs.loc["gcp-paid", "points_raw"] == 3_500_000
+    assert costs.loc["azure-gone", "hours"] == pytest.approx(27)  # terminated: stops there
+    assert costs.loc["new-vm", "hours"] == pytest.approx(9)
+    assert costs.loc["new-vm", "cost_usd"] == pytest.approx(4.5)
+    assert "planned-1" not in costs.index  # not created yet, so it costs nothing
+    assert "laptop-node" not in costs.index
+
+
+def test_host_costs_default_to_the_database_now(priced: Engine) -> None:
+    costs = queries.host_costs(priced, whole_range()).set_index("host")
+
+    elapsed = (datetime.now(UTC) - at_hour(DAYS[0], 6)).total_seconds() / 3600
+    assert costs.loc["gcp-paid", "hours"] == pytest.approx(elapsed, abs=0.1)
+
+
+def test_host_costs_follow_the_sidebar_filters(priced: Engine) -> None:
+    gcp = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], providers=("gcp",)))
+    assert gcp["host"].tolist() == ["gcp-idle", "gcp-paid"]
+
+    unknown = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], regions=("unknown",)))
+    assert unknown["host"].tolist() == ["local-1"]
+
+    one = queries.host_costs(priced, FleetFilter(DAYS[1], DAYS[1], hosts=("gcp-paid",)))
+    assert one[["host", "hours", "points_raw"]].values.tolist() == [["gcp-paid", 24.0, 2_000_000]]
+
+    before = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[0], hosts=("gcp-idle",)))
+    assert before.empty
+
+
+def test_provider_costs_roll_hosts_up(priced: Engine) -> None:
+    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]))
+
+    providers = queries.provider_costs(costs).set_index("provider")
+
+    assert providers.loc["gcp", "hosts"] == 2
+    assert providers.loc["gcp", "cost_usd"] == pytest.approx(2.34)
+    assert providers.loc["gcp", "points"] == 30.0
+    assert providers.loc["gcp", "usd_per_point"] == pytest.approx(2.34 / 30)
+    assert providers.loc["local", "per_point_note"] == "free"
+    assert providers.loc["oci", "per_point_note"] == "no points"
+    assert pd.isna(providers.loc["oci", "usd_per_point"])
+
+
+def test_host_costs_on_an_empty_database(engine: Engine) -> None:
+    costs = queries.host_costs(engine, FleetFilter(date(2025, 1, 1), date(2025, 1, 31)))
+
+    assert costs.empty
+    assert {"cost_usd", "points", "usd_per_point", "per_point_note"} <= set(costs.columns)
+    assert queries.provider_costs(costs).empty
+    assert queries.day_bounds(engine, "hosts") is None
+
+
+def test_day_bounds_of_hosts_run_from_the_first_creation_to_today(priced: Engine) -> None:
+    assert queries.day_bounds(priced, "hosts") == (DAYS[0] - timedelta(days=5), TODAY)
+
+
 # --- the app -------------------------------------------------------------------------------
 
 
@@ -364,7 +542,7 @@ def test_points_page_colours_by_provider(seeded: Engine) -> None:
 
 
 def test_empty_database_shows_no_data_message(engine: Engine) -> None:
-    for page in (None, "views/uptime.py", "views/incidents.py"):
+    for page in (None, "views/uptime.py", "views/incidents.py", "views/cost.py"):
         at = run_app(page)
         assert any(NO_DATA_MESSAGE in info.value for info in at.info), page
         assert not charts(at)
@@ -406,3 +584,52 @@ def test_incidents_page(seeded: Engine) -> None:
     assert metrics["Open now"] == "1"
     assert metrics["Median recovery"] == "42 s"
     assert {b.key for b in at.download_button} == {"incidents_csv", "steps_csv"}
+
+
+def test_cost_page_shows_charts_tables_and_csv(priced: Engine) -> None:
+    at = run_app("views/cost.py")
+
+    assert at.title[0].value == "Cost per point"
+    assert len(charts(at)) == 2
+    hosts = at.dataframe[0].value.set_index("host")
+    assert set(hosts.index) == {
+        "local-1",
+        "gcp-paid",
+        "gcp-idle",
+        "oci-idle",
+        "azure-gone",
+        "new-vm",
+    }
+    assert hosts.loc["local-1", "per_point"] == "free"
+    assert hosts.loc["oci-idle", "per_point"] == "no points"
+    assert hosts.loc["gcp-paid", "per_point"].startswith("$")
+    assert hosts.loc["gcp-paid", "points"] == 35.0
+    assert hosts.loc["azure-gone", "cost_usd"] == pytest.approx(0.1 * (24 * 6 + 3))
+    assert "points_raw" not in hosts.columns
+    assert list(hosts.index[:2]) == ["oci-idle", "gcp-idle"]  # paying for nothing: first
+    providers = at.dataframe[1].value.set_index("provider")
+    assert providers.loc["local", "per_point"] == "free"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Paid hosts without points"] == "2"
+    assert metrics["Points"] == "52.00"  # 6 + 35 + 4 + 7: laptop-node is not ours
+    assert [b.key for b in at.download_button] == ["cost_hosts_csv", "cost_providers_csv"]
+
+
+def test_cost_page_sidebar_filter(priced: Engine) -> None:
+    at = run_app("views/cost.py")
+
+    at.sidebar.multiselect(key="filter_provider").set_value(["gcp"]).run()
+
+    assert not at.exception
+    assert set(at.dataframe[0].value["host"]) == {"gcp-paid", "gcp-idle"}
+    assert at.dataframe[1].value["provider"].tolist() == ["gcp"]
+
+
+def test_cost_page_with_only_unmanaged_nodes_selected(priced: Engine) -> None:
+    at = run_app("views/cost.py")
+
+    at.sidebar.multiselect(key="filter_host").set_value(["laptop-node"]).run()
+
+    assert not at.exception
+    assert any("No hosts in the selected days" in info.value for info in at.info)
+    assert not charts(at)

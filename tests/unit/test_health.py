@@ -23,7 +23,8 @@ from gradientlab.health import (
     runner_recoveries,
 )
 from gradientlab.node import runner
-from gradientlab.remote.executor import CommandResult, HostUnreachable, RemoteError
+from gradientlab.node.deploy import PROBE_SH
+from gradientlab.remote.executor import CommandResult, HostUnreachable, LocalExecutor, RemoteError
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -287,27 +288,38 @@ def test_the_sample_row_carries_the_status_and_detail() -> None:
 
 
 def test_the_real_probe_of_an_empty_home_is_runner_down(tmp_path: Path) -> None:
-    data = runner.cmd_probe(runner.Paths(tmp_path), since=0)
-    report = assess("n", json.loads(json.dumps(data)), None)
+    data = probe(LocalExecutor("n", tmp_path), None)  # the real shell probe, run by /bin/sh
+    report = assess("n", data, None)
     assert report.status == "RunnerDown"
     assert report.error == "the node is not deployed on this host"
 
 
 def test_the_real_probe_of_a_running_node_is_good(tmp_path: Path) -> None:
-    paths = runner.Paths(tmp_path)
+    paths = runner.Paths(tmp_path / ".gradientlab" / "node")
+    paths.home.mkdir(parents=True)
     paths.config.write_text("{}")
     paths.runner_pid.write_text(str(os.getpid()))  # any live pid will do
     paths.browser_pid.write_text(str(os.getpid()))
     status = probe_data(popup_fields=popup())["status"]
+    status["pss_kib"] = 250_000
     runner.write_json_atomic(paths.status, status)
     log = runner.EventLog(paths.events)
     log.add("browser_started", "pid 4200")
     log.add("popup_status", "Good")
-    data = json.loads(json.dumps(runner.cmd_probe(paths, since=1)))
+    data = probe(LocalExecutor("n", tmp_path), None, since=1)
     report = assess("n", data, item())
     assert report.status == GOOD
     assert [e["kind"] for e in report.events] == ["popup_status"]
-    assert isinstance(report.pss_kib, int) and report.pss_kib > 0
+    assert report.pss_kib == 250_000
+
+
+def test_the_real_probe_survives_an_event_line_cut_short(tmp_path: Path) -> None:
+    home = tmp_path / ".gradientlab" / "node"
+    home.mkdir(parents=True)
+    (home / "events.jsonl").write_text('{"id": 1, "kind": "runner_started"}\n{"id": 2, "ki')
+    data = probe(LocalExecutor("n", tmp_path), None)
+    assert [e["id"] for e in data["events"]] == [1]
+    assert data["runner_alive"] is False
 
 
 # ---------------------------------------------------------------- runner_recoveries
@@ -401,22 +413,17 @@ def result(exit_code: int = 0, stdout: str = "", stderr: str = "") -> CommandRes
     return CommandResult("cmd", exit_code, stdout, stderr)
 
 
-def test_probe_reads_the_last_json_line_and_passes_the_cursor() -> None:
-    data = probe_data(popup_fields=popup())
-    ex = FakeExecutor({"probe": result(0, "warning: noise\n" + json.dumps(data) + "\n")})
-    assert probe(ex, "/opt/py/bin/python", since=7) == data
-    assert ex.commands == ["/opt/py/bin/python .gradientlab/node/runner.py probe --since 7"]
+def test_probe_parses_the_document_and_applies_the_cursor() -> None:
+    data = probe_data(popup_fields=popup(), events=[{"id": 7, "kind": "a"}, {"id": 8, "kind": "b"}])
+    ex = FakeExecutor({"probe_version": result(0, json.dumps(data) + "\n")})
+    got = probe(ex, "/opt/py/bin/python", since=7)
+    assert [e["id"] for e in got["events"]] == [8]
+    assert ex.commands == [PROBE_SH]  # shell builtins only: no interpreter per probe
 
 
 def test_probe_without_json_says_so() -> None:
     ex = FakeExecutor({"probe": result(127, "", "python: not found\n")})
     with pytest.raises(RemoteError, match=r"node-1: the probe printed no JSON \(exit 127\)"):
-        probe(ex, None)
-
-
-def test_probe_reports_the_runners_error() -> None:
-    ex = FakeExecutor({"probe": result(1, '{"error": "OSError: disk full"}\n')})
-    with pytest.raises(RemoteError, match="node-1: probe failed: OSError: disk full"):
         probe(ex, None)
 
 
