@@ -62,7 +62,8 @@ network:
   dashboard_url: {url}/dashboard/login
   web_api_key: sandbox-web-api-key
   extension_id: {SANDBOX_EXTENSION_ID}
-  extension_source: "{url}/service/update2/crx?x=id%3D{{extension_id}}%26uc&v={{chromium_version}}"
+  extension_source: "{url}/service/update2/crx?response=redirect&prodversion=\\
+{{chromium_version}}&acceptformat=crx2,crx3&x=id%3D{{extension_id}}%26uc"
 providers: {{local: {{kind: local, base_address: 127.0.4.10}}}}
 hosts: [{{name: footprint, provider: local}}]
 runner: {{status_interval_seconds: {args.status_interval}}}

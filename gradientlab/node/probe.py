@@ -97,10 +97,14 @@ def _children(pid: int) -> list[int] | None:
 
 def process_tree(root_pids: list[int]) -> list[int]:
     out: list[int] = []
+    seen: set[int] = set()  # the browser is both a root and the runner's child
     todo = [p for p in root_pids if p]
     scanned: dict[int, list[int]] | None = None
     while todo:
         pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         out.append(pid)
         kids = _children(pid)
         if kids is None:  # fall back to one scan of /proc

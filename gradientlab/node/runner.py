@@ -208,6 +208,7 @@ class Browser:
             raise RuntimeError(
                 f"no extension at {self.paths.current_extension}; run install-extension"
             )
+        self.forget_stale_service_worker()
         args = [
             self.config.get("chromium", "/usr/bin/chromium"),
             *chromium_flags(self.config, self.paths),
@@ -235,6 +236,23 @@ class Browser:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"chromium did not open its DevTools port in {timeout:.0f}s")
+
+    def forget_stale_service_worker(self) -> None:
+        """Chromium keeps an unpacked extension's service worker scripts in the profile and does
+        not reread them while the version is unchanged: after new files of the same version,
+        drop that cache so the new scripts run (the extension's storage, the login, stays)."""
+        try:
+            digest = (self.paths.current_extension / ".gradientlab-sha256").read_text()
+        except OSError:
+            return
+        marker = self.paths.profile / ".gradientlab-extension-sha256"
+        try:
+            if marker.read_text() == digest:
+                return
+        except OSError:
+            pass
+        shutil.rmtree(self.paths.profile / "Default" / "Service Worker", ignore_errors=True)
+        marker.write_text(digest)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -313,6 +331,11 @@ def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> di
                 result["logged_in_now"] = True
                 popup = read_popup(context, ext_id, wait_for_status=True)
             result["popup"] = popup
+            # an open page costs ~40 MiB: leave only the extension's own worker running
+            for page in context.pages:
+                if page.url in ("about:blank", ""):
+                    with contextlib.suppress(Exception):
+                        page.close()
         finally:
             browser.close()  # over CDP this detaches; Chromium keeps running
     return result
@@ -429,6 +452,8 @@ class Runner:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGUSR1, self._on_refresh)
         self.paths.runner_pid.write_text(str(os.getpid()))
+        # a fresh status: what an earlier runner saw must not pass for this browser's state
+        self.write_status(browser_alive=False)
         self.events.add("runner_started", f"pid {os.getpid()}")
         check = float(self.config.get("browser_check_seconds", 2))
         interval = float(self.config.get("status_interval_seconds", 60))

@@ -95,3 +95,44 @@ def test_a_revoked_session_is_logged_in_again(
         timeout=60,
     )
     assert report.status == "Good"
+
+
+def test_a_network_at_a_new_address_is_picked_up_by_a_redeploy(
+    one_host: tuple[Any, HostRecord],
+) -> None:
+    """The network's addresses change (a new sandbox here): redeploying points the extension at
+    the new address, although the extension's version is the same, and the node is Good there."""
+    import os
+
+    from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
+    from gradientlab.sandbox.server import SandboxServer
+    from tests.conftest import SANDBOX_PASSWORD_ENV
+
+    _, record = one_host
+    other = SandboxServer(
+        SandboxConfig(
+            accounts=[
+                SandboxAccount(
+                    email="operator@gradientlab.test", password=os.environ[SANDBOX_PASSWORD_ENV]
+                )
+            ],
+            extension_heartbeat_seconds=3,
+        ),
+        port=0,
+    )
+    other.start()
+    try:
+        address = record.address.rsplit(".", 1)[0] + ".200"
+        fleet = parse_fleet(fleet_yaml(other.url, ["deploy-a"], address), "moved.yaml")
+        ex = executor_for(record)
+        result = deploy_node(ex, node_settings(fleet), record.meta["python"])
+        assert "installed extension 0.1.0" in result.changes
+        report = health.wait_until(
+            lambda: health.assess(record.name, health.probe(ex, record.meta["python"]), None),
+            lambda r: r.status == "Good",
+            timeout=120,
+        )
+        assert report.status == "Good", report
+        assert report.client_id in {n["clientid"] for n in other.network.state()["nodes"]}
+    finally:
+        other.stop()
