@@ -25,7 +25,7 @@ DEMO_FLEET = PROJECT_ROOT / "fleet.demo.yaml"
 SANDBOX_PORT = 8765
 PREFECT_PORT = 4200
 STREAMLIT_PORT = 8501
-DEMO_SPEED = 720.0  # two real minutes are one network day: a demo shows days
+DEMO_SPEED = 360.0  # four real minutes are one network day: a demo shows days
 
 
 def say(message: str) -> None:
@@ -112,7 +112,7 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         from flows.deploy import deploy
         from flows.provision import provision
 
-        say("provision flow: three local hosts (sshd on 127.0.0.10-12, host keys pinned)")
+        say("provision flow: three local hosts, each its own sshd on a loopback address")
         hosts_started = True
         provision(fleet_path=str(fleet_path), approve=True)
         say("deploy flow: runner, extension and Chromium on each host")
@@ -142,6 +142,10 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
             "  Ctrl-C stops everything the demo started.\n",
             flush=True,
         )
+        # Prefect's flow engine replaces signal handlers while flows run in this process, and a
+        # shell starts background jobs with Ctrl-C ignored: (re)install ours for the wait.
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
         deadline = None if stop_after is None else time.monotonic() + stop_after
         while deadline is None or time.monotonic() < deadline:
             for service in started:
