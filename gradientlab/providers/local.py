@@ -23,25 +23,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 from gradientlab.config import HostSpec
+from gradientlab.node.probe import pid_alive
 from gradientlab.paths import data_dir
 from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError
 
 LOCAL_ROOT = Path("/var/lib/gradientlab-local")
 SSHD = "/usr/sbin/sshd"
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def runtime_python() -> str:
@@ -122,7 +109,7 @@ class LocalProvider:
             return None
         data = json.loads(path.read_text())
         record = HostRecord(**data)
-        alive = _pid_alive(self._sshd_pid(name))
+        alive = pid_alive(self._sshd_pid(name))
         state = "running" if alive else "stopped"
         if state != record.state:
             record = HostRecord(**{**data, "state": state})
@@ -381,11 +368,11 @@ class LocalProvider:
         record = self._must(name)
         self._kill_user_processes(record)
         pid = self._sshd_pid(name)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             assert pid is not None
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 5
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         stopped = HostRecord(**{**asdict(record), "state": "stopped"})
         self._write(stopped)
