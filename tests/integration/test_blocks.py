@@ -1,0 +1,40 @@
+"""Credential blocks on a real Prefect server: registered, saved, loaded, secrets kept secret."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_block_types_register_and_round_trip(
+    prefect_server: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deployments.register_blocks import main
+    from tasks.blocks import AzureServicePrincipal, OciCredentials, load_cloud_credentials
+
+    main()
+    assert "registered gradientlab-oci-credentials" in capsys.readouterr().out
+
+    OciCredentials(
+        user="ocid1.user..u",
+        tenancy="ocid1.tenancy..t",
+        fingerprint="aa:bb",
+        region="eu-frankfurt-1",
+        private_key="-----BEGIN PRIVATE KEY-----\nx\n",
+    ).save("oci-roundtrip", overwrite=True)
+    loaded = OciCredentials.load("oci-roundtrip")
+    assert "BEGIN PRIVATE KEY" not in repr(loaded)  # a SecretStr shows as ********
+    config, signer = load_cloud_credentials("oci", "oci-roundtrip")
+    assert signer is None
+    assert config["key_content"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert config["region"] == "eu-frankfurt-1"
+
+    OciCredentials(user="u").save("oci-incomplete", overwrite=True)
+    with pytest.raises(ValueError, match="missing tenancy, fingerprint, region, private_key"):
+        load_cloud_credentials("oci", "oci-incomplete")
+
+    AzureServicePrincipal(tenant_id="t", client_id="c", client_secret="s3cret").save(
+        "azure-roundtrip", overwrite=True
+    )
+    assert "s3cret" not in repr(AzureServicePrincipal.load("azure-roundtrip"))
+    credential = load_cloud_credentials("azure", "azure-roundtrip")
+    assert type(credential).__name__ == "ClientSecretCredential"
