@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any, cast
 
@@ -11,6 +12,9 @@ from sqlalchemy import Engine
 from gradientlab.config import Fleet, load_fleet
 from gradientlab.gradient.errors import GradientError
 from gradientlab.store.database import make_engine, migrate
+
+# httpx logs each request URL at INFO; Firebase URLs carry the web API key as `?key=`.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def read_secret_block(name: str) -> str:
