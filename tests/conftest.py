@@ -146,3 +146,11 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave no per-session folder behind (hosts and servers were stopped by their fixtures)."""
+    import shutil
+
+    if os.environ.get("GRADIENTLAB_HOME") == str(_SESSION_HOME):
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)
