@@ -34,10 +34,10 @@ from gradientlab import health  # noqa: E402
 from gradientlab.config import parse_fleet  # noqa: E402
 from gradientlab.inventory import executor_for  # noqa: E402
 from gradientlab.node.deploy import (  # noqa: E402
+    FACTS_SOURCE,
     NODE_DIR,
-    PROBE_SOURCE,
+    PROBE_SH,
     RUNNER_SOURCE,
-    probe_command,
 )
 from gradientlab.providers.base import HostRecord  # noqa: E402
 from gradientlab.providers.local import LocalProvider  # noqa: E402
@@ -81,7 +81,7 @@ def make_hosts(n: int, base: str) -> tuple[LocalProvider, list[HostRecord]]:
         ex = executor_for(r)
         ex.ensure_dir(NODE_DIR, 0o700)
         ex.write_file(f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644)
-        ex.write_file(f"{NODE_DIR}/probe.py", PROBE_SOURCE.read_bytes(), 0o644)
+        ex.write_file(f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644)
     return provider, records
 
 
@@ -192,13 +192,12 @@ def flow_figure(records: list[HostRecord], repeat: int) -> None:
     sandbox = SandboxServer(
         SandboxConfig(accounts=[SandboxAccount(email="a@b.c", password="bench-password")]), port=0
     )
-    url_ = sandbox.start()
+    sandbox.start()
     fleet_file = BENCH_HOME / "fleet.yaml"
     fleet_file.write_text(
         "account: {email: a@b.c, password: {env: BENCH_PASSWORD}}\n"
-        f"network: {{api_base: {url_}/api, identity_base: {url_}/identitytoolkit, "
-        f"token_base: {url_}/securetoken, web_api_key: sandbox-web-api-key}}\n"
-        "providers: {bench: {kind: local}}\n"
+        + sandbox.fleet_network_yaml()
+        + "providers: {bench: {kind: local}}\n"
     )
     try:
         with prefect_test_harness(server_startup_timeout=180):
@@ -227,13 +226,12 @@ def main() -> None:
     parser.add_argument("--flow", action="store_true", help="also time the whole health flow")
     args = parser.parse_args()
     provider, records = make_hosts(args.hosts, args.base_address)
-    python = records[0].meta["python"]
-    command = probe_command(python, 0)
+    command = PROBE_SH
     pool = ThreadPoolExecutor(args.parallel)
     try:
         # GradientLab's probing core: pooled, pinned connections kept open between sweeps
         def sweep() -> None:
-            reports = list(pool.map(lambda r: health.probe(executor_for(r), python), records))
+            reports = list(pool.map(lambda r: health.probe(executor_for(r)), records))
             assert len(reports) == len(records)
 
         sweep()  # connect once; later sweeps reuse the connections

@@ -29,7 +29,6 @@ from gradientlab.inventory import executor_for, node_settings, provider_for  # n
 from gradientlab.node.deploy import deploy_node  # noqa: E402
 from gradientlab.remote.executor import POOL  # noqa: E402
 from gradientlab.remote.keys import operator_public_key  # noqa: E402
-from gradientlab.sandbox.extension_id import SANDBOX_EXTENSION_ID  # noqa: E402
 from gradientlab.sandbox.network import SandboxAccount, SandboxConfig  # noqa: E402
 from gradientlab.sandbox.server import SandboxServer  # noqa: E402
 
@@ -52,19 +51,10 @@ def main() -> None:
     sandbox = SandboxServer(
         SandboxConfig(accounts=[SandboxAccount(email="a@b.c", password="bench-password")]), port=0
     )
-    url = sandbox.start()
+    sandbox.start()
     fleet = parse_fleet(f"""
 account: {{email: a@b.c, password: {{env: BENCH_PASSWORD}}}}
-network:
-  api_base: {url}/api
-  identity_base: {url}/identitytoolkit
-  token_base: {url}/securetoken
-  dashboard_url: {url}/dashboard/login
-  web_api_key: sandbox-web-api-key
-  extension_id: {SANDBOX_EXTENSION_ID}
-  extension_source: "{url}/service/update2/crx?response=redirect&prodversion=\\
-{{chromium_version}}&acceptformat=crx2,crx3&x=id%3D{{extension_id}}%26uc"
-providers: {{local: {{kind: local, base_address: 127.0.4.10}}}}
+{sandbox.fleet_network_yaml()}providers: {{local: {{kind: local, base_address: 127.0.4.10}}}}
 hosts: [{{name: footprint, provider: local}}]
 runner: {{status_interval_seconds: {args.status_interval}}}
 """)
@@ -75,7 +65,7 @@ runner: {{status_interval_seconds: {args.status_interval}}}
         python = record.meta["python"]
         deploy_node(ex, node_settings(fleet), python)
         report = health.wait_until(
-            lambda: health.assess(record.name, health.probe(ex, python), None),
+            lambda: health.assess(record.name, health.probe(ex), None),
             lambda r: r.status == "Good",
             timeout=120,
         )
@@ -84,7 +74,7 @@ runner: {{status_interval_seconds: {args.status_interval}}}
         samples = []
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
-            pss = health.probe(ex, python).get("pss_kib")
+            pss = health.probe(ex).get("pss_kib")
             if pss:
                 samples.append(pss / 1024)
             time.sleep(1)

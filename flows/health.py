@@ -26,11 +26,7 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
         logger.warning("the network's node list is unavailable (%s); checking hosts only", exc)
     reports = sweep_fleet(records, network)
     by_name = {r.name: r for r in records}
-    needs_work = [
-        r
-        for r in reports
-        if r.status == "Starting" or (recover and not r.healthy and r.status != "Unsupported")
-    ]
+    needs_work = [r for r in reports if r.status == "Starting" or (recover and r.recoverable)]
     healed = {
         report.host: future.result()
         for report, future in [

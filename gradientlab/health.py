@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from gradientlab.gradient.models import NodeListItem
-from gradientlab.node.deploy import probe_command, runner_command
+from gradientlab.node.deploy import PROBE_SH, runner_command
 from gradientlab.remote.executor import Executor, RemoteError
 from gradientlab.store import fleet
 
@@ -68,6 +68,11 @@ class HealthReport:
     def healthy(self) -> bool:
         return self.status in (GOOD, "Starting")
 
+    @property
+    def recoverable(self) -> bool:
+        """Bad in a way recovery steps can change (Unsupported is the network's verdict)."""
+        return not self.healthy and self.status != "Unsupported"
+
     def sample(self) -> dict[str, Any]:
         return {
             "sampled_at": self.checked_at,
@@ -95,9 +100,9 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def probe(ex: Executor, python: str | None, since: int = 0, timeout: float = 20) -> dict[str, Any]:
+def probe(ex: Executor, since: int = 0, timeout: float = 20) -> dict[str, Any]:
     """One SSH command that returns the node's JSON health report (events after `since`)."""
-    result = ex.run(probe_command(python, since), timeout=timeout)
+    result = ex.run(PROBE_SH, timeout=timeout)
     data = parse_probe(result.stdout)
     if data is None:
         raise RemoteError(
@@ -392,12 +397,7 @@ def record(
                     recovered_at = after.checked_at
                 fleet.close_incident(conn, incident_id, "recovered", recovered_at)
                 status = "recovered"
-                row = conn.exec_driver_sql(
-                    "SELECT extract(epoch FROM recovered_at - detected_at) FROM incidents"
-                    " WHERE id = %s",
-                    (incident_id,),
-                ).one()
-                recovery_seconds = float(row[0])
+                recovery_seconds = (recovered_at - detected_at).total_seconds()
             elif actions and not any(a.ok for a in actions):
                 fleet.close_incident(conn, incident_id, "failed", after.checked_at)
                 fleet.mark_alerted(conn, incident_id, after.checked_at)

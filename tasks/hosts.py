@@ -66,7 +66,7 @@ def _reprobe(
     record: HostRecord, cursor: int, by_client: dict[str, NodeListItem], use_network: bool = True
 ) -> health_lib.HealthReport:
     try:
-        data = health_lib.probe(executor_for(record), record.meta.get("python"), cursor)
+        data = health_lib.probe(executor_for(record), cursor)
     except RemoteError as exc:
         return health_lib.assess(record.name, None, None, str(exc))
     client = ((data.get("status") or {}).get("popup") or {}).get("node_id")
@@ -108,7 +108,7 @@ def heal_host(
             before.status = "Disconnected"  # the runner cannot read its popup: act on it
             before.error = before.error or "the runner has not read the extension's popup"
     after, actions = before, list[health_lib.ActionResult]()
-    if recover and not before.healthy and before.status != "Unsupported":
+    if recover and before.recoverable:
         provider = provider_for(fleet, record.provider, load_cloud_credentials)
         recovery = health_lib.Recovery(
             ex=executor_for(record) if before.reachable else None,

@@ -107,24 +107,13 @@ def sandbox() -> Iterator[Any]:
     server.stop()
 
 
-def fleet_yaml(url: str, hosts: list[str], base_address: str) -> str:
-    from gradientlab.sandbox.extension_id import SANDBOX_EXTENSION_ID
-
+def fleet_yaml(sandbox: Any, hosts: list[str], base_address: str) -> str:
     host_lines = "\n".join(f"  - {{name: {h}, provider: local}}" for h in hosts)
     return f"""
 account:
   email: operator@gradientlab.test
   password: {{env: {SANDBOX_PASSWORD_ENV}}}
-network:
-  api_base: {url}/api
-  identity_base: {url}/identitytoolkit
-  token_base: {url}/securetoken
-  dashboard_url: {url}/dashboard/login
-  web_api_key: sandbox-web-api-key
-  extension_id: {SANDBOX_EXTENSION_ID}
-  extension_source: "{url}/service/update2/crx?response=redirect&prodversion=\\
-{{chromium_version}}&acceptformat=crx2,crx3&x=id%3D{{extension_id}}%26uc"
-providers:
+{sandbox.fleet_network_yaml()}providers:
   local: {{kind: local, base_address: {base_address}, ssh_port: 2222}}
 hosts:
 {host_lines}

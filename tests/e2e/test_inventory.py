@@ -47,7 +47,7 @@ def test_inventory_host_is_adopted_deployed_and_good(
     from flows.provision import provision
     from gradientlab.cli import main as cli
 
-    base = fleet_yaml(sandbox.url, [], "127.0.0.1")
+    base = fleet_yaml(sandbox, [], "127.0.0.1")
     inventory = base.replace(
         "providers:\n  local: {kind: local, base_address: 127.0.0.1, ssh_port: 2222}",
         "providers:\n  home: {kind: ssh}",

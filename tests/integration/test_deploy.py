@@ -22,7 +22,7 @@ from tests.conftest import fleet_yaml
 @pytest.fixture(scope="module")
 def one_host(sandbox: Any, base_address: str) -> Iterator[tuple[Any, HostRecord]]:
     address = base_address.rsplit(".", 1)[0] + ".200"
-    fleet = parse_fleet(fleet_yaml(sandbox.url, ["deploy-a"], address), "test-fleet.yaml")
+    fleet = parse_fleet(fleet_yaml(sandbox, ["deploy-a"], address), "test-fleet.yaml")
     provider = provider_for(fleet, "local")
     record = provider.create(fleet.hosts[0], operator_public_key())
     yield fleet, record
@@ -44,7 +44,7 @@ def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostR
     assert mode == "600"  # the password lives only in a file its user alone can read
 
     report = health.wait_until(
-        lambda: health.assess(record.name, health.probe(ex, record.meta["python"]), None),
+        lambda: health.assess(record.name, health.probe(ex), None),
         lambda r: r.status == "Good",
         timeout=90,
     )
@@ -75,14 +75,13 @@ def test_a_revoked_session_is_logged_in_again(
 
     fleet, record = one_host
     ex = executor_for(record)
-    python = record.meta["python"]
-    before = health.probe(ex, python)
+    before = health.probe(ex)
     assert health.assess(record.name, before, None).status == "Good"
     cursor = max(int(e["id"]) for e in before["events"])
     assert httpx.post(f"{sandbox.url}/__sandbox/revoke-sessions").json()["revoked"] >= 1
 
     def logged_in_again() -> bool:
-        events = health.probe(ex, python, since=cursor)["events"]
+        events = health.probe(ex, since=cursor)["events"]
         return any(e["kind"] == "logged_in" for e in events)
 
     deadline = time.monotonic() + 120
@@ -90,7 +89,7 @@ def test_a_revoked_session_is_logged_in_again(
         time.sleep(1)
     assert logged_in_again(), "the runner did not log in again"
     report = health.wait_until(
-        lambda: health.assess(record.name, health.probe(ex, python), None),
+        lambda: health.assess(record.name, health.probe(ex), None),
         lambda r: r.status == "Good",
         timeout=60,
     )
@@ -123,12 +122,12 @@ def test_a_network_at_a_new_address_is_picked_up_by_a_redeploy(
     other.start()
     try:
         address = record.address.rsplit(".", 1)[0] + ".200"
-        fleet = parse_fleet(fleet_yaml(other.url, ["deploy-a"], address), "moved.yaml")
+        fleet = parse_fleet(fleet_yaml(other, ["deploy-a"], address), "moved.yaml")
         ex = executor_for(record)
         result = deploy_node(ex, node_settings(fleet), record.meta["python"])
         assert "installed extension 0.1.0" in result.changes
         report = health.wait_until(
-            lambda: health.assess(record.name, health.probe(ex, record.meta["python"]), None),
+            lambda: health.assess(record.name, health.probe(ex), None),
             lambda r: r.status == "Good",
             timeout=120,
         )

@@ -60,7 +60,7 @@ def probe_data(
     events: list[dict[str, Any]] | None = None,
     **status: Any,
 ) -> dict[str, Any]:
-    """A probe shaped like `runner.cmd_probe`'s answer, around a status file like `Runner`'s."""
+    """A probe shaped like `PROBE_SH`'s answer, around a status file like `Runner`'s."""
     status_file: dict[str, Any] = {
         "runner_pid": 4100,
         "runner_version": "1",
@@ -288,7 +288,7 @@ def test_the_sample_row_carries_the_status_and_detail() -> None:
 
 
 def test_the_real_probe_of_an_empty_home_is_runner_down(tmp_path: Path) -> None:
-    data = probe(LocalExecutor("n", tmp_path), None)  # the real shell probe, run by /bin/sh
+    data = probe(LocalExecutor("n", tmp_path))  # the real shell probe, run by /bin/sh
     report = assess("n", data, None)
     assert report.status == "RunnerDown"
     assert report.error == "the node is not deployed on this host"
@@ -306,7 +306,7 @@ def test_the_real_probe_of_a_running_node_is_good(tmp_path: Path) -> None:
     log = runner.EventLog(paths.events)
     log.add("browser_started", "pid 4200")
     log.add("popup_status", "Good")
-    data = probe(LocalExecutor("n", tmp_path), None, since=1)
+    data = probe(LocalExecutor("n", tmp_path), since=1)
     report = assess("n", data, item())
     assert report.status == GOOD
     assert [e["kind"] for e in report.events] == ["popup_status"]
@@ -317,7 +317,7 @@ def test_the_real_probe_survives_an_event_line_cut_short(tmp_path: Path) -> None
     home = tmp_path / ".gradientlab" / "node"
     home.mkdir(parents=True)
     (home / "events.jsonl").write_text('{"id": 1, "kind": "runner_started"}\n{"id": 2, "ki')
-    data = probe(LocalExecutor("n", tmp_path), None)
+    data = probe(LocalExecutor("n", tmp_path))
     assert [e["id"] for e in data["events"]] == [1]
     assert data["runner_alive"] is False
 
@@ -416,7 +416,7 @@ def result(exit_code: int = 0, stdout: str = "", stderr: str = "") -> CommandRes
 def test_probe_parses_the_document_and_applies_the_cursor() -> None:
     data = probe_data(popup_fields=popup(), events=[{"id": 7, "kind": "a"}, {"id": 8, "kind": "b"}])
     ex = FakeExecutor({"probe_version": result(0, json.dumps(data) + "\n")})
-    got = probe(ex, "/opt/py/bin/python", since=7)
+    got = probe(ex, since=7)
     assert [e["id"] for e in got["events"]] == [8]
     assert ex.commands == [PROBE_SH]  # shell builtins only: no interpreter per probe
 
@@ -424,7 +424,7 @@ def test_probe_parses_the_document_and_applies_the_cursor() -> None:
 def test_probe_without_json_says_so() -> None:
     ex = FakeExecutor({"probe": result(127, "", "python: not found\n")})
     with pytest.raises(RemoteError, match=r"node-1: the probe printed no JSON \(exit 127\)"):
-        probe(ex, None)
+        probe(ex)
 
 
 # ---------------------------------------------------------------- Recovery

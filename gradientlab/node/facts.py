@@ -1,19 +1,13 @@
-"""The health probe: one JSON report of a node, read over SSH on every health check.
-
-Shipped beside runner.py and run as `python3 -I -S probe.py [--since N]`. It imports almost
-nothing (no site-packages, no Playwright) because it runs on every host on every sweep: its cost
-is the health check's cost."""
+"""Facts about the node's processes on a host: liveness, the browser's process tree, its PSS,
+the runner's event log. Shipped beside runner.py (standard library only); the health check itself
+is a shell command (`gradientlab.node.deploy.PROBE_SH`) that reads what the runner writes."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
 from datetime import UTC, datetime
 from typing import Any
-
-PROBE_VERSION = "1"
 
 
 def now_iso() -> str:
@@ -127,46 +121,3 @@ def _scan_parents() -> dict[int, list[int]]:
             continue
         children.setdefault(ppid, []).append(int(entry))
     return children
-
-
-def probe(home: str, since: int = 0) -> dict[str, Any]:
-    runner_pid = read_pid(os.path.join(home, "runner.pid"))
-    browser_pid = read_pid(os.path.join(home, "browser.pid"))
-    runner_alive = pid_alive(runner_pid)
-    browser_alive = runner_alive and pid_alive(browser_pid)
-    try:
-        with open(os.path.join(home, "status.json")) as f:
-            status = json.load(f)
-    except (OSError, ValueError):
-        status = {}
-    alive = [p for p in (runner_pid, browser_pid) if p and pid_alive(p)]
-    return {
-        "probe_version": PROBE_VERSION,
-        "now": now_iso(),
-        "hostname": socket.gethostname(),
-        "runner_alive": runner_alive,
-        "runner_pid": runner_pid if runner_alive else None,
-        "browser_alive": browser_alive,
-        "browser_pid": browser_pid if browser_alive else None,
-        "installed": os.path.exists(os.path.join(home, "config.json")),
-        "status": status,
-        "pss_kib": pss_kib(process_tree(alive)),
-        "events": read_events(os.path.join(home, "events.jsonl"), since),
-    }
-
-
-def main(argv: list[str]) -> int:
-    since = 0
-    if len(argv) >= 2 and argv[0] == "--since":
-        try:
-            since = int(argv[1])
-        except ValueError:
-            print(json.dumps({"error": f"--since takes an event id, not {argv[1]!r}"}))
-            return 2
-    home = os.environ.get("GRADIENTLAB_NODE_HOME") or os.path.dirname(os.path.abspath(__file__))
-    print(json.dumps(probe(home, since)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
