@@ -1,4 +1,5 @@
-"""Health: probe every host over SSH, compare with the network's node list, recover, record."""
+"""Health: probe every host, judge it, decide recoveries that cannot storm, run them, record,
+alert. One host's trouble is that host's verdict; the run itself does not fail for it."""
 
 from __future__ import annotations
 
@@ -6,64 +7,116 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
-from gradientlab.gradient.models import NodeListItem
-from gradientlab.health import HealthOutcome
+from gradientlab.health import (
+    Alert,
+    Decision,
+    HealthOutcome,
+    Verdict,
+    apply_brake,
+    decide,
+    network_state,
+)
+from gradientlab.health.report import utcnow
 from gradientlab.store.fleet import host_records
 from tasks.common import engine, fleet_from
-from tasks.hosts import heal_host, record_health, sweep_fleet
-from tasks.network import list_network_nodes
+from tasks.hosts import heal_host, load_histories, record_health, sweep_fleet
+from tasks.network import network_view
+
+
+def send(alert: Alert) -> None:
+    kind = "fleet" if alert.fleet_wide else "host"
+    emit_event(
+        event=alert.event,
+        resource={
+            "prefect.resource.id": f"gradientlab.{kind}.{alert.subject}",
+            "prefect.resource.name": alert.subject,
+        },
+        payload=alert.payload,
+    )
 
 
 @flow(name="health", log_prints=True)
 def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthOutcome]:
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)
+    policy = fleet.health
     records = host_records(engine())
-    network: list[NodeListItem] = []
-    try:
-        network = list_network_nodes(fleet)
-    except Exception as exc:  # noqa: BLE001 - the SSH side still tells a lot
-        logger.warning("the network's node list is unavailable (%s); checking hosts only", exc)
-    reports = sweep_fleet(records, network)
+
+    network, api_error = network_view(fleet)
+    if api_error:
+        logger.warning(
+            "the network's node list is unavailable (%s); checking hosts only", api_error
+        )
+    reports = sweep_fleet(records, network, policy)
+    at = max((r.checked_at for r in reports), default=utcnow())
+    state = network_state(reports, api_error, policy)
+    if state.down:
+        logger.warning("the network is down or degraded: %s", state.reason)
+
+    histories = load_histories(records, at)
+    decisions = apply_brake(
+        {r.host: decide(r, histories[r.host], state, policy) for r in reports},
+        len(records),
+        policy,
+    )
+    if not recover:
+        decisions = {h: Decision((), "recovery is off for this run") for h in decisions}
+
     by_name = {r.name: r for r in records}
-    needs_work = [r for r in reports if r.status == "Starting" or (recover and r.recoverable)]
-    healed = {
-        report.host: future.result()
-        for report, future in [
-            (report, heal_host.submit(fleet, by_name[report.host], report, network, recover))
-            for report in needs_work
-        ]
+    work = [r for r in reports if r.status == Verdict.STARTING or decisions[r.host].steps]
+    futures = {
+        r.host: heal_host.submit(
+            fleet, by_name[r.host], r, decisions[r.host], histories[r.host], state
+        )
+        for r in work
     }
-    outcomes: list[HealthOutcome] = record_health([healed.get(r.host, (r, r, [])) for r in reports])
-    for o in outcomes:
-        if o.incident_status == "failed":
-            emit_event(
-                event="gradientlab.node.recovery-failed",
-                resource={
-                    "prefect.resource.id": f"gradientlab.host.{o.host}",
-                    "prefect.resource.name": o.host,
-                },
-                payload={"status": o.status, "actions": list(o.actions)},
+    results = []
+    for report in reports:
+        future = futures.get(report.host)
+        if future is None:
+            results.append((report, report, [], decisions[report.host]))
+            continue
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - this host's recovery failed, not the run
+            logger.error("%s: the recovery task failed: %s", report.host, exc)
+            results.append(
+                (report, report, [], Decision((), f"the recovery task failed: {exc}"[:500]))
             )
-            logger.error("%s: recovery failed (%s); a person should look", o.host, o.status)
-        elif o.incident_status == "recovered":
+
+    outcomes, fleet_alerts, errors = record_health(results, policy, state, at, fleet.name)
+    for error in errors:
+        logger.error(error)
+    if errors and not outcomes:
+        raise RuntimeError(f"no host's check could be recorded: {errors[0]}")
+
+    for alert in fleet_alerts + [a for o in outcomes for a in o.alerts]:
+        logger.warning("alert %s for %s: %s", alert.event, alert.subject, alert.payload)
+        send(alert)
+    for o in outcomes:
+        if o.incident_status == "recovered":
             logger.info(
                 "%s: recovered in %.1fs by %s",
                 o.host,
                 o.recovery_seconds or 0,
                 ", ".join(o.actions) or "the runner",
             )
+        elif o.status not in (Verdict.GOOD, Verdict.STARTING):
+            logger.info("%s: %s — %s; %s", o.host, o.status, o.reason, o.decision)
     create_table_artifact(
         key="fleet-health",
         table=[
             {
                 "host": o.host,
                 "status": o.status,
+                "reason": o.reason,
+                "decision": o.decision,
                 "incident": o.incident_status or "",
                 "actions": ", ".join(o.actions),
             }
             for o in outcomes
         ],
-        description="Fleet health after the last check",
+        description="Fleet health after the last check"
+        + (f" — network down or degraded: {state.reason}" if state.down else ""),
     )
     return outcomes

@@ -199,9 +199,36 @@ class Runner(Strict):
     chromium: str = "/usr/bin/chromium"
 
 
+class RungBudgets(Strict):
+    """How often each recovery rung may run on one host per hour (then the host is quarantined)."""
+
+    restart_browser: int = 6
+    login: int = 4
+    restart_runner: int = 4
+    deploy: int = 2
+    reboot_host: int = 2
+    reprovision: int = 1
+
+
 class Health(Strict):
     interval_seconds: int = 300
     recovery_wait_seconds: float = 60
+    # a rung that touches the host (reboot, re-provision) needs the fault seen on this many
+    # consecutive sweeps, or for this long, first
+    confirm_sweeps: int = Field(default=2, ge=1)
+    confirm_seconds: float = Field(default=900, gt=0)
+    budgets: RungBudgets = RungBudgets()
+    backoff_seconds: float = Field(default=60, ge=0)  # doubles after each attempt of a rung
+    max_reboot_share: float = Field(default=0.2, gt=0, le=1)  # of the fleet, per sweep
+    reprovision: bool = False  # re-create a lost cloud VM as the last rung
+    # the network is "degraded" when this share of the checked nodes is Disconnected at once
+    network_down_share: float = Field(default=0.6, gt=0, le=1)
+    network_down_min_nodes: int = Field(default=2, ge=1)
+    disk_free_min_mib: int = Field(default=256, ge=0)
+    memory_available_min_mib: int = Field(default=64, ge=0)
+    crash_loop_starts: int = Field(default=3, ge=2)  # runner starts within crash_loop_seconds
+    crash_loop_seconds: float = Field(default=600, gt=0)
+    probe_timeout_seconds: float = Field(default=20, gt=0)
 
 
 class Schedules(Strict):

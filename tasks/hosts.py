@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from datetime import datetime
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from gradientlab import health as health_lib
-from gradientlab.config import Fleet
+from gradientlab.config import Fleet, Health
 from gradientlab.gradient.models import NodeListItem
+from gradientlab.health import (
+    ActionResult,
+    Alert,
+    Decision,
+    HealthOutcome,
+    HealthReport,
+    History,
+    NetworkState,
+    Observation,
+    Recovery,
+    Verdict,
+    decide,
+    judge,
+    observe,
+    record_sweep,
+    wait_until,
+)
+from gradientlab.health.record import host_histories
+from gradientlab.health.report import utcnow
+from gradientlab.health.status import HOST_RUNGS
 from gradientlab.inventory import executor_for, node_settings, provider_for
-from gradientlab.node.deploy import deploy_node
+from gradientlab.node.deploy import DeployResult, deploy_node
 from gradientlab.node.runner import RUNNER_VERSION
 from gradientlab.providers.base import HostRecord, PlannedHost
-from gradientlab.remote.executor import RemoteError
 from gradientlab.remote.keys import operator_public_key
 from gradientlab.store import fleet as fleet_store
+from gradientlab.store.locks import HostBusy, host_lock
 from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
 
@@ -52,81 +72,166 @@ def create_host(fleet: Fleet, name: str) -> HostRecord:
     return record
 
 
-@task(name="deploy-node", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, tags=["ssh"])
+@task(
+    name="deploy-node",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=5,
+    tags=["ssh"],
+    timeout_seconds=1800,
+)
 def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
+    # never at the same time as a recovery on this host (any worker): wait for it to finish
+    with host_lock(engine(), record.name, wait_seconds=900):
+        result = _deploy(fleet, record)
+    return asdict(result)
+
+
+def _deploy(fleet: Fleet, record: HostRecord) -> DeployResult:
     settings = node_settings(fleet, read_secret_block)
     result = deploy_node(executor_for(record), settings, record.meta.get("python"))
     fleet_store.record_deploy(
         engine(), record.name, result.extension_id, result.extension_version, RUNNER_VERSION
     )
-    return asdict(result)
+    return result
 
 
-def _reprobe(
-    record: HostRecord, cursor: int, by_client: dict[str, NodeListItem], use_network: bool = True
-) -> health_lib.HealthReport:
+def _check(
+    record: HostRecord,
+    position: tuple[int, str | None],
+    by_client: dict[str, NodeListItem],
+    policy: Health,
+    use_network: bool = True,
+) -> HealthReport:
+    """Probe and judge one host; whatever goes wrong becomes that host's verdict."""
+    checked_at = utcnow()
+    obs = observe(
+        record.name,
+        lambda: executor_for(record),
+        checked_at,
+        timeout=policy.probe_timeout_seconds,
+    )
     try:
-        data = health_lib.probe(executor_for(record), cursor)
-    except RemoteError as exc:
-        return health_lib.assess(record.name, None, None, str(exc))
-    client = ((data.get("status") or {}).get("popup") or {}).get("node_id")
-    item = by_client.get(client or "") if use_network else None
-    return health_lib.assess(record.name, data, item)
+        client = (((obs.data or {}).get("status") or {}).get("popup") or {}).get("node_id")
+        item = by_client.get(str(client or "")) if use_network else None
+        report = judge(obs, item, policy, cursor=position[0], events_id=position[1])
+    except Exception as exc:  # noqa: BLE001 - an answer the judge cannot read
+        report = judge(
+            Observation(record.name, checked_at, None, Verdict.PROBE_INVALID, f"{exc!r}"),
+            None,
+            policy,
+        )
+    report.facts.setdefault("address", f"{record.address}:{record.ssh_port}")
+    return report
 
 
-@task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"])
+@task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=300)
 def sweep_fleet(
-    records: list[HostRecord], network: list[NodeListItem], parallel: int = 20
-) -> list[health_lib.HealthReport]:
+    records: list[HostRecord], network: list[NodeListItem], policy: Health, parallel: int = 20
+) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
-    task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work."""
-    cursors = fleet_store.event_cursors(engine())
+    task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work.
+    Every host gets a report, whatever happens to the others."""
+    positions = fleet_store.event_positions(engine())
     by_client = {item.name: item for item in network}
+    if not records:
+        return []
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
-        return list(pool.map(lambda r: _reprobe(r, cursors.get(r.name, 0), by_client), records))
+        return list(
+            pool.map(
+                lambda r: _check(r, positions.get(r.name, (0, None)), by_client, policy),
+                records,
+            )
+        )
 
 
-@task(name="heal-host", cache_policy=NO_CACHE, tags=["ssh"])
+@task(name="load-histories", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      timeout_seconds=60)  # fmt: skip
+def load_histories(records: list[HostRecord], at: datetime) -> dict[str, History]:
+    return host_histories(engine(), records, at)
+
+
+HealResult = tuple[HealthReport, HealthReport, list[ActionResult], Decision]
+
+
+@task(name="heal-host", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=1800)
 def heal_host(
     fleet: Fleet,
     record: HostRecord,
-    before: health_lib.HealthReport,
-    network: list[NodeListItem],
-    recover: bool = True,
-) -> tuple[health_lib.HealthReport, health_lib.HealthReport, list[health_lib.ActionResult]]:
-    """Wait out a starting browser, then recover step by step: (before, after, actions)."""
-    cursor = fleet_store.event_cursor(engine(), record.name)
-    by_client = {item.name: item for item in network}
-    if before.status == "Starting":
+    before: HealthReport,
+    decision: Decision,
+    history: History,
+    network: NetworkState,
+) -> HealResult:
+    """Wait out a starting browser, then run the decided rungs: (before, after, actions,
+    decision). Holds the host's lock, so a deploy never runs under a recovery."""
+    try:
+        with host_lock(engine(), record.name, wait_seconds=0):
+            return _heal(fleet, record, before, decision, history, network, fleet.health)
+    except HostBusy as exc:
+        return before, before, [], Decision((), f"{exc}; recovery skipped this sweep")
+
+
+def _heal(
+    fleet: Fleet,
+    record: HostRecord,
+    before: HealthReport,
+    decision: Decision,
+    history: History,
+    network: NetworkState,
+    policy: Health,
+) -> HealResult:
+    position = fleet_store.event_positions(engine()).get(record.name, (0, None))
+
+    def reprobe() -> HealthReport:
+        # after an action only the host's own view counts: the network list is older
+        return _check(record, position, {}, policy, use_network=False)
+
+    if before.status == Verdict.STARTING:
         # a browser the runner just (re)started: give it the time a recovery step gets
-        before = health_lib.wait_until(
-            lambda: _reprobe(record, cursor, by_client, use_network=False),
-            lambda r: r.status != "Starting",
-            fleet.health.recovery_wait_seconds,
+        waited = wait_until(
+            reprobe, lambda r: r.status != Verdict.STARTING, policy.recovery_wait_seconds
         )
-        if before.status == "Starting":
-            before.status = "Disconnected"  # the runner cannot read its popup: act on it
-            before.error = before.error or "the runner has not read the extension's popup"
-    after, actions = before, list[health_lib.ActionResult]()
-    if recover and before.recoverable:
-        provider = provider_for(fleet, record.provider, load_cloud_credentials)
-        recovery = health_lib.Recovery(
-            ex=executor_for(record) if before.reachable else None,
-            python=record.meta.get("python"),
-            reboot_host=lambda: provider.reboot(record.name),
-            # after an action only the runner's own view counts: the network list is older
-            reprobe=lambda: _reprobe(record, cursor, by_client, use_network=False),
-            wait_seconds=fleet.health.recovery_wait_seconds,
-        )
-        after, actions = recovery.recover(before)
-    return before, after, actions
+        if waited.status == Verdict.STARTING:
+            waited.status = Verdict.DISCONNECTED  # the runner cannot read its popup: act on it
+            waited.reason = (
+                "the runner has not read the extension's popup since the browser started"
+            )
+        waited.events = before.events + [e for e in waited.events if e not in before.events]
+        before = waited
+        decision = decide(before, history, network, policy)
+        # never touch the host for a browser that has only just started
+        decision = replace(decision, steps=tuple(s for s in decision.steps if s not in HOST_RUNGS))
+    if not decision.steps:
+        return before, before, [], decision
+    provider = provider_for(fleet, record.provider, load_cloud_credentials)
+
+    def reprovision() -> None:
+        spec = fleet.host(record.name)
+        provider.terminate(record.name)
+        fresh = provider.create(spec, operator_public_key())
+        fleet_store.upsert_host(engine(), fresh)
+        _deploy(fleet, fresh)
+
+    recovery = Recovery(
+        connect=lambda: executor_for(record),
+        python=record.meta.get("python"),
+        reprobe=reprobe,
+        reboot_host=lambda: provider.reboot(record.name),
+        deploy=lambda: _deploy(fleet, record),
+        reprovision=reprovision,
+        wait_seconds=policy.recovery_wait_seconds,
+    )
+    after, actions = recovery.recover(before, decision.steps)
+    return before, after, actions, decision
 
 
-@task(name="record-health", cache_policy=NO_CACHE)
+@task(name="record-health", cache_policy=NO_CACHE, timeout_seconds=300)
 def record_health(
-    results: list[
-        tuple[health_lib.HealthReport, health_lib.HealthReport, list[health_lib.ActionResult]]
-    ],
-) -> list[health_lib.HealthOutcome]:
-    db = engine()
-    return [health_lib.record(db, before, after, actions) for before, after, actions in results]
+    results: list[HealResult],
+    policy: Health,
+    network: NetworkState,
+    at: datetime,
+    fleet_name: str,
+) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
+    return record_sweep(engine(), results, policy, network, at, fleet_name)

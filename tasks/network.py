@@ -28,6 +28,17 @@ def list_network_nodes(fleet: Fleet) -> list[NodeListItem]:
         return client.all_nodes()
 
 
+@task(name="network-view", cache_policy=NO_CACHE, tags=["gradient-api"], timeout_seconds=120)
+def network_view(fleet: Fleet) -> tuple[list[NodeListItem], str | None]:
+    """The network's node list, or why it could not be read (the sweep goes on without it).
+    The client retries transient faults itself within its own deadline."""
+    try:
+        with gradient_client(fleet, read_secret_block) as client:
+            return client.all_nodes(), None
+    except Exception as exc:  # noqa: BLE001 - the API's failure is a fact about the network
+        return [], f"{type(exc).__name__}: {exc}"[:500]
+
+
 @task(name="network-time", **API_RETRIES)  # type: ignore[call-overload]
 def network_time(fleet: Fleet) -> datetime:
     """The network's clock defines "today": a sped-up sandbox or a skewed host clock agree."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -111,46 +111,41 @@ def set_client_id(conn: Connection, hid: int, client_id: str) -> None:
     )
 
 
-def event_cursor(engine: Engine, host: str) -> int:
-    with engine.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT n.event_cursor FROM nodes n JOIN hosts h ON h.id = n.host_id"
-                " WHERE h.name = :n"
-            ),
-            {"n": host},
-        ).first()
-    return int(row.event_cursor) if row else 0
-
-
-def event_cursors(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT h.name, n.event_cursor FROM nodes n JOIN hosts h ON h.id = n.host_id")
-        )
-        return {r.name: int(r.event_cursor) for r in rows}
+SAMPLE_COLUMNS = (
+    "sampled_at", "status", "reason", "decision", "reachable", "runner_alive", "browser_alive",
+    "logged_in", "popup_status", "network_connect", "banned", "banned_reason", "ip",
+    "taps_today", "uptime_today", "pss_kib", "load1", "mem_total_kib", "mem_available_kib",
+    "disk_total_kib", "disk_free_kib", "runner_pss_kib", "browser_pss_kib", "clock_offset_s",
+)  # fmt: skip
 
 
 def insert_sample(conn: Connection, hid: int, sample: dict[str, Any]) -> None:
+    columns = ", ".join(SAMPLE_COLUMNS)
+    values = ", ".join(f":{c}" for c in SAMPLE_COLUMNS)
     conn.execute(
         text(
-            """
-            INSERT INTO node_status_samples (host_id, sampled_at, status, reachable, runner_alive,
-                browser_alive, logged_in, popup_status, network_connect, banned, banned_reason,
-                ip, taps_today, uptime_today, pss_kib, detail)
-            VALUES (:host_id, :sampled_at, :status, :reachable, :runner_alive, :browser_alive,
-                :logged_in, :popup_status, :network_connect, :banned, :banned_reason, :ip,
-                :taps_today, :uptime_today, :pss_kib, CAST(:detail AS jsonb))
-            """
+            f"INSERT INTO node_status_samples (host_id, {columns}, detail)"
+            f" VALUES (:host_id, {values}, CAST(:detail AS jsonb))"
         ),
-        {**sample, "host_id": hid, "detail": json.dumps(sample.get("detail", {}))},
+        {
+            **{c: sample.get(c) for c in SAMPLE_COLUMNS},
+            "host_id": hid,
+            "detail": json.dumps(sample.get("detail", {})),
+        },
     )
 
 
-def open_incident(conn: Connection, hid: int) -> dict[str, Any] | None:
+def current_incident(conn: Connection, hid: int) -> dict[str, Any] | None:
+    """The host's open incident; for a quarantined host, the one its quarantine ended."""
     row = (
         conn.execute(
-            text("SELECT * FROM incidents WHERE host_id = :h AND status = 'open'"), {"h": hid}
+            text(
+                "SELECT i.* FROM incidents i JOIN hosts h ON h.id = i.host_id"
+                " WHERE i.host_id = :h AND (i.status = 'open'"
+                "  OR (h.quarantined_at IS NOT NULL AND i.status = 'failed'))"
+                " ORDER BY (i.status = 'open') DESC, i.detected_at DESC LIMIT 1"
+            ),
+            {"h": hid},
         )
         .mappings()
         .first()
@@ -159,16 +154,48 @@ def open_incident(conn: Connection, hid: int) -> dict[str, Any] | None:
 
 
 def create_incident(
-    conn: Connection, hid: int, kind: str, detected_at: datetime, detail: str
+    conn: Connection, hid: int | None, kind: str, detected_at: datetime, detail: str
 ) -> int:
     row = conn.execute(
         text(
-            "INSERT INTO incidents (host_id, kind, detected_at, detail)"
-            " VALUES (:h, :k, :t, :d) RETURNING id"
+            "INSERT INTO incidents (host_id, kind, last_kind, detected_at, detail)"
+            " VALUES (:h, :k, :k, :t, :d) RETURNING id"
         ),
         {"h": hid, "k": kind, "t": detected_at, "d": detail},
     ).one()
     return int(row.id)
+
+
+def continue_incident(conn: Connection, incident_id: int, kind: str) -> int:
+    """One more sweep saw it; returns how many have."""
+    row = conn.execute(
+        text(
+            "UPDATE incidents SET sweeps = sweeps + 1, last_kind = :k WHERE id = :i"
+            " RETURNING sweeps"
+        ),
+        {"i": incident_id, "k": kind},
+    ).one()
+    return int(row.sweeps)
+
+
+def confirm_incident(conn: Connection, incident_id: int, at: datetime) -> None:
+    conn.execute(
+        text("UPDATE incidents SET confirmed_at = COALESCE(confirmed_at, :t) WHERE id = :i"),
+        {"t": at, "i": incident_id},
+    )
+
+
+def add_alert(conn: Connection, incident_id: int, alert: str, at: datetime) -> bool:
+    """Note that `alert` was sent for this incident; False when it already had been."""
+    row = conn.execute(
+        text(
+            "UPDATE incidents SET alerts = array_append(alerts, CAST(:a AS text)),"
+            " alerted_at = COALESCE(alerted_at, :t)"
+            " WHERE id = :i AND NOT (CAST(:a AS text) = ANY(alerts)) RETURNING id"
+        ),
+        {"a": alert, "i": incident_id, "t": at},
+    ).first()
+    return row is not None
 
 
 def add_action(
@@ -199,19 +226,11 @@ def close_incident(conn: Connection, incident_id: int, status: str, at: datetime
     )
 
 
-def reopen_failed_incident(conn: Connection, hid: int, kind: str | None) -> dict[str, Any] | None:
-    """The host's latest failed incident of the last day (of `kind`, or any but Unsupported),
-    open again so that this check continues it."""
+def open_fleet_incident(conn: Connection, kind: str) -> dict[str, Any] | None:
     row = (
         conn.execute(
-            text(
-                "UPDATE incidents SET status = 'open' WHERE id = ("
-                " SELECT id FROM incidents WHERE host_id = :h AND status = 'failed'"
-                " AND kind <> 'Unsupported' AND (CAST(:k AS text) IS NULL OR kind = :k)"
-                " AND detected_at > now() - interval '1 day' ORDER BY detected_at DESC LIMIT 1)"
-                " RETURNING *"
-            ),
-            {"h": hid, "k": kind},
+            text("SELECT * FROM incidents WHERE host_id IS NULL AND kind = :k AND status = 'open'"),
+            {"k": kind},
         )
         .mappings()
         .first()
@@ -219,22 +238,133 @@ def reopen_failed_incident(conn: Connection, hid: int, kind: str | None) -> dict
     return dict(row) if row else None
 
 
-def mark_alerted(conn: Connection, incident_id: int, at: datetime) -> None:
-    conn.execute(
-        text("UPDATE incidents SET alerted_at = COALESCE(alerted_at, :t) WHERE id = :i"),
-        {"t": at, "i": incident_id},
-    )
+def quarantine_host(conn: Connection, hid: int, at: datetime, reason: str) -> bool:
+    row = conn.execute(
+        text(
+            "UPDATE hosts SET quarantined_at = :t, quarantine_reason = :r"
+            " WHERE id = :h AND quarantined_at IS NULL RETURNING id"
+        ),
+        {"t": at, "r": reason, "h": hid},
+    ).first()
+    return row is not None
 
 
-def set_event_cursor(conn: Connection, hid: int, cursor: int) -> None:
+def end_quarantine(conn: Connection, hid: int, at: datetime) -> None:
+    """Recovery budgets count again from `at` (a person released it, or it came back Good)."""
     conn.execute(
         text(
-            "INSERT INTO nodes (host_id, event_cursor) VALUES (:h, :c) ON CONFLICT (host_id)"
-            " DO UPDATE SET event_cursor = EXCLUDED.event_cursor"
-            " WHERE nodes.event_cursor < EXCLUDED.event_cursor"
+            "UPDATE hosts SET quarantined_at = NULL, quarantine_reason = NULL, released_at = :t"
+            " WHERE id = :h AND quarantined_at IS NOT NULL"
         ),
-        {"h": hid, "c": cursor},
+        {"t": at, "h": hid},
     )
+
+
+def release_host(engine: Engine, name: str, at: datetime) -> dict[str, Any]:
+    """A person hands a quarantined host back to automatic recovery, with fresh budgets."""
+    with engine.begin() as conn:
+        hid = host_id(conn, name)
+        row = (
+            conn.execute(
+                text("SELECT quarantined_at, quarantine_reason FROM hosts WHERE id = :h"),
+                {"h": hid},
+            )
+            .mappings()
+            .one()
+        )
+        conn.execute(
+            text(
+                "UPDATE hosts SET quarantined_at = NULL, quarantine_reason = NULL,"
+                " released_at = :t WHERE id = :h"
+            ),
+            {"t": at, "h": hid},
+        )
+        # its incident goes on (open) until the host is Good again
+        conn.execute(
+            text(
+                "UPDATE incidents SET status = 'open' WHERE id = ("
+                " SELECT id FROM incidents WHERE host_id = :h AND status = 'failed'"
+                " ORDER BY detected_at DESC LIMIT 1)"
+                " AND NOT EXISTS (SELECT 1 FROM incidents WHERE host_id = :h AND status = 'open')"
+            ),
+            {"h": hid},
+        )
+    return dict(row)
+
+
+def histories(
+    engine: Engine, names: list[str], now: datetime, window: timedelta = timedelta(hours=1)
+) -> dict[str, dict[str, Any]]:
+    """Per host: its current incident, its quarantine, and the recovery steps since `now -
+    window` (and since it was last released), oldest first. `now` is the sweep's own clock."""
+    out: dict[str, dict[str, Any]] = {
+        n: {"incident": None, "actions": [], "quarantined_at": None, "quarantine_reason": None}
+        for n in names
+    }
+    with engine.connect() as conn:
+        hosts = conn.execute(
+            text(
+                "SELECT id, name, provider, quarantined_at, quarantine_reason, released_at,"
+                " meta FROM hosts WHERE name = ANY(:n)"
+            ),
+            {"n": names},
+        ).mappings()
+        ids: dict[int, str] = {}
+        for h in hosts:
+            ids[h["id"]] = h["name"]
+            out[h["name"]].update(
+                quarantined_at=h["quarantined_at"], quarantine_reason=h["quarantine_reason"]
+            )
+            out[h["name"]]["released_at"] = h["released_at"]
+        for inc in conn.execute(
+            text(
+                "SELECT DISTINCT ON (i.host_id) i.* FROM incidents i JOIN hosts h"
+                " ON h.id = i.host_id WHERE i.host_id = ANY(:ids) AND (i.status = 'open'"
+                "  OR (h.quarantined_at IS NOT NULL AND i.status = 'failed'))"
+                " ORDER BY i.host_id, (i.status = 'open') DESC, i.detected_at DESC"
+            ),
+            {"ids": list(ids)},
+        ).mappings():
+            out[ids[inc["host_id"]]]["incident"] = dict(inc)
+        for a in conn.execute(
+            text(
+                "SELECT i.host_id, a.step, a.started_at, a.ok FROM recovery_actions a"
+                " JOIN incidents i ON i.id = a.incident_id JOIN hosts h ON h.id = i.host_id"
+                " WHERE i.host_id = ANY(:ids) AND a.started_at > :since AND a.started_at <= :now"
+                " AND (h.released_at IS NULL OR a.started_at > h.released_at)"
+                " ORDER BY a.started_at"
+            ),
+            {"ids": list(ids), "since": now - window, "now": now},
+        ).mappings():
+            out[ids[a["host_id"]]]["actions"].append(dict(a))
+    return out
+
+
+def set_event_cursor(conn: Connection, hid: int, cursor: int, log_id: str | None = None) -> None:
+    """Advance the cursor; a new runner log (another `log_id`) starts it again."""
+    conn.execute(
+        text(
+            "INSERT INTO nodes (host_id, event_cursor, event_log_id) VALUES (:h, :c, :l)"
+            " ON CONFLICT (host_id) DO UPDATE SET event_cursor = EXCLUDED.event_cursor,"
+            " event_log_id = COALESCE(EXCLUDED.event_log_id, nodes.event_log_id)"
+            " WHERE nodes.event_cursor < EXCLUDED.event_cursor"
+            " OR nodes.event_log_id IS DISTINCT FROM COALESCE(EXCLUDED.event_log_id,"
+            "  nodes.event_log_id)"
+        ),
+        {"h": hid, "c": cursor, "l": log_id},
+    )
+
+
+def event_positions(engine: Engine) -> dict[str, tuple[int, str | None]]:
+    """(cursor, runner log id) per host."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name, n.event_cursor, n.event_log_id FROM nodes n"
+                " JOIN hosts h ON h.id = n.host_id"
+            )
+        )
+        return {r.name: (int(r.event_cursor), r.event_log_id) for r in rows}
 
 
 def record_intent(engine: Engine, name: str, provider: str) -> None:

@@ -1,16 +1,34 @@
-"""What the health flow stores, on a real Postgres: samples, incidents, actions, alerts once."""
+"""What the health flow stores, on a real Postgres: samples, incidents confirmed before anyone is
+paged, each alert once, quarantine and release, the network's own incident, database blips.
+
+Every time here comes from one reference clock the test picks: the store decides on the
+reports' own clocks, so the date the suite runs on does not matter."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from gradientlab.health import ActionResult, HealthReport, record
+from gradientlab.config import Health
+from gradientlab.health import (
+    ActionResult,
+    Decision,
+    HealthReport,
+    NetworkState,
+    Verdict,
+    record_sweep,
+)
+from gradientlab.health.record import host_histories
 from gradientlab.providers.base import HostRecord
-from gradientlab.store.fleet import upsert_host
+from gradientlab.store.fleet import host_records, release_host, upsert_host
 
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+# any date: a year back and at an odd minute, so nothing can line up with the wall clock
+T0 = (datetime.now(UTC) - timedelta(days=365)).replace(hour=3, minute=7, second=0, microsecond=0)
+POLICY = Health()
+UP = NetworkState(False, "")
 
 
 def host(engine: Engine, name: str = "n1") -> None:
@@ -29,14 +47,31 @@ def host(engine: Engine, name: str = "n1") -> None:
     )
 
 
-def report(status: str, at: datetime, **kw: object) -> HealthReport:
+def report(status: Verdict, at: datetime, host: str = "n1", **kw: object) -> HealthReport:
     return HealthReport(
-        host="n1", status=status, reachable=status != "Unreachable", checked_at=at, **kw
-    )  # type: ignore[arg-type]
+        host=host,
+        status=status,
+        reachable=status != Verdict.UNREACHABLE,
+        checked_at=at,
+        reason=f"{status} for the test",
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def failed(step: str, at: datetime) -> ActionResult:
     return ActionResult(step, at, at + timedelta(seconds=5), False, "no luck")
+
+
+def sweep(
+    engine: Engine,
+    *reports: HealthReport,
+    actions: list[ActionResult] | None = None,
+    decision: Decision | None = None,
+    network: NetworkState = UP,
+) -> tuple[list, list, list]:  # type: ignore[type-arg]
+    at = max(r.checked_at for r in reports)
+    results = [(r, r, actions or [], decision or Decision((), "test")) for r in reports]
+    return record_sweep(engine, results, POLICY, network, at, "fleet-t")
 
 
 def rows(engine: Engine, sql: str) -> list[tuple[object, ...]]:
@@ -44,65 +79,207 @@ def rows(engine: Engine, sql: str) -> list[tuple[object, ...]]:
         return [tuple(r) for r in conn.execute(text(sql))]
 
 
-def test_a_host_that_stays_down_alerts_once_then_recovers(engine: Engine) -> None:
-    host(engine)
-    down = report("Unreachable", T0)
-    first = record(engine, down, down, [failed("reboot_host", T0)])
-    assert first.incident_status == "failed"  # the flow alerts a person
-    later = report("Unreachable", T0 + timedelta(minutes=5))
-    second = record(engine, later, later, [failed("reboot_host", later.checked_at)])
-    assert second.incident_status == "still-failing"  # no second alert
-    assert second.incident_id == first.incident_id
-    back = report("Good", T0 + timedelta(minutes=10))
-    third = record(engine, back, back, [])
-    assert third.incident_status == "recovered"
-    assert third.recovery_seconds == 600
-    assert rows(engine, "SELECT kind, status, alerted_at IS NOT NULL FROM incidents") == [
-        ("Unreachable", "recovered", True)
-    ]
-    assert rows(engine, "SELECT step, ok FROM recovery_actions ORDER BY id") == [
-        ("reboot_host", False),
-        ("reboot_host", False),
-    ]
-    assert rows(engine, "SELECT status FROM node_status_samples ORDER BY id") == [
-        ("Unreachable",),
-        ("Unreachable",),
-        ("Good",),
-    ]
+def events(outcomes: list) -> list[str]:  # type: ignore[type-arg]
+    return [a.event for o in outcomes for a in o.alerts]
 
 
-def test_unsupported_is_recorded_once_a_day_without_recovery(engine: Engine) -> None:
+def test_a_fault_is_paged_once_confirmed_and_once_resolved(engine: Engine) -> None:
     host(engine)
-    banned = report("Unsupported", T0, banned=True, banned_reason="Data center IP")
-    out = record(engine, banned, banned, [])
-    record(engine, banned, banned, [])
-    assert out.incident_status is None  # nothing to recover, nobody paged
-    assert rows(engine, "SELECT kind, status, detail FROM incidents") == [
-        ("Unsupported", "failed", "Data center IP")
+    first, _, _ = sweep(engine, report(Verdict.UNREACHABLE, T0), actions=[])
+    assert events(first) == []  # one sweep is not enough to page anyone
+    assert first[0].incident_status == "open"
+    later = T0 + timedelta(minutes=5)
+    second, _, _ = sweep(
+        engine, report(Verdict.UNREACHABLE, later), actions=[failed("reboot_host", later)]
+    )
+    assert events(second) == ["gradientlab.incident.opened"]
+    assert second[0].alerts[0].payload["kind"] == "Unreachable"
+    third, _, _ = sweep(engine, report(Verdict.UNREACHABLE, T0 + timedelta(minutes=10)))
+    assert events(third) == []  # not again
+    back = T0 + timedelta(minutes=15)
+    fourth, _, _ = sweep(engine, report(Verdict.GOOD, back))
+    assert fourth[0].incident_status == "recovered"
+    assert fourth[0].recovery_seconds == 900
+    assert events(fourth) == ["gradientlab.incident.resolved"]
+    assert rows(
+        engine, "SELECT kind, status, sweeps, confirmed_at IS NOT NULL, alerts FROM incidents"
+    ) == [("Unreachable", "recovered", 3, True, ["opened", "resolved"])]
+    assert rows(engine, "SELECT step, ok FROM recovery_actions") == [("reboot_host", False)]
+    assert rows(engine, "SELECT status, decision FROM node_status_samples ORDER BY id") == [
+        ("Unreachable", "no action: test"),
+    ] * 3 + [("Good", "no action: test")]
+
+
+def test_a_fault_fixed_within_a_sweep_pages_nobody(engine: Engine) -> None:
+    host(engine)
+    out, _, _ = sweep(engine, report(Verdict.BROWSER_DOWN, T0))
+    assert events(out) == []
+    out, _, _ = sweep(engine, report(Verdict.GOOD, T0 + timedelta(minutes=1)))
+    assert out[0].incident_status == "recovered"
+    assert events(out) == []  # nobody was paged, so nobody is told it is over
+
+
+def test_unsupported_is_recorded_and_alerted_once_without_recovery(engine: Engine) -> None:
+    host(engine)
+    for minutes in (0, 5, 10):
+        banned = report(
+            Verdict.UNSUPPORTED,
+            T0 + timedelta(minutes=minutes),
+            banned=True,
+            banned_reason="Data center IP",
+        )
+        out, _, _ = sweep(engine, banned)
+        assert events(out) == (["gradientlab.node.unsupported"] if minutes == 0 else [])
+    assert out[0].alerts == () and out[0].actions == ()
+    assert rows(engine, "SELECT kind, status, alerts FROM incidents") == [
+        ("Unsupported", "open", ["unsupported"])
     ]
-    assert rows(engine, "SELECT banned_reason FROM node_status_samples LIMIT 1") == [
+    assert rows(engine, "SELECT DISTINCT banned_reason FROM node_status_samples") == [
         ("Data center IP",)
     ]
 
 
+def test_a_changed_host_key_is_a_security_alert_at_once(engine: Engine) -> None:
+    host(engine)
+    changed = report(
+        Verdict.HOST_KEY_CHANGED,
+        T0,
+        facts={"pinned_fingerprint": "SHA256:old", "offered_fingerprint": "SHA256:new"},
+    )
+    out, _, _ = sweep(engine, changed)
+    assert events(out) == ["gradientlab.security.host-key-changed"]
+    assert out[0].alerts[0].payload["offered_fingerprint"] == "SHA256:new"
+    out, _, _ = sweep(engine, report(Verdict.HOST_KEY_CHANGED, T0 + timedelta(minutes=5)))
+    assert events(out) == []  # once per incident; not also an "opened" page
+
+
 def test_a_browser_death_the_runner_repaired_is_one_incident(engine: Engine) -> None:
     host(engine)
-    events = [
-        {
-            "id": 7,
-            "at": (T0 - timedelta(seconds=9)).isoformat(),
-            "kind": "browser_exited",
-            "detail": "exit code -9",
-        },
+    died = [
+        {"id": 7, "at": (T0 - timedelta(seconds=9)).isoformat(), "kind": "browser_exited",
+         "detail": "exit code -9"},
         {"id": 8, "at": (T0 - timedelta(seconds=7)).isoformat(), "kind": "browser_started"},
-    ]
+    ]  # fmt: skip
     good = report(
-        "Good", T0, events=events, client_id="abc", status_updated_at=T0 - timedelta(seconds=4)
+        Verdict.GOOD,
+        T0,
+        events=died,
+        events_id="log-a",
+        client_id="abc",
+        status_updated_at=T0 - timedelta(seconds=4),
     )
-    out = record(engine, good, good, [])
-    assert out.incident_status == "recovered"
-    assert out.recovery_seconds == 5
-    assert rows(engine, "SELECT event_cursor, client_id FROM nodes") == [(8, "abc")]
+    out, _, _ = sweep(engine, good)
+    assert out[0].incident_status == "recovered"
+    assert out[0].recovery_seconds == 5
+    assert rows(engine, "SELECT event_cursor, event_log_id, client_id FROM nodes") == [
+        (8, "log-a", "abc")
+    ]
     assert rows(engine, "SELECT step, ok FROM recovery_actions") == [
         ("runner_restarted_browser", True)
     ]
+    # a reinstalled runner starts its log again: the cursor starts again with it
+    again = [
+        {"id": 1, "at": T0.isoformat(), "kind": "runner_started"},
+        {"id": 2, "at": (T0 + timedelta(seconds=60)).isoformat(), "kind": "browser_exited",
+         "detail": "exit code -9"},
+        {"id": 3, "at": (T0 + timedelta(seconds=62)).isoformat(), "kind": "browser_started"},
+    ]  # fmt: skip
+    later = T0 + timedelta(seconds=70)
+    sweep(engine, report(Verdict.GOOD, later, events=again, events_id="log-b"))
+    assert rows(engine, "SELECT event_cursor, event_log_id FROM nodes") == [(3, "log-b")]
+    assert rows(engine, "SELECT count(*) FROM incidents WHERE status = 'recovered'") == [(2,)]
+
+
+def test_the_network_down_is_one_fleet_incident_and_hosts_are_not_paged(engine: Engine) -> None:
+    for name in ("n1", "n2", "n3"):
+        host(engine, name)
+    down = NetworkState(True, "3 of 3 checked nodes are Disconnected at once", 3, 3)
+    for minutes in (0, 5, 10):
+        at = T0 + timedelta(minutes=minutes)
+        out, fleet_alerts, _ = sweep(
+            engine,
+            *[report(Verdict.DISCONNECTED, at, h) for h in ("n1", "n2", "n3")],
+            network=down,
+        )
+        assert events(out) == []
+        assert [a.event for a in fleet_alerts] == (
+            ["gradientlab.network.down"] if minutes == 5 else []
+        )
+    assert rows(engine, "SELECT count(*) FROM incidents WHERE host_id IS NOT NULL") == [(0,)]
+    at = T0 + timedelta(minutes=15)
+    _, fleet_alerts, _ = sweep(engine, *[report(Verdict.GOOD, at, h) for h in ("n1", "n2", "n3")])
+    assert [a.event for a in fleet_alerts] == ["gradientlab.network.restored"]
+    assert fleet_alerts[0].payload["down_seconds"] == 900
+    assert rows(engine, "SELECT kind, status, host_id FROM incidents") == [
+        ("NetworkDown", "recovered", None)
+    ]
+    samples = rows(engine, "SELECT reason FROM node_status_samples WHERE status = 'Disconnected'")
+    assert len(samples) == 9 and all("network is down" in str(r[0]) for r in samples)
+
+
+def test_quarantine_is_alerted_once_and_lasts_until_released(engine: Engine) -> None:
+    host(engine)
+    spent = Decision((), "every recovery step's budget is spent", quarantine=True)
+    sweep(engine, report(Verdict.RUNNER_DOWN, T0))
+    out, _, _ = sweep(
+        engine, report(Verdict.RUNNER_DOWN, T0 + timedelta(minutes=5)), decision=spent
+    )
+    assert out[0].incident_status == "quarantined"
+    assert "gradientlab.host.quarantined" in events(out)
+    out, _, _ = sweep(
+        engine, report(Verdict.RUNNER_DOWN, T0 + timedelta(minutes=10)), decision=spent
+    )
+    assert events(out) == [] and out[0].incident_status == "quarantined"
+    assert rows(engine, "SELECT count(*), min(status) FROM incidents") == [(1, "failed")]
+    records = host_records(engine)
+    history = host_histories(engine, records, T0 + timedelta(minutes=11))["n1"]
+    assert history.quarantined_at is not None and history.fault == "RunnerDown"
+
+    released = T0 + timedelta(minutes=12)
+    release_host(engine, "n1", released)
+    history = host_histories(engine, records, released)["n1"]
+    assert history.quarantined_at is None
+    assert rows(engine, "SELECT status FROM incidents") == [("open",)]
+    out, _, _ = sweep(engine, report(Verdict.GOOD, T0 + timedelta(minutes=15)))
+    assert out[0].incident_status == "recovered"
+    assert rows(engine, "SELECT count(*) FROM incidents") == [(1,)]
+
+
+def test_histories_count_actions_of_the_last_hour_since_release(engine: Engine) -> None:
+    host(engine)
+    sweep(
+        engine,
+        report(Verdict.UNREACHABLE, T0),
+        actions=[failed("reboot_host", T0 - timedelta(minutes=90)), failed("reboot_host", T0)],
+    )
+    records = host_records(engine)
+    history = host_histories(engine, records, T0 + timedelta(minutes=1))["n1"]
+    assert [a.step for a in history.actions] == ["reboot_host"]  # the one 90 min ago is out
+    release_host(engine, "n1", T0 + timedelta(minutes=2))
+    assert host_histories(engine, records, T0 + timedelta(minutes=3))["n1"].actions == ()
+
+
+def test_a_database_blip_while_recording_loses_no_host(engine: Engine) -> None:
+    for name in ("n1", "n2"):
+        host(engine, name)
+    locked = threading.Event()
+
+    def hold_the_table() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("LOCK TABLE node_status_samples IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            time.sleep(7)  # longer than the writer's lock_timeout: its first try fails
+
+    holder = threading.Thread(target=hold_the_table)
+    holder.start()
+    assert locked.wait(30)
+    out, _, errors = sweep(
+        engine,
+        report(Verdict.GOOD, T0, "n1"),
+        report(Verdict.GOOD, T0, "n2"),
+        report(Verdict.GOOD, T0, "gone"),  # a host not in the database: its own error only
+    )
+    holder.join()
+    assert [o.host for o in out] == ["n1", "n2"]
+    assert len(errors) == 1 and errors[0].startswith("gone:")
+    assert rows(engine, "SELECT count(*) FROM node_status_samples") == [(2,)]

@@ -1,0 +1,120 @@
+"""Running a decided recovery on one host, step by step, stopping at the first that works."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from gradientlab.health.report import HealthReport, utcnow
+from gradientlab.health.status import Rung, Verdict
+from gradientlab.node.deploy import runner_command
+from gradientlab.remote.executor import Executor, RemoteError
+
+
+@dataclass
+class ActionResult:
+    step: str
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    detail: str
+
+
+RUNNER_COMMANDS: dict[Rung, tuple[str, ...]] = {
+    Rung.RESTART_BROWSER: ("restart-browser",),
+    Rung.LOGIN: ("login",),
+    Rung.RESTART_RUNNER: ("stop", "start"),
+}
+
+
+@dataclass
+class Recovery:
+    """How to act on one host; the task layer wires in SSH, the provider and deploy."""
+
+    connect: Callable[[], Executor]
+    python: str | None
+    reprobe: Callable[[], HealthReport]
+    reboot_host: Callable[[], object]
+    deploy: Callable[[], object] | None = None
+    reprovision: Callable[[], object] | None = None
+    wait_seconds: float = 60
+    poll_seconds: float = 1.0
+    command_timeout: float = 120
+
+    def run_step(self, step: Rung) -> str:
+        if step == Rung.REBOOT_HOST:
+            self.reboot_host()
+            return "host rebooted"
+        if step == Rung.DEPLOY:
+            if self.deploy is None:
+                raise RemoteError("deploy is not available here")
+            self.deploy()
+            return "deployed"
+        if step == Rung.REPROVISION:
+            if self.reprovision is None:
+                raise RemoteError("re-provisioning is not enabled for this host")
+            self.reprovision()
+            return "re-provisioned"
+        ex = self.connect()
+        out = []
+        for command in RUNNER_COMMANDS[step]:
+            result = ex.run(runner_command(self.python, command), timeout=self.command_timeout)
+            text = result.stdout.strip()[-300:]
+            if not result.ok:
+                raise RemoteError(
+                    f"{ex.name}: {step} ({command}) failed: {text or result.stderr[-300:]}"
+                )
+            out.append(text)
+        return "; ".join(out)
+
+    def recover(
+        self, report: HealthReport, steps: tuple[Rung, ...]
+    ) -> tuple[HealthReport, list[ActionResult]]:
+        actions: list[ActionResult] = []
+        for step in steps:
+            started = utcnow()
+            try:
+                detail = self.run_step(step)
+            except Exception as exc:  # noqa: BLE001 - recorded as a failed action, next step runs
+                actions.append(ActionResult(step, started, utcnow(), False, str(exc)[:500]))
+                continue
+            report = self.wait_good(
+                longer=step in (Rung.REBOOT_HOST, Rung.REPROVISION, Rung.DEPLOY)
+            )
+            ok = report.status == Verdict.GOOD
+            actions.append(
+                ActionResult(
+                    step,
+                    started,
+                    utcnow(),
+                    ok,
+                    f"{detail}; then {report.status}" if detail else str(report.status),
+                )
+            )
+            if ok:
+                break
+        return report, actions
+
+    def wait_good(self, longer: bool = False) -> HealthReport:
+        deadline = time.monotonic() + self.wait_seconds * (3 if longer else 1)
+        report = self.reprobe()
+        while report.status != Verdict.GOOD and time.monotonic() < deadline:
+            time.sleep(self.poll_seconds)
+            report = self.reprobe()
+        return report
+
+
+def wait_until(
+    read: Callable[[], HealthReport],
+    done: Callable[[HealthReport], bool],
+    timeout: float,
+    poll: float = 1.0,
+) -> HealthReport:
+    deadline = time.monotonic() + timeout
+    report = read()
+    while not done(report) and time.monotonic() < deadline:
+        time.sleep(poll)
+        report = read()
+    return report

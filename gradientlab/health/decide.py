@@ -1,0 +1,175 @@
+"""Deciding a recovery: which rung to climb now, or why none. Pure: the current verdict and the
+host's recent history in, a decision with its reason out; unit-tested without a database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from gradientlab.config import Health
+from gradientlab.health.judge import NetworkState
+from gradientlab.health.report import HealthReport
+from gradientlab.health.status import HOST_RUNGS, Rung, Verdict, about
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PastAction:
+    step: str
+    at: datetime
+    ok: bool | None
+
+
+@dataclass(frozen=True)
+class History:
+    """What the store knows about a host before this sweep."""
+
+    fault: str | None = None  # the kind of its current incident
+    fault_since: datetime | None = None
+    sweeps: int = 0  # consecutive earlier sweeps that saw the current incident
+    actions: tuple[PastAction, ...] = ()  # recovery steps since the last release, newest last
+    quarantined_at: datetime | None = None
+    quarantine_reason: str | None = None
+    cloud: bool = False  # a cloud VM (re-provisioning can replace it)
+
+
+@dataclass(frozen=True)
+class Decision:
+    steps: tuple[Rung, ...]  # to try now, in order, until the node is Good
+    reason: str
+    quarantine: bool = False
+    skipped: tuple[str, ...] = field(default=())  # rungs left out, each with why
+
+    @property
+    def summary(self) -> str:
+        if self.steps:
+            return "try " + " → ".join(self.steps) + f" ({self.reason})"
+        return ("quarantine: " if self.quarantine else "no action: ") + self.reason
+
+
+def confirmed(report: HealthReport, history: History, policy: Health) -> bool:
+    """Seen on enough consecutive sweeps, or for long enough, to touch the host."""
+    if history.fault is None:
+        return policy.confirm_sweeps <= 1
+    if history.sweeps + 1 >= policy.confirm_sweeps:
+        return True
+    since = history.fault_since
+    return since is not None and report.checked_at - since >= timedelta(
+        seconds=policy.confirm_seconds
+    )
+
+
+def _attempts(history: History, rung: Rung, now: datetime) -> list[PastAction]:
+    return [a for a in history.actions if a.step == rung and now - HOUR < a.at <= now]
+
+
+def rung_state(
+    history: History, rung: Rung, now: datetime, policy: Health
+) -> tuple[str, datetime | None]:
+    """("ready", None), ("backoff", until) or ("spent", None) for one rung of one host."""
+    budget = getattr(policy.budgets, rung.value)
+    tries = _attempts(history, rung, now)
+    if len(tries) >= budget:
+        return "spent", None
+    if tries:
+        last = max(a.at for a in tries)
+        wait = timedelta(seconds=policy.backoff_seconds * 2 ** (len(tries) - 1))
+        if now < last + wait:
+            return "backoff", last + wait
+    return "ready", None
+
+
+def decide(
+    report: HealthReport, history: History, network: NetworkState, policy: Health
+) -> Decision:
+    verdict = Verdict(report.status)
+    now = report.checked_at
+    if verdict in (Verdict.GOOD, Verdict.STARTING):
+        return Decision((), about(verdict).meaning)
+    if history.quarantined_at is not None:
+        return Decision(
+            (),
+            f"quarantined since {history.quarantined_at:%Y-%m-%d %H:%M} UTC "
+            f"({history.quarantine_reason or 'recovery budget spent'}); "
+            "`gradientlab hosts release` hands it back",
+        )
+    ladder = about(verdict).ladder
+    if not ladder:
+        return Decision((), about(verdict).meaning)
+    if network.down:
+        # fleet-wide: only what does not depend on the network, a dead browser or runner
+        ladder = tuple(
+            r
+            for r in ladder
+            if verdict in (Verdict.BROWSER_DOWN, Verdict.RUNNER_DOWN)
+            and r in (Rung.RESTART_BROWSER, Rung.RESTART_RUNNER)
+        )
+        if not ladder:
+            return Decision((), f"the network is down or degraded ({network.reason}); waiting")
+    if Rung.REPROVISION in ladder and not (policy.reprovision and history.cloud):
+        ladder = tuple(r for r in ladder if r != Rung.REPROVISION)
+    sure = confirmed(report, history, policy)
+    steps: list[Rung] = []
+    skipped: list[str] = []
+    spent: list[Rung] = []
+    waiting: list[str] = []
+    for rung in ladder:
+        state, until = rung_state(history, rung, now, policy)
+        if state == "spent":
+            spent.append(rung)
+            skipped.append(f"{rung}: budget of {getattr(policy.budgets, rung.value)}/h spent")
+            continue
+        if state == "backoff":
+            assert until is not None
+            waiting.append(f"{rung} after {until:%H:%M:%S}")
+            skipped.append(f"{rung}: backing off until {until:%H:%M:%S} UTC")
+            continue
+        if rung in HOST_RUNGS:
+            if not sure:
+                waiting.append(f"{rung} once the fault is confirmed")
+                skipped.append(
+                    f"{rung}: waits for the fault on {policy.confirm_sweeps} sweeps in a row"
+                )
+                break
+            steps.append(rung)
+            break  # one host-touching rung at most, and only after the lighter ones
+        steps.append(rung)
+    if steps:
+        return Decision(tuple(steps), f"{verdict}: {report.reason}", skipped=tuple(skipped))
+    if waiting:
+        return Decision((), "waiting: " + "; ".join(waiting), skipped=tuple(skipped))
+    if spent and len(spent) == len(ladder):
+        return Decision(
+            (),
+            f"every recovery step's budget is spent ({', '.join(spent)}); "
+            "leaving the host alone until a person releases it",
+            quarantine=True,
+            skipped=tuple(skipped),
+        )
+    return Decision((), "no recovery step applies", skipped=tuple(skipped))
+
+
+def apply_brake(
+    decisions: dict[str, Decision], fleet_size: int, policy: Health
+) -> dict[str, Decision]:
+    """Never touch more than a share of the fleet's hosts in one sweep (at least one)."""
+    allowed = max(1, int(policy.max_reboot_share * fleet_size))
+    out: dict[str, Decision] = {}
+    used = 0
+    for host in sorted(decisions):
+        d = decisions[host]
+        if not any(step in HOST_RUNGS for step in d.steps):
+            out[host] = d
+            continue
+        if used < allowed:
+            used += 1
+            out[host] = d
+            continue
+        kept = tuple(s for s in d.steps if s not in HOST_RUNGS)
+        note = (
+            f"fleet brake: {allowed} of {fleet_size} hosts may be rebooted per sweep; "
+            "this one waits for the next"
+        )
+        out[host] = replace(d, steps=kept, reason=note if not kept else f"{d.reason}; {note}")
+    return out

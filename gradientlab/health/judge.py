@@ -1,0 +1,278 @@
+"""Judging a host: from what the probe saw (or why it saw nothing) to a verdict with its reason.
+
+`judge` and `network_state` are pure: every decision is made on the report's own clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from gradientlab.config import Health
+from gradientlab.gradient.models import NodeListItem
+from gradientlab.health.report import (
+    HealthReport,
+    HostMetrics,
+    as_dict,
+    as_int,
+    event_id,
+    parse_probe,
+    parse_time,
+)
+from gradientlab.health.status import Verdict, about
+from gradientlab.node.deploy import PROBE_SH
+from gradientlab.remote.executor import (
+    AuthRefused,
+    CommandTimeout,
+    Executor,
+    HostKeyInvalid,
+    HostKeyMismatch,
+    HostUnreachable,
+    RemoteError,
+)
+
+
+@dataclass
+class Observation:
+    """What one probe of one host gave: its parsed answer, or the verdict its failure means."""
+
+    host: str
+    checked_at: datetime
+    data: dict[str, Any] | None = None
+    failure: Verdict | None = None
+    error: str | None = None
+    facts: dict[str, Any] | None = None
+
+
+def failure_verdict(exc: BaseException) -> Verdict:
+    """Which verdict an SSH failure means; never a reboot for a key or auth problem."""
+    if isinstance(exc, HostKeyMismatch):
+        return Verdict.HOST_KEY_CHANGED
+    if isinstance(exc, HostKeyInvalid):
+        return Verdict.HOST_KEY_INVALID
+    if isinstance(exc, AuthRefused):
+        return Verdict.AUTH_REFUSED
+    return Verdict.UNREACHABLE  # HostUnreachable, CommandTimeout, anything else on the wire
+
+
+def observe(host: str, connect: Any, checked_at: datetime, timeout: float = 20) -> Observation:
+    """Run the probe on one host. `connect()` gives its executor (it may raise too).
+
+    Whatever happens to this host becomes its observation; nothing raises."""
+    obs = Observation(host=host, checked_at=checked_at)
+    try:
+        ex: Executor = connect()
+        result = ex.run(PROBE_SH, timeout=timeout)
+    except RemoteError as exc:
+        obs.failure, obs.error = failure_verdict(exc), str(exc)
+        if isinstance(exc, HostKeyMismatch):
+            obs.facts = {
+                "pinned_fingerprint": getattr(exc, "pinned_fingerprint", None),
+                "offered_fingerprint": getattr(exc, "offered_fingerprint", None),
+            }
+        return obs
+    except Exception as exc:  # noqa: BLE001 - one host's trouble is that host's verdict
+        obs.failure, obs.error = Verdict.UNREACHABLE, f"{type(exc).__name__}: {exc}"
+        return obs
+    data = parse_probe(result.stdout)
+    if data is None:
+        obs.failure = Verdict.PROBE_INVALID
+        text = (result.stderr or result.stdout).strip()[-300:]
+        obs.error = f"the probe printed no readable report (exit {result.exit_code}): {text!r}"
+        return obs
+    obs.data = data
+    return obs
+
+
+# what the transport failures were called before (kept so callers can still catch them)
+_ = (HostUnreachable, CommandTimeout)
+
+
+def _mib(kib: int | None) -> str:
+    return "?" if kib is None else f"{kib / 1024:.0f} MiB"
+
+
+def crash_loop(events: list[dict[str, Any]], starts: int, window_s: float) -> str | None:
+    """The last error when the runner's last `starts` starts each ended in a crash within
+    `window_s` (measured on the host's own event clock); None otherwise."""
+    runs: list[tuple[datetime | None, str | None]] = []  # (started at, crash detail)
+    for event in events:
+        kind = event.get("kind")
+        if kind == "runner_started":
+            runs.append((parse_time(event.get("at")), None))
+        elif kind == "runner_crashed" and runs and runs[-1][1] is None:
+            runs[-1] = (runs[-1][0], str(event.get("detail") or "crashed"))
+        elif kind in ("popup_status", "runner_stopped") and runs:
+            runs.append((None, None))  # a run that worked or stopped cleanly breaks the loop
+    last = runs[-starts:]
+    if len(last) < starts or any(detail is None or at is None for at, detail in last):
+        return None
+    first_at, last_at = last[0][0], last[-1][0]
+    assert first_at is not None and last_at is not None
+    if last_at - first_at > timedelta(seconds=window_s):
+        return None
+    return last[-1][1]
+
+
+def judge(
+    obs: Observation,
+    network: NodeListItem | None,
+    policy: Health,
+    cursor: int = 0,
+    events_id: str | None = None,
+) -> HealthReport:
+    """One host's verdict from its observation and the network's view of its node."""
+    if obs.data is None:
+        verdict = obs.failure or Verdict.UNREACHABLE
+        return HealthReport(
+            host=obs.host,
+            status=verdict,
+            reachable=verdict not in (Verdict.UNREACHABLE,),
+            checked_at=obs.checked_at,
+            reason=f"{about(verdict).meaning}: {obs.error}"
+            if obs.error
+            else about(verdict).meaning,
+            error=obs.error,
+            facts=dict(obs.facts or {}),
+        )
+    data = obs.data
+    status_file = as_dict(data.get("status"))
+    popup = as_dict(status_file.get("popup"))
+    all_events = [e for e in data.get("events") or [] if isinstance(e, dict)]
+    probe_events_id = data.get("events_id") if isinstance(data.get("events_id"), str) else None
+    if probe_events_id and events_id and probe_events_id != events_id:
+        cursor = 0  # a new runner log: every event in it is new
+    runner_alive = bool(data.get("runner_alive"))
+    report = HealthReport(
+        host=obs.host,
+        status=Verdict.GOOD,
+        reachable=True,
+        checked_at=obs.checked_at,
+        runner_alive=runner_alive,
+        browser_alive=bool(data.get("browser_alive")),
+        logged_in=status_file.get("logged_in"),
+        popup_status=popup.get("status") if isinstance(popup.get("status"), str) else None,
+        client_id=str(popup.get("node_id")) if popup.get("node_id") else None,
+        ip=str(popup.get("ip")) if popup.get("ip") else None,
+        taps_today=as_int(popup.get("taps_today")),
+        uptime_today=as_int(popup.get("uptime_today")),
+        pss_kib=as_int(status_file.get("pss_kib")) if runner_alive else None,
+        banned_reason=str(popup.get("banned_reason")) if popup.get("banned_reason") else None,
+        status_updated_at=parse_time(status_file.get("popup_read_at")),
+        events=[e for e in all_events if event_id(e) > cursor],
+        events_id=probe_events_id,
+        metrics=HostMetrics.from_probe(data, obs.checked_at),
+        error=status_file.get("last_error")
+        if isinstance(status_file.get("last_error"), str)
+        else None,
+    )
+    if network is not None:
+        report.network_connect = network.connect
+        report.banned = network.banned
+        report.ip = network.ip or report.ip
+    verdict, reason = _verdict(report, data, status_file, all_events, policy)
+    report.status = verdict
+    report.reason = reason
+    return report
+
+
+def _verdict(
+    report: HealthReport,
+    data: dict[str, Any],
+    status_file: dict[str, Any],
+    events: list[dict[str, Any]],
+    policy: Health,
+) -> tuple[Verdict, str]:
+    m = report.metrics
+    host_info = as_dict(data.get("host"))
+    if not data.get("installed", True):
+        if host_info.get("cloud_init") == "running":
+            return Verdict.PROVISIONING, about(Verdict.PROVISIONING).meaning
+        return Verdict.NOT_DEPLOYED, about(Verdict.NOT_DEPLOYED).meaning
+    popup = report.popup_status
+    good_now = popup in ("Good", "Excellent") and report.browser_alive and report.runner_alive
+    if m.disk_free_kib is not None and m.disk_free_kib < policy.disk_free_min_mib * 1024:
+        return Verdict.DISK_FULL, (
+            f"{_mib(m.disk_free_kib)} free of {_mib(m.disk_total_kib)} where the node lives "
+            f"(under {policy.disk_free_min_mib} MiB); free space on the host"
+        )
+    if not report.runner_alive:
+        last = crash_loop(events, policy.crash_loop_starts, policy.crash_loop_seconds)
+        if last is not None:
+            return Verdict.RUNNER_CRASH_LOOP, (
+                f"the runner crashed on each of its last {policy.crash_loop_starts} starts; "
+                f"last error: {last}"
+            )
+        detail = f" (last error: {report.error})" if report.error else ""
+        return Verdict.RUNNER_DOWN, about(Verdict.RUNNER_DOWN).meaning + detail
+    if not report.browser_alive:
+        detail = f" (last error: {report.error})" if report.error else ""
+        return Verdict.BROWSER_DOWN, about(Verdict.BROWSER_DOWN).meaning + detail
+    low_memory = (
+        m.mem_available_kib is not None
+        and m.mem_available_kib < policy.memory_available_min_mib * 1024
+    )
+    if low_memory and not good_now:
+        return Verdict.MEMORY_LOW, (
+            f"{_mib(m.mem_available_kib)} of {_mib(m.mem_total_kib)} memory available "
+            f"(under {policy.memory_available_min_mib} MiB)"
+        )
+    if popup is None or _popup_older_than_browser(status_file):
+        return Verdict.STARTING, about(Verdict.STARTING).meaning
+    if popup == "Logged out":
+        return Verdict.LOGGED_OUT, about(Verdict.LOGGED_OUT).meaning
+    if popup == "Suspended":
+        return Verdict.SUSPENDED, about(Verdict.SUSPENDED).meaning
+    if popup == "Unsupported" or report.banned:
+        why = report.banned_reason or "no reason given"
+        return Verdict.UNSUPPORTED, f"the network marks this node Unsupported: {why}"
+    if popup == "Disconnected" or report.network_connect is False:
+        who = "the popup" if popup == "Disconnected" else "the network's node list"
+        return Verdict.DISCONNECTED, f"{about(Verdict.DISCONNECTED).meaning} (per {who})"
+    if popup in ("Good", "Excellent"):
+        return Verdict.GOOD, f"the popup reads {popup}"
+    return Verdict.DISCONNECTED, f"the popup reads {popup!r}, which is not a connected state"
+
+
+def _popup_older_than_browser(status_file: dict[str, Any]) -> bool:
+    read_at = parse_time(status_file.get("popup_read_at"))
+    started = parse_time(status_file.get("browser_started_at"))
+    return bool(started and (read_at is None or read_at < started))
+
+
+# ---------------------------------------------------------------- the fleet
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    down: bool
+    reason: str
+    disconnected: int = 0
+    checked: int = 0
+
+
+def network_state(
+    reports: list[HealthReport], api_error: str | None, policy: Health
+) -> NetworkState:
+    """Down or degraded when the network's API fails, or when most nodes whose browser runs
+    show Disconnected in the same sweep: a fleet-wide fault, not a node's."""
+    checked = [
+        r
+        for r in reports
+        if r.status in (Verdict.GOOD, Verdict.DISCONNECTED, Verdict.UNSUPPORTED, Verdict.SUSPENDED)
+    ]
+    disconnected = sum(1 for r in checked if r.status == Verdict.DISCONNECTED)
+    if api_error:
+        return NetworkState(
+            True, f"the network's API fails: {api_error}", disconnected, len(checked)
+        )
+    if len(
+        checked
+    ) >= policy.network_down_min_nodes and disconnected >= policy.network_down_share * len(checked):
+        return NetworkState(
+            True,
+            f"{disconnected} of {len(checked)} checked nodes are Disconnected at once",
+            disconnected,
+            len(checked),
+        )
+    return NetworkState(False, "", disconnected, len(checked))

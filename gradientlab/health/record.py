@@ -1,0 +1,399 @@
+"""Recording a sweep: samples, incidents with their recovery steps, quarantine, and the alerts
+each of those calls for (returned, for the flow to send; each sent at most once)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from gradientlab.config import Health
+from gradientlab.health.act import ActionResult
+from gradientlab.health.decide import Decision, History, PastAction
+from gradientlab.health.judge import NetworkState
+from gradientlab.health.report import HealthReport, parse_time
+from gradientlab.health.status import HEALTHY, NETWORK_VERDICTS, Kind, Verdict, about
+from gradientlab.store import fleet
+
+NETWORK_DOWN = "NetworkDown"
+
+
+@dataclass(frozen=True)
+class Alert:
+    event: str  # gradientlab.incident.opened, ...
+    subject: str  # a host name, or the fleet's name for fleet-wide alerts
+    fleet_wide: bool
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HealthOutcome:
+    host: str
+    status: str
+    reason: str
+    decision: str
+    incident_id: int | None
+    incident_status: str | None  # open, recovered, quarantined
+    actions: tuple[str, ...]
+    recovery_seconds: float | None
+    alerts: tuple[Alert, ...] = field(default=())
+
+
+def runner_recoveries(events: list[dict[str, Any]]) -> list[tuple[datetime, datetime, str]]:
+    """Browser exits the runner already repaired: (first exit, restart that worked, detail).
+
+    A relaunch that failed logs another exit; the outage still began at the first one."""
+    out = []
+    exited: dict[str, Any] | None = None
+    for event in events:
+        if event.get("kind") == "browser_exited" and exited is None:
+            exited = event
+        elif event.get("kind") == "browser_started" and exited is not None:
+            a, b = parse_time(exited.get("at")), parse_time(event.get("at"))
+            if a and b:
+                out.append((a, b, str(exited.get("detail", ""))))
+            exited = None
+    return out
+
+
+def settled_cursor(events: list[dict[str, Any]]) -> int:
+    """The last event id that can be consumed: an exit not yet followed by a restart stays
+    unread, so the next probe pairs it with its restart."""
+    cursor = 0
+    pending = False
+    for event in events:
+        if event.get("kind") == "browser_exited":
+            pending = True
+        elif event.get("kind") == "browser_started":
+            pending = False
+        if not pending:
+            try:
+                cursor = int(event.get("id", 0))
+            except (TypeError, ValueError):
+                continue
+    return cursor
+
+
+T = TypeVar("T")
+
+
+def with_retries(
+    engine: Engine, work: Callable[[Connection], T], attempts: int = 4, delay: float = 0.5
+) -> T:
+    """One transaction, retried when the database blips (a dropped connection, a lock held
+    too long); the transaction either lands whole or not at all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                conn.execute(text("SET LOCAL statement_timeout = '30s'"))
+                return work(conn)
+        except (OperationalError, DBAPIError) as exc:
+            retry = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not retry or attempt == attempts:
+                raise
+            time.sleep(delay * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _host_alert(event: str, host: str, **payload: Any) -> Alert:
+    return Alert(event, host, False, payload)
+
+
+def record_host(
+    conn: Connection,
+    before: HealthReport,
+    after: HealthReport,
+    actions: list[ActionResult],
+    decision: Decision,
+    policy: Health,
+    network: NetworkState,
+    fleet_name: str,
+) -> HealthOutcome:
+    """Store one host's sample and incident: one current incident per host, actions appended
+    to it; an "opened" alert once it is confirmed, "resolved" when it is Good again."""
+    hid = fleet.host_id(conn, after.host)
+    client_id = after.client_id or before.client_id
+    if client_id:
+        fleet.set_client_id(conn, hid, client_id)
+    sample = after.sample()
+    sample["decision"] = decision.summary
+    suppressed = network.down and before.status == Verdict.DISCONNECTED
+    if suppressed:
+        sample["reason"] = f"{after.reason} — the network is down or degraded ({network.reason})"
+    fleet.insert_sample(conn, hid, sample)
+
+    alerts: list[Alert] = []
+    incident = fleet.current_incident(conn, hid)
+    created = False
+
+    def new_incident(kind: str, at: datetime, detail: str) -> dict[str, Any]:
+        nonlocal created
+        created = True
+        iid = fleet.create_incident(conn, hid, kind, at, detail)
+        return {"id": iid, "kind": kind, "detected_at": at, "sweeps": 1, "alerts": []}
+
+    # browser deaths the runner repaired between checks are incidents too
+    for exited_at, restarted_at, detail in runner_recoveries(before.events):
+        if incident is None:
+            incident = new_incident("BrowserDown", exited_at, f"browser exited ({detail})")
+        fleet.add_action(
+            conn,
+            incident["id"],
+            "runner_restarted_browser",
+            exited_at,
+            restarted_at,
+            True,
+            "the runner started a new browser",
+        )
+
+    verdict = Verdict(before.status)
+    if verdict not in HEALTHY and not suppressed:
+        if incident is None:
+            incident = new_incident(verdict, before.checked_at, before.reason or str(verdict))
+            sweeps = 1
+        elif created:
+            sweeps = 1
+        else:
+            sweeps = fleet.continue_incident(conn, incident["id"], verdict)
+        iid = incident["id"]
+        kind = about(verdict).kind
+        age = before.checked_at - incident["detected_at"]
+        if sweeps >= policy.confirm_sweeps or age >= timedelta(seconds=policy.confirm_seconds):
+            fleet.confirm_incident(conn, iid, before.checked_at)
+            if kind in (Kind.NODE, Kind.HOST, Kind.ACCESS) and fleet.add_alert(
+                conn, iid, "opened", before.checked_at
+            ):
+                alerts.append(
+                    _host_alert(
+                        "gradientlab.incident.opened",
+                        after.host,
+                        kind=str(verdict),
+                        reason=before.reason,
+                        detected_at=incident["detected_at"].isoformat(),
+                        fleet=fleet_name,
+                    )
+                )
+        if verdict == Verdict.HOST_KEY_CHANGED and fleet.add_alert(
+            conn, iid, "security", before.checked_at
+        ):
+            alerts.append(
+                _host_alert(
+                    "gradientlab.security.host-key-changed",
+                    after.host,
+                    address=before.facts.get("address"),
+                    pinned_fingerprint=before.facts.get("pinned_fingerprint"),
+                    offered_fingerprint=before.facts.get("offered_fingerprint"),
+                    reason=before.reason,
+                )
+            )
+        if verdict in NETWORK_VERDICTS and fleet.add_alert(
+            conn, iid, "unsupported", before.checked_at
+        ):
+            alerts.append(
+                _host_alert(
+                    "gradientlab.node.unsupported",
+                    after.host,
+                    status=str(verdict),
+                    reason=before.banned_reason or before.reason,
+                )
+            )
+
+    for action in actions:
+        assert incident is not None, "a recovery step ran without an incident"
+        fleet.add_action(
+            conn,
+            incident["id"],
+            action.step,
+            action.started_at,
+            action.finished_at,
+            action.ok,
+            action.detail,
+        )
+
+    status: str | None = None
+    recovery_seconds = None
+    if incident is not None and after.status == Verdict.GOOD:
+        detected_at: datetime = incident["detected_at"]
+        recovered_at = after.status_updated_at or after.checked_at
+        if recovered_at < detected_at:
+            recovered_at = after.checked_at
+        fleet.close_incident(conn, incident["id"], "recovered", recovered_at)
+        fleet.end_quarantine(conn, hid, after.checked_at)
+        status = "recovered"
+        recovery_seconds = (recovered_at - detected_at).total_seconds()
+        sent = conn.execute(
+            text("SELECT alerts FROM incidents WHERE id = :i"), {"i": incident["id"]}
+        ).scalar_one()
+        if "opened" in sent and fleet.add_alert(conn, incident["id"], "resolved", after.checked_at):
+            alerts.append(
+                _host_alert(
+                    "gradientlab.incident.resolved",
+                    after.host,
+                    kind=str(incident["kind"]),
+                    reason=after.reason,
+                    recovery_seconds=round(recovery_seconds, 1),
+                    actions=[a.step for a in actions],
+                )
+            )
+    elif incident is not None:
+        status = "open"
+        if decision.quarantine:
+            if fleet.quarantine_host(conn, hid, after.checked_at, decision.reason):
+                fleet.close_incident(conn, incident["id"], "failed", after.checked_at)
+                if fleet.add_alert(conn, incident["id"], "quarantined", after.checked_at):
+                    alerts.append(
+                        _host_alert(
+                            "gradientlab.host.quarantined",
+                            after.host,
+                            kind=str(before.status),
+                            reason=decision.reason,
+                            actions=[str(s) for s in decision.skipped],
+                        )
+                    )
+            status = "quarantined"
+        elif conn.execute(
+            text("SELECT quarantined_at IS NOT NULL FROM hosts WHERE id = :h"), {"h": hid}
+        ).scalar_one():
+            status = "quarantined"
+
+    cursor = settled_cursor(before.events)
+    if cursor or before.events_id:
+        fleet.set_event_cursor(conn, hid, cursor, before.events_id)
+    return HealthOutcome(
+        host=after.host,
+        status=str(after.status),
+        reason=sample["reason"],
+        decision=decision.summary,
+        incident_id=None if incident is None else int(incident["id"]),
+        incident_status=status,
+        actions=tuple(a.step for a in actions),
+        recovery_seconds=recovery_seconds,
+        alerts=tuple(alerts),
+    )
+
+
+def record_network(
+    conn: Connection, state: NetworkState, at: datetime, policy: Health, fleet_name: str
+) -> list[Alert]:
+    """One fleet-wide incident while the network is down: alerted once (when confirmed),
+    closed with one "restored" alert when it answers again."""
+    incident = fleet.open_fleet_incident(conn, NETWORK_DOWN)
+    alerts: list[Alert] = []
+    if state.down:
+        if incident is None:
+            iid = fleet.create_incident(conn, None, NETWORK_DOWN, at, state.reason)
+            sweeps, since = 1, at
+        else:
+            iid = incident["id"]
+            sweeps, since = (
+                fleet.continue_incident(conn, iid, NETWORK_DOWN),
+                incident["detected_at"],
+            )
+        if (
+            sweeps >= policy.confirm_sweeps
+            or at - since >= timedelta(seconds=policy.confirm_seconds)
+        ) and fleet.add_alert(conn, iid, "down", at):
+            fleet.confirm_incident(conn, iid, at)
+            alerts.append(
+                Alert(
+                    "gradientlab.network.down",
+                    fleet_name,
+                    True,
+                    {
+                        "reason": state.reason,
+                        "disconnected": state.disconnected,
+                        "checked": state.checked,
+                    },
+                )
+            )
+    elif incident is not None:
+        fleet.close_incident(conn, incident["id"], "recovered", at)
+        if "down" in incident["alerts"] and fleet.add_alert(conn, incident["id"], "restored", at):
+            alerts.append(
+                Alert(
+                    "gradientlab.network.restored",
+                    fleet_name,
+                    True,
+                    {
+                        "reason": "the network answers and nodes connect again",
+                        "down_seconds": round((at - incident["detected_at"]).total_seconds(), 1),
+                    },
+                )
+            )
+    return alerts
+
+
+def _record_one(
+    before: HealthReport,
+    after: HealthReport,
+    actions: list[ActionResult],
+    decision: Decision,
+    policy: Health,
+    network: NetworkState,
+    fleet_name: str,
+    conn: Connection,
+) -> HealthOutcome:
+    return record_host(conn, before, after, actions, decision, policy, network, fleet_name)
+
+
+def record_sweep(
+    engine: Engine,
+    results: list[tuple[HealthReport, HealthReport, list[ActionResult], Decision]],
+    policy: Health,
+    network: NetworkState,
+    at: datetime,
+    fleet_name: str,
+) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
+    """Each host in its own transaction, retried on a database blip: one host's failure to be
+    written never loses the others'. Returns outcomes, fleet alerts and per-host write errors."""
+    outcomes: list[HealthOutcome] = []
+    errors: list[str] = []
+    for before, after, actions, decision in results:
+        try:
+            outcomes.append(
+                with_retries(
+                    engine,
+                    functools.partial(
+                        _record_one, before, after, actions, decision, policy, network, fleet_name
+                    ),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - reported; the other hosts are still written
+            errors.append(f"{after.host}: could not record this check: {exc}")
+
+    def fleet_wide(conn: Connection) -> list[Alert]:
+        return record_network(conn, network, at, policy, fleet_name)
+
+    fleet_alerts = with_retries(engine, fleet_wide)
+    return outcomes, fleet_alerts, errors
+
+
+CLOUD_KINDS = ("oci", "gcp", "azure")
+
+
+def host_histories(engine: Engine, records: list[Any], at: datetime) -> dict[str, History]:
+    """Each host's recent history as `decide` reads it, on the sweep's own clock `at`."""
+    rows = fleet.histories(engine, [r.name for r in records], at)
+    out: dict[str, History] = {}
+    for r in records:
+        row = rows.get(r.name) or {}
+        inc = row.get("incident")
+        out[r.name] = History(
+            fault=None if inc is None else str(inc["last_kind"] or inc["kind"]),
+            fault_since=None if inc is None else inc["detected_at"],
+            sweeps=0 if inc is None else int(inc["sweeps"]),
+            actions=tuple(
+                PastAction(a["step"], a["started_at"], a["ok"]) for a in row.get("actions", [])
+            ),
+            quarantined_at=row.get("quarantined_at"),
+            quarantine_reason=row.get("quarantine_reason"),
+            cloud=str(r.meta.get("cloud") or "") in CLOUD_KINDS,
+        )
+    return out

@@ -1,0 +1,47 @@
+"""Per-host locks that every worker sees: deploy and recovery never act on one host at once.
+
+A Postgres advisory lock held by a connection for the length of the work; it is released when
+the work ends or when the process holding it dies (the connection closes)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, text
+
+LOCK_SPACE = 0x6C61  # "la": GradientLab's advisory lock class
+
+
+class HostBusy(RuntimeError):
+    """Another deploy or recovery holds this host."""
+
+
+@contextmanager
+def host_lock(engine: Engine, host: str, wait_seconds: float = 0) -> Iterator[None]:
+    """Hold `host`'s lock; raise HostBusy when it is still held after `wait_seconds`."""
+    conn = engine.connect()
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:space, hashtext(:host))"),
+                {"space": LOCK_SPACE, "host": host},
+            ).scalar_one()
+            conn.commit()
+            if got:
+                break
+            if time.monotonic() >= deadline:
+                raise HostBusy(f"{host}: another deploy or recovery is working on this host")
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(:space, hashtext(:host))"),
+                {"space": LOCK_SPACE, "host": host},
+            )
+            conn.commit()
+    finally:
+        conn.close()
