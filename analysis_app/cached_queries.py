@@ -1,12 +1,13 @@
 """The app's connection to the fleet database and its cached reads.
 
 One engine per database URL for the whole server; query results cached for `TTL_SECONDS`,
-keyed by the URL so that two databases never share a cache entry."""
+keyed by the URL so that two databases never share a cache entry, and by the page's clock
+(`today`, `as_of`) where a query needs one."""
 
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, datetime
 
 import pandas as pd
 import streamlit as st
@@ -72,5 +73,16 @@ def recovery_actions(url: str, incident_ids: tuple[int, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def host_costs(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.host_costs(fleet_engine(url), selection)
+def host_day_bounds(url: str, today: date) -> tuple[date, date] | None:
+    return queries.host_day_bounds(fleet_engine(url), today)
+
+
+def host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd.DataFrame:
+    """Costs up to `as_of`, taken to the whole minute: renders within one minute share a
+    cached result (the page shows times to the minute)."""
+    return _host_costs(url, selection, as_of.replace(second=0, microsecond=0))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd.DataFrame:
+    return queries.host_costs(fleet_engine(url), selection, as_of)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import NoReturn
 
 import pandas as pd
@@ -20,6 +20,12 @@ NO_DATA_MESSAGE = (
     "this page fills in as soon as the flows have written to the database."
 )
 DEFAULT_DAYS = 30
+
+
+def utc_now() -> datetime:
+    """The page's clock. A page reads it once per render and hands it to every query that
+    needs "now" or "today"; no query reads the database server's clock."""
+    return datetime.now(UTC)
 
 
 def no_data_yet(detail: str = "") -> NoReturn:

@@ -2,6 +2,9 @@
 
 Every value reaches SQL as a bound parameter. Points stay raw integers (1 point = 100000)
 in the database and in the `*_raw` columns; `to_points` divides them for display.
+
+No query reads a clock: "today" and "now" are the caller's (`today`, `as_of`), so a page counts
+on its own clock, once per render, and never on the database server's `now()`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ GOOD_STATUSES = ("Good", "Excellent")
 UNMANAGED_PROVIDER = "not managed"
 UNKNOWN_REGION = "unknown"
 
-DaySource = Literal["points", "stats", "incidents", "hosts"]
+DaySource = Literal["points", "stats", "incidents"]
 
 
 @dataclass(frozen=True)
@@ -78,24 +81,39 @@ _DAY_BOUNDS_SQL: dict[DaySource, str] = {
         "SELECT (min(detected_at) AT TIME ZONE 'UTC')::date AS first,"
         " (max(detected_at) AT TIME ZONE 'UTC')::date AS last FROM incidents"
     ),
-    # Hosts cost money up to today, whether or not the network has listed points since.
-    "hosts": (
-        "SELECT CASE WHEN count(*) > 0 THEN LEAST((min(created_at) AT TIME ZONE 'UTC')::date,"
-        " (SELECT min(day) FROM node_daily_points)) END AS first,"
-        " GREATEST((now() AT TIME ZONE 'UTC')::date,"
-        " (SELECT max(day) FROM node_daily_points)) AS last"
-        " FROM hosts"
-    ),
 }
 
 
-def day_bounds(engine: Engine, source: DaySource) -> tuple[date, date] | None:
-    """The first and last UTC day with rows in `source`, or None when it is empty."""
-    frame = _frame(engine, _DAY_BOUNDS_SQL[source])
+def _bounds(frame: pd.DataFrame) -> tuple[date, date] | None:
     first, last = frame.iloc[0]["first"], frame.iloc[0]["last"]
     if first is None or pd.isna(first):
         return None
     return first, last
+
+
+def day_bounds(engine: Engine, source: DaySource) -> tuple[date, date] | None:
+    """The first and last UTC day with rows in `source`, or None when it is empty."""
+    return _bounds(_frame(engine, _DAY_BOUNDS_SQL[source]))
+
+
+def host_day_bounds(engine: Engine, today: date) -> tuple[date, date] | None:
+    """The days hosts can have cost money: from the first host's creation (or first listed
+    points) to `today`, the caller's UTC day, or a later day the network already listed
+    points for. None when there are no hosts."""
+    return _bounds(
+        _frame(
+            engine,
+            """
+            SELECT CASE WHEN count(*) > 0
+                        THEN LEAST((min(created_at) AT TIME ZONE 'UTC')::date,
+                                   (SELECT min(day) FROM node_daily_points)) END AS first,
+                   GREATEST(CAST(:today AS date),
+                            (SELECT max(day) FROM node_daily_points)) AS last
+            FROM hosts
+            """,
+            {"today": today},
+        )
+    )
 
 
 def filter_choices(engine: Engine) -> pd.DataFrame:
@@ -289,16 +307,17 @@ def _per_point(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def host_costs(
-    engine: Engine, selection: FleetFilter, as_of: datetime | None = None
-) -> pd.DataFrame:
+def host_costs(engine: Engine, selection: FleetFilter, as_of: datetime) -> pd.DataFrame:
     """What each host cost in the selection's days and what its node earned there.
 
     A host costs `hourly_cost_usd` for each hour it existed inside the days: from `created_at`
-    (or the first day) to `as_of` (now), the end of the last day, or, once terminated, its
-    `updated_at`, whichever comes first. Points are its node's `node_daily_points` on those days.
+    (or the first day) to `as_of` (the caller's now, timezone-aware), the end of the last day,
+    or, once terminated, its `updated_at`, whichever comes first. Points are its node's
+    `node_daily_points` on those days.
     Columns: host, provider, region, state, client_id, hourly_cost_usd, counted_from, counted_to,
     hours, cost_usd, points_raw, points, usd_per_point (NaN without points), per_point_note."""
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of must carry its timezone, got {as_of!r}")
     extra, params = _selection(selection)
     frame = _frame(
         engine,
@@ -337,7 +356,7 @@ def host_costs(
         """,
         {
             **_utc_bounds(selection),
-            "as_of": as_of or datetime.now(UTC),
+            "as_of": as_of,
             "start": selection.start,
             "end": selection.end,
             "unknown": UNKNOWN_REGION,

@@ -87,16 +87,28 @@ SANDBOX_PASSWORD_ENV = "GRADIENTLAB_TEST_PASSWORD"
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Any]:
-    """The sandbox Gradient network on a free loopback port, sped up 60x."""
+    """The sandbox Gradient network on a free loopback port, sped up 60x.
+
+    The network's clock, not this machine's, says which day rewards belong to, and at 60x a sim
+    day passes in 24 real minutes. Started at whatever the real hour is, a sim midnight could
+    fall between two rewards runs that must insert nothing. So the sim clock starts at 01:00
+    UTC (today's date): one real minute is 60 sim minutes, and the next sim midnight is 23 sim
+    hours = 23 real minutes away. A session using the sandbox for up to ~20 real minutes stays
+    inside one sim day, with 3 minutes to spare. (Tokens, heartbeats and timeouts run on real
+    time and are unaffected.)"""
+    from datetime import UTC, datetime, time
+
     from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
     from gradientlab.sandbox.server import SandboxServer
 
     password = uuid.uuid4().hex
     os.environ[SANDBOX_PASSWORD_ENV] = password
+    start = datetime.combine(datetime.now(UTC).date(), time(hour=1), UTC)
     server = SandboxServer(
         SandboxConfig(
             accounts=[SandboxAccount(email="operator@gradientlab.test", password=password)],
             speed=60,
+            start_time=start.timestamp(),
             seed=3,
             extension_heartbeat_seconds=3,
         ),

@@ -7,7 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
-from analysis_app.components import csv_download, database_errors, fleet_filter, no_data_yet
+from analysis_app.components import (
+    csv_download,
+    database_errors,
+    fleet_filter,
+    no_data_yet,
+    utc_now,
+)
 from analysis_app.queries import provider_costs
 
 WHEN = "YYYY-MM-DD HH:mm"
@@ -40,7 +46,7 @@ def ranked(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def per_point_chart(frame: pd.DataFrame, by: str, title: str) -> alt.LayerChart:
+def per_point_chart(frame: pd.DataFrame, by: str, title: str) -> alt.LayerChart | alt.FacetChart:
     """Bars of USD per point; hosts without a price get their reason written where a bar
     would start."""
     columns = dict.fromkeys([by, "provider", "cost_usd", "points", "usd_per_point", "per_point"])
@@ -72,6 +78,7 @@ def per_point_chart(frame: pd.DataFrame, by: str, title: str) -> alt.LayerChart:
 
 
 url = data.current_database_url()
+now = utc_now()  # once per render: "today" for the days, "now" for the hours
 st.title("Cost per point")
 st.caption(
     "What does a point cost me? Each host's price per hour times the hours it existed in the "
@@ -81,11 +88,11 @@ st.caption(
 )
 
 with database_errors(url):
-    bounds = data.day_bounds(url, "hosts")
+    bounds = data.host_day_bounds(url, now.date())
     if bounds is None:
         no_data_yet("Costs appear once the provision flow has created hosts.")
     selection = fleet_filter(data.filter_choices(url), bounds, page="cost")
-    costs = data.host_costs(url, selection)
+    costs = data.host_costs(url, selection, as_of=now)
 
 if costs.empty:
     st.info("No hosts in the selected days and filters.", icon=":material/filter_alt_off:")

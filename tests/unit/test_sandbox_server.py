@@ -10,24 +10,39 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
 from gradientlab.sandbox import SANDBOX_EXTENSION_ID, SandboxConfig, SandboxServer
+from gradientlab.sandbox import server as server_module
 from gradientlab.sandbox.crx import EXTENSION_DIR, build_crx
 from gradientlab.sandbox.extension_id import extension_id_from_manifest_key
-from gradientlab.sandbox.network import DATACENTER_REASON, SandboxAccount
+from gradientlab.sandbox.network import DATACENTER_REASON, SandboxAccount, SandboxNetwork
 
 KEY = "test-web-key"
 EMAIL = "alice@example.test"
 PASSWORD = "s3cret"
 REPO = Path(__file__).resolve().parents[2]
+# Sim time runs 60x from 01:00: a sim day lasts 23 real minutes from there, so no sim midnight
+# falls inside this module, whatever the real hour.
+SIM_START = datetime(2025, 3, 1, 1, 0, tzinfo=UTC).timestamp()
+
+
+class FakeClock:
+    """The network's real-time clock (token lifetimes), moved by hand instead of by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +55,7 @@ def server() -> Iterator[SandboxServer]:
         api_key=KEY,
         datacenter_ranges=["127.0.0.9/32"],
         speed=60,
+        start_time=SIM_START,
     )
     srv = SandboxServer(cfg)
     srv.start()
@@ -139,12 +155,16 @@ def test_id_tokens_expire_after_ttl() -> None:
     cfg = SandboxConfig(
         accounts=[SandboxAccount(email=EMAIL, password=PASSWORD)],
         api_key=KEY,
-        token_ttl_seconds=0.3,
+        token_ttl_seconds=300,
+        start_time=SIM_START,
     )
-    with SandboxServer(cfg) as srv, httpx.Client(base_url=srv.url) as c:
+    clock = FakeClock()
+    network = SandboxNetwork(cfg, clock=clock)
+    with SandboxServer(network=network) as srv, httpx.Client(base_url=srv.url) as c:
         auth = sign_in(c)
+        clock.now += 299
         assert c.post("/api/user/profile", headers=bearer(auth["idToken"])).json()["code"] == 200
-        time.sleep(0.4)
+        clock.now += 1
         r = c.post("/api/user/profile", headers=bearer(auth["idToken"]))
         assert r.status_code == 401
         assert r.json()["msg"] == "token expired"
@@ -262,13 +282,18 @@ def test_fault_extra_fields(client: httpx.Client) -> None:
     assert rows and all(r["zzNew"] == 1 for r in rows)
 
 
-def test_fault_slow_and_expire_tokens(client: httpx.Client) -> None:
+def test_fault_slow_and_expire_tokens(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     auth = sign_in(client)
     h = bearer(auth["idToken"])
+    slept: list[float] = []
+    monkeypatch.setattr(server_module, "time", SimpleNamespace(sleep=slept.append))
     client.post("/__sandbox/faults", json={"kind": "slow", "delay": 0.5, "count": 1})
-    t0 = time.monotonic()
     assert client.post("/api/user/profile", headers=h).status_code == 200
-    assert time.monotonic() - t0 >= 0.5
+    assert slept == [0.5]  # the answer was held back by the fault's delay
+    assert client.post("/api/user/profile", headers=h).status_code == 200
+    assert slept == [0.5]  # count 1: once only
     client.post("/__sandbox/faults", json={"kind": "expire_tokens"})
     r = client.post("/api/user/profile", headers=h)
     assert r.status_code == 401 and r.json()["msg"] == "token expired"
