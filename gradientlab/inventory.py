@@ -18,7 +18,7 @@ from gradientlab.config import (
 from gradientlab.gradient.client import GradientClient, GradientEndpoints
 from gradientlab.node.deploy import NodeSettings
 from gradientlab.providers.base import HostRecord, Provider, ProviderError
-from gradientlab.remote.executor import POOL, SshExecutor, SshTarget
+from gradientlab.remote.executor import POOL, SshExecutor, SshTarget, parse_host_key
 from gradientlab.remote.keys import load_operator_key
 
 BlockReader = Callable[[str], str] | None
@@ -65,11 +65,10 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
 
 
 def executor_for(record: HostRecord) -> SshExecutor:
-    """A pooled, host-key-pinned SSH connection to the host."""
-    if not record.host_key:
-        raise ProviderError(
-            f"{record.name}: no host key is pinned; run `gradientlab hosts trust {record.name}`"
-        )
+    """A pooled, host-key-pinned SSH connection to the host.
+
+    Raises HostKeyInvalid when no key is pinned or the pinned one is malformed."""
+    parse_host_key(record.host_key, record.name)
     target = SshTarget(
         record.name, record.address, record.ssh_port, record.ssh_user, record.host_key
     )
