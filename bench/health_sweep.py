@@ -32,6 +32,7 @@ import paramiko  # noqa: E402
 
 from gradientlab import health  # noqa: E402
 from gradientlab.config import parse_fleet  # noqa: E402
+from gradientlab.health.report import utcnow  # noqa: E402
 from gradientlab.inventory import executor_for  # noqa: E402
 from gradientlab.node.deploy import (  # noqa: E402
     FACTS_SOURCE,
@@ -231,8 +232,12 @@ def main() -> None:
     try:
         # GradientLab's probing core: pooled, pinned connections kept open between sweeps
         def sweep() -> None:
-            reports = list(pool.map(lambda r: health.probe(executor_for(r)), records))
-            assert len(reports) == len(records)
+            reports = list(
+                pool.map(
+                    lambda r: health.observe(r.name, lambda: executor_for(r), utcnow()), records
+                )
+            )
+            assert all(o.data is not None for o in reports), [o.error for o in reports]
 
         sweep()  # connect once; later sweeps reuse the connections
         emit(

@@ -19,7 +19,13 @@ from gradientlab.health import (
 from gradientlab.health.report import utcnow
 from gradientlab.store.fleet import host_records
 from tasks.common import engine, fleet_from
-from tasks.hosts import heal_host, load_histories, record_health, sweep_fleet
+from tasks.hosts import (
+    heal_host,
+    hosts_being_deployed,
+    load_histories,
+    record_health,
+    sweep_fleet,
+)
 from tasks.network import network_view
 
 
@@ -61,6 +67,8 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
     )
     if not recover:
         decisions = {h: Decision((), "recovery is off for this run") for h in decisions}
+    for name in hosts_being_deployed([r.host for r in reports if not r.healthy]):
+        decisions[name] = Decision((), "a deploy is running on this host; not judged", hold=True)
 
     by_name = {r.name: r for r in records}
     work = [r for r in reports if r.status == Verdict.STARTING or decisions[r.host].steps]

@@ -13,6 +13,22 @@ from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.providers.base import ProviderError
 
 
+def age(seconds: float) -> str:
+    """A check's age in words: 10s, 4m 5s, 3h 2m, 3d 0h (a day or more is not shown as seconds)."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _mib(kib: int | None) -> str:
+    return "" if kib is None else f"{kib / 1024:.0f}M"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from gradientlab.store.database import make_engine, migrate
 
@@ -23,7 +39,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             conn.execute(
                 text(
                     "SELECT host, provider, address, ip, status, banned_reason, today_points,"
-                    " last_check"
+                    " last_check, reason, quarantined_at, load1, mem_available_kib,"
+                    " disk_free_kib, browser_pss_kib, runner_pss_kib, pss_kib, clock_offset_s"
                     " FROM v_fleet_status ORDER BY host"
                 )
             )
@@ -33,21 +50,70 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print("no hosts yet: run `gradientlab demo` or the provision flow")
         return 0
-    header = ("HOST", "PROVIDER", "ADDRESS", "NODE IP", "STATUS", "TODAY", "LAST CHECK")
+    header = (
+        "HOST", "PROVIDER", "ADDRESS", "NODE IP", "STATUS", "TODAY", "LAST CHECK",
+        "LOAD", "MEM FREE", "DISK FREE", "BROWSER", "RUNNER", "CLOCK",
+    )  # fmt: skip
     table = [header]
     now = datetime.now(UTC)
+    notes = []
     for r in rows:
         status = r["status"] or "unknown"
         if r["banned_reason"]:
             status += f" ({r['banned_reason']})"
+        if r["quarantined_at"] is not None:
+            status += " [quarantined]"
         points = "" if r["today_points"] is None else f"{r['today_points'] / 100000:.2f}"
-        last = "never" if r["last_check"] is None else f"{(now - r['last_check']).seconds}s ago"
-        table.append(
-            (r["host"], r["provider"], r["address"] or "", r["ip"] or "", status, points, last)
+        last = (
+            "never"
+            if r["last_check"] is None
+            else f"{age((now - r['last_check']).total_seconds())} ago"
         )
+        browser = r["browser_pss_kib"] if r["browser_pss_kib"] is not None else r["pss_kib"]
+        clock = "" if r["clock_offset_s"] is None else f"{r['clock_offset_s']:+.1f}s"
+        table.append(
+            (
+                r["host"],
+                r["provider"],
+                r["address"] or "",
+                r["ip"] or "",
+                status,
+                points,
+                last,
+                "" if r["load1"] is None else f"{r['load1']:.2f}",
+                _mib(r["mem_available_kib"]),
+                _mib(r["disk_free_kib"]),
+                _mib(browser),
+                _mib(r["runner_pss_kib"]),
+                clock,
+            )  # fmt: skip
+        )
+        if r["status"] not in (None, "Good", "Starting") and r["reason"]:
+            notes.append(f"  {r['host']}: {r['reason']}")
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if notes:
+        print()
+        print("\n".join(notes))
+    return 0
+
+
+def cmd_hosts_release(args: argparse.Namespace) -> int:
+    """Hand a quarantined host back to automatic recovery, with fresh budgets."""
+    from gradientlab.store.database import make_engine, migrate
+    from gradientlab.store.fleet import release_host
+
+    engine = make_engine()
+    migrate(engine)
+    before = release_host(engine, args.host, datetime.now(UTC))
+    if before["quarantined_at"] is None:
+        print(f"{args.host} was not quarantined; its recovery budgets start again now")
+    else:
+        print(
+            f"released {args.host} (quarantined since {before['quarantined_at']:%Y-%m-%d %H:%M} "
+            f"UTC: {before['quarantine_reason']}); the next health run may recover it again"
+        )
     return 0
 
 
@@ -110,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a fleet file")
     check.add_argument("fleet", type=Path)
     check.set_defaults(func=cmd_check)
-    hosts = sub.add_parser("hosts", help="hosts you already have (the ssh provider)")
+    hosts = sub.add_parser("hosts", help="pin a host's key, release a quarantined host")
     hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True)
     trust = hosts_sub.add_parser("trust", help="show a host's key fingerprint and pin it")
     trust.add_argument("host")
@@ -118,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     trust.add_argument("--fingerprint", help="pin only if the host offers this SHA256:... key")
     trust.add_argument("--yes", action="store_true", help="pin without asking")
     trust.set_defaults(func=cmd_hosts_trust)
+    release = hosts_sub.add_parser(
+        "release", help="hand a quarantined host back to automatic recovery"
+    )
+    release.add_argument("host")
+    release.set_defaults(func=cmd_hosts_release)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

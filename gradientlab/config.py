@@ -80,6 +80,7 @@ class Network(Strict):
     extension_id: str = REAL_EXTENSION_ID
     extension_source: str = REAL_EXTENSION_SOURCE
     stun_server: str = "stun.l.google.com:19302"
+    api_timeout_seconds: float = Field(default=30, gt=0)  # each API call, start to end
 
 
 class LocalProvider(Strict):

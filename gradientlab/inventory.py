@@ -101,5 +101,8 @@ def gradient_client(fleet: Fleet, read_block: BlockReader = None) -> GradientCli
         web_api_key=net.web_api_key,
     )
     return GradientClient(
-        endpoints, fleet.account.email, resolve_secret(fleet.account.password, read_block)
+        endpoints,
+        fleet.account.email,
+        resolve_secret(fleet.account.password, read_block),
+        timeout=net.api_timeout_seconds,
     )

@@ -38,7 +38,7 @@ from gradientlab.node.runner import RUNNER_VERSION
 from gradientlab.providers.base import HostRecord, PlannedHost
 from gradientlab.remote.keys import operator_public_key
 from gradientlab.store import fleet as fleet_store
-from gradientlab.store.locks import HostBusy, host_lock
+from gradientlab.store.locks import HostBusy, busy_hosts, host_lock
 from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
 
@@ -149,6 +149,11 @@ def sweep_fleet(
       timeout_seconds=60)  # fmt: skip
 def load_histories(records: list[HostRecord], at: datetime) -> dict[str, History]:
     return host_histories(engine(), records, at)
+
+
+@task(name="hosts-being-deployed", cache_policy=NO_CACHE, timeout_seconds=60)
+def hosts_being_deployed(names: list[str]) -> set[str]:
+    return busy_hosts(engine(), names)
 
 
 HealResult = tuple[HealthReport, HealthReport, list[ActionResult], Decision]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gradientlab.health.report import HealthReport, utcnow
-from gradientlab.health.status import Rung, Verdict
+from gradientlab.health.status import Rung, Verdict, about
 from gradientlab.node.deploy import runner_command
 from gradientlab.remote.executor import Executor, RemoteError
 
@@ -93,8 +93,8 @@ class Recovery:
                     f"{detail}; then {report.status}" if detail else str(report.status),
                 )
             )
-            if ok:
-                break
+            if ok or not about(report.status).ladder:
+                break  # Good, or something no rung fixes (a crash loop, a ban, a key change)
         return report, actions
 
     def wait_good(self, longer: bool = False) -> HealthReport:

@@ -39,6 +39,7 @@ class Decision:
     steps: tuple[Rung, ...]  # to try now, in order, until the node is Good
     reason: str
     quarantine: bool = False
+    hold: bool = False  # the host is being deployed: no incident for what that looks like
     skipped: tuple[str, ...] = field(default=())  # rungs left out, each with why
 
     @property
@@ -107,6 +108,9 @@ def decide(
         )
         if not ladder:
             return Decision((), f"the network is down or degraded ({network.reason}); waiting")
+    if verdict == Verdict.RUNNER_DOWN and report.facts.get("runner_crashed"):
+        # a runner that crashes on start is not fixed by rebooting the machine under it
+        ladder = tuple(r for r in ladder if r not in HOST_RUNGS)
     if Rung.REPROVISION in ladder and not (policy.reprovision and history.cloud):
         ladder = tuple(r for r in ladder if r != Rung.REPROVISION)
     sure = confirmed(report, history, policy)

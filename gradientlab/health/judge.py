@@ -114,6 +114,17 @@ def crash_loop(events: list[dict[str, Any]], starts: int, window_s: float) -> st
     return last[-1][1]
 
 
+def last_run_crash(events: list[dict[str, Any]]) -> str | None:
+    """The error the runner's last run crashed with, if it did."""
+    for event in reversed(events):
+        kind = event.get("kind")
+        if kind == "runner_crashed":
+            return str(event.get("detail") or "crashed")
+        if kind in ("runner_started", "runner_stopped"):
+            return None
+    return None
+
+
 def judge(
     obs: Observation,
     network: NodeListItem | None,
@@ -203,6 +214,10 @@ def _verdict(
                 f"the runner crashed on each of its last {policy.crash_loop_starts} starts; "
                 f"last error: {last}"
             )
+        crashed = last_run_crash(events)
+        if crashed is not None:
+            report.facts["runner_crashed"] = crashed
+            return Verdict.RUNNER_DOWN, f"the node runner crashed: {crashed}"
         detail = f" (last error: {report.error})" if report.error else ""
         return Verdict.RUNNER_DOWN, about(Verdict.RUNNER_DOWN).meaning + detail
     if not report.browser_alive:

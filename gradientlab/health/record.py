@@ -124,8 +124,10 @@ def record_host(
         fleet.set_client_id(conn, hid, client_id)
     sample = after.sample()
     sample["decision"] = decision.summary
-    suppressed = network.down and before.status == Verdict.DISCONNECTED
-    if suppressed:
+    suppressed = (network.down and before.status == Verdict.DISCONNECTED) or decision.hold
+    if decision.hold:
+        sample["reason"] = f"{after.reason} — {decision.reason}"
+    elif suppressed:
         sample["reason"] = f"{after.reason} — the network is down or degraded ({network.reason})"
     fleet.insert_sample(conn, hid, sample)
 

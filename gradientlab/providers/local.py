@@ -374,6 +374,12 @@ class LocalProvider:
             deadline = time.monotonic() + 5
             while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if pid_alive(pid):  # hung (or stopped): power it off, as a hard reset would
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
         stopped = HostRecord(**{**asdict(record), "state": "stopped"})
         self._write(stopped)
         return stopped

@@ -290,6 +290,7 @@ class Node:
     last_hb: float  # real time of the last heartbeat
     banned: bool = False
     banned_reason: str = ""
+    ban: str | None = None  # the network's own ban (risk review), whatever the address
     nat_type: str = "full-cone"
     location: Location = field(default_factory=lambda: Location(country="ZZ", place="Unknown"))
     carry: float = 0.0  # fractional uptime points not yet credited
@@ -498,6 +499,19 @@ class SandboxNetwork:
                 self._id_tokens[tok] = (uid, -math.inf)
             return len(self._id_tokens)
 
+    def ban(self, clientid: str, reason: str | None) -> bool:
+        """Ban a node as the network's risk review does (`reason`), or lift it (None)."""
+        with self._lock:
+            node = self._nodes.get(clientid)
+            if node is None:
+                return False
+            node.ban = reason
+            if reason is not None:
+                node.banned, node.banned_reason = True, reason
+            else:
+                node.banned, node.banned_reason = self.classify_ip(node.ip)
+            return True
+
     def revoke_sessions(self) -> int:
         """Revoke every session (refresh and ID tokens), as a password change does: each
         extension finds itself logged out and must be logged in again."""
@@ -643,6 +657,8 @@ class SandboxNetwork:
                 node.ip = ip
                 if version:
                     node.version = version
+            if node.ban is not None:
+                banned, reason = True, node.ban
             node.banned, node.banned_reason = banned, reason
             node.nat_type = self.nat_type_of(ip)
             node.location = self.location_of(ip)

@@ -504,6 +504,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"expired": net.expire_tokens()})
         elif path == "/__sandbox/revoke-sessions" and method == "POST":
             self._send_json(200, {"revoked": net.revoke_sessions()})
+        elif path == "/__sandbox/ban" and method == "POST":
+            body = self._json_body()
+            found = net.ban(str(body.get("clientid", "")), body.get("reason"))
+            self._send_json(200 if found else 404, {"banned": found})
         elif path == "/__sandbox/tick" and method == "POST":
             net.tick()
             self._send_json(200, {"simTime": net.sim_now_ms()})

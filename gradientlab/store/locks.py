@@ -45,3 +45,20 @@ def host_lock(engine: Engine, host: str, wait_seconds: float = 0) -> Iterator[No
             conn.commit()
     finally:
         conn.close()
+
+
+def busy_hosts(engine: Engine, names: list[str]) -> set[str]:
+    """Hosts whose lock someone holds now (a deploy or a recovery on any worker)."""
+    if not names:
+        return set()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name FROM unnest(CAST(:names AS text[])) AS h(name)"
+                " JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted"
+                " AND l.classid = :space AND l.objsubid = 2"
+                " AND l.objid::bigint = (hashtext(h.name)::bigint & 4294967295)"
+            ),
+            {"names": names, "space": LOCK_SPACE},
+        )
+        return {r.name for r in rows}

@@ -1,0 +1,498 @@
+"""The unhappy paths of a real fleet, for real: local sshd hosts, Chromium with the sandbox
+extension, Postgres, a Prefect server with GradientLab's alert automations and a webhook.
+
+One fleet of three hosts is provisioned and deployed once; each case breaks one thing, runs the
+health flow as the schedule would, and asserts the verdict, what was done or withheld, exactly
+one incident, the number of reboots, and the alerts a person received. Then it repairs the fault
+and the fleet is Good again before the next case."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from tests.conftest import SANDBOX_PASSWORD_ENV
+
+pytestmark = pytest.mark.e2e
+
+HOSTS = ["fault-1", "fault-2", "fault-3"]
+
+
+def fleet_text(sandbox: Any, base_address: str, status_interval: float = 5) -> str:
+    hosts = "\n".join(f"  - {{name: {h}, provider: local}}" for h in HOSTS)
+    return f"""
+name: faults
+account:
+  email: operator@gradientlab.test
+  password: {{env: {SANDBOX_PASSWORD_ENV}}}
+{sandbox.fleet_network_yaml()}  api_timeout_seconds: 5
+providers:
+  local: {{kind: local, base_address: {base_address}, ssh_port: 2222}}
+hosts:
+{hosts}
+runner: {{status_interval_seconds: {status_interval}, browser_check_seconds: 0.5}}
+health:
+  recovery_wait_seconds: 30
+  confirm_sweeps: 2
+  backoff_seconds: 1
+  probe_timeout_seconds: 10
+  max_reboot_share: 0.34
+"""
+
+
+# ---------------------------------------------------------------- alerts at a local webhook
+
+
+class Webhook:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def texts(self) -> list[str]:
+        return [f"{m.get('subject', '')}: {m.get('body', '')}" for m in self.received]
+
+    def wait_for(self, *needles: str, timeout: float = 60) -> list[str]:
+        """The notifications mentioning every needle (hang guard, not a timing)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [t for t in self.texts() if all(n in t for n in needles)]
+            if found:
+                return found
+            time.sleep(0.5)
+        return []
+
+
+# ---------------------------------------------------------------- the fleet
+
+
+@pytest.fixture(scope="module")
+def webhook(prefect_server: None) -> Iterator[Webhook]:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from deployments.alerts import install_all
+
+    hook = Webhook()
+    CustomWebhookNotificationBlock(
+        name="faults", url=hook.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+    ).save("faults-hook", overwrite=True)
+    install_all("faults-hook", "custom-webhook", health_seconds=3600)
+    time.sleep(2)  # the triggers service loads automations
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fleet_file(
+    sandbox: Any, base_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("faults") / "fleet.yaml"
+    path.write_text(fleet_text(sandbox, base_address))
+    yield path
+    from gradientlab.config import load_fleet
+    from gradientlab.inventory import provider_for
+    from gradientlab.remote.executor import POOL
+
+    POOL.close_all()
+    fleet = load_fleet(path)
+    for host in fleet.hosts:
+        provider_for(fleet, host.provider).terminate(host.name)
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def rows(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def health(fleet_file: Path) -> dict[str, Any]:
+    from flows.health import health as flow
+
+    return {o.host: o for o in flow(fleet_path=str(fleet_file))}
+
+
+def sweep_until(
+    fleet_file: Path, done: Callable[[dict[str, Any]], bool], limit: int = 30, pause: float = 1
+) -> dict[str, Any]:
+    """Run the health flow as its schedule would until `done` (a hang guard bounds it)."""
+    for _ in range(limit):
+        outcomes = health(fleet_file)
+        if done(outcomes):
+            return outcomes
+        time.sleep(pause)
+    raise AssertionError(f"not reached after {limit} health runs: {outcomes}")
+
+
+def all_good(outcomes: dict[str, Any]) -> bool:
+    return sorted(outcomes) == HOSTS and all(o.status == "Good" for o in outcomes.values())
+
+
+@pytest.fixture(scope="module")
+def fleet(prefect_server: None, webhook: Webhook, fleet_file: Path, db: Engine) -> Path:
+    from flows.deploy import deploy
+    from flows.provision import provision
+
+    with db.begin() as conn:
+        conn.execute(text("TRUNCATE hosts, nodes, node_status_samples, incidents,"
+                          " recovery_actions RESTART IDENTITY CASCADE"))  # fmt: skip
+    provision(fleet_path=str(fleet_file), approve=True)
+    deploy(fleet_path=str(fleet_file))
+    sweep_until(fleet_file, all_good)
+    return fleet_file
+
+
+@pytest.fixture()
+def clean(fleet: Path, db: Engine, sandbox: Any, webhook: Webhook) -> Path:
+    """Start each case from a Good fleet with no history and no alerts."""
+    httpx.post(f"{sandbox.url}/__sandbox/faults/clear").raise_for_status()
+    sweep_until(fleet, all_good)
+    with db.begin() as conn:
+        conn.execute(text("TRUNCATE node_status_samples, incidents, recovery_actions"))
+        conn.execute(text("UPDATE hosts SET quarantined_at = NULL, released_at = NULL"))
+    time.sleep(1)
+    webhook.received.clear()
+    return fleet
+
+
+def record(db: Engine, name: str) -> Any:
+    from gradientlab.store.fleet import host_records
+
+    return next(r for r in host_records(db) if r.name == name)
+
+
+def ssh(db: Engine, name: str, command: str) -> str:
+    from gradientlab.inventory import executor_for
+
+    return executor_for(record(db, name)).run(command, timeout=60).stdout.strip()
+
+
+def incidents(db: Engine, name: str) -> list[tuple[str, str]]:
+    return [
+        (str(k), str(s))
+        for k, s in rows(
+            db,
+            "SELECT i.kind, i.status FROM incidents i JOIN hosts h ON h.id = i.host_id"
+            " WHERE h.name = :n ORDER BY i.id",
+            n=name,
+        )
+    ]
+
+
+def steps(db: Engine, name: str) -> list[str]:
+    return [
+        str(r[0])
+        for r in rows(
+            db,
+            "SELECT a.step FROM recovery_actions a JOIN incidents i ON i.id = a.incident_id"
+            " JOIN hosts h ON h.id = i.host_id WHERE h.name = :n ORDER BY a.id",
+            n=name,
+        )
+    ]
+
+
+def host_dir(db: Engine, name: str) -> Path:
+    return Path(record(db, name).meta["home"]).parent
+
+
+def sshd_pid(db: Engine, name: str) -> int:
+    return int((host_dir(db, name) / "sshd" / "sshd.pid").read_text())
+
+
+def others_untouched(db: Engine, name: str) -> None:
+    for other in HOSTS:
+        if other != name:
+            assert incidents(db, other) == [], other
+            assert steps(db, other) == [], other
+
+
+# ---------------------------------------------------------------- node faults
+
+
+def test_a_killed_browser_is_restarted_and_recorded_without_paging(
+    clean: Path, db: Engine, webhook: Webhook
+) -> None:
+    assert ssh(db, "fault-1", "kill -9 $(cat .gradientlab/node/browser.pid) && echo ok") == "ok"
+    sweep_until(
+        clean, lambda o: all_good(o) and incidents(db, "fault-1") == [("BrowserDown", "recovered")]
+    )
+    # the runner restarts it by itself; a sweep that saw it down restarts it, nothing heavier
+    assert set(steps(db, "fault-1")) <= {"runner_restarted_browser", "restart_browser"}
+    others_untouched(db, "fault-1")
+    time.sleep(3)
+    assert webhook.texts() == []  # repaired within a sweep: nobody is paged
+
+
+def test_a_killed_runner_is_started_again(clean: Path, db: Engine, webhook: Webhook) -> None:
+    assert ssh(db, "fault-2", "kill -9 $(cat .gradientlab/node/runner.pid) && echo ok") == "ok"
+    first = health(clean)["fault-2"]
+    assert first.status in ("RunnerDown", "Good")
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-2") == [("RunnerDown", "recovered")]
+    assert "restart_runner" in steps(db, "fault-2")
+    assert "reboot_host" not in steps(db, "fault-2")
+    others_untouched(db, "fault-2")
+    time.sleep(3)
+    assert webhook.texts() == []
+
+
+def test_a_crash_looping_runner_is_a_verdict_not_a_reboot(
+    clean: Path, db: Engine, webhook: Webhook
+) -> None:
+    from flows.deploy import deploy
+
+    ssh(db, "fault-3", "printf '{not json' > .gradientlab/node/config.json")
+    ssh(db, "fault-3", "cd .gradientlab/node && kill -9 $(cat runner.pid) $(cat browser.pid)")
+    out = sweep_until(clean, lambda o: o["fault-3"].status == "RunnerCrashLoop", limit=12)
+    assert "crash" in out["fault-3"].reason and "JSON" in out["fault-3"].reason, out["fault-3"]
+    for _ in range(2):  # and it stays that way, with nothing more done
+        assert health(clean)["fault-3"].status == "RunnerCrashLoop"
+    assert "reboot_host" not in steps(db, "fault-3")
+    assert set(steps(db, "fault-3")) == {"restart_runner"}
+    assert len(incidents(db, "fault-3")) == 1
+    assert webhook.wait_for("fault-3", "RunnerDown") or webhook.wait_for("fault-3", "crash")
+    # the operator fixes it: a deploy writes the config again
+    deploy(fleet_path=str(clean))
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-3") == [("RunnerDown", "recovered")]
+    assert webhook.wait_for("fault-3", "esolved") or webhook.wait_for("fault-3", "Good")
+    others_untouched(db, "fault-3")
+
+
+# ---------------------------------------------------------------- host faults
+
+
+@pytest.mark.parametrize("how", ["frozen", "stopped"])
+def test_an_unreachable_host_is_rebooted_once_confirmed(
+    how: str, clean: Path, db: Engine, webhook: Webhook
+) -> None:
+    pid = sshd_pid(db, "fault-1")
+    os.kill(pid, signal.SIGSTOP if how == "frozen" else signal.SIGTERM)
+    try:
+        first = health(clean)["fault-1"]
+        assert first.status == "Unreachable"
+        assert ("banner" in first.reason) if how == "frozen" else ("refused" in first.reason)
+        assert first.actions == () and "confirm" in first.decision  # one sweep is not enough
+        second = health(clean)["fault-1"]
+        assert second.actions and second.actions[-1] == "reboot_host"
+    finally:
+        if how == "frozen":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-1") == [("Unreachable", "recovered")]
+    assert steps(db, "fault-1").count("reboot_host") == 1
+    assert webhook.wait_for("fault-1", "Unreachable")
+    assert len(webhook.wait_for("fault-1", "Unreachable")) == 1
+    others_untouched(db, "fault-1")
+
+
+def test_a_changed_host_key_is_a_security_alert_and_never_a_reboot(
+    clean: Path, db: Engine, webhook: Webhook, tmp_path: Path
+) -> None:
+    key = host_dir(db, "fault-2") / "sshd" / "ssh_host_ed25519_key"
+    saved = tmp_path / "saved"
+    saved.write_bytes(key.read_bytes())
+    (tmp_path / "saved.pub").write_bytes(key.with_suffix(".pub").read_bytes())
+    key.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    os.kill(sshd_pid(db, "fault-2"), signal.SIGHUP)  # sshd re-reads its keys
+    from gradientlab.remote.executor import POOL
+
+    POOL.close_all()  # a new connection meets the new key
+    try:
+        for _ in range(3):
+            out = health(clean)["fault-2"]
+            assert out.status == "HostKeyChanged", out
+            assert out.actions == ()
+        assert "SHA256:" in out.reason
+        alerts = webhook.wait_for("fault-2", "SHA256:")
+        assert len(alerts) == 1
+    finally:
+        key.write_bytes(saved.read_bytes())
+        key.with_suffix(".pub").write_bytes((tmp_path / "saved.pub").read_bytes())
+        os.kill(sshd_pid(db, "fault-2"), signal.SIGHUP)
+        time.sleep(0.5)
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-2") == [("HostKeyChanged", "recovered")]
+    assert steps(db, "fault-2") == []
+    others_untouched(db, "fault-2")
+
+
+def test_a_refused_operator_key_says_which_key_and_is_never_a_reboot(
+    clean: Path, db: Engine, webhook: Webhook
+) -> None:
+    from gradientlab.remote.executor import POOL
+
+    keys = Path(record(db, "fault-3").meta["home"]) / ".ssh" / "authorized_keys"
+    saved = keys.read_bytes()
+    keys.write_bytes(b"")
+    POOL.close_all()
+    try:
+        for _ in range(3):
+            out = health(clean)["fault-3"]
+            assert out.status == "AuthRefused", out
+            assert out.actions == ()
+        assert "operator_cidr" in out.reason or "authorized_keys" in out.reason
+        assert len(webhook.wait_for("fault-3", "AuthRefused")) == 1
+    finally:
+        keys.write_bytes(saved)
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-3") == [("AuthRefused", "recovered")]
+    assert steps(db, "fault-3") == []
+    assert webhook.wait_for("fault-3", "esolved") or webhook.wait_for("fault-3", "Good")
+
+
+def test_a_full_disk_is_alerted_with_the_figure_and_not_rebooted(
+    clean: Path, db: Engine, webhook: Webhook, tmp_path: Path
+) -> None:
+    rec = record(db, "fault-1")
+    node = Path(rec.meta["home"]) / ".gradientlab" / "node"
+    ssh(db, "fault-1", f"{rec.meta['python']} .gradientlab/node/runner.py stop")
+    used = int(subprocess.run(["du", "-sk", str(node)], capture_output=True, text=True,
+                              check=True).stdout.split()[0])  # fmt: skip
+    size_kib = used + 8 * 1024
+    saved = tmp_path / "node"
+    subprocess.run(["cp", "-a", str(node), str(saved)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs",
+                    str(node)], check=True)  # fmt: skip
+    try:
+        # the node's files, on a filesystem with no room left
+        subprocess.run(["cp", "-a", f"{saved}/.", f"{node}/"], check=True)
+        subprocess.run(["chown", "-R", f"{rec.ssh_user}:{rec.ssh_user}", str(node)], check=True)
+        subprocess.run(["sh", "-c", f"dd if=/dev/zero of={node}/fill bs=1M 2>/dev/null; true"])
+        ssh(db, "fault-1", f"{rec.meta['python']} .gradientlab/node/runner.py start")
+        for _ in range(3):
+            out = health(clean)["fault-1"]
+            assert out.status == "DiskFull", out
+            assert "MiB free" in out.reason
+            assert "reboot_host" not in out.actions
+        assert len(webhook.wait_for("fault-1", "DiskFull")) == 1
+    finally:
+        ssh(db, "fault-1", f"{rec.meta['python']} .gradientlab/node/runner.py stop")
+        subprocess.run(["umount", "-l", str(node)], check=False)
+    ssh(db, "fault-1", f"{rec.meta['python']} .gradientlab/node/runner.py start")
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-1") == [("DiskFull", "recovered")]
+    assert "reboot_host" not in steps(db, "fault-1")
+
+
+# ---------------------------------------------------------------- deploy and health at once
+
+
+def test_deploy_and_health_at_once_never_act_on_one_host_together(
+    clean: Path, db: Engine, sandbox: Any, base_address: str, webhook: Webhook
+) -> None:
+    from flows.deploy import deploy
+
+    changed = clean.with_name("fleet-changed.yaml")  # a config change restarts every runner
+    changed.write_text(fleet_text(sandbox, base_address, status_interval=6))
+    result: dict[str, Any] = {}
+
+    def deploying() -> None:
+        result["deploy"] = deploy(fleet_path=str(changed))
+
+    thread = threading.Thread(target=deploying)
+    thread.start()
+    outcomes = []
+    while thread.is_alive():
+        outcomes.append(health(clean))
+    thread.join()
+    assert all(r["changes"] for r in result["deploy"])
+    assert outcomes, "the health flow ran while the deploy did"
+    sweep_until(changed, all_good)
+    for name in HOSTS:
+        assert steps(db, name) == [], name  # no recovery ran under a deploy
+        assert incidents(db, name) == [], name
+    assert webhook.texts() == []
+    clean.write_text(changed.read_text())  # the fleet file now says what is deployed
+
+
+# ---------------------------------------------------------------- the network
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "error", "path": "/api/", "status": 503},
+        {"kind": "slow", "path": "/api/", "delay": 8},
+    ],
+    ids=["5xx", "frozen"],
+)
+def test_a_network_outage_is_one_fleet_alert_and_no_reboot(
+    fault: dict[str, Any], clean: Path, db: Engine, sandbox: Any, webhook: Webhook
+) -> None:
+    httpx.post(f"{sandbox.url}/__sandbox/faults", json=fault).raise_for_status()
+    try:
+        for _ in range(3):  # two periods and more of an outage
+            outcomes = health(clean)
+            assert all(not o.actions or set(o.actions) <= {"restart_browser", "restart_runner"}
+                       for o in outcomes.values())  # fmt: skip
+        assert len(webhook.wait_for("faults", "down")) == 1
+    finally:
+        httpx.post(f"{sandbox.url}/__sandbox/faults/clear").raise_for_status()
+    sweep_until(clean, all_good)
+    assert rows(db, "SELECT kind, status FROM incidents WHERE host_id IS NULL") == [
+        ("NetworkDown", "recovered")
+    ]
+    for name in HOSTS:
+        assert "reboot_host" not in steps(db, name)
+        assert "login" not in steps(db, name)
+    assert webhook.wait_for("faults", "restored") or webhook.wait_for("faults", "back")
+
+
+def test_a_banned_node_is_recorded_with_the_reason_and_alerted_once(
+    clean: Path, db: Engine, sandbox: Any, webhook: Webhook
+) -> None:
+    client = rows(
+        db, "SELECT n.client_id FROM nodes n JOIN hosts h ON h.id = n.host_id WHERE h.name = :n",
+        n="fault-2",
+    )[0][0]  # fmt: skip
+    ban = {"clientid": client, "reason": "Risky IP (review)"}
+    httpx.post(f"{sandbox.url}/__sandbox/ban", json=ban).raise_for_status()
+    try:
+        out = sweep_until(clean, lambda o: o["fault-2"].status == "Unsupported", limit=20)
+        assert "Risky IP" in out["fault-2"].reason
+        for _ in range(2):
+            again = health(clean)["fault-2"]
+            assert again.status == "Unsupported" and again.actions == ()
+        assert len(webhook.wait_for("fault-2", "Risky IP")) == 1
+    finally:
+        httpx.post(
+            f"{sandbox.url}/__sandbox/ban", json={"clientid": client, "reason": None}
+        ).raise_for_status()
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-2") == [("Unsupported", "recovered")]
+    assert steps(db, "fault-2") == []
+    others_untouched(db, "fault-2")
