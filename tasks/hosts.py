@@ -30,7 +30,7 @@ from gradientlab.health import (
     wait_until,
 )
 from gradientlab.health.record import host_histories
-from gradientlab.health.report import utcnow
+from gradientlab.health.report import as_dict, utcnow
 from gradientlab.health.status import HOST_RUNGS
 from gradientlab.inventory import executor_for, node_settings, provider_for
 from gradientlab.node.deploy import DeployResult, deploy_node
@@ -112,7 +112,7 @@ def _check(
         timeout=policy.probe_timeout_seconds,
     )
     try:
-        client = (((obs.data or {}).get("status") or {}).get("popup") or {}).get("node_id")
+        client = as_dict(as_dict(as_dict(obs.data).get("status")).get("popup")).get("node_id")
         item = by_client.get(str(client or "")) if use_network else None
         report = judge(obs, item, policy, cursor=position[0], events_id=position[1])
     except Exception as exc:  # noqa: BLE001 - an answer the judge cannot read

@@ -3,6 +3,7 @@ host's recent history in, a decision with its reason out; unit-tested without a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -128,6 +129,8 @@ def decide(
             assert until is not None
             waiting.append(f"{rung} after {until:%H:%M:%S}")
             skipped.append(f"{rung}: backing off until {until:%H:%M:%S} UTC")
+            if rung in HOST_RUNGS:
+                break  # a heavier host rung waits for this one, never jumps past it
             continue
         if rung in HOST_RUNGS:
             if not sure:
@@ -158,7 +161,7 @@ def apply_brake(
     decisions: dict[str, Decision], fleet_size: int, policy: Health
 ) -> dict[str, Decision]:
     """Never touch more than a share of the fleet's hosts in one sweep (at least one)."""
-    allowed = max(1, int(policy.max_reboot_share * fleet_size))
+    allowed = max(1, math.floor(policy.max_reboot_share * fleet_size + 1e-9))
     out: dict[str, Decision] = {}
     used = 0
     for host in sorted(decisions):

@@ -149,7 +149,10 @@ def judge(
     data = obs.data
     status_file = as_dict(data.get("status"))
     popup = as_dict(status_file.get("popup"))
-    all_events = [e for e in data.get("events") or [] if isinstance(e, dict)]
+    raw_events = data.get("events")
+    all_events = (
+        [e for e in raw_events if isinstance(e, dict)] if isinstance(raw_events, list) else []
+    )
     probe_events_id = data.get("events_id") if isinstance(data.get("events_id"), str) else None
     if probe_events_id and events_id and probe_events_id != events_id:
         cursor = 0  # a new runner log: every event in it is new
@@ -161,7 +164,7 @@ def judge(
         checked_at=obs.checked_at,
         runner_alive=runner_alive,
         browser_alive=bool(data.get("browser_alive")),
-        logged_in=status_file.get("logged_in"),
+        logged_in=v if isinstance(v := status_file.get("logged_in"), bool) else None,
         popup_status=popup.get("status") if isinstance(popup.get("status"), str) else None,
         client_id=str(popup.get("node_id")) if popup.get("node_id") else None,
         ip=str(popup.get("ip")) if popup.get("ip") else None,

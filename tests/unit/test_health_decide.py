@@ -360,11 +360,6 @@ def test_reprovision_waits_for_confirmation_too() -> None:
     assert decision.reason == "waiting: reprovision once the fault is confirmed"
 
 
-@pytest.mark.xfail(
-    reason="BUG: decide.py decide() `continue`s past a rung in backoff, so a reboot_host that is "
-    "only backing off (not spent) lets reprovision, the heavier host rung, run at once",
-    strict=True,
-)
 def test_reprovision_waits_while_the_reboot_only_backs_off() -> None:
     history = confirmed(V.UNREACHABLE, actions=tried(R.REBOOT_HOST, 0.5), cloud=True)
     decision = decide(report(V.UNREACHABLE), history, UP, Health(reprovision=True))
@@ -471,10 +466,6 @@ def test_reprovisioning_counts_against_the_brake() -> None:
     assert braked["b"].steps == ()
 
 
-@pytest.mark.xfail(
-    reason="BUG: decide.py apply_brake truncates a float: int(0.29 * 100) is 28, not 29",
-    strict=True,
-)
 def test_the_brakes_share_is_not_lost_to_float_rounding() -> None:
     decisions = {
         h: decide(report(V.UNREACHABLE, host=h), confirmed(V.UNREACHABLE), UP, POLICY)

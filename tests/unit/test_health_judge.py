@@ -787,11 +787,6 @@ def test_a_negative_free_disk_is_unknown_not_full() -> None:
     assert report.status == Verdict.GOOD
 
 
-@pytest.mark.xfail(
-    reason="BUG: judge.py:141 iterates data['events'] without checking it is a list; "
-    '"events": 5 (or true) raises TypeError instead of ProbeInvalid or a sane report',
-    strict=True,
-)
 @pytest.mark.parametrize("events", [5, True], ids=["int", "bool"])
 def test_a_scalar_events_value_is_not_an_exception(events: Any) -> None:
     data = probe_data(popup_fields=popup())
@@ -800,11 +795,6 @@ def test_a_scalar_events_value_is_not_an_exception(events: Any) -> None:
     assert report.status in (Verdict.GOOD, Verdict.PROBE_INVALID)
 
 
-@pytest.mark.xfail(
-    reason="BUG: judge.py:153 copies status.json's logged_in as is; a non-bool reaches the "
-    "report (typed bool | None) and the samples table's boolean column",
-    strict=True,
-)
 def test_a_non_bool_logged_in_is_not_passed_through() -> None:
     data = probe_data(popup_fields=popup(), logged_in="maybe")
     report = observed(answering(json.dumps(data)), item())
