@@ -34,7 +34,8 @@ class NodeSettings:
     extension_source: str
     extension_id: str
 
-    def runner_config(self) -> dict[str, Any]:
+    def runner_config(self, supervisor: str = "runner") -> dict[str, Any]:
+        """config.json; `supervisor` says who starts the runner: "systemd" or "runner"."""
         return {
             "email": self.email,
             "password": self.password,
@@ -44,6 +45,7 @@ class NodeSettings:
             "chromium": self.runner.chromium,
             "status_interval_seconds": self.runner.status_interval_seconds,
             "browser_check_seconds": self.runner.browser_check_seconds,
+            "supervisor": supervisor,
         }
 
 
@@ -177,9 +179,14 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
             "in the fleet file"
         )
     py = ensure_runtime(ex, python, changes)
+    # decided before config.json is written: the runner's `start`/`stop` follow its supervisor
+    systemd = has_systemd(ex)
+    result.supervisor = "systemd" if systemd else "runner"
     code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
     code_changed |= put_file(ex, f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644, changes)
-    config = json.dumps(settings.runner_config(), indent=1, sort_keys=True).encode()
+    config = json.dumps(
+        settings.runner_config(result.supervisor), indent=1, sort_keys=True
+    ).encode()
     config_changed = put_file(ex, f"{NODE_DIR}/config.json", config, 0o600, changes)
     ext = _json_line(
         ex, f"{shlex.quote(py)} {NODE_DIR}/runner.py install-extension", "installing the extension"
@@ -191,8 +198,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
     needs_restart = code_changed or config_changed or bool(ext.get("changed"))
 
     runner = f"{shlex.quote(py)} {NODE_DIR}/runner.py"
-    if has_systemd(ex):
-        result.supervisor = "systemd"
+    if systemd:
         ensure(".config/systemd/user", 0o755)
         unit_changed = put_file(
             ex, f".config/systemd/user/{UNIT_NAME}", systemd_unit(py).encode(), 0o644, changes
@@ -202,13 +208,15 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
             ex.run('loginctl enable-linger "$USER"')  # keep the user's units after logout
         active = ex.run(f"systemctl --user is-active --quiet {UNIT_NAME}").ok
         if not active:
+            # a runner started by hand would hold runner.lock and keep the unit's from running
+            if _json_line(ex, f"{runner} stop", "stopping a runner outside systemd").get("stopped"):
+                changes.append("stopped a runner running outside systemd")
             _check(ex, f"systemctl --user enable --now {UNIT_NAME}", "starting the runner unit")
             changes.append("started the runner (systemd)")
         elif needs_restart or unit_changed:
             _check(ex, f"systemctl --user restart {UNIT_NAME}", "restarting the runner unit")
             changes.append("restarted the runner (systemd)")
     else:
-        result.supervisor = "runner"
         put_file(
             ex,
             ".gradientlab/autostart/gradientlab-node",
@@ -230,18 +238,44 @@ def runner_command(python: str | None, command: str) -> str:
     return f"{shlex.quote(py)} {NODE_DIR}/runner.py {command}"
 
 
-# The health check's command: one JSON document from a few shell builtins and `cat`/`tail`, no
-# interpreter start-up (it runs on every host on every sweep, a Raspberry Pi included). The
-# runner keeps status.json current (popup, PSS); this adds whether its processes live now.
+# The health check's command: one JSON document from shell builtins and `cat`/`tail`/`sed`/`df`/
+# `date`, no interpreter start-up (it runs on every host on every sweep, a Raspberry Pi included).
+# POSIX sh (dash on Debian). The runner keeps status.json current (popup, PSS); this adds whether
+# its processes live now, the event log's id and the host's own figures (load, memory, the disk
+# the node lives on, its clock, cloud-init) — the latter also where no node is installed, so that
+# "cloud-init still running" and "not deployed" differ. Every value is checked before it is
+# printed: what cannot be read is null, never a hole in the JSON. `"events": [` comes last (a
+# reader may cut an event line a crash left short there). It only reads: no file is written.
 PROBE_SH = r"""
-cd .gradientlab/node 2>/dev/null || { echo '{"installed": false}'; exit 0; }
-num() { case "$1" in ''|*[!0-9]*) echo null;; *) echo "$1";; esac; }
-alive() { [ "$1" != null ] && kill -0 "$1" 2>/dev/null && echo true || echo false; }
+set -f
+num() { case "$1" in ''|*[!0-9]*|0[0-9]*) echo null;; *) echo "$1";; esac; }
+dec() { case "$1" in ''|.*|*.|*[!0-9.]*|*.*.*|0[0-9]*) echo null;; *) echo "$1";; esac; }
+host() {
+  l=; mt=; ma=; ci=null
+  [ -r /proc/loadavg ] && read -r l x </proc/loadavg
+  [ -r /proc/meminfo ] && while read -r k v x; do case "$k" in
+    MemTotal:) mt=$v;; MemAvailable:) ma=$v;; esac; done </proc/meminfo
+  set -- $(LC_ALL=C df -Pk . 2>/dev/null | sed -n 2p)
+  c=$(date +%s.%N 2>/dev/null); [ "$(dec "$c")" = null ] && c=$(date +%s 2>/dev/null)
+  if [ -e /var/lib/cloud/instance/boot-finished ]; then ci='"done"'
+  elif [ -e /run/cloud-init ]; then ci='"running"'; fi
+  printf '"host": {"load1": %s, "mem_total_kib": %s, "mem_available_kib": %s,'\
+' "disk_total_kib": %s, "disk_free_kib": %s, "clock": %s, "cloud_init": %s}'\
+ "$(dec "$l")" "$(num "$mt")" "$(num "$ma")" "$(num "$2")" "$(num "$4")" "$(dec "$c")" "$ci"
+}
+cd .gradientlab/node 2>/dev/null || {
+  printf '{"probe_version": "sh2", "installed": false, "events_id": null, '; host; printf '}\n'
+  exit 0; }
 r=$(num "$(cat runner.pid 2>/dev/null)"); b=$(num "$(cat browser.pid 2>/dev/null)")
+alive() { [ "$1" != null ] && kill -0 "$1" 2>/dev/null && echo true || echo false; }
 ra=$(alive "$r"); ba=false; [ "$ra" = true ] && ba=$(alive "$b")
 [ -f config.json ] && inst=true || inst=false
-printf '{"probe_version": "sh1", "runner_alive": %s, "runner_pid": %s, "browser_alive": %s,'\
-' "browser_pid": %s, "installed": %s, "status": ' "$ra" "$r" "$ba" "$b" "$inst"
+e=; [ -r events.id ] && read -r e <events.id
+case "$e" in ''|*[!0-9a-f]*) e=null;; *) e="\"$e\"";; esac
+printf '{"probe_version": "sh2", "runner_alive": %s, "runner_pid": %s, "browser_alive": %s,'\
+' "browser_pid": %s, "installed": %s, "events_id": %s, ' "$ra" "$r" "$ba" "$b" "$inst" "$e"
+host
+printf ', "status": '
 if [ -s status.json ]; then cat status.json; else printf null; fi
 printf ', "events": [\n'
 [ -f events.jsonl ] && tail -n 200 events.jsonl | sed '$!s/$/,/'

@@ -121,3 +121,16 @@ def _scan_parents() -> dict[int, list[int]]:
             continue
         children.setdefault(ppid, []).append(int(entry))
     return children
+
+
+def cmdline_has(pid: int | None, needle: str) -> bool:
+    """Whether process `pid`'s command line has an argument containing `needle`."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    wanted = needle.encode()
+    return any(wanted in arg for arg in args)

@@ -6,11 +6,15 @@ lives in a tight memory budget: Chromium runs on its own, and the Playwright dri
 only to log in or read the popup, then stopped again.
 
     runner.py run                 supervise the browser (foreground; systemd runs this)
-    runner.py start               `run` as a daemon, unless one is already running
+    runner.py start               `run` as a daemon, unless one is already running (under
+                                  systemd: `systemctl --user start gradientlab-node.service`)
     runner.py stop                stop the runner and its browser
     runner.py login               log in again through the dashboard page
     runner.py restart-browser     end the browser; the runner starts a new one
     runner.py install-extension   fetch the extension (CRX), unpack it, print JSON
+
+One runner per host: `run` holds an exclusive flock on runner.lock (which names its pid) for its
+whole life; a second one refuses before it touches the browser or the profile.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import logging.handlers
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -33,12 +38,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 try:  # in the control plane, a package; on a host, two files side by side
     from gradientlab.node.facts import (  # noqa: F401 - read_events is re-exported
+        cmdline_has,
         now_iso,
         pid_alive,
         process_tree,
@@ -48,6 +56,7 @@ try:  # in the control plane, a package; on a host, two files side by side
     )
 except ImportError:
     from facts import (  # type: ignore[no-redef]  # noqa: F401, I001
+        cmdline_has,
         now_iso,
         pid_alive,
         process_tree,
@@ -56,7 +65,11 @@ except ImportError:
         read_pid,
     )
 
-RUNNER_VERSION = "1"
+RUNNER_VERSION = "2"
+UNIT_NAME = "gradientlab-node.service"  # the systemd user unit deploy writes
+EXIT_LOCKED = 3  # `run` while another runner holds runner.lock
+# popup states after which the runner stops re-reading the popup every few seconds
+SETTLED = ("Good", "Excellent", "Unsupported", "Logged out")
 HOME = Path(os.environ.get("GRADIENTLAB_NODE_HOME", Path(__file__).resolve().parent))
 log = logging.getLogger("gradientlab.runner")
 
@@ -66,9 +79,11 @@ class Paths:
         self.home = home
         self.config = home / "config.json"
         self.runner_pid = home / "runner.pid"
+        self.lock = home / "runner.lock"
         self.browser_pid = home / "browser.pid"
         self.status = home / "status.json"
         self.events = home / "events.jsonl"
+        self.events_id = home / "events.id"
         self.log = home / "runner.log"
         self.chrome_log = home / "chrome.log"
         self.profile = home / "profile"
@@ -95,10 +110,36 @@ def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
 
 
 class EventLog:
-    """Append-only JSON lines; each event has an increasing id so the control plane can resume."""
+    """Append-only JSON lines; each event has an increasing id so the control plane can resume.
+
+    events.id beside the log names this log: a random id made whenever the log starts afresh (a
+    new install, a deleted file), so a control plane that keeps (log id, cursor) knows when ids
+    start again from 1."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.id_path = path.with_suffix(".id")
+
+    def log_id(self) -> str | None:
+        try:
+            return self.id_path.read_text().strip() or None
+        except OSError:
+            return None
+
+    def _ensure_id(self, fresh: bool) -> None:
+        """Under the log's lock: a new id when the log is new, or when there is none yet."""
+        if not fresh and self.log_id():
+            return
+        tmp = self.id_path.with_suffix(".id.tmp")
+        try:
+            tmp.write_text(uuid.uuid4().hex + "\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.id_path)
+        except OSError as exc:  # a full disk: the event may still fit; the next add tries again
+            log.warning("could not write %s: %s", self.id_path, exc)
+
+    def last_id(self) -> int:
+        return self._last_id()
 
     def _last_id(self) -> int:
         try:
@@ -118,6 +159,7 @@ class EventLog:
         # a lock, from the file itself, so ids never repeat.
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self._ensure_id(fresh=not self.path.exists())
             event = {"id": self._last_id() + 1, "at": now_iso(), "kind": kind, "detail": detail}
             with open(self.path, "a+b") as f:
                 f.seek(0, os.SEEK_END)
@@ -401,6 +443,91 @@ def read_popup(context: Any, ext_id: str, wait_for_status: bool = False) -> dict
         page.close()
 
 
+# ---------------------------------------------------------------- one runner per host
+
+
+class RunnerLocked(RuntimeError):
+    """Another runner holds runner.lock."""
+
+    def __init__(self, paths: Paths, pid: int | None) -> None:
+        self.pid = pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"a runner is already running: {who} holds {paths.lock}")
+
+
+def _write_lock_pid(fd: int, pid: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+
+
+def take_lock(paths: Paths, attempts: int = 3) -> int:
+    """Hold runner.lock (exclusive, non-blocking) and write this pid into it; the returned fd
+    holds the lock until the process ends. Raises RunnerLocked naming the holder's pid.
+
+    A few quick tries, so that a momentary look by `lock_holder` never turns a runner away."""
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    tries = 0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            tries += 1
+            if tries >= attempts:
+                os.close(fd)
+                raise RunnerLocked(paths, read_pid(paths.lock)) from None
+            time.sleep(0.1)
+    with contextlib.suppress(OSError):  # a full disk: the lock holds, its pid is a nicety
+        _write_lock_pid(fd, os.getpid())
+    return fd
+
+
+def lock_holder(paths: Paths) -> tuple[bool, int | None]:
+    """(held, pid written in it): looks with a shared lock taken and dropped at once."""
+    try:
+        fd = os.open(paths.lock, os.O_RDONLY)
+    except OSError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True, read_pid(paths.lock)
+    finally:
+        os.close(fd)  # drops the shared lock when it was taken
+    return False, None
+
+
+def running_pid(paths: Paths, timeout: float = 5) -> int | None:
+    """The pid of the runner holding runner.lock (None when none does), once it has started:
+    a runner just launched may still be the `start` that launched it for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held, pid = lock_holder(paths)
+        if not held:
+            return None
+        if pid is not None and pid == read_pid(paths.runner_pid) and pid_alive(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.05)
+
+
+def supervisor_of(paths: Paths) -> str:
+    """Who starts the runner: "systemd" (a user unit deploy wrote) or "runner" (`start`)."""
+    try:
+        return "systemd" if load_config(paths).get("supervisor") == "systemd" else "runner"
+    except (OSError, ValueError, AttributeError):
+        return "runner"
+
+
+def systemctl_command(action: str) -> list[str]:
+    return ["systemctl", "--user", action, UNIT_NAME]
+
+
+def _systemctl(action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(systemctl_command(action), capture_output=True, text=True, timeout=120)
+
+
 # ---------------------------------------------------------------- supervision
 
 
@@ -414,47 +541,50 @@ class Runner:
         self.status: dict[str, Any] = {}
         self.browser_restarts = 0
         self.last_attach = 0.0
+        self.settle_until = 0.0  # until then, read the popup every settle_poll_seconds
         self.refresh_requested = False
         self.attach_failures = 0
 
     def write_status(self, **changes: Any) -> None:
         self.status.update(changes)
+        browser_pid = self.browser.proc.pid if self.browser.alive() and self.browser.proc else None
+        # measured here, so that the health probe itself stays a few shell builtins
+        browser_tree = process_tree([browser_pid]) if browser_pid else []
+        in_browser = set(browser_tree)
+        runner_tree = [p for p in process_tree([os.getpid()]) if p not in in_browser]
+        runner_pss = pss_kib(runner_tree)
+        browser_pss = pss_kib(browser_tree) if browser_tree else None
+        total = (
+            None
+            if runner_pss is None and browser_pss is None
+            else (runner_pss or 0) + (browser_pss or 0)
+        )
         self.status.update(
             runner_pid=os.getpid(),
             runner_version=RUNNER_VERSION,
-            browser_pid=self.browser.proc.pid
-            if self.browser.alive() and self.browser.proc
-            else None,
+            browser_pid=browser_pid,
             browser_started_at=self.browser.started_at,
             browser_restarts=self.browser_restarts,
-            # measured here, so that the health probe itself stays a few shell builtins
-            pss_kib=pss_kib(
-                process_tree(
-                    [
-                        os.getpid(),
-                        *(
-                            [self.browser.proc.pid]
-                            if self.browser.alive() and self.browser.proc
-                            else []
-                        ),
-                    ]
-                )
-            ),
+            pss_kib=total,  # the runner and its browser together
+            runner_pss_kib=runner_pss,  # the runner (and a Playwright driver while attached)
+            browser_pss_kib=browser_pss,
             updated_at=now_iso(),
         )
         write_json_atomic(self.paths.status, self.status)
 
-    def run(self) -> int:
+    def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGUSR1, self._on_refresh)
+
+    def run(self) -> int:
+        """Supervise until stopped. An exception escapes to `serve`, which reports the crash."""
         self.paths.runner_pid.write_text(str(os.getpid()))
-        # a fresh status: what an earlier runner saw must not pass for this browser's state
-        self.write_status(browser_alive=False)
-        self.events.add("runner_started", f"pid {os.getpid()}")
-        check = float(self.config.get("browser_check_seconds", 2))
-        interval = float(self.config.get("status_interval_seconds", 60))
         try:
+            self.end_orphan_browser()
+            # a fresh status: what an earlier runner saw must not pass for this browser's state
+            self.write_status(browser_alive=False)
+            check = float(self.config.get("browser_check_seconds", 2))
             while not self.stopping:
                 if not self.browser.alive():
                     if self.browser.proc is not None:
@@ -462,17 +592,42 @@ class Runner:
                         self.events.add("browser_exited", f"exit code {self.browser.exit_code()}")
                         self.browser.reap()
                     self.start_browser()
-                elif self.refresh_requested or time.monotonic() - self.last_attach >= interval:
+                elif self.refresh_requested or self.read_due_in() <= 0:
                     self.refresh_requested = False
                     self.refresh()
-                self._sleep(check)
+                self._sleep(min(check, max(0.0, self.read_due_in())))
         finally:
             self.browser.stop()
-            self.events.add("runner_stopped")
-            self.write_status(browser_alive=False)
             with contextlib.suppress(OSError):
                 self.paths.runner_pid.unlink()
+        self.events.add("runner_stopped")
+        self.write_status(browser_alive=False)
         return 0
+
+    def read_due_in(self) -> float:
+        """Seconds until the popup is read again: every few seconds while the node settles
+        after a browser start, else every status interval."""
+        now = time.monotonic()
+        if now < self.settle_until:
+            interval = float(self.config.get("settle_poll_seconds", 2))
+        else:
+            interval = float(self.config.get("status_interval_seconds", 60))
+        return self.last_attach + interval - now
+
+    def end_orphan_browser(self) -> None:
+        """A runner killed hard leaves its browser on the profile; this runner holds
+        runner.lock, so a browser still running on this profile is nobody's: end it."""
+        pid = read_pid(self.paths.browser_pid)
+        if pid is None or not pid_alive(pid):
+            return
+        if not cmdline_has(pid, f"--user-data-dir={self.paths.profile}"):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.events.add("orphan_browser_ended", f"pid {pid}")
 
     def start_browser(self) -> None:
         if clear_stale_singleton_lock(self.paths.profile):
@@ -488,17 +643,20 @@ class Runner:
             "browser_started", f"pid {self.browser.proc.pid if self.browser.proc else '?'}"
         )
         self.write_status(browser_alive=True)
+        # read the new browser's state now, then every few seconds until it settles
+        self.settle_until = time.monotonic() + float(self.config.get("settle_timeout_seconds", 60))
         self.refresh()
 
     def refresh(self) -> None:
-        self.last_attach = time.monotonic()
         try:
             result = attach(self.paths, self.config)
         except Exception as exc:  # noqa: BLE001
+            self.last_attach = time.monotonic()
             self.attach_failures += 1
             self.write_status(browser_alive=self.browser.alive(), last_error=f"attach: {exc}")
             log.warning("attach failed: %s", exc)
             return
+        self.last_attach = time.monotonic()
         self.attach_failures = 0
         if result.get("logged_in_now"):
             self.events.add("logged_in")
@@ -515,6 +673,8 @@ class Runner:
         )
         if popup.get("status") != previous:
             self.events.add("popup_status", str(popup.get("status")))
+        if popup.get("status") in SETTLED:
+            self.settle_until = 0.0
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -532,42 +692,166 @@ class Runner:
         self.refresh_requested = True  # read the popup on the next loop
 
 
+def serve(paths: Paths) -> tuple[int, str | None]:
+    """Be the runner (the caller holds runner.lock): `runner_started`, then supervise. When it
+    dies of an exception: a `runner_crashed` event and status.json's last_error, exit code 1."""
+    events = EventLog(paths.events)
+    runner: Runner | None = None
+    try:
+        events.add("runner_started", f"pid {os.getpid()}")
+        runner = Runner(paths)
+        runner.install_signal_handlers()
+        return runner.run(), None
+    except Exception as exc:  # noqa: BLE001 - reported, then the process ends
+        detail = f"{type(exc).__name__}: {exc}"
+        log.exception("runner crashed")
+        with contextlib.suppress(Exception):
+            events.add("runner_crashed", detail)
+        with contextlib.suppress(Exception):
+            if runner is not None:
+                runner.write_status(browser_alive=False, last_error=detail)
+            else:
+                write_json_atomic(
+                    paths.status,
+                    {
+                        "runner_pid": os.getpid(),
+                        "runner_version": RUNNER_VERSION,
+                        "browser_alive": False,
+                        "browser_pid": None,
+                        "last_error": detail,
+                        "updated_at": now_iso(),
+                    },
+                )
+        return 1, detail
+
+
 # ---------------------------------------------------------------- commands
 
 
-def cmd_start(paths: Paths) -> dict[str, Any]:
-    pid = read_pid(paths.runner_pid)
-    if pid_alive(pid):
-        return {"started": False, "pid": pid}
-    # double fork so the runner outlives the SSH session that started it
-    if os.fork() > 0:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+def _pipe_closed(fd: int) -> bool:
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable) and os.read(fd, 1) == b""
+
+
+def await_start(
+    paths: Paths,
+    cursor: int,
+    gone: Callable[[], bool] | None = None,
+    timeout: float = 20,
+    grace: float = 0.3,
+) -> int:
+    """Wait for the runner started after event `cursor`: its pid once it is up (its
+    `runner_started` pid in runner.pid, alive `grace` seconds on). A `runner_crashed` event, or
+    the runner gone, is an error naming the crash."""
+    deadline = time.monotonic() + timeout
+    ready: int | None = None
+    ready_at = 0.0
+
+    def crashed() -> str | None:
+        crashes = [
+            e for e in read_events(paths.events, cursor) if e.get("kind") == "runner_crashed"
+        ]
+        return str(crashes[-1].get("detail")) if crashes else None
+
+    while True:
+        detail = crashed()
+        if detail is None and (
+            (gone is not None and gone()) or (ready is not None and not pid_alive(ready))
+        ):
+            detail = crashed() or f"it exited; see {paths.log}"
+        if detail is not None:
+            raise RuntimeError(f"the runner died at start: {detail}")
+        if ready is None:
+            started = {
+                str(e.get("detail"))
+                for e in read_events(paths.events, cursor)
+                if e.get("kind") == "runner_started"
+            }
             pid = read_pid(paths.runner_pid)
-            if pid_alive(pid):
-                return {"started": True, "pid": pid}
-            time.sleep(0.05)
-        raise RuntimeError(f"the runner did not start; see {paths.log}")
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    setup_logging(paths)
+            if pid is not None and f"pid {pid}" in started and pid_alive(pid):
+                ready, ready_at = pid, time.monotonic()
+        elif time.monotonic() - ready_at >= grace:
+            return ready
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the runner did not start within {timeout:.0f}s; see {paths.log}")
+        time.sleep(0.05)
+
+
+def cmd_start(paths: Paths) -> dict[str, Any]:
+    """Start the runner unless one runs. Under systemd through the unit; otherwise as a daemon
+    that inherits this command's hold on runner.lock, so two `start` at once make one runner."""
+    if supervisor_of(paths) == "systemd":
+        return _start_systemd(paths)
     try:
-        code = Runner(paths).run()
-    except Exception:  # noqa: BLE001
-        log.exception("runner crashed")
-        code = 1
-    os._exit(code)
+        lock = take_lock(paths)
+    except RunnerLocked:
+        return {"started": False, "pid": running_pid(paths)}
+    cursor = EventLog(paths.events).last_id()
+    alive_r, alive_w = os.pipe()  # closes (EOF) when the daemon ends
+    child = os.fork()
+    if child > 0:
+        os.close(alive_w)
+        try:
+            os.waitpid(child, 0)
+            pid = await_start(paths, cursor, gone=lambda: _pipe_closed(alive_r))
+        finally:
+            os.close(alive_r)
+            os.close(lock)  # the daemon's copy keeps runner.lock held
+        return {"started": True, "pid": pid}
+    # double fork so the runner outlives the SSH session that started it
+    code = 1
+    try:
+        os.close(alive_r)
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        with contextlib.suppress(OSError):
+            _write_lock_pid(lock, os.getpid())
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        setup_logging(paths)
+        code, _ = serve(paths)
+    except BaseException:  # noqa: BLE001
+        with contextlib.suppress(Exception):
+            log.exception("runner failed")
+    finally:
+        os._exit(code)
+
+
+def _start_systemd(paths: Paths) -> dict[str, Any]:
+    held, _ = lock_holder(paths)
+    if held:
+        return {"started": False, "pid": running_pid(paths), "supervisor": "systemd"}
+    cursor = EventLog(paths.events).last_id()
+    done = _systemctl("start")
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(systemctl_command('start'))} failed (exit {done.returncode}): "
+            f"{(done.stderr or done.stdout).strip()[-300:]}"
+        )
+    return {"started": True, "pid": await_start(paths, cursor), "supervisor": "systemd"}
 
 
 def cmd_stop(paths: Paths, timeout: float = 15) -> dict[str, Any]:
-    pid = read_pid(paths.runner_pid)
-    if not pid_alive(pid):
-        return {"stopped": False}
-    assert pid is not None
+    result: dict[str, Any] = {"stopped": False}
+    if supervisor_of(paths) == "systemd":
+        before = running_pid(paths, timeout=0)
+        done = _systemctl("stop")
+        result["supervisor"] = "systemd"
+        if done.returncode != 0:
+            result["systemctl_error"] = (done.stderr or done.stdout).strip()[-300:]
+        if before is not None:
+            result.update(stopped=True, pid=before)
+    # what systemd did not stop: a runner started by hand, or one from before runner.lock
+    held, _ = lock_holder(paths)
+    if held:
+        pid = running_pid(paths, timeout=2)
+    else:
+        legacy = read_pid(paths.runner_pid)
+        pid = legacy if pid_alive(legacy) and cmdline_has(legacy, "runner.py") else None
+    if pid is None or not pid_alive(pid):
+        return result
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid_alive(pid):
@@ -578,7 +862,8 @@ def cmd_stop(paths: Paths, timeout: float = 15) -> dict[str, Any]:
     if pid_alive(browser):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(browser, signal.SIGKILL)  # type: ignore[arg-type]
-    return {"stopped": True, "pid": pid}
+    result.update(stopped=True, pid=pid)
+    return result
 
 
 def cmd_restart_browser(paths: Paths) -> dict[str, Any]:
@@ -783,10 +1068,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = Paths(HOME)
     os.umask(0o077)
+    if args.command == "run":
+        try:
+            take_lock(paths)  # held by its fd until this process ends
+        except RunnerLocked as exc:  # before anything touches the browser or the profile
+            print(json.dumps({"error": f"RunnerLocked: {exc}", "pid": exc.pid}))
+            return EXIT_LOCKED
+        setup_logging(paths)
+        code, crash = serve(paths)
+        if crash is not None:
+            print(json.dumps({"error": f"the runner crashed: {crash}"}))
+        return code
     try:
-        if args.command == "run":
-            setup_logging(paths)
-            return Runner(paths).run()
         if args.command == "start":
             result = cmd_start(paths)
         elif args.command == "stop":

@@ -1,7 +1,11 @@
-"""Deploy against a real local sshd host: idempotent, host key pinned."""
+"""Deploy against a real local sshd host: idempotent, host key pinned, one runner whose state the
+health probe reads (host metrics, the event log's id); a killed browser is read as Good again
+within seconds. And deploy's choice of supervisor (systemd or the runner's own `start`), with a
+scripted executor, since these machines have no systemd."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -10,13 +14,35 @@ from typing import Any
 import pytest
 
 from gradientlab import health
-from gradientlab.config import parse_fleet
+from gradientlab.config import Fleet, Network, parse_fleet
+from gradientlab.config import Runner as RunnerSettings
+from gradientlab.health import HealthReport, Verdict
+from gradientlab.health.report import utcnow
 from gradientlab.inventory import executor_for, node_settings, provider_for
-from gradientlab.node.deploy import deploy_node
+from gradientlab.node import runner
+from gradientlab.node.deploy import NODE_DIR, UNIT_NAME, NodeSettings, deploy_node
 from gradientlab.providers.base import HostRecord
-from gradientlab.remote.executor import HostKeyMismatch, SshExecutor, SshTarget
+from gradientlab.remote.executor import (
+    CommandResult,
+    Executor,
+    HostKeyMismatch,
+    SshExecutor,
+    SshTarget,
+)
 from gradientlab.remote.keys import load_operator_key, operator_public_key
 from tests.conftest import fleet_yaml
+
+
+def check(fleet: Fleet, record: HostRecord, ex: Executor, cursor: int = 0) -> HealthReport:
+    """One health check of the host, as the health flow makes it (no network view)."""
+    obs = health.observe(record.name, lambda: ex, utcnow())
+    return health.judge(obs, None, fleet.health, cursor=cursor)
+
+
+def wait_good(fleet: Fleet, record: HostRecord, ex: Executor, timeout: float) -> HealthReport:
+    return health.wait_until(
+        lambda: check(fleet, record, ex), lambda r: r.status == Verdict.GOOD, timeout, poll=0.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +62,9 @@ def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostR
     assert first.changed
     assert "wrote .gradientlab/node/config.json" in first.changes
     assert first.extension_version == "0.1.0"
+    assert first.supervisor == "runner"  # no systemd on these machines
+    config = json.loads(ex.read_file(f"{NODE_DIR}/config.json") or b"{}")
+    assert config["supervisor"] == "runner"
     second = deploy_node(ex, node_settings(fleet), record.meta["python"])
     assert second.changes == []
     assert second.runner_pid == first.runner_pid
@@ -43,13 +72,26 @@ def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostR
     mode = ex.run("stat -c %a .gradientlab/node/config.json").stdout.strip()
     assert mode == "600"  # the password lives only in a file its user alone can read
 
-    report = health.wait_until(
-        lambda: health.assess(record.name, health.probe(ex), None),
-        lambda r: r.status == "Good",
-        timeout=90,
-    )
-    assert report.status == "Good", report
+    report = wait_good(fleet, record, ex, timeout=90)
+    assert report.status == Verdict.GOOD, report
     assert report.client_id
+    # the probe's additions: the event log's id and the host's own figures
+    assert report.events_id == (ex.read_file(f"{NODE_DIR}/events.id") or b"").decode().strip()
+    assert report.events_id and len(report.events_id) == 32
+    m = report.metrics
+    assert m.load1 is not None and m.mem_total_kib and m.mem_available_kib
+    assert m.disk_total_kib and m.disk_free_kib and m.clock_offset_s is not None
+    assert abs(m.clock_offset_s) < 5
+    assert m.runner_pss_kib and m.browser_pss_kib
+    assert report.pss_kib == m.runner_pss_kib + m.browser_pss_kib
+
+    # one runner per host: a second `run` refuses, naming the running one
+    python = record.meta["python"]
+    second_run = ex.run(f"{python} {NODE_DIR}/runner.py run", timeout=30)
+    assert second_run.exit_code == runner.EXIT_LOCKED
+    refusal = json.loads(second_run.stdout.strip().splitlines()[-1])
+    assert refusal["pid"] == first.runner_pid
+    assert check(fleet, record, ex).status == Verdict.GOOD
 
 
 def test_a_changed_host_key_is_refused(one_host: tuple[Any, HostRecord]) -> None:
@@ -75,25 +117,58 @@ def test_a_revoked_session_is_logged_in_again(
 
     fleet, record = one_host
     ex = executor_for(record)
-    before = health.probe(ex)
-    assert health.assess(record.name, before, None).status == "Good"
-    cursor = max(int(e["id"]) for e in before["events"])
+    before = check(fleet, record, ex)
+    assert before.status == Verdict.GOOD
+    cursor = max(int(e["id"]) for e in before.events)
     assert httpx.post(f"{sandbox.url}/__sandbox/revoke-sessions").json()["revoked"] >= 1
 
     def logged_in_again() -> bool:
-        events = health.probe(ex, since=cursor)["events"]
+        events = check(fleet, record, ex, cursor=cursor).events
         return any(e["kind"] == "logged_in" for e in events)
 
     deadline = time.monotonic() + 120
     while not logged_in_again() and time.monotonic() < deadline:
         time.sleep(1)
     assert logged_in_again(), "the runner did not log in again"
-    report = health.wait_until(
-        lambda: health.assess(record.name, health.probe(ex), None),
-        lambda r: r.status == "Good",
-        timeout=60,
+    report = wait_good(fleet, record, ex, timeout=60)
+    assert report.status == Verdict.GOOD
+
+
+def test_a_killed_browser_is_read_as_good_again_within_seconds(
+    one_host: tuple[Any, HostRecord],
+) -> None:
+    """With the popup read only once a minute, a new browser is still read every couple of
+    seconds until it settles: the node shows Good again soon after its browser is killed."""
+    fleet, record = one_host
+    slow = fleet.model_copy(
+        update={"runner": fleet.runner.model_copy(update={"status_interval_seconds": 60})}
     )
-    assert report.status == "Good"
+    ex = executor_for(record)
+    deployed = deploy_node(ex, node_settings(slow), record.meta["python"])
+    assert "stopped the runner to apply changes" in deployed.changes
+    report = wait_good(fleet, record, ex, timeout=90)
+    assert report.status == Verdict.GOOD, report
+    cursor = max(int(e["id"]) for e in report.events)
+    browser = ex.read_file(f"{NODE_DIR}/browser.pid")
+    assert browser is not None
+    killed_at = time.monotonic()
+    assert ex.run(f"kill -9 {int(browser)}").ok
+    report = health.wait_until(
+        lambda: check(fleet, record, ex, cursor=cursor),
+        lambda r: (
+            r.status == Verdict.GOOD
+            and r.browser_alive is True
+            and any(e["kind"] == "browser_started" for e in r.events)
+        ),
+        timeout=60,
+        poll=0.25,
+    )
+    took = time.monotonic() - killed_at
+    print(f"killed browser read as Good again after {took:.1f}s")
+    assert report.status == Verdict.GOOD, report
+    kinds = [e["kind"] for e in report.events]
+    assert kinds[0] == "browser_exited" and "browser_started" in kinds, kinds
+    assert took < 30, f"{took:.1f}s: the new browser was not re-read until the status interval"
 
 
 def test_a_network_at_a_new_address_is_picked_up_by_a_redeploy(
@@ -126,12 +201,84 @@ def test_a_network_at_a_new_address_is_picked_up_by_a_redeploy(
         ex = executor_for(record)
         result = deploy_node(ex, node_settings(fleet), record.meta["python"])
         assert "installed extension 0.1.0" in result.changes
-        report = health.wait_until(
-            lambda: health.assess(record.name, health.probe(ex), None),
-            lambda r: r.status == "Good",
-            timeout=120,
-        )
-        assert report.status == "Good", report
+        report = wait_good(fleet, record, ex, timeout=120)
+        assert report.status == Verdict.GOOD, report
         assert report.client_id in {n["clientid"] for n in other.network.state()["nodes"]}
     finally:
         other.stop()
+
+
+# ---------------------------------------------------------------- the supervisor deploy chooses
+
+
+class ScriptedHost:
+    """An executor that answers deploy's commands as a fresh host would, and records them."""
+
+    def __init__(self, systemd: bool) -> None:
+        self.name = "scripted"
+        self.systemd = systemd
+        self.files: dict[str, bytes] = {}
+        self.log: list[str] = []  # commands run and files written, in order
+
+    def run(self, command: str, timeout: float = 60) -> CommandResult:
+        self.log.append(command)
+        ok = CommandResult(command, 0, "", "")
+        if "--version" in command:
+            return CommandResult(command, 0, "Chromium 137.0.7151.55 built on Debian\n", "")
+        if "/run/systemd/system" in command:
+            return ok if self.systemd else CommandResult(command, 1, "", "")
+        if "is-active" in command:
+            return CommandResult(command, 3, "", "")
+        if "install-extension" in command:
+            answer = {"version": "0.1.0", "changed": True, "extension_id": "a" * 32}
+            return CommandResult(command, 0, json.dumps(answer) + "\n", "")
+        if command.endswith("runner.py stop"):
+            return CommandResult(command, 0, '{"stopped": false}\n', "")
+        if command.endswith("runner.py start"):
+            return CommandResult(command, 0, '{"started": true, "pid": 4242}\n', "")
+        return ok
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def write_file(self, path: str, data: bytes, mode: int) -> None:
+        self.log.append(f"write {path}")
+        self.files[path] = data
+
+    def ensure_dir(self, path: str, mode: int = 0o700) -> bool:
+        return False
+
+
+def scripted_settings() -> NodeSettings:
+    net = Network()
+    return NodeSettings(
+        email="operator@example.test",
+        password="not-a-real-password",
+        network=net,
+        runner=RunnerSettings(),
+        dashboard_url=net.dashboard_url,
+        extension_source=net.extension_source,
+        extension_id=net.extension_id,
+    )
+
+
+@pytest.mark.parametrize("systemd", [True, False], ids=["systemd", "no-systemd"])
+def test_deploy_writes_the_supervisor_and_starts_the_runner_through_it(systemd: bool) -> None:
+    host = ScriptedHost(systemd)
+    result = deploy_node(host, scripted_settings(), "/usr/bin/python3")
+    config = json.loads(host.files[f"{NODE_DIR}/config.json"])
+    detect = next(i for i, c in enumerate(host.log) if "/run/systemd/system" in c)
+    assert detect < host.log.index(f"write {NODE_DIR}/config.json")  # decided first
+    starts = [c for c in host.log if c.endswith("runner.py start")]
+    if systemd:
+        assert result.supervisor == config["supervisor"] == "systemd"
+        assert starts == []  # never an unmanaged daemon beside the unit
+        enable = host.log.index(f"systemctl --user enable --now {UNIT_NAME}")
+        stop = next(i for i, c in enumerate(host.log) if c.endswith("runner.py stop"))
+        assert stop < enable  # a runner started by hand would keep the unit's from running
+        assert f".config/systemd/user/{UNIT_NAME}" in host.files
+    else:
+        assert result.supervisor == config["supervisor"] == "runner"
+        assert len(starts) == 1 and result.runner_pid == 4242
+        assert not any("systemctl --user" in c for c in host.log)
+    assert UNIT_NAME == runner.UNIT_NAME
