@@ -170,6 +170,20 @@ def _retry_after(err: HttpResponseError) -> float | None:
             return None
 
 
+LRO_TIMEOUT_SECONDS = 900  # a create, delete or power operation; then the caller reruns
+
+
+def _finish(poller: Any) -> Any:
+    """Wait for a long-running operation, but not forever: a rerun picks it up again."""
+    poller.wait(timeout=LRO_TIMEOUT_SECONDS)
+    if not poller.done():
+        raise ProviderError(
+            f"azure: an operation is still not done after {LRO_TIMEOUT_SECONDS // 60} minutes "
+            f"(status {poller.status()}); rerun to pick it up"
+        )
+    return poller.result()
+
+
 def _is_not_found(err: AzureError) -> bool:
     if isinstance(err, ResourceNotFoundError):
         return True
@@ -312,7 +326,7 @@ class AzureCloudProvider:
     def _delete(self, host: str, step: str, begin: Callable[[str, str], Any], name: str) -> None:
         """Delete and wait; a resource that is already gone counts as deleted."""
         try:
-            begin(self._rg, name).result()
+            _finish(begin(self._rg, name))
         except AzureError as err:
             if not _is_not_found(err):
                 raise self._fail(err, host, step) from err
@@ -366,41 +380,47 @@ class AzureCloudProvider:
         nsg = self._call(
             None,
             "creating the network security group",
-            lambda: self.network.network_security_groups.begin_create_or_update(
-                self._rg,
-                self.nsg_name,
-                network.NetworkSecurityGroup(
-                    location=self.settings.location,
-                    tags=tags,
-                    properties=network.NetworkSecurityGroupPropertiesFormat(
-                        security_rules=[ssh_rule]
+            lambda: _finish(
+                self.network.network_security_groups.begin_create_or_update(
+                    self._rg,
+                    self.nsg_name,
+                    network.NetworkSecurityGroup(
+                        location=self.settings.location,
+                        tags=tags,
+                        properties=network.NetworkSecurityGroupPropertiesFormat(
+                            security_rules=[ssh_rule]
+                        ),
                     ),
-                ),
-            ).result(),
+                )
+            ),
         )
         vnet = self._call(
             None,
             "creating the virtual network",
-            lambda: self.network.virtual_networks.begin_create_or_update(
-                self._rg,
-                self.vnet_name,
-                network.VirtualNetwork(
-                    location=self.settings.location,
-                    tags=tags,
-                    properties=network.VirtualNetworkPropertiesFormat(
-                        address_space=network.AddressSpace(address_prefixes=[VNET_PREFIX]),
-                        subnets=[
-                            network.Subnet(
-                                name=SUBNET_NAME,
-                                properties=network.SubnetPropertiesFormat(
-                                    address_prefix=SUBNET_PREFIX,
-                                    network_security_group=network.NetworkSecurityGroup(id=nsg.id),
-                                ),
-                            )
-                        ],
+            lambda: _finish(
+                self.network.virtual_networks.begin_create_or_update(
+                    self._rg,
+                    self.vnet_name,
+                    network.VirtualNetwork(
+                        location=self.settings.location,
+                        tags=tags,
+                        properties=network.VirtualNetworkPropertiesFormat(
+                            address_space=network.AddressSpace(address_prefixes=[VNET_PREFIX]),
+                            subnets=[
+                                network.Subnet(
+                                    name=SUBNET_NAME,
+                                    properties=network.SubnetPropertiesFormat(
+                                        address_prefix=SUBNET_PREFIX,
+                                        network_security_group=network.NetworkSecurityGroup(
+                                            id=nsg.id
+                                        ),
+                                    ),
+                                )
+                            ],
+                        ),
                     ),
-                ),
-            ).result(),
+                )
+            ),
         )
         subnets = vnet.properties.subnets if vnet.properties else None
         subnet_id = next((s.id for s in subnets or [] if s.name == SUBNET_NAME and s.id), None)
@@ -466,46 +486,50 @@ class AzureCloudProvider:
         return self._call(
             host,
             "creating the public IP",
-            lambda: self.network.public_ip_addresses.begin_create_or_update(
-                self._rg,
-                self.ip_name(host),
-                network.PublicIPAddress(
-                    location=self.settings.location,
-                    tags={FLEET_TAG: self.fleet_name, HOST_TAG: host},
-                    sku=network.PublicIPAddressSku(name="Standard", tier="Regional"),
-                    properties=network.PublicIPAddressPropertiesFormat(
-                        public_ip_allocation_method="Static",
-                        public_ip_address_version="IPv4",
+            lambda: _finish(
+                self.network.public_ip_addresses.begin_create_or_update(
+                    self._rg,
+                    self.ip_name(host),
+                    network.PublicIPAddress(
+                        location=self.settings.location,
+                        tags={FLEET_TAG: self.fleet_name, HOST_TAG: host},
+                        sku=network.PublicIPAddressSku(name="Standard", tier="Regional"),
+                        properties=network.PublicIPAddressPropertiesFormat(
+                            public_ip_allocation_method="Static",
+                            public_ip_address_version="IPv4",
+                        ),
                     ),
-                ),
-            ).result(),
+                )
+            ),
         )
 
     def _put_nic(self, host: str, subnet_id: str, ip_id: str) -> network.NetworkInterface:
         return self._call(
             host,
             "creating the network interface",
-            lambda: self.network.network_interfaces.begin_create_or_update(
-                self._rg,
-                self.nic_name(host),
-                network.NetworkInterface(
-                    location=self.settings.location,
-                    tags={FLEET_TAG: self.fleet_name, HOST_TAG: host},
-                    properties=network.NetworkInterfacePropertiesFormat(
-                        ip_configurations=[
-                            network.NetworkInterfaceIPConfiguration(
-                                name="ipconfig1",
-                                properties=network.NetworkInterfaceIPConfigurationPropertiesFormat(
-                                    primary=True,
-                                    private_ip_allocation_method="Dynamic",
-                                    subnet=network.Subnet(id=subnet_id),
-                                    public_ip_address=network.PublicIPAddress(id=ip_id),
-                                ),
-                            )
-                        ]
+            lambda: _finish(
+                self.network.network_interfaces.begin_create_or_update(
+                    self._rg,
+                    self.nic_name(host),
+                    network.NetworkInterface(
+                        location=self.settings.location,
+                        tags={FLEET_TAG: self.fleet_name, HOST_TAG: host},
+                        properties=network.NetworkInterfacePropertiesFormat(
+                            ip_configurations=[
+                                network.NetworkInterfaceIPConfiguration(
+                                    name="ipconfig1",
+                                    properties=network.NetworkInterfaceIPConfigurationPropertiesFormat(
+                                        primary=True,
+                                        private_ip_allocation_method="Dynamic",
+                                        subnet=network.Subnet(id=subnet_id),
+                                        public_ip_address=network.PublicIPAddress(id=ip_id),
+                                    ),
+                                )
+                            ]
+                        ),
                     ),
-                ),
-            ).result(),
+                )
+            ),
         )
 
     def _read_vm(self, host: str, *, instance_view: bool) -> compute.VirtualMachine | None:
@@ -626,9 +650,11 @@ class AzureCloudProvider:
                 self._call(
                     host,
                     "creating the VM",
-                    lambda: self.compute.virtual_machines.begin_create_or_update(
-                        self._rg, self.vm_name(host), body
-                    ).result(),
+                    lambda: _finish(
+                        self.compute.virtual_machines.begin_create_or_update(
+                            self._rg, self.vm_name(host), body
+                        )
+                    ),
                 )
         except ProviderError as err:
             if vm is None:
@@ -784,7 +810,7 @@ class AzureCloudProvider:
 
     def _power(self, name: str, step: str, begin: Callable[[str, str], Any]) -> HostRecord:
         self._must(name)
-        self._call(name, step, lambda: begin(self._rg, self.vm_name(name)).result())
+        self._call(name, step, lambda: _finish(begin(self._rg, self.vm_name(name))))
         record = self.get(name)
         if record is None:
             raise ProviderError(
