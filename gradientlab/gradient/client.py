@@ -94,6 +94,23 @@ def _ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+def request_within(
+    http: httpx.Client, method: str, url: str, timeout: float | httpx.Timeout, **kwargs: Any
+) -> httpx.Response:
+    """One request with a deadline for the whole exchange, not only per phase: a server that
+    trickles its answer byte by byte still ends by the deadline (plus one phase's wait)."""
+    total = timeout if isinstance(timeout, int | float) else (timeout.read or DEFAULT_TIMEOUT)
+    deadline = time.monotonic() + total
+    with http.stream(method, url, timeout=timeout, **kwargs) as response:
+        chunks = []
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"no complete answer within {total:g} s")
+        response._content = b"".join(chunks)  # what Response.read() keeps  # noqa: SLF001
+    return response
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
@@ -299,11 +316,13 @@ class FirebaseSession:
         self, endpoint: str, url: str, *, action: str, advice: str, **kwargs: Any
     ) -> dict[str, Any]:
         try:
-            response = self._http.post(
+            response = request_within(
+                self._http,
+                "POST",
                 url,
+                self._timeout,
                 params={"key": self._endpoints.web_api_key},
                 headers={"User-Agent": USER_AGENT},
-                timeout=self._timeout,
                 **kwargs,
             )
         except httpx.HTTPError as exc:
@@ -512,12 +531,13 @@ class GradientClient:
     ) -> tuple[httpx.Response, Any]:
         headers = {"Authorization": f"Bearer {self._bearer_token()}", "User-Agent": USER_AGENT}
         try:
-            response = self._http.request(
+            response = request_within(
+                self._http,
                 method,
                 f"{self.endpoints.api_base}{path}",
+                self._timeout,
                 json=json,
                 headers=headers,
-                timeout=self._timeout,
             )
         except httpx.HTTPError as exc:
             raise GradientConnectionError(
