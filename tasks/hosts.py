@@ -43,7 +43,7 @@ from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
 
 
-@task(name="plan-host", cache_policy=NO_CACHE, tags=["provider"])
+@task(name="plan-host", cache_policy=NO_CACHE, tags=["provider"], timeout_seconds=300)
 def plan_host(fleet: Fleet, name: str) -> PlannedHost:
     spec = fleet.host(name)
     return provider_for(fleet, spec.provider, load_cloud_credentials).plan(spec)
@@ -51,6 +51,7 @@ def plan_host(fleet: Fleet, name: str) -> PlannedHost:
 
 @task(
     name="terminate-host",
+    timeout_seconds=1800,
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=10,
@@ -62,7 +63,12 @@ def terminate_host(fleet: Fleet, name: str) -> None:
 
 
 @task(
-    name="create-host", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, tags=["provider"]
+    name="create-host",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    tags=["provider"],
+    timeout_seconds=1800,
 )
 def create_host(fleet: Fleet, name: str) -> HostRecord:
     spec = fleet.host(name)

@@ -19,6 +19,7 @@ API_RETRIES = dict(
     retry_condition_fn=retry_if_transient,
     cache_policy=NO_CACHE,
     tags=["gradient-api"],
+    timeout_seconds=900,  # each request has its own deadline; this bounds a whole ingest
 )
 
 
@@ -76,7 +77,7 @@ def ingest_node_stats(
     }
 
 
-@task(name="snapshot-node-points", cache_policy=NO_CACHE)
+@task(name="snapshot-node-points", cache_policy=NO_CACHE, timeout_seconds=300)
 def snapshot_node_points(items: list[NodeListItem], day: date) -> dict[str, int]:
     count = rewards.upsert_node_points(engine(), day, [(i.name, i.today, i.taps) for i in items])
     return {"nodes": len(items), "inserted": count.inserted, "updated": count.updated}

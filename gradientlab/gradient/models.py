@@ -133,6 +133,7 @@ class NodeListItem(GradientModel):
     place: str | None = Field(None, validation_alias=AliasPath("location", "place"))
     ip: str | None = None
     banned: bool | None = None
+    banned_reason: str | None = Field(None, validation_alias="bannedReason")
 
 
 class NetworkStatus(GradientModel):

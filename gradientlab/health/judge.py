@@ -140,9 +140,7 @@ def judge(
             status=verdict,
             reachable=verdict not in (Verdict.UNREACHABLE,),
             checked_at=obs.checked_at,
-            reason=f"{about(verdict).meaning}: {obs.error}"
-            if obs.error
-            else about(verdict).meaning,
+            reason=obs.error or about(verdict).meaning,  # the SSH error says what to check
             error=obs.error,
             facts=dict(obs.facts or {}),
         )
@@ -183,6 +181,7 @@ def judge(
     if network is not None:
         report.network_connect = network.connect
         report.banned = network.banned
+        report.banned_reason = report.banned_reason or network.banned_reason or None
         report.ip = network.ip or report.ip
     verdict, reason = _verdict(report, data, status_file, all_events, policy)
     report.status = verdict

@@ -167,7 +167,10 @@ def record_host(
         iid = incident["id"]
         kind = about(verdict).kind
         age = before.checked_at - incident["detected_at"]
-        if sweeps >= policy.confirm_sweeps or age >= timedelta(seconds=policy.confirm_seconds):
+        confirmed = sweeps >= policy.confirm_sweeps or age >= timedelta(
+            seconds=policy.confirm_seconds
+        )
+        if confirmed:
             fleet.confirm_incident(conn, iid, before.checked_at)
             if kind in (Kind.NODE, Kind.HOST, Kind.ACCESS) and fleet.add_alert(
                 conn, iid, "opened", before.checked_at
@@ -195,8 +198,11 @@ def record_host(
                     reason=before.reason,
                 )
             )
-        if verdict in NETWORK_VERDICTS and fleet.add_alert(
-            conn, iid, "unsupported", before.checked_at
+        # the network's verdict is alerted with its reason: wait a sweep for one if needed
+        if (
+            verdict in NETWORK_VERDICTS
+            and (before.banned_reason or confirmed)
+            and fleet.add_alert(conn, iid, "unsupported", before.checked_at)
         ):
             alerts.append(
                 _host_alert(

@@ -31,9 +31,11 @@ import paramiko
 
 T = TypeVar("T")
 
-# paramiko's transport thread logs each failed handshake with a traceback; the failure reaches the
-# caller as a typed error below, so print nothing unless the application configured logging
+# paramiko's transport thread logs each failed handshake with a traceback (at ERROR, through the
+# application's handlers: in a flow's log); the failure reaches the caller as a typed error
+# below, which names the host and what to check, so those tracebacks are noise
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 class RemoteError(RuntimeError):
