@@ -681,7 +681,7 @@ def test_a_changed_host_key_is_host_key_changed_with_both_fingerprints() -> None
     report = judge(observe("node-1", connect, CHECKED), None, POLICY)
     assert report.status == Verdict.HOST_KEY_CHANGED
     assert report.facts == {"pinned_fingerprint": pinned, "offered_fingerprint": offered}
-    assert "verifies it" in report.reason and offered in report.reason
+    assert "refusing to connect" in report.reason and offered in report.reason
 
 
 def test_a_host_key_of_the_wrong_type_is_host_key_changed_without_an_offered_print() -> None:
