@@ -866,14 +866,21 @@ def cmd_stop(paths: Paths, timeout: float = 15) -> dict[str, Any]:
     return result
 
 
-def cmd_restart_browser(paths: Paths) -> dict[str, Any]:
+def cmd_restart_browser(paths: Paths, grace: float = 5) -> dict[str, Any]:
     browser = read_pid(paths.browser_pid)
     if not pid_alive(browser):
         return {"killed": False}
     assert browser is not None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(browser, signal.SIGTERM)
-    return {"killed": True, "pid": browser}
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_alive(browser):
+        time.sleep(0.1)
+    forced = pid_alive(browser)
+    if forced:  # a hung (or stopped) browser does not act on SIGTERM: end it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(browser, signal.SIGKILL)
+    return {"killed": True, "pid": browser, "forced": forced}
 
 
 def cmd_login(paths: Paths) -> dict[str, Any]:

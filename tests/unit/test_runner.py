@@ -1096,3 +1096,20 @@ def test_the_probe_prints_null_for_what_it_cannot_read(tmp_path: Path) -> None:
     data = probe(tmp_path, env={"PATH": f"{bindir}:/usr/bin:/bin"})
     assert data["installed"] is False
     assert data["host"]["clock"] is None and data["host"]["disk_free_kib"] is None
+
+
+def test_restart_browser_ends_a_browser_that_ignores_sigterm(tmp_path: Path) -> None:
+    """A hung browser (here: one that ignores SIGTERM) is ended anyway, so the runner starts a
+    new one instead of waiting on it forever."""
+    paths = runner.Paths(tmp_path)
+    hung = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], start_new_session=True
+    )
+    try:
+        paths.browser_pid.write_text(str(hung.pid))
+        result = runner.cmd_restart_browser(paths, grace=0.5)
+        assert result == {"killed": True, "pid": hung.pid, "forced": True}
+        assert hung.wait(timeout=10) == -9
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(hung.pid, 9)
