@@ -170,23 +170,19 @@ def ansible_figures(records: list[HostRecord], command: str, parallel: int, repe
 
 def flow_figure(records: list[HostRecord], repeat: int) -> None:
     """The whole health flow (probe, network list, Prefect, database writes), recover=False."""
+    from bench.scratch import scratch_database
+
+    with scratch_database() as engine:
+        _flow_figure(engine, records, repeat)
+
+
+def _flow_figure(engine: Any, records: list[HostRecord], repeat: int) -> None:
     from prefect.testing.utilities import prefect_test_harness
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
     from gradientlab.sandbox.server import SandboxServer
-    from gradientlab.store.database import database_url, make_engine, migrate
     from gradientlab.store.fleet import upsert_host
 
-    admin = make_url(database_url())
-    name = f"gradientlab_bench_{os.getpid()}"
-    with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    os.environ["DATABASE_URL"] = url
-    engine = make_engine(url)
-    migrate(engine)
     for r in records:
         upsert_host(engine, r)
     os.environ["BENCH_PASSWORD"] = "bench-password"
@@ -212,9 +208,6 @@ def flow_figure(records: list[HostRecord], repeat: int) -> None:
             )
     finally:
         sandbox.stop()
-        engine.dispose()
-        with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +65,18 @@ runner: {{status_interval_seconds: {args.status_interval}}}
         ex = executor_for(record)
         python = record.meta["python"]
         deploy_node(ex, node_settings(fleet), python)
-        report = health.wait_until(
-            lambda: health.assess(record.name, health.probe(ex), None),
-            lambda r: r.status == "Good",
-            timeout=120,
-        )
+
+        def check() -> health.HealthReport:
+            obs = health.observe(record.name, lambda: ex, datetime.now(UTC))
+            return health.judge(obs, None, fleet.health)
+
+        report = health.wait_until(check, lambda r: r.status == "Good", timeout=120)
         assert report.status == "Good", report
         time.sleep(10)  # past the first attach
         samples = []
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
-            pss = health.probe(ex).get("pss_kib")
+            pss = check().pss_kib
             if pss:
                 samples.append(pss / 1024)
             time.sleep(1)

@@ -81,26 +81,23 @@ def outage_reboots(hosts: int) -> None:
 
 
 def fleet_figures(hosts: int, period: float) -> None:
+    from bench.scratch import scratch_database
+
+    with scratch_database() as engine:
+        _fleet_figures(engine, hosts, period)
+
+
+def _fleet_figures(engine: Any, hosts: int, period: float) -> None:
     from prefect.testing.utilities import prefect_test_harness
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import text
 
     from gradientlab.config import load_fleet
     from gradientlab.inventory import executor_for, provider_for
     from gradientlab.remote.executor import POOL
     from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
     from gradientlab.sandbox.server import SandboxServer
-    from gradientlab.store.database import database_url, make_engine, migrate
     from gradientlab.store.fleet import host_records
 
-    admin = make_url(database_url())
-    name = f"gradientlab_bench_{os.getpid()}"
-    with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    os.environ["DATABASE_URL"] = url
-    engine = make_engine(url)
-    migrate(engine)
     os.environ["BENCH_PASSWORD"] = "bench-password"
     sandbox = SandboxServer(
         SandboxConfig(
@@ -116,7 +113,7 @@ def fleet_figures(hosts: int, period: float) -> None:
         "account: {email: a@b.c, password: {env: BENCH_PASSWORD}}\n"
         + sandbox.fleet_network_yaml()
         + "  api_timeout_seconds: 5\n"
-        + "providers: {bench: {kind: local, base_address: 127.0.4.10}}\n"
+        + "providers: {bench: {kind: local, base_address: 127.0.5.10}}\n"
         + "hosts:\n"
         + "".join(f"  - {{name: {h}, provider: bench}}\n" for h in names)
         + "runner: {status_interval_seconds: 15, browser_check_seconds: 1}\n"
@@ -145,11 +142,14 @@ def fleet_figures(hosts: int, period: float) -> None:
             target = next(r for r in host_records(engine) if r.name == names[0])
             for figure, how in (
                 ("killed_browser_recovery_s", "kill -9 $(cat .gradientlab/node/browser.pid)"),
-                ("frozen_browser_recovery_s", "kill -STOP -- -$(cat .gradientlab/node/browser.pid)"),
+                (
+                    "frozen_browser_recovery_s",
+                    "kill -STOP -- -$(cat .gradientlab/node/browser.pid)",
+                ),
             ):
                 with engine.begin() as conn:
                     conn.execute(text("TRUNCATE incidents, recovery_actions"))
-                executor_for(target).run(how)
+                executor_for(target).run(how.replace("$NODE", ".gradientlab/node"))
                 broke = time.monotonic()
                 out = run_until(
                     lambda o: (
@@ -173,9 +173,6 @@ def fleet_figures(hosts: int, period: float) -> None:
         for h in names:
             provider_for(fleet, "bench").terminate(h)
         sandbox.stop()
-        engine.dispose()
-        with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from gradientlab.health.report import utcnow
 from gradientlab.store.fleet import host_records
 from tasks.common import engine, fleet_from
 from tasks.hosts import (
+    HealResult,
     heal_host,
     hosts_being_deployed,
     load_histories,
@@ -78,7 +79,7 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
         )
         for r in work
     }
-    results = []
+    results: list[HealResult] = []
     for report in reports:
         future = futures.get(report.host)
         if future is None:
