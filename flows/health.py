@@ -16,6 +16,7 @@ from gradientlab.health import (
     decide,
     network_state,
 )
+from gradientlab.health.judge import with_network_reason
 from gradientlab.health.report import utcnow
 from gradientlab.store.fleet import host_records
 from tasks.common import engine, fleet_from
@@ -27,7 +28,7 @@ from tasks.hosts import (
     record_health,
     sweep_fleet,
 )
-from tasks.network import network_view
+from tasks.network import network_reasons, network_view
 
 
 def send(alert: Alert) -> None:
@@ -55,6 +56,16 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
             "the network's node list is unavailable (%s); checking hosts only", api_error
         )
     reports = sweep_fleet(records, network, policy)
+    unexplained = [
+        r.client_id
+        for r in reports
+        if r.status == Verdict.UNSUPPORTED and not r.banned_reason and r.client_id
+    ]
+    if unexplained and not api_error:
+        reasons = network_reasons(fleet, unexplained)
+        for r in reports:
+            if r.client_id in reasons:
+                with_network_reason(r, reasons[r.client_id])
     at = max((r.checked_at for r in reports), default=utcnow())
     state = network_state(reports, api_error, policy)
     if state.down:

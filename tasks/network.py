@@ -40,6 +40,22 @@ def network_view(fleet: Fleet) -> tuple[list[NodeListItem], str | None]:
         return [], f"{type(exc).__name__}: {exc}"[:500]
 
 
+@task(name="network-reasons", cache_policy=NO_CACHE, tags=["gradient-api"], timeout_seconds=300)
+def network_reasons(fleet: Fleet, client_ids: list[str]) -> dict[str, str]:
+    """Why the network marks these nodes (`GET /sentrynode/get/{id}`): its node list says
+    that a node is banned, not why. Asked only for nodes whose reason is not known yet."""
+    out: dict[str, str] = {}
+    try:
+        with gradient_client(fleet, read_secret_block) as client:
+            for client_id in client_ids:
+                info = client.node(client_id)
+                if info is not None and info.banned and info.banned_reason:
+                    out[client_id] = info.banned_reason
+    except Exception:  # noqa: BLE001 - the reason is a detail; the verdict stands without it
+        pass
+    return out
+
+
 @task(name="network-time", **API_RETRIES)  # type: ignore[call-overload]
 def network_time(fleet: Fleet) -> datetime:
     """The network's clock defines "today": a sped-up sandbox or a skewed host clock agree."""

@@ -257,6 +257,14 @@ def _popup_older_than_browser(status_file: dict[str, Any]) -> bool:
     return bool(started and (read_at is None or read_at < started))
 
 
+def with_network_reason(report: HealthReport, reason: str) -> HealthReport:
+    """An Unsupported verdict completed with the reason the network gives for it."""
+    if report.status == Verdict.UNSUPPORTED and not report.banned_reason:
+        report.banned_reason = reason
+        report.reason = f"the network marks this node Unsupported: {reason}"
+    return report
+
+
 # ---------------------------------------------------------------- the fleet
 
 
