@@ -1,0 +1,100 @@
+"""The `gradientlab` command on a real Postgres: the fleet table with ages and host metrics, and
+releasing a quarantined host."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from gradientlab import cli
+from gradientlab.providers.base import HostRecord
+from gradientlab.store.fleet import upsert_host
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0s"), (59, "59s"), (245, "4m 5s"), (3 * 3600 + 120, "3h 2m"), (3 * 86400 + 10, "3d 0h")],
+)
+def test_ages_past_a_minute_hour_and_day_read_right(seconds: int, shown: str) -> None:
+    assert cli.age(seconds) == shown
+
+
+def host(engine: Engine, name: str) -> int:
+    return upsert_host(
+        engine,
+        HostRecord(
+            name=name,
+            provider="local",
+            address="127.0.0.9",
+            ssh_port=2222,
+            ssh_user="u",
+            host_key="ssh-ed25519 AAAA",
+            state="running",
+            provider_ref="x",
+        ),
+    )
+
+
+def test_status_shows_the_real_age_metrics_reason_and_quarantine(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, full = host(engine, "old-node"), host(engine, "full-node")
+    now = datetime.now(UTC)  # the CLI's own clock: both sides read the same one
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO node_status_samples (host_id, sampled_at, status, reachable, reason,"
+                " load1, mem_available_kib, disk_free_kib, browser_pss_kib, runner_pss_kib,"
+                " clock_offset_s) VALUES"
+                " (:old, :t_old, 'Good', true, 'the popup reads Good', 0.5, 800000, 9000000,"
+                "  300000, 40000, -0.2),"
+                " (:full, :t_full, 'DiskFull', true, '12 MiB free of 2048 MiB', 1.25, 500000,"
+                "  12288, NULL, 41000, 3.5)"
+            ),
+            {
+                "old": old,
+                "full": full,
+                "t_old": now - timedelta(days=3, seconds=10),
+                "t_full": now - timedelta(seconds=30),
+            },
+        )
+        conn.execute(
+            text(
+                "UPDATE hosts SET quarantined_at = :t, quarantine_reason = 'budget spent'"
+                " WHERE id = :h"
+            ),  # fmt: skip
+            {"t": now, "h": full},
+        )
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "3d 0h ago" in lines["old-node"]  # not "10s ago"
+    assert "781M" in lines["old-node"] and "293M" in lines["old-node"]  # memory, browser PSS
+    assert "DiskFull [quarantined]" in lines["full-node"]
+    assert "12M" in lines["full-node"] and "+3.5s" in lines["full-node"]
+    assert "full-node: 12 MiB free of 2048 MiB" in out  # the reason, in words
+
+
+def test_release_hands_a_quarantined_host_back(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hid = host(engine, "stuck")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE hosts SET quarantined_at = now(), quarantine_reason = 'budget spent'"
+                " WHERE id = :h"
+            ),  # fmt: skip
+            {"h": hid},
+        )
+    assert cli.main(["hosts", "release", "stuck"]) == 0
+    assert "released stuck" in capsys.readouterr().out
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT quarantined_at, released_at FROM hosts WHERE id = :h"), {"h": hid}
+        ).one()
+    assert row.quarantined_at is None and row.released_at is not None
+    assert cli.main(["hosts", "release", "nobody"]) == 2
+    assert "nobody" in capsys.readouterr().err
