@@ -83,7 +83,13 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
         decisions[name] = Decision((), "a deploy is running on this host; not judged", hold=True)
 
     by_name = {r.name: r for r in records}
-    work = [r for r in reports if r.status == Verdict.STARTING or decisions[r.host].steps]
+    # a just-started browser gets the time a recovery step would, then a decision of its own
+    work = [
+        r
+        for r in reports
+        if decisions[r.host].steps
+        or (recover and r.status == Verdict.STARTING and not decisions[r.host].hold)
+    ]
     futures = {
         r.host: heal_host.submit(
             fleet, by_name[r.host], r, decisions[r.host], histories[r.host], state
