@@ -117,7 +117,7 @@ def _fleet_figures(engine: Any, hosts: int, period: float) -> None:
         + "hosts:\n"
         + "".join(f"  - {{name: {h}, provider: bench}}\n" for h in names)
         + "runner: {status_interval_seconds: 15, browser_check_seconds: 1}\n"
-        + "health: {recovery_wait_seconds: 30, backoff_seconds: 5}\n"
+        + "health: {recovery_wait_seconds: 30, backoff_seconds: 5, popup_stale_seconds: 30}\n"
     )
     fleet = load_fleet(fleet_file)
     try:

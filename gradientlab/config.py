@@ -230,6 +230,8 @@ class Health(Strict):
     crash_loop_starts: int = Field(default=3, ge=2)  # runner starts within crash_loop_seconds
     crash_loop_seconds: float = Field(default=600, gt=0)
     probe_timeout_seconds: float = Field(default=20, gt=0)
+    # a browser whose popup the runner has not read for this long (on the host's clock) is hung
+    popup_stale_seconds: float = Field(default=300, gt=0)
 
 
 class Schedules(Strict):

@@ -14,6 +14,7 @@ from gradientlab.health.report import (
     HealthReport,
     HostMetrics,
     as_dict,
+    as_float,
     as_int,
     event_id,
     parse_probe,
@@ -236,6 +237,12 @@ def _verdict(
         )
     if popup is None or _popup_older_than_browser(status_file):
         return Verdict.STARTING, about(Verdict.STARTING).meaning
+    silent = _popup_age(status_file, host_info)
+    if silent is not None and silent > policy.popup_stale_seconds:
+        detail = f" (last error: {report.error})" if report.error else ""
+        return Verdict.BROWSER_HUNG, (
+            f"the browser runs but the runner has not read its popup for {silent:.0f} s{detail}"
+        )
     if popup == "Logged out":
         return Verdict.LOGGED_OUT, about(Verdict.LOGGED_OUT).meaning
     if popup == "Suspended":
@@ -249,6 +256,19 @@ def _verdict(
     if popup in ("Good", "Excellent"):
         return Verdict.GOOD, f"the popup reads {popup}"
     return Verdict.DISCONNECTED, f"the popup reads {popup!r}, which is not a connected state"
+
+
+def _popup_age(status_file: dict[str, Any], host_info: dict[str, Any]) -> float | None:
+    """Seconds since the runner last read the popup, on the host's own clock (the probe's
+    `date`, else the runner's last status write): never compared with the control plane's."""
+    read_at = parse_time(status_file.get("popup_read_at"))
+    if read_at is None:
+        return None
+    clock = as_float(host_info.get("clock"))
+    if clock is not None:
+        return clock - read_at.timestamp()
+    updated = parse_time(status_file.get("updated_at"))
+    return None if updated is None else (updated - read_at).total_seconds()
 
 
 def _popup_older_than_browser(status_file: dict[str, Any]) -> bool:

@@ -26,6 +26,7 @@ class Verdict(StrEnum):
     RUNNER_DOWN = "RunnerDown"
     RUNNER_CRASH_LOOP = "RunnerCrashLoop"
     BROWSER_DOWN = "BrowserDown"
+    BROWSER_HUNG = "BrowserHung"  # alive, but the runner has not read its popup for too long
     LOGGED_OUT = "LoggedOut"
     DISCONNECTED = "Disconnected"
     # the network's own verdicts: recorded faithfully, never "recovered"
@@ -118,6 +119,11 @@ ABOUT: dict[Verdict, About] = {
     Verdict.BROWSER_DOWN: About(
         Kind.NODE,
         "the browser is not running",
+        (R.RESTART_BROWSER, R.RESTART_RUNNER, R.REBOOT_HOST),
+    ),
+    Verdict.BROWSER_HUNG: About(
+        Kind.NODE,
+        "the browser runs but does not answer the runner",
         (R.RESTART_BROWSER, R.RESTART_RUNNER, R.REBOOT_HOST),
     ),
     Verdict.LOGGED_OUT: About(

@@ -833,6 +833,9 @@ def fake_node(home: Path) -> runner.EventLog:
         paths.status,
         status_file(
             popup_fields=popup(),
+            # the real probe reads this machine's clock: the runner read its popup just now
+            browser_started_at=datetime.now(UTC) - timedelta(seconds=20),
+            popup_read_at=datetime.now(UTC),
             pss_kib=250_000,
             runner_pss_kib=50_000,
             browser_pss_kib=200_000,
@@ -1029,3 +1032,39 @@ def test_settled_cursor_leaves_an_exit_without_its_restart_unread() -> None:
 def test_settled_cursor_skips_an_unreadable_id() -> None:
     events = [event(3, "popup_status", T0), {"id": "x", "kind": "popup_status"}]
     assert settled_cursor(events) == 3
+
+
+# ---------------------------------------------------------------- a hung browser
+
+
+def test_a_popup_not_read_for_too_long_on_the_hosts_clock_is_a_hung_browser() -> None:
+    read_at = T0 + timedelta(seconds=20)
+    host_now = read_at + timedelta(seconds=POLICY.popup_stale_seconds + 30)
+    data = probe_data(
+        popup_fields=popup(),
+        host={"clock": host_now.timestamp()},
+        last_error="attach: Timeout 15000ms exceeded",
+    )
+    report = judge(Observation("node-1", CHECKED, data), item(), POLICY)
+    assert report.status == Verdict.BROWSER_HUNG
+    assert f"{POLICY.popup_stale_seconds + 30:.0f} s" in report.reason
+    assert "Timeout 15000ms" in report.reason
+
+
+def test_a_recent_read_on_the_hosts_clock_is_good_whatever_the_control_planes_clock() -> None:
+    # the host's clock is what counts: a control plane a day off changes nothing
+    data = probe_data(
+        popup_fields=popup(), host={"clock": (T0 + timedelta(seconds=30)).timestamp()}
+    )
+    skewed = Observation("node-1", T0 + timedelta(days=1), data)
+    assert judge(skewed, item(), POLICY).status == Verdict.GOOD
+
+
+def test_without_the_hosts_clock_the_runners_last_status_write_dates_the_read() -> None:
+    stale = probe_data(
+        popup_fields=popup(),
+        updated_at=iso(T0 + timedelta(seconds=20 + POLICY.popup_stale_seconds + 1)),
+    )
+    assert judge(Observation("node-1", CHECKED, stale), item(), POLICY).status == (
+        Verdict.BROWSER_HUNG
+    )
