@@ -144,12 +144,13 @@ def _fleet_figures(engine: Any, hosts: int, period: float) -> None:
                 ("killed_browser_recovery_s", "kill -9 $(cat .gradientlab/node/browser.pid)"),
                 (
                     "frozen_browser_recovery_s",
-                    "kill -STOP -- -$(cat .gradientlab/node/browser.pid)",
+                    "kill -s STOP -- -$(cat .gradientlab/node/browser.pid)",  # the whole group
                 ),
             ):
                 with engine.begin() as conn:
                     conn.execute(text("TRUNCATE incidents, recovery_actions"))
-                executor_for(target).run(how.replace("$NODE", ".gradientlab/node"))
+                done_how = executor_for(target).run(how)
+                assert done_how.ok, done_how
                 broke = time.monotonic()
                 out = run_until(
                     lambda o: (

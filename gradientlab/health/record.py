@@ -17,7 +17,7 @@ from gradientlab.config import Health
 from gradientlab.health.act import ActionResult
 from gradientlab.health.decide import Decision, History, PastAction
 from gradientlab.health.judge import NetworkState
-from gradientlab.health.report import HealthReport, parse_time
+from gradientlab.health.report import HealthReport, event_id, parse_time
 from gradientlab.health.status import HEALTHY, NETWORK_VERDICTS, Kind, Verdict, about
 from gradientlab.store import fleet
 
@@ -60,6 +60,15 @@ def runner_recoveries(events: list[dict[str, Any]]) -> list[tuple[datetime, date
                 out.append((a, b, str(exited.get("detail", ""))))
             exited = None
     return out
+
+
+def _merged(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events of several probes of one sweep, each once, in the log's order."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for events in lists:
+        for event in events:
+            by_id.setdefault(event.get("id"), event)
+    return sorted(by_id.values(), key=event_id)
 
 
 def settled_cursor(events: list[dict[str, Any]]) -> int:
@@ -141,8 +150,12 @@ def record_host(
         iid = fleet.create_incident(conn, hid, kind, at, detail)
         return {"id": iid, "kind": kind, "detected_at": at, "sweeps": 1, "alerts": []}
 
+    # what the runner logged, up to the last probe of this sweep (a recovery reprobes)
+    new_log = bool(before.events_id and after.events_id and before.events_id != after.events_id)
+    events = after.events if new_log else _merged(before.events, after.events)
+    repaired = runner_recoveries(before.events) if new_log else []
     # browser deaths the runner repaired between checks are incidents too
-    for exited_at, restarted_at, detail in runner_recoveries(before.events):
+    for exited_at, restarted_at, detail in repaired + runner_recoveries(events):
         if incident is None:
             incident = new_incident("BrowserDown", exited_at, f"browser exited ({detail})")
         fleet.add_action(
@@ -271,9 +284,10 @@ def record_host(
         ).scalar_one():
             status = "quarantined"
 
-    cursor = settled_cursor(before.events)
-    if cursor or before.events_id:
-        fleet.set_event_cursor(conn, hid, cursor, before.events_id)
+    cursor = settled_cursor(events)
+    log_id = after.events_id or before.events_id
+    if cursor or log_id:
+        fleet.set_event_cursor(conn, hid, cursor, log_id)
     return HealthOutcome(
         host=after.host,
         status=str(after.status),

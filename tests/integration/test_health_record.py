@@ -283,3 +283,27 @@ def test_a_database_blip_while_recording_loses_no_host(engine: Engine) -> None:
     assert [o.host for o in out] == ["n1", "n2"]
     assert len(errors) == 1 and errors[0].startswith("gone:")
     assert rows(engine, "SELECT count(*) FROM node_status_samples") == [(2,)]
+
+
+def test_a_browser_death_seen_by_a_sweep_and_then_by_the_runner_log_is_one_incident(
+    engine: Engine,
+) -> None:
+    host(engine)
+    exited = {"id": 4, "at": T0.isoformat(), "kind": "browser_exited", "detail": "exit code -9"}
+    started = {"id": 5, "at": (T0 + timedelta(seconds=2)).isoformat(), "kind": "browser_started"}
+    down = report(Verdict.BROWSER_DOWN, T0 + timedelta(seconds=1), events=[exited])
+    back = report(Verdict.GOOD, T0 + timedelta(seconds=4), events=[exited, started])
+    restart = ActionResult("restart_browser", down.checked_at, back.checked_at, True, "ok")
+    record_sweep(
+        engine, [(down, back, [restart], Decision(("restart_browser",), "test"))],  # type: ignore[arg-type]
+        POLICY, UP, back.checked_at, "fleet-t",
+    )  # fmt: skip
+    # the cursor is past both events: the next sweep's judge reads neither again
+    assert rows(engine, "SELECT event_cursor FROM nodes") == [(5,)]
+    sweep(engine, report(Verdict.GOOD, T0 + timedelta(minutes=1)))
+    assert rows(engine, "SELECT kind, status FROM incidents") == [("BrowserDown", "recovered")]
+    assert rows(engine, "SELECT step FROM recovery_actions ORDER BY id") == [
+        ("runner_restarted_browser",),
+        ("restart_browser",),
+    ]
+    assert rows(engine, "SELECT event_cursor FROM nodes") == [(5,)]
