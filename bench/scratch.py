@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 def scratch_database(prefix: str = "gradientlab_bench") -> Iterator[Engine]:
     from gradientlab.store.database import database_url, make_engine, migrate
 
+    embedded = not os.environ.get("DATABASE_URL")  # then this process starts its own server
     admin = make_url(database_url())
     name = f"{prefix}_{os.getpid()}"
     with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
@@ -29,3 +30,9 @@ def scratch_database(prefix: str = "gradientlab_bench") -> Iterator[Engine]:
         engine.dispose()
         with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if embedded:
+            from gradientlab.paths import data_dir
+            from gradientlab.store.embedded import stop_embedded_postgres
+
+            os.environ.pop("DATABASE_URL", None)
+            stop_embedded_postgres(data_dir() / "pgdata")

@@ -1,4 +1,9 @@
-"""Provider and SSH tasks: one task per host per step."""
+"""Provider and SSH tasks: one task per host per step.
+
+Deadlines: every SSH step, HTTP request and cloud wait inside these tasks has its own. Tasks run
+in the flow's thread get a Prefect `timeout_seconds` as well; the per-host tasks a flow submits
+(create-host, deploy-node, heal-host) run in worker threads, where Prefect cannot interrupt a
+blocking call and only warns on every run, so they rely on the inner deadlines alone."""
 
 from __future__ import annotations
 
@@ -68,7 +73,6 @@ def terminate_host(fleet: Fleet, name: str) -> None:
     retries=2,
     retry_delay_seconds=5,
     tags=["provider"],
-    timeout_seconds=1800,
 )
 def create_host(fleet: Fleet, name: str) -> HostRecord:
     spec = fleet.host(name)
@@ -84,7 +88,6 @@ def create_host(fleet: Fleet, name: str) -> HostRecord:
     retries=1,
     retry_delay_seconds=5,
     tags=["ssh"],
-    timeout_seconds=1800,
 )
 def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
     # never at the same time as a recovery on this host (any worker): wait for it to finish
@@ -165,7 +168,7 @@ def hosts_being_deployed(names: list[str]) -> set[str]:
 HealResult = tuple[HealthReport, HealthReport, list[ActionResult], Decision]
 
 
-@task(name="heal-host", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=1800)
+@task(name="heal-host", cache_policy=NO_CACHE, tags=["ssh"])
 def heal_host(
     fleet: Fleet,
     record: HostRecord,

@@ -260,7 +260,7 @@ def record_host(
                     kind=str(incident["kind"]),
                     reason=after.reason,
                     recovery_seconds=round(recovery_seconds, 1),
-                    actions=[a.step for a in actions],
+                    actions=[str(a.step) for a in actions],
                 )
             )
     elif incident is not None:
