@@ -519,3 +519,25 @@ def test_a_banned_node_is_recorded_with_the_reason_and_alerted_once(
     assert incidents(db, "fault-2") == [("Unsupported", "recovered")]
     assert steps(db, "fault-2") == []
     others_untouched(db, "fault-2")
+
+
+def test_a_recovery_task_that_raises_is_that_hosts_outcome_not_the_runs(
+    clean: Path, db: Engine, webhook: Webhook
+) -> None:
+    """The operator removed a host's provider from the fleet file: its recovery cannot even
+    start. The run still completes, that host's check is recorded with why, the others too."""
+    with db.begin() as conn:
+        conn.execute(text("UPDATE hosts SET provider = 'removed' WHERE name = 'fault-2'"))
+    try:
+        ssh(db, "fault-2", "kill -9 $(cat .gradientlab/node/runner.pid) && echo ok")
+        out = health(clean)
+        assert sorted(out) == HOSTS
+        assert out["fault-2"].status == "RunnerDown"
+        assert "recovery task failed" in out["fault-2"].decision
+        assert "removed" in out["fault-2"].decision
+        assert out["fault-1"].status == out["fault-3"].status == "Good"
+    finally:
+        with db.begin() as conn:
+            conn.execute(text("UPDATE hosts SET provider = 'local' WHERE name = 'fault-2'"))
+    sweep_until(clean, all_good)
+    assert incidents(db, "fault-2") == [("RunnerDown", "recovered")]
