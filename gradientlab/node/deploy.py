@@ -267,7 +267,10 @@ cd .gradientlab/node 2>/dev/null || {
   printf '{"probe_version": "sh2", "installed": false, "events_id": null, '; host; printf '}\n'
   exit 0; }
 r=$(num "$(cat runner.pid 2>/dev/null)"); b=$(num "$(cat browser.pid 2>/dev/null)")
-alive() { [ "$1" != null ] && kill -0 "$1" 2>/dev/null && echo true || echo false; }
+alive() { [ "$1" != null ] && kill -0 "$1" 2>/dev/null || { echo false; return; }
+  # a killed process nobody has reaped yet (a zombie) answers kill -0 but is not alive
+  st=; read -r st 2>/dev/null < "/proc/$1/stat"; st=${st##*) }; st=${st%% *}
+  [ "$st" = Z ] && echo false || echo true; }
 ra=$(alive "$r"); ba=false; [ "$ra" = true ] && ba=$(alive "$b")
 [ -f config.json ] && inst=true || inst=false
 e=; [ -r events.id ] && read -r e <events.id

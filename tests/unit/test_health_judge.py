@@ -1068,3 +1068,26 @@ def test_without_the_hosts_clock_the_runners_last_status_write_dates_the_read() 
     assert judge(Observation("node-1", CHECKED, stale), item(), POLICY).status == (
         Verdict.BROWSER_HUNG
     )
+
+
+def test_the_real_probe_counts_a_killed_unreaped_runner_as_down(tmp_path: Path) -> None:
+    """A runner killed with -9 stays a zombie until its parent reaps it (on some machines
+    PID 1 does so late): `kill -0` still answers, the probe must not call it alive."""
+    import subprocess
+    import time
+
+    fake_node(tmp_path)
+    zombie = subprocess.Popen(["sleep", "0"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until it has exited (and is not reaped)
+            with open(f"/proc/{zombie.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        (tmp_path / ".gradientlab" / "node" / "runner.pid").write_text(str(zombie.pid))
+        obs = observe("n", lambda: LocalExecutor("n", tmp_path), CHECKED)
+        assert obs.data is not None and obs.data["runner_alive"] is False
+        assert judge(obs, item(), POLICY).status == Verdict.RUNNER_DOWN
+    finally:
+        zombie.wait()
