@@ -1103,9 +1103,13 @@ def test_restart_browser_ends_a_browser_that_ignores_sigterm(tmp_path: Path) -> 
     new one instead of waiting on it forever."""
     paths = runner.Paths(tmp_path)
     hung = subprocess.Popen(
-        ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], start_new_session=True
+        ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
+        assert hung.stdout is not None and hung.stdout.readline() == "ready\n"  # trap is set
         paths.browser_pid.write_text(str(hung.pid))
         result = runner.cmd_restart_browser(paths, grace=0.5)
         assert result == {"killed": True, "pid": hung.pid, "forced": True}
