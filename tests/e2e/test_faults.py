@@ -253,11 +253,21 @@ def test_a_killed_browser_is_restarted_and_recorded_without_paging(
     clean: Path, db: Engine, webhook: Webhook
 ) -> None:
     assert ssh(db, "fault-1", "kill -9 $(cat .gradientlab/node/browser.pid) && echo ok") == "ok"
+    # the runner restarts it by itself (in seconds): the next sweep finds it repaired, from the
+    # runner's log, however slow this machine is today
+    deadline = time.monotonic() + 120  # a hang guard
+    while True:
+        tail = ssh(db, "fault-1", "tail -n 30 .gradientlab/node/events.jsonl").splitlines()
+        kinds = [json.loads(line).get("kind") for line in tail if line.startswith("{")]
+        exits = [i for i, k in enumerate(kinds) if k == "browser_exited"]
+        if exits and "browser_started" in kinds[exits[-1] :]:
+            break
+        assert time.monotonic() < deadline, "the runner did not restart the browser"
+        time.sleep(0.5)
     sweep_until(
         clean, lambda o: all_good(o) and incidents(db, "fault-1") == [("BrowserDown", "recovered")]
     )
-    # the runner restarts it by itself; a sweep that saw it down restarts it, nothing heavier
-    assert set(steps(db, "fault-1")) <= {"runner_restarted_browser", "restart_browser"}
+    assert steps(db, "fault-1") == ["runner_restarted_browser"]
     others_untouched(db, "fault-1")
     time.sleep(3)
     assert webhook.texts() == []  # repaired within a sweep: nobody is paged
