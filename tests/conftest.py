@@ -80,6 +80,26 @@ def engine(database_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+def add_host(engine: Engine, name: str) -> int:
+    """A host row as provision records one (for tests of what is stored about hosts)."""
+    from gradientlab.providers.base import HostRecord
+    from gradientlab.store.fleet import upsert_host
+
+    return upsert_host(
+        engine,
+        HostRecord(
+            name=name,
+            provider="local",
+            address="127.0.0.9",
+            ssh_port=2222,
+            ssh_user="u",
+            host_key="ssh-ed25519 AAAA",
+            state="running",
+            provider_ref="x",
+        ),
+    )
+
+
 # ---------------------------------------------------------------- the sandbox and a fleet on it
 
 SANDBOX_PASSWORD_ENV = "GRADIENTLAB_TEST_PASSWORD"

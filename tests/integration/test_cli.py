@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gradientlab import cli
-from gradientlab.providers.base import HostRecord
-from gradientlab.store.fleet import upsert_host
+from tests.conftest import add_host
 
 
 @pytest.mark.parametrize(
@@ -22,19 +21,7 @@ def test_ages_past_a_minute_hour_and_day_read_right(seconds: int, shown: str) ->
 
 
 def host(engine: Engine, name: str) -> int:
-    return upsert_host(
-        engine,
-        HostRecord(
-            name=name,
-            provider="local",
-            address="127.0.0.9",
-            ssh_port=2222,
-            ssh_user="u",
-            host_key="ssh-ed25519 AAAA",
-            state="running",
-            provider_ref="x",
-        ),
-    )
+    return add_host(engine, name)
 
 
 def test_status_shows_the_real_age_metrics_reason_and_quarantine(

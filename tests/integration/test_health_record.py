@@ -22,8 +22,8 @@ from gradientlab.health import (
     record_sweep,
 )
 from gradientlab.health.record import host_histories
-from gradientlab.providers.base import HostRecord
-from gradientlab.store.fleet import host_records, release_host, upsert_host
+from gradientlab.store.fleet import host_records, release_host
+from tests.conftest import add_host
 
 # any date: a year back and at an odd minute, so nothing can line up with the wall clock
 T0 = (datetime.now(UTC) - timedelta(days=365)).replace(hour=3, minute=7, second=0, microsecond=0)
@@ -32,19 +32,7 @@ UP = NetworkState(False, "")
 
 
 def host(engine: Engine, name: str = "n1") -> None:
-    upsert_host(
-        engine,
-        HostRecord(
-            name=name,
-            provider="local",
-            address="127.0.0.9",
-            ssh_port=2222,
-            ssh_user="u",
-            host_key="ssh-ed25519 AAAA",
-            state="running",
-            provider_ref="x",
-        ),
-    )
+    add_host(engine, name)
 
 
 def report(status: Verdict, at: datetime, host: str = "n1", **kw: object) -> HealthReport:
