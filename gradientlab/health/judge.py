@@ -24,11 +24,9 @@ from gradientlab.health.status import Verdict, about
 from gradientlab.node.deploy import PROBE_SH
 from gradientlab.remote.executor import (
     AuthRefused,
-    CommandTimeout,
     Executor,
     HostKeyInvalid,
     HostKeyMismatch,
-    HostUnreachable,
     RemoteError,
 )
 
@@ -83,10 +81,6 @@ def observe(host: str, connect: Any, checked_at: datetime, timeout: float = 20) 
         return obs
     obs.data = data
     return obs
-
-
-# what the transport failures were called before (kept so callers can still catch them)
-_ = (HostUnreachable, CommandTimeout)
 
 
 def _mib(kib: int | None) -> str:
