@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     s = fleet.schedules
     serve(
         provision.to_deployment(name="provision", parameters=params),
-        deploy.to_deployment(name="deploy", parameters=params),
+        # one deploy at a time; each host's deploy and recovery also share a per-host lock
+        deploy.to_deployment(name="deploy", parameters=params, concurrency_limit=ONE_AT_A_TIME),
         terminate.to_deployment(name="terminate", parameters=params),
         health.to_deployment(
             name="health",
