@@ -75,6 +75,10 @@ def terminate_host(fleet: Fleet, name: str) -> None:
     tags=["provider"],
 )
 def create_host(fleet: Fleet, name: str) -> HostRecord:
+    return _create(fleet, name)
+
+
+def _create(fleet: Fleet, name: str) -> HostRecord:
     spec = fleet.host(name)
     provider = provider_for(fleet, spec.provider, load_cloud_credentials)
     record = provider.create(spec, operator_public_key())
@@ -221,11 +225,8 @@ def _heal(
     provider = provider_for(fleet, record.provider, load_cloud_credentials)
 
     def reprovision() -> None:
-        spec = fleet.host(record.name)
         provider.terminate(record.name)
-        fresh = provider.create(spec, operator_public_key())
-        fleet_store.upsert_host(engine(), fresh)
-        _deploy(fleet, fresh)
+        _deploy(fleet, _create(fleet, record.name))
 
     recovery = Recovery(
         connect=lambda: executor_for(record),

@@ -50,16 +50,19 @@ class Decision:
         return ("quarantine: " if self.quarantine else "no action: ") + self.reason
 
 
+def fault_confirmed(sweeps: int, since: datetime | None, at: datetime, policy: Health) -> bool:
+    """A fault seen on `sweeps` sweeps in a row (this one included), first seen at `since`:
+    confirmed when seen on enough sweeps, or for long enough. The one rule for touching a
+    host, paging a person, and calling the network down."""
+    if sweeps >= policy.confirm_sweeps:
+        return True
+    return since is not None and at - since >= timedelta(seconds=policy.confirm_seconds)
+
+
 def confirmed(report: HealthReport, history: History, policy: Health) -> bool:
     """Seen on enough consecutive sweeps, or for long enough, to touch the host."""
-    if history.fault is None:
-        return policy.confirm_sweeps <= 1
-    if history.sweeps + 1 >= policy.confirm_sweeps:
-        return True
-    since = history.fault_since
-    return since is not None and report.checked_at - since >= timedelta(
-        seconds=policy.confirm_seconds
-    )
+    since = history.fault_since if history.fault is not None else None
+    return fault_confirmed(history.sweeps + 1, since, report.checked_at, policy)
 
 
 def _attempts(history: History, rung: Rung, now: datetime) -> list[PastAction]:

@@ -66,8 +66,8 @@ def observe(host: str, connect: Any, checked_at: datetime, timeout: float = 20) 
         obs.failure, obs.error = failure_verdict(exc), str(exc)
         if isinstance(exc, HostKeyMismatch):
             obs.facts = {
-                "pinned_fingerprint": getattr(exc, "pinned_fingerprint", None),
-                "offered_fingerprint": getattr(exc, "offered_fingerprint", None),
+                "pinned_fingerprint": exc.pinned_fingerprint,
+                "offered_fingerprint": exc.offered_fingerprint,
             }
         return obs
     except Exception as exc:  # noqa: BLE001 - one host's trouble is that host's verdict

@@ -7,7 +7,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gradientlab.config import Health
 from gradientlab.health.act import ActionResult
-from gradientlab.health.decide import Decision, History, PastAction
+from gradientlab.health.decide import Decision, History, PastAction, fault_confirmed
 from gradientlab.health.judge import NetworkState
 from gradientlab.health.report import HealthReport, event_id, parse_time
 from gradientlab.health.status import HEALTHY, NETWORK_VERDICTS, Kind, Verdict, about
@@ -148,7 +148,8 @@ def record_host(
         nonlocal created
         created = True
         iid = fleet.create_incident(conn, hid, kind, at, detail)
-        return {"id": iid, "kind": kind, "detected_at": at, "sweeps": 1, "alerts": []}
+        return {"id": iid, "kind": kind, "detected_at": at, "sweeps": 1, "alerts": [],
+                "host_quarantined": False}  # fmt: skip
 
     # what the runner logged, up to the last probe of this sweep (a recovery reprobes)
     new_log = bool(before.events_id and after.events_id and before.events_id != after.events_id)
@@ -179,10 +180,7 @@ def record_host(
             sweeps = fleet.continue_incident(conn, incident["id"], verdict)
         iid = incident["id"]
         kind = about(verdict).kind
-        age = before.checked_at - incident["detected_at"]
-        confirmed = sweeps >= policy.confirm_sweeps or age >= timedelta(
-            seconds=policy.confirm_seconds
-        )
+        confirmed = fault_confirmed(sweeps, incident["detected_at"], before.checked_at, policy)
         if confirmed:
             fleet.confirm_incident(conn, iid, before.checked_at)
             if kind in (Kind.NODE, Kind.HOST, Kind.ACCESS) and fleet.add_alert(
@@ -249,10 +247,10 @@ def record_host(
         fleet.end_quarantine(conn, hid, after.checked_at)
         status = "recovered"
         recovery_seconds = (recovered_at - detected_at).total_seconds()
-        sent = conn.execute(
-            text("SELECT alerts FROM incidents WHERE id = :i"), {"i": incident["id"]}
-        ).scalar_one()
-        if "opened" in sent and fleet.add_alert(conn, incident["id"], "resolved", after.checked_at):
+        paged = "opened" in incident["alerts"] or any(
+            a.event == "gradientlab.incident.opened" for a in alerts
+        )
+        if paged and fleet.add_alert(conn, incident["id"], "resolved", after.checked_at):
             alerts.append(
                 _host_alert(
                     "gradientlab.incident.resolved",
@@ -279,9 +277,7 @@ def record_host(
                         )
                     )
             status = "quarantined"
-        elif conn.execute(
-            text("SELECT quarantined_at IS NOT NULL FROM hosts WHERE id = :h"), {"h": hid}
-        ).scalar_one():
+        elif incident["host_quarantined"]:
             status = "quarantined"
 
     cursor = settled_cursor(events)
@@ -318,10 +314,7 @@ def record_network(
                 fleet.continue_incident(conn, iid, NETWORK_DOWN),
                 incident["detected_at"],
             )
-        if (
-            sweeps >= policy.confirm_sweeps
-            or at - since >= timedelta(seconds=policy.confirm_seconds)
-        ) and fleet.add_alert(conn, iid, "down", at):
+        if fault_confirmed(sweeps, since, at, policy) and fleet.add_alert(conn, iid, "down", at):
             fleet.confirm_incident(conn, iid, at)
             alerts.append(
                 Alert(
@@ -352,19 +345,6 @@ def record_network(
     return alerts
 
 
-def _record_one(
-    before: HealthReport,
-    after: HealthReport,
-    actions: list[ActionResult],
-    decision: Decision,
-    policy: Health,
-    network: NetworkState,
-    fleet_name: str,
-    conn: Connection,
-) -> HealthOutcome:
-    return record_host(conn, before, after, actions, decision, policy, network, fleet_name)
-
-
 def record_sweep(
     engine: Engine,
     results: list[tuple[HealthReport, HealthReport, list[ActionResult], Decision]],
@@ -383,17 +363,26 @@ def record_sweep(
                 with_retries(
                     engine,
                     functools.partial(
-                        _record_one, before, after, actions, decision, policy, network, fleet_name
+                        record_host,
+                        before=before,
+                        after=after,
+                        actions=actions,
+                        decision=decision,
+                        policy=policy,
+                        network=network,
+                        fleet_name=fleet_name,
                     ),
                 )
             )
         except Exception as exc:  # noqa: BLE001 - reported; the other hosts are still written
             errors.append(f"{after.host}: could not record this check: {exc}")
 
-    def fleet_wide(conn: Connection) -> list[Alert]:
-        return record_network(conn, network, at, policy, fleet_name)
-
-    fleet_alerts = with_retries(engine, fleet_wide)
+    fleet_alerts = with_retries(
+        engine,
+        functools.partial(
+            record_network, state=network, at=at, policy=policy, fleet_name=fleet_name
+        ),
+    )
     return outcomes, fleet_alerts, errors
 
 

@@ -140,7 +140,8 @@ def current_incident(conn: Connection, hid: int) -> dict[str, Any] | None:
     row = (
         conn.execute(
             text(
-                "SELECT i.* FROM incidents i JOIN hosts h ON h.id = i.host_id"
+                "SELECT i.*, h.quarantined_at IS NOT NULL AS host_quarantined"
+                " FROM incidents i JOIN hosts h ON h.id = i.host_id"
                 " WHERE i.host_id = :h AND (i.status = 'open'"
                 "  OR (h.quarantined_at IS NOT NULL AND i.status = 'failed'))"
                 " ORDER BY (i.status = 'open') DESC, i.detected_at DESC LIMIT 1"
@@ -304,8 +305,8 @@ def histories(
     with engine.connect() as conn:
         hosts = conn.execute(
             text(
-                "SELECT id, name, provider, quarantined_at, quarantine_reason, released_at,"
-                " meta FROM hosts WHERE name = ANY(:n)"
+                "SELECT id, name, quarantined_at, quarantine_reason FROM hosts"
+                " WHERE name = ANY(:n)"
             ),
             {"n": names},
         ).mappings()
@@ -315,7 +316,6 @@ def histories(
             out[h["name"]].update(
                 quarantined_at=h["quarantined_at"], quarantine_reason=h["quarantine_reason"]
             )
-            out[h["name"]]["released_at"] = h["released_at"]
         for inc in conn.execute(
             text(
                 "SELECT DISTINCT ON (i.host_id) i.* FROM incidents i JOIN hosts h"
