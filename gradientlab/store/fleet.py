@@ -305,8 +305,7 @@ def histories(
     with engine.connect() as conn:
         hosts = conn.execute(
             text(
-                "SELECT id, name, quarantined_at, quarantine_reason FROM hosts"
-                " WHERE name = ANY(:n)"
+                "SELECT id, name, quarantined_at, quarantine_reason FROM hosts WHERE name = ANY(:n)"
             ),
             {"n": names},
         ).mappings()
