@@ -1,4 +1,5 @@
-"""``python -m gradientlab.sandbox [--port 8765] [--config sandbox.yaml] [--speed 60]``
+"""``python -m gradientlab.sandbox [--port 8765] [--stun-port 3478] [--config sandbox.yaml]
+[--speed 60]``
 
 Runs the sandbox network on 127.0.0.1 until SIGTERM or Ctrl-C; prints the base URL first.
 """
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m gradientlab.sandbox", description="Run the local sandbox Gradient network."
     )
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0 = any free)")
+    parser.add_argument(
+        "--stun-port", type=int, default=3478, help="STUN port on 127.0.0.1/127.0.0.2 (0 = any)"
+    )
     parser.add_argument("--config", help="YAML file with SandboxConfig fields")
     parser.add_argument("--speed", type=float, help="override the config's speed factor")
     parser.add_argument("--verbose", action="store_true", help="log every request")
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config.model_copy(update={"speed": args.speed})
         SandboxConfig.model_validate(config.model_dump())
 
-    server = SandboxServer(config, port=args.port)
+    server = SandboxServer(config, port=args.port, stun_port=args.stun_port)
     done = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     info = server.describe()
     print(
         f"dashboard {info['dashboard']}  extension id {info['extensionId']}  "
-        f"api key {info['apiKey']}",
+        f"api key {info['apiKey']}  stun {info['stun']}",
         file=sys.stderr,
         flush=True,
     )

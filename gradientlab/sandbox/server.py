@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .crx import build_crx, extension_version
 from .extension_id import SANDBOX_EXTENSION_ID
 from .network import DAY_SECONDS, AuthError, Fault, SandboxConfig, SandboxNetwork
+from .stun import StunServer
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +551,7 @@ class SandboxServer:
         network: SandboxNetwork | None = None,
         extension_id: str = SANDBOX_EXTENSION_ID,
         tick_seconds: float = 1.0,
+        stun_port: int = 0,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the sandbox listens on loopback addresses only, not {host}")
@@ -559,6 +561,8 @@ class SandboxServer:
         self.port = port
         self.extension_id = extension_id
         self.tick_seconds = tick_seconds
+        # the network's STUN server, on 127.0.0.1 and 127.0.0.2 (RFC 5780 needs two addresses)
+        self.stun = StunServer(port=stun_port)
         self._httpd: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -569,6 +573,7 @@ class SandboxServer:
         if self._httpd is not None:
             return self.url
         self._stop.clear()
+        self.stun.start()
         self._httpd = _Server((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "sandbox-http")
@@ -594,6 +599,7 @@ class SandboxServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        self.stun.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
@@ -663,6 +669,7 @@ class SandboxServer:
             "crx": self.crx_url(),
             "extensionId": self.extension_id,
             "apiKey": self.config.api_key,
+            "stun": self.stun.address,
         }
 
     def fleet_network_yaml(self) -> str:
@@ -681,6 +688,7 @@ class SandboxServer:
             f"  web_api_key: {self.config.api_key}\n"
             f"  extension_id: {self.extension_id}\n"
             f'  extension_source: "{source}"\n'
+            f"  stun_server: {self.stun.address}\n"
         )
 
     # ---- content -----------------------------------------------------------------------------
