@@ -6,10 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gradientlab.config import HostSpec
-
-
-class ProviderError(RuntimeError):
-    """A provider refused or failed an operation; the message says which host and why."""
+from gradientlab.providers.errors import (  # noqa: F401 - re-exported: callers import them here
+    CapacityError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderUnavailable,
+    QuotaError,
+)
 
 
 @dataclass(frozen=True)
@@ -62,25 +67,10 @@ class Provider(Protocol):
     def terminate(self, name: str) -> None: ...
 
 
-class CapacityError(ProviderError):
-    """The cloud has no capacity for this shape here now ("Out of host capacity")."""
-
-
-class QuotaError(ProviderError):
-    """The account's quota or free-tier limit does not allow this."""
-
-
-class ProviderAuthError(ProviderError):
-    """The cloud refused the credentials; say which block to fix."""
-
-
-class ProviderRateLimited(ProviderError):
-    """The cloud API throttled us (429)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
+HOURS_PER_MONTH = 730  # how the three clouds turn an hourly price into a monthly one
+DATA_CENTRE_WARNING = (
+    "cloud data-centre addresses are likely marked Unsupported by Gradient (they earn nothing)"
+)
 
 # Labels/tags on everything GradientLab creates, so `list` finds only its own.
 FLEET_TAG = "gradientlab-fleet"
