@@ -1,4 +1,5 @@
-"""POC taps: taps per node per day as the network reports them."""
+"""POC taps: each host's tap readiness (a STUN test from the host) and taps per node per day as
+the network reports them."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from sqlalchemy import text
 from flows.rewards import known_client_ids
 from tasks.common import engine, fleet_from
 from tasks.network import ingest_node_stats, network_time
+from tasks.taps import tap_readiness
 
 
 @flow(name="poc-taps", log_prints=True)
 def poc_taps(fleet_path: str = "fleet.yaml", days: int = 2) -> list[dict[str, Any]]:
     fleet = fleet_from(fleet_path)
+    # each host's NAT as a peer tapping it meets it; needs only SSH, not the network's API
+    readiness = tap_readiness(fleet)
     now = network_time(fleet)
     ingest_node_stats(fleet, known_client_ids(), now, days)
     with engine().connect() as conn:
@@ -31,4 +35,9 @@ def poc_taps(fleet_path: str = "fleet.yaml", days: int = 2) -> list[dict[str, An
         )
         table = [{k: str(v) for k, v in r._mapping.items()} for r in rows]
     create_table_artifact(key="poc-taps", table=table, description="Taps per node per day")
+    create_table_artifact(
+        key="tap-readiness",
+        table=[check.as_row() for check in readiness],
+        description="Tap readiness per host: a STUN test against the network's STUN server",
+    )
     return table

@@ -19,6 +19,7 @@ NODE_DIR = ".gradientlab/node"
 VENV_PYTHON = ".gradientlab/venv/bin/python"
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 FACTS_SOURCE = Path(__file__).with_name("facts.py")
+STUN_SOURCE = Path(__file__).with_name("stun.py")  # the tap-readiness test (poc_taps runs it)
 UNIT_NAME = "gradientlab-node.service"
 
 
@@ -184,6 +185,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
     result.supervisor = "systemd" if systemd else "runner"
     code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
     code_changed |= put_file(ex, f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644, changes)
+    put_file(ex, f"{NODE_DIR}/stun.py", STUN_SOURCE.read_bytes(), 0o644, changes)  # no restart
     config = json.dumps(
         settings.runner_config(result.supervisor), indent=1, sort_keys=True
     ).encode()

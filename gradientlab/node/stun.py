@@ -334,8 +334,9 @@ class Answer:
 
 
 class StunClient:
-    """Binding transactions over one UDP socket, retransmitted as RFC 5389 section 7.2.1 says
-    (RTO doubling), with a short budget: a test that expects no answer waits it out."""
+    """Binding transactions over one UDP socket, retransmitted with RTO doubling (RFC 5389
+    section 7.2.1) but a shorter budget, `rto * (2**attempts - 1)` seconds (3.75 s by default):
+    a filtering test that expects no answer waits all of it."""
 
     def __init__(self, sock: socket.socket, rto: float = 0.25, attempts: int = 4) -> None:
         self.sock = sock
@@ -347,10 +348,9 @@ class StunClient:
         data = encode(request)
         started = time.monotonic()
         wait = self.rto
-        for attempt in range(self.attempts):
+        for _ in range(self.attempts):
             self.sock.sendto(data, server)
-            # the last attempt waits as long as all the earlier ones together (RFC 5389's Rm)
-            deadline = time.monotonic() + (wait if attempt < self.attempts - 1 else 2 * wait)
+            deadline = time.monotonic() + wait
             while (left := deadline - time.monotonic()) > 0:
                 ready, _, _ = select.select([self.sock], [], [], left)
                 if not ready:
@@ -425,6 +425,23 @@ def run_test(server: str, rto: float = 0.25, attempts: int = 4) -> TapReadiness:
     except (OSError, ValueError, IndexError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return TapReadiness(server=server, udp_reachable=False, error=f"{server}: {reason}")
+    where = f"{primary[0]}:{primary[1]}"
+    try:
+        return _measure(server, primary, local_ip, rto, attempts)
+    except OSError as exc:  # no route, or the kernel refused to send: UDP cannot get out
+        return TapReadiness(
+            server=server,
+            udp_reachable=False,
+            server_address=where,
+            local_address=local_ip,
+            nat_type=NatType.UDP_BLOCKED,
+            error=f"cannot send to {where}: {exc.strerror or exc}",
+        )
+
+
+def _measure(
+    server: str, primary: Address, local_ip: str, rto: float, attempts: int
+) -> TapReadiness:
     where = f"{primary[0]}:{primary[1]}"
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
