@@ -81,6 +81,11 @@ class Network(Strict):
     extension_source: str = REAL_EXTENSION_SOURCE
     stun_server: str = "stun.l.google.com:19302"
     api_timeout_seconds: float = Field(default=30, gt=0)  # each API call, start to end
+    # Pace of API requests from one flow run, all its tasks together: stay under the network's
+    # limit rather than find it by being refused (429s are still obeyed).
+    requests_per_second: float = Field(default=10, gt=0)
+    api_concurrency: int = Field(default=4, ge=1, le=32)  # requests in flight at once
+    node_page_size: int = Field(default=100, ge=1, le=1000)  # nodes per /sentrynode/list page
 
 
 class LocalProvider(Strict):

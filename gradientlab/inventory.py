@@ -105,4 +105,5 @@ def gradient_client(fleet: Fleet, read_block: BlockReader = None) -> GradientCli
         fleet.account.email,
         resolve_secret(fleet.account.password, read_block),
         timeout=net.api_timeout_seconds,
+        requests_per_second=net.requests_per_second,
     )

@@ -1,8 +1,10 @@
 """The one client for Gradient's internal API and its Firebase sign-in.
 
 All transport lives in ``GradientClient._call``: the bearer token, the ``{code, msg, data}``
-envelope, and the mapping of failures to ``gradientlab.gradient.errors``. It never retries,
-except to renew the token once when Gradient rejects it; retrying is the caller's job.
+envelope, and the mapping of failures to ``gradientlab.gradient.errors``. Each request waits its
+turn under the client's rate limit and is tried again by itself on 429 (after its Retry-After),
+5xx or no answer, within ``RetryPolicy``'s bounds, so one throttled call never restarts a batch;
+a token Gradient rejects is renewed once.
 
 Every address comes from ``GradientEndpoints``, so the same code talks to the real network or to
 any stand-in with the same paths and fields.
@@ -14,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -27,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from gradientlab.gradient.errors import (
     GradientAuthError,
     GradientConnectionError,
+    GradientError,
     GradientNotFound,
     GradientRateLimited,
     GradientResponseError,
@@ -40,6 +44,7 @@ from gradientlab.gradient.models import (
     PointDay,
     Profile,
 )
+from gradientlab.gradient.throttle import RateLimiter, RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -399,8 +404,9 @@ class FirebaseSession:
 class GradientClient:
     """Reads an account's rewards and Sentry Nodes from Gradient's API.
 
-    Signs in lazily on the first call. Use as a context manager, or call ``close()``; an
-    ``httpx.Client`` passed in is left open for its owner to close.
+    Signs in lazily on the first call and keeps one session for its lifetime (renewed with the
+    refresh token). Thread-safe: threads share the session and the rate limit. Use as a context
+    manager, or call ``close()``; an ``httpx.Client`` passed in is left open for its owner.
     """
 
     def __init__(
@@ -411,14 +417,27 @@ class GradientClient:
         http: httpx.Client | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         *,
+        requests_per_second: float | None = None,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoints = endpoints
         self.email = email
         self._password = password
         self._owns_http = http is None
-        self._http = http or httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT})
+        self._http = http or httpx.Client(
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
         self._timeout = timeout
+        self._sleep = sleep
+        self.retry = retry or RetryPolicy()
+        self.limiter = RateLimiter(requests_per_second, sleep=sleep)
+        self._count_lock = threading.Lock()
+        self.requests_sent = 0
+        """API requests sent (each try counts), for benchmarks and run summaries."""
         self._secrets = _Secrets()
         self._secrets.add(password)
         self.session = FirebaseSession(
@@ -488,26 +507,68 @@ class GradientClient:
         data = self._call("POST", "/sentrynode/list", json=body)
         return _parse_list(NodeListItem, data, endpoint="POST /sentrynode/list")
 
-    def all_nodes(self, size: int = 100) -> list[NodeListItem]:
-        """Every page of ``node_list``, until a page comes back shorter than ``size``."""
+    def all_nodes(self, size: int = 100, workers: int = 1) -> list[NodeListItem]:
+        """Every page of ``node_list``, until a page comes back shorter than ``size``.
+
+        With ``workers`` > 1, up to that many pages are asked at once (still under the rate
+        limit); pages past the short one are dropped. A node that moved between pages while
+        they were read is listed once."""
+        pages: dict[int, list[NodeListItem]] = {1: self.node_list(page=1, size=size)}
+        last = 1 if len(pages[1]) < size else None
+        if last is None:
+            last = self._more_pages(pages, size, max(1, workers))
         nodes: list[NodeListItem] = []
-        previous: list[NodeListItem] | None = None
-        page = 1
-        while True:
-            items = self.node_list(page=page, size=size)
-            if items and items == previous:
-                raise GradientResponseError(
-                    f"Gradient answered page {page} of POST /sentrynode/list with the same "
-                    "nodes as the page before; it ignores paging, so the list cannot be read "
-                    "whole. Try a larger page size.",
-                    endpoint="POST /sentrynode/list",
-                    field="page",
-                )
-            nodes.extend(items)
-            if len(items) < size:
-                return nodes
-            previous = items
-            page += 1
+        seen: set[str] = set()
+        for page in range(1, last + 1):
+            for item in pages[page]:
+                if item.name not in seen:
+                    seen.add(item.name)
+                    nodes.append(item)
+        return nodes
+
+    def _more_pages(self, pages: dict[int, list[NodeListItem]], size: int, workers: int) -> int:
+        """Fetch pages 2, 3, ... into ``pages``, ``workers`` at a time; the last page's number."""
+        last: int | None = None
+        checked = 1  # pages 1..checked are in hand and compared with the page before
+        next_page = 2
+        running: dict[Future[list[NodeListItem]], int] = {}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node-list") as pool:
+            try:
+                while True:
+                    while last is None and len(running) < workers:
+                        running[pool.submit(self.node_list, next_page, size)] = next_page
+                        next_page += 1
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        pages[running.pop(future)] = future.result()
+                    while checked + 1 in pages and (last is None or checked < last):
+                        checked += 1
+                        self._check_paging(pages, checked)
+                        if len(pages[checked]) < size:
+                            last = checked
+                    if last is not None:
+                        for future in running:
+                            future.cancel()
+                        running = {f: p for f, p in running.items() if p <= last}
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+        assert last is not None
+        return last
+
+    @staticmethod
+    def _check_paging(pages: dict[int, list[NodeListItem]], page: int) -> None:
+        if pages[page] and pages[page] == pages[page - 1]:
+            raise GradientResponseError(
+                f"Gradient answered page {page} of POST /sentrynode/list with the same "
+                "nodes as the page before; it ignores paging, so the list cannot be read "
+                "whole. Try a larger page size.",
+                endpoint="POST /sentrynode/list",
+                field="page",
+            )
 
     def status(self) -> NetworkStatus:
         """The address Gradient sees this machine at, and Gradient's clock."""
@@ -517,8 +578,31 @@ class GradientClient:
     # -- transport ---------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, json: Any = None) -> Any:
-        """Send one request and return the envelope's ``data``, or raise a GradientError."""
+        """Send one request and return the envelope's ``data``, or raise a GradientError.
+        A transient failure is tried again here, within the retry policy's bounds."""
         endpoint = f"{method} {path}"
+        attempt = 1
+        while True:
+            try:
+                return self._call_once(method, path, json, endpoint)
+            except GradientError as exc:
+                delay = self.retry.wait_before_retry(attempt, exc)
+                if delay is None:
+                    raise
+                if isinstance(exc, GradientRateLimited):
+                    self.limiter.hold(delay)  # every thread waits, not only this one
+                logger.info(
+                    "%s: %s; try %d of %d in %.1f s",
+                    endpoint,
+                    type(exc).__name__,
+                    attempt + 1,
+                    self.retry.attempts,
+                    delay,
+                )
+                self._sleep(delay)
+                attempt += 1
+
+    def _call_once(self, method: str, path: str, json: Any, endpoint: str) -> Any:
         response, payload = self._exchange(method, path, json, endpoint)
         if _token_rejected(response, payload):
             logger.info("%s rejected the ID token; renewing it once", endpoint)
@@ -530,6 +614,9 @@ class GradientClient:
         self, method: str, path: str, json: Any, endpoint: str
     ) -> tuple[httpx.Response, Any]:
         headers = {"Authorization": f"Bearer {self._bearer_token()}", "User-Agent": USER_AGENT}
+        self.limiter.acquire()
+        with self._count_lock:
+            self.requests_sent += 1
         try:
             response = request_within(
                 self._http,
@@ -684,4 +771,6 @@ __all__ = [
     "FirebaseSession",
     "GradientClient",
     "GradientEndpoints",
+    "RateLimiter",
+    "RetryPolicy",
 ]

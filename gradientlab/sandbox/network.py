@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 # Points are integers scaled by 100000 (1 point == 100000 raw units).
 POINT = 100_000
@@ -126,6 +126,13 @@ class SandboxAccount(BaseModel):
     referral_per_day: int = 0
     bonus_per_day: int = 0
     boost_per_day: int = 0
+    # Nodes of this account that run without a browser: they heartbeat on their own, each from
+    # its own home address, so that a large fleet (10,000 nodes) can be simulated cheaply.
+    simulated_nodes: int = Field(default=0, ge=0)
+
+
+# Home addresses of simulated nodes: 100.64.0.0/10 (shared address space) is not data-centre.
+SIMULATED_NODE_NETWORK = ipaddress.ip_network("100.64.0.0/10")
 
 
 class Location(BaseModel):
@@ -169,6 +176,14 @@ class SandboxConfig(BaseModel):
     start_time: float | None = None  # sim epoch seconds at start; None = now
     seed: int | None = None  # seeds the tap RNG for reproducible runs
     extension_heartbeat_seconds: float = 10.0  # baked into the served extension's config.js
+    # A token bucket per caller address on /api/, as real APIs throttle: at most this many
+    # requests per REAL second on average, bursts of up to api_rate_burst; beyond it HTTP 429
+    # with Retry-After (whole seconds). None = no limit.
+    api_rate_limit: float | None = Field(default=None, gt=0)
+    api_rate_burst: int = Field(default=10, ge=1)
+    # REAL seconds between accrual steps: 0 integrates at every read (exact to the moment);
+    # a large simulated fleet uses about 1, so that a read does not pay for 10,000 nodes.
+    accrual_step_seconds: float = Field(default=0.0, ge=0)
 
     @field_validator("start_time", mode="before")
     @classmethod
@@ -228,6 +243,8 @@ class Fault(BaseModel):
         ``extra_fields``: add ``fields`` to every answer's data (and to the envelope).
     path
         Requests whose path starts with this prefix are affected.
+    every
+        Only every ``every``-th matching request is affected (4: the 4th, 8th, ...).
     count
         How many matching requests are affected; ``None`` means until cleared.
     """
@@ -236,11 +253,13 @@ class Fault(BaseModel):
 
     kind: FaultKind
     path: str = "/api/"
+    every: int = Field(default=1, ge=1)
     count: int | None = None
     status: int = 503
     retry_after: int = 5
     delay: float = 1.0
     fields: dict[str, Any] = Field(default_factory=_default_extra_fields)
+    _seen: int = PrivateAttr(0)  # matching requests so far, for `every`
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +310,7 @@ class Node:
     banned: bool = False
     banned_reason: str = ""
     ban: str | None = None  # the network's own ban (risk review), whatever the address
+    simulated: bool = False  # heartbeats on its own (no browser)
     nat_type: str = "full-cone"
     location: Location = field(default_factory=lambda: Location(country="ZZ", place="Unknown"))
     carry: float = 0.0  # fractional uptime points not yet credited
@@ -358,6 +378,17 @@ class SandboxNetwork:
             reverse=True,
         )
         self.tap_rounds = 0
+        # What callers did, for tests and benchmarks: requests, throttled ones, sign-ins.
+        self.counters: dict[str, int] = {
+            "apiRequests": 0,
+            "throttled": 0,
+            "signIns": 0,
+            "refreshes": 0,
+        }
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, real time)
+        self._simulated: list[Node] = []
+        for account in self._accounts.values():
+            self._add_simulated_nodes(account)
 
     # ---- clocks ------------------------------------------------------------------------------
 
@@ -470,6 +501,7 @@ class SandboxNetwork:
             if self._accounts[uid].config.password != password:
                 raise AuthError("INVALID_PASSWORD")
             self._prune_tokens()
+            self.counters["signIns"] += 1
             return self._issue(uid)
 
     def refresh(self, refresh_token: str) -> TokenGrant:
@@ -479,6 +511,7 @@ class SandboxNetwork:
             if uid is None:
                 raise AuthError("INVALID_REFRESH_TOKEN")
             self._prune_tokens()
+            self.counters["refreshes"] += 1
             return self._issue(uid, refresh_token=refresh_token)
 
     def authenticate(self, id_token: str | None) -> str:
@@ -536,8 +569,10 @@ class SandboxNetwork:
     def _advance(self) -> None:
         t1 = self._clock()
         t0 = self._last_real
-        if t1 <= t0:
+        if t1 <= t0 or t1 - t0 < self.config.accrual_step_seconds:
             return
+        for node in self._simulated:
+            node.last_hb = t1
         self._accrue_uptime(t0, t1)
         self._run_taps(t0, t1)
         self._last_real = t1
@@ -622,7 +657,50 @@ class SandboxNetwork:
                     nd.tap_points += TAP_POINTS
                     self._credit_account(node, did, TAP_POINTS)
 
+    # ---- throttling --------------------------------------------------------------------------
+
+    def admit(self, caller: str) -> int | None:
+        """Count one API request from ``caller``; None when admitted, else the Retry-After
+        (whole seconds) of a 429, by a token bucket of ``api_rate_limit`` per second."""
+        with self._lock:
+            self.counters["apiRequests"] += 1
+            rate = self.config.api_rate_limit
+            if rate is None:
+                return None
+            burst = float(self.config.api_rate_burst)
+            now = self._clock()
+            tokens, then = self._buckets.get(caller, (burst, now))
+            tokens = min(burst, tokens + (now - then) * rate)
+            if tokens >= 1.0:
+                self._buckets[caller] = (tokens - 1.0, now)
+                return None
+            self._buckets[caller] = (tokens, now)
+            self.counters["throttled"] += 1
+            return max(1, math.ceil((1.0 - tokens) / rate))
+
     # ---- nodes -------------------------------------------------------------------------------
+
+    def _add_simulated_nodes(self, acc: _Account) -> None:
+        now = self._clock()
+        base = SIMULATED_NODE_NETWORK.network_address
+        prefix = acc.uid[:8]
+        for index in range(acc.config.simulated_nodes):
+            ip = str(base + len(self._simulated) + 1)
+            node = Node(
+                clientid=f"sim-{prefix}-{index:05d}",
+                uid=acc.uid,
+                ip=ip,
+                version="simulated",
+                first_seen_sim=self._sim_at(now),
+                seg_start=now,
+                last_hb=now,
+                simulated=True,
+                nat_type=self.nat_type_of(ip),
+                location=self.location_of(ip),
+            )
+            node.banned, node.banned_reason = self.classify_ip(ip)
+            self._nodes[node.clientid] = node
+            self._simulated.append(node)
 
     def _connected(self, node: Node, now: float) -> bool:
         return now - node.last_hb <= self.config.connected_timeout_seconds
@@ -854,9 +932,11 @@ class SandboxNetwork:
             keep: list[Fault] = []
             for f in self._faults:
                 if path.startswith(f.path) and (f.count is None or f.count > 0):
-                    hits.append(f.model_copy())
-                    if f.count is not None:
-                        f.count -= 1
+                    f._seen += 1  # noqa: SLF001 - the fault's own counter
+                    if f._seen % f.every == 0:  # noqa: SLF001
+                        hits.append(f.model_copy())
+                        if f.count is not None:
+                            f.count -= 1
                 if f.count is None or f.count > 0:
                     keep.append(f)
             self._faults = keep
@@ -877,6 +957,7 @@ class SandboxNetwork:
                 "startTime": int(self.start_time * 1000),
                 "speed": self.config.speed,
                 "tapRounds": self.tap_rounds,
+                "counters": dict(self.counters),
                 "accounts": [
                     {
                         "uid": acc.uid,

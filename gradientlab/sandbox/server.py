@@ -224,6 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
+            if path.startswith("/api/") and self._throttled(path):
+                return
             if not path.startswith("/__sandbox/") and self._apply_faults(path):
                 return
             if path.startswith("/api/"):
@@ -252,6 +254,13 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("sandbox handler failed for %s %s", method, self.path)
             with contextlib.suppress(OSError):
                 self._envelope(500, "internal error", None, 500)
+
+    def _throttled(self, path: str) -> bool:
+        retry_after = self.network.admit(self.client_address[0])
+        if retry_after is None:
+            return False
+        self._fault_answer(path, 429, "too many requests", {"Retry-After": str(retry_after)})
+        return True
 
     def _apply_faults(self, path: str) -> bool:
         faults = self.network.take_faults(path)

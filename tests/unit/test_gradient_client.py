@@ -34,6 +34,7 @@ from gradientlab.gradient import (
     PointDay,
     points,
 )
+from gradientlab.gradient.throttle import NO_RETRY
 
 API = "https://api.test/api"
 IDENTITY = "https://identity.test"
@@ -152,7 +153,10 @@ def client(fake: FakeGradient, clock: FakeClock) -> Iterator[GradientClient]:
         api_base=API + "/", identity_base=IDENTITY, token_base=TOKEN, web_api_key=KEY
     )
     http = httpx.Client(transport=httpx.MockTransport(fake.handle))
-    with GradientClient(endpoints, EMAIL, PASSWORD, http=http, clock=clock) as gradient:
+    # One try per request: these tests script each answer; retries have their own tests.
+    with GradientClient(
+        endpoints, EMAIL, PASSWORD, http=http, clock=clock, retry=NO_RETRY
+    ) as gradient:
         yield gradient
     http.close()
 

@@ -1,0 +1,96 @@
+"""How the client paces its requests and when it tries one again.
+
+``RateLimiter`` spaces requests evenly at a set rate (a fleet-file setting), shared by every
+thread of one client, so a large fleet stays under the network's limit instead of finding it by
+being refused. When the network still answers 429, ``hold`` pauses every thread until its
+``Retry-After`` has passed. ``RetryPolicy`` decides, per request, whether a transient failure is
+worth another try and how long to wait first: bounded in tries and in each wait.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gradientlab.gradient.errors import GradientError, GradientRateLimited
+
+
+class RateLimiter:
+    """At most ``per_second`` requests per second, evenly spaced; thread-safe.
+
+    Each ``acquire`` reserves the next free slot and sleeps until it, so concurrent callers
+    queue in arrival order without a busy loop. ``clock`` and ``sleep`` are injectable.
+    """
+
+    def __init__(
+        self,
+        per_second: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_second is not None and per_second <= 0:
+            raise ValueError(f"requests per second must be > 0, got {per_second}")
+        self.per_second = per_second
+        self._interval = 1.0 / per_second if per_second else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = float("-inf")
+        self._held_until = float("-inf")
+
+    def acquire(self) -> float:
+        """Wait for this request's turn; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot, self._held_until)
+            self._next_slot = slot + self._interval
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+    def hold(self, seconds: float) -> None:
+        """The network said to wait: no request from any thread for ``seconds``."""
+        with self._lock:
+            self._held_until = max(self._held_until, self._clock() + seconds)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per-request retries of transient failures (429, 5xx, no answer).
+
+    ``attempts`` counts the first try. A 429's ``Retry-After`` is obeyed when it is at most
+    ``max_retry_after`` seconds (a longer one is the network saying "not now": the error goes
+    to the caller); without one, and for 5xx or no answer, the wait doubles from ``backoff``
+    up to ``max_backoff``, with jitter so that threads do not retry in step.
+    """
+
+    attempts: int = 6
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+
+    def wait_before_retry(
+        self, attempt: int, error: GradientError, rng: random.Random | None = None
+    ) -> float | None:
+        """Seconds to wait before try ``attempt + 1`` after ``error``; None to give up."""
+        if not error.retryable or attempt >= self.attempts:
+            return None
+        if isinstance(error, GradientRateLimited) and error.retry_after is not None:
+            if error.retry_after > self.max_retry_after:
+                return None
+            return error.retry_after
+        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return ceiling * (0.5 + 0.5 * (rng or random).random())
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+"""Each request tried once; the caller decides what to do with a transient failure."""
