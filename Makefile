@@ -18,12 +18,14 @@ bench: setup
 
 setup: system $(VENV)/.installed
 
-# Debian's Chromium (branded Chrome ignores --load-extension) and OpenSSH for local hosts.
+# Debian's Chromium (branded Chrome ignores --load-extension) and OpenSSH for local hosts;
+# iproute2 and nftables for the tests that put hosts behind NATs in network namespaces.
 system:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
-		echo "installing chromium and openssh-server from Debian"; \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null \
+		|| ! command -v ip >/dev/null || ! command -v nft >/dev/null; then \
+		echo "installing chromium, openssh-server, iproute2 and nftables from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium openssh-server openssh-client procps >/dev/null; \
+			chromium openssh-server openssh-client procps iproute2 nftables >/dev/null; \
 	fi
 
 # uv installs the same pinned packages from PyPI in a fraction of pip's time; pip if uv fails.
