@@ -148,6 +148,18 @@ def provider_error(
     return ERROR_TYPES[failure](message)
 
 
+def error_for(
+    said: str,
+    status: int | None,
+    codes: Iterable[str],
+    message: str,
+    advice: Mapping[Failure, str] | None = None,
+    retry_after: float | None = None,
+) -> ProviderError:
+    """`classify` what a cloud answered, then `provider_error`: the one step every SDK needs."""
+    return provider_error(classify(status, codes, message), said, advice, retry_after)
+
+
 def retry_wait(error: BaseException, cap: float = 600.0) -> float | None:
     """None when trying again cannot help; otherwise the seconds the cloud asked us to wait
     first (0 when it did not say), at most `cap`."""

@@ -19,6 +19,7 @@ from gradientlab.providers.base import (
     CapacityError,
     ProviderAuthError,
     ProviderError,
+    ProviderNotFound,
     ProviderRateLimited,
     QuotaError,
 )
@@ -419,7 +420,9 @@ def test_another_error_is_a_provider_error(standin: ComputeStandIn, make: Factor
     standin.images.clear()
     with pytest.raises(ProviderError, match="image family ubuntu-2404-lts-amd64") as caught:
         make().create(host(), OPERATOR_KEY)
-    assert type(caught.value) is ProviderError
+    # a missing image family is a 404: not found, and trying again will not make it appear
+    assert type(caught.value) is ProviderNotFound
+    assert not caught.value.retryable
 
 
 def test_an_unreachable_endpoint_says_so(make: Factory) -> None:

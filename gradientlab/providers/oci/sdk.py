@@ -18,8 +18,7 @@ from gradientlab.providers.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderUnavailable,
-    classify,
-    provider_error,
+    error_for,
 )
 from gradientlab.retry_after import retry_after_header
 
@@ -137,8 +136,7 @@ class OciApi:
             f"{self.name}: OCI answered {status} {code} while {doing}: {text} "
             f"(opc-request-id {exc.request_id})"
         )
-        failure = classify(status, [code], text)
-        return provider_error(failure, said, self.advice, retry_after_header(exc.headers))
+        return error_for(said, status, [code], text, self.advice, retry_after_header(exc.headers))
 
     def find_named(
         self, doing: str, fn: Callable[..., Any], name: str, fleet: str, **filters: Any
