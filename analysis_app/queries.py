@@ -382,3 +382,38 @@ def provider_costs(costs: pd.DataFrame) -> pd.DataFrame:
     )
     frame["points_raw"] = frame["points_raw"].astype("int64")
     return _per_point(frame)
+
+
+def tap_readiness(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Each selected host's latest STUN test in the selected days (poc_taps), with how many
+    tests it had there and how many found UDP blocked or could not run: host, provider,
+    region, client_id, checked_at, nat_type, udp_reachable, mapped_address, mapped_port,
+    behind_nat, rfc5780, mapping, filtering, stun_server, error, tests, blocked_tests,
+    failed_tests."""
+    extra, params = _selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT * FROM (
+            SELECT DISTINCT ON (t.host_id)
+                   h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region,
+                   n.client_id, t.checked_at, t.nat_type, t.udp_reachable, t.mapped_address,
+                   t.mapped_port, t.behind_nat, t.rfc5780, t.mapping, t.filtering,
+                   t.stun_server, t.error,
+                   count(*) OVER w AS tests,
+                   count(*) FILTER (WHERE t.udp_reachable IS FALSE) OVER w AS blocked_tests,
+                   count(*) FILTER (WHERE t.udp_reachable IS NULL) OVER w AS failed_tests
+            FROM tap_readiness t
+            JOIN hosts h ON h.id = t.host_id
+            LEFT JOIN nodes n ON n.host_id = t.host_id
+            WHERE t.checked_at >= :since AND t.checked_at < :until
+            WINDOW w AS (PARTITION BY t.host_id)
+            ORDER BY t.host_id, t.checked_at DESC
+        ) r
+        WHERE true {extra}
+        ORDER BY host
+        """,
+        {**_utc_bounds(selection), "unknown": UNKNOWN_REGION, **params},
+    )
+    frame["checked_at"] = pd.to_datetime(frame["checked_at"], utc=True)
+    return frame

@@ -8,6 +8,7 @@ import streamlit as st
 
 from analysis_app import cached_queries as data
 from analysis_app.components import csv_download, database_errors, fleet_filter, no_data_yet
+from analysis_app.views.tap_readiness import show_tap_readiness
 
 
 def uptime_chart(stats: pd.DataFrame) -> alt.Chart:
@@ -106,3 +107,4 @@ st.dataframe(
     },
 )
 csv_download(stats, f"uptime_taps_{selection.start}_{selection.end}.csv", key="uptime_csv")
+show_tap_readiness(url, selection, stats)
