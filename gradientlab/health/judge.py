@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gradientlab.config import Health
-from gradientlab.gradient.models import NodeListItem
+from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.health.report import (
     HealthReport,
     HostMetrics,
@@ -120,9 +120,13 @@ def last_run_crash(events: list[dict[str, Any]]) -> str | None:
     return None
 
 
+# The network's own view of one node: a row of its node list, or `GET /sentrynode/get/{id}`.
+NetworkNode = NodeListItem | NodeInfo
+
+
 def judge(
     obs: Observation,
-    network: NodeListItem | None,
+    network: NetworkNode | None,
     policy: Health,
     cursor: int = 0,
     events_id: str | None = None,
@@ -173,15 +177,34 @@ def judge(
         if isinstance(status_file.get("last_error"), str)
         else None,
     )
+    report.popup_source = popup.get("source") if isinstance(popup.get("source"), str) else None
     if network is not None:
         report.network_connect = network.connect
         report.banned = network.banned
         report.banned_reason = report.banned_reason or network.banned_reason or None
         report.ip = network.ip or report.ip
+        report.disagreement = disagreement(report.popup_status, network)
     verdict, reason = _verdict(report, data, status_file, all_events, policy)
     report.status = verdict
     report.reason = reason
+    if report.disagreement and verdict not in (Verdict.STARTING, Verdict.PAGE_CHANGED):
+        report.reason = f"{reason}; {report.disagreement}"
     return report
+
+
+def disagreement(popup: str | None, network: NetworkNode) -> str | None:
+    """What the popup and the network's own answer for the node say differently, if anything."""
+    if popup is None or popup == "Logged out":
+        return None
+    if network.banned and popup != "Unsupported":
+        return f"the popup reads {popup} but the network marks the node banned"
+    if network.banned is False and popup == "Unsupported":
+        return "the popup reads Unsupported but the network does not mark the node banned"
+    if popup in ("Good", "Excellent") and network.connect is False:
+        return f"the popup reads {popup} but the network shows the node not connected"
+    if popup == "Disconnected" and network.connect is True:
+        return "the popup reads Disconnected but the network shows the node connected"
+    return None
 
 
 def _verdict(
@@ -229,6 +252,10 @@ def _verdict(
             f"{_mib(m.mem_available_kib)} of {_mib(m.mem_total_kib)} memory available "
             f"(under {policy.memory_available_min_mib} MiB)"
         )
+    changed = status_file.get("page_changed")
+    if isinstance(changed, str) and changed:
+        # before Starting and BrowserHung: the runner reads the browser fine, just not the page
+        return Verdict.PAGE_CHANGED, changed
     if popup is None or _popup_older_than_browser(status_file):
         return Verdict.STARTING, about(Verdict.STARTING).meaning
     silent = _popup_age(status_file, host_info)
@@ -245,7 +272,7 @@ def _verdict(
         why = report.banned_reason or "no reason given"
         return Verdict.UNSUPPORTED, f"the network marks this node Unsupported: {why}"
     if popup == "Disconnected" or report.network_connect is False:
-        who = "the popup" if popup == "Disconnected" else "the network's node list"
+        who = "the popup" if popup == "Disconnected" else "the network"
         return Verdict.DISCONNECTED, f"{about(Verdict.DISCONNECTED).meaning} (per {who})"
     if popup in ("Good", "Excellent"):
         return Verdict.GOOD, f"the popup reads {popup}"

@@ -183,7 +183,7 @@ def record_host(
         confirmed = fault_confirmed(sweeps, incident["detected_at"], before.checked_at, policy)
         if confirmed:
             fleet.confirm_incident(conn, iid, before.checked_at)
-            if kind in (Kind.NODE, Kind.HOST, Kind.ACCESS) and fleet.add_alert(
+            if kind in (Kind.NODE, Kind.HOST, Kind.ACCESS, Kind.EXTENSION) and fleet.add_alert(
                 conn, iid, "opened", before.checked_at
             ):
                 alerts.append(

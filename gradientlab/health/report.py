@@ -109,6 +109,8 @@ class HealthReport:
     events_id: str | None = None  # the runner's event log identity
     metrics: HostMetrics = field(default_factory=HostMetrics)
     error: str | None = None
+    popup_source: str | None = None  # "api": the popup's own sentrynode/get answer; "badge"
+    disagreement: str | None = None  # when the popup and the network's own answer differ
     # SSH facts the flow needs for alerts (host key fingerprints, address)
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -147,7 +149,12 @@ class HealthReport:
             "runner_pss_kib": m.runner_pss_kib,
             "browser_pss_kib": m.browser_pss_kib,
             "clock_offset_s": m.clock_offset_s,
-            "detail": {"error": self.error, "client_id": self.client_id},
+            "detail": {
+                "error": self.error,
+                "client_id": self.client_id,
+                "popup_source": self.popup_source,
+                "disagreement": self.disagreement,
+            },
         }
 
 

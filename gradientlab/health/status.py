@@ -28,6 +28,7 @@ class Verdict(StrEnum):
     BROWSER_DOWN = "BrowserDown"
     BROWSER_HUNG = "BrowserHung"  # alive, but the runner has not read its popup for too long
     LOGGED_OUT = "LoggedOut"
+    PAGE_CHANGED = "PageChanged"  # the popup or dashboard no longer looks as pages.py says
     DISCONNECTED = "Disconnected"
     # the network's own verdicts: recorded faithfully, never "recovered"
     UNSUPPORTED = "Unsupported"
@@ -58,6 +59,7 @@ class Kind(StrEnum):
     ACCESS = "access"  # SSH refuses us: a person fixes keys or firewall rules
     SECURITY = "security"  # the host key changed: a person verifies it out of band
     NETWORK = "network"  # the Gradient network says so: recorded, never recovered
+    EXTENSION = "extension"  # Gradient changed a page the runner reads: a person updates it
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,12 @@ ABOUT: dict[Verdict, About] = {
         Kind.NODE,
         "the browser runs but does not answer the runner",
         (R.RESTART_BROWSER, R.RESTART_RUNNER, R.REBOOT_HOST),
+    ),
+    Verdict.PAGE_CHANGED: About(
+        Kind.EXTENSION,
+        "the extension's page changed: the runner cannot read the node's state from it; "
+        "update gradientlab/node/pages.py (a restart or reboot would not help)",
+        (),
     ),
     Verdict.LOGGED_OUT: About(
         Kind.NODE,

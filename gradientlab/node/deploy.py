@@ -20,6 +20,7 @@ VENV_PYTHON = ".gradientlab/venv/bin/python"
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 FACTS_SOURCE = Path(__file__).with_name("facts.py")
 STUN_SOURCE = Path(__file__).with_name("stun.py")  # the tap-readiness test (poc_taps runs it)
+PAGES_SOURCE = Path(__file__).with_name("pages.py")
 UNIT_NAME = "gradientlab-node.service"
 
 
@@ -186,6 +187,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
     code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
     code_changed |= put_file(ex, f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644, changes)
     put_file(ex, f"{NODE_DIR}/stun.py", STUN_SOURCE.read_bytes(), 0o644, changes)  # no restart
+    code_changed |= put_file(ex, f"{NODE_DIR}/pages.py", PAGES_SOURCE.read_bytes(), 0o644, changes)
     config = json.dumps(
         settings.runner_config(result.supervisor), indent=1, sort_keys=True
     ).encode()

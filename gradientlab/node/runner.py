@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 try:  # in the control plane, a package; on a host, two files side by side
+    from gradientlab.node import pages
     from gradientlab.node.facts import (  # noqa: F401 - read_events is re-exported
         cmdline_has,
         now_iso,
@@ -64,8 +65,9 @@ except ImportError:
         read_events,
         read_pid,
     )
+    import pages  # type: ignore[no-redef]
 
-RUNNER_VERSION = "2"
+RUNNER_VERSION = "3"
 UNIT_NAME = "gradientlab-node.service"  # the systemd user unit deploy writes
 EXIT_LOCKED = 3  # `run` while another runner holds runner.lock
 # popup states after which the runner stops re-reading the popup every few seconds
@@ -332,17 +334,15 @@ class Browser:
 
 # ---------------------------------------------------------------- attached work (Playwright)
 
-POPUP_FIELDS = {
-    "status": "#status",
-    "node_id": "#node-id",
-    "ip": "#ip",
-    "version": "#version",
-    "taps_today": "#taps-today",
-    "uptime_today": "#uptime-today",
-    "points_today": "#points-today",
-    "banned_reason": "#banned-reason",
-    "error": "#error",
-}
+
+class PageChanged(RuntimeError):
+    """A Gradient page no longer has what `pages.py` says it has: the extension or the dashboard
+    changed. Not a fault a restart fixes; a person updates pages.py."""
+
+    def __init__(self, page: str, missing: str) -> None:
+        super().__init__(f"the {page} changed: no {missing} found")
+        self.page = page
+        self.missing = missing
 
 
 def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> dict[str, Any]:
@@ -400,47 +400,198 @@ def find_extension_id(context: Any, config: dict[str, Any]) -> str:
     raise RuntimeError("the extension's service worker did not start within 10s")
 
 
-def dashboard_login(context: Any, config: dict[str, Any]) -> None:
+def _origin(url: str) -> str:
+    m = re.match(r"^([a-z][a-z0-9+.-]*://[^/?#]+)", url, re.IGNORECASE)
+    return m.group(1) if m else url
+
+
+def forget_dashboard_session(context: Any, url: str) -> None:
+    """Sign the dashboard out in this browser (its cookies and storage), so that signing in
+    again shows the form and hands a fresh session to the extension."""
+    session = context.new_cdp_session(context.pages[0] if context.pages else context.new_page())
+    try:
+        session.send(
+            "Storage.clearDataForOrigin",
+            {
+                "origin": _origin(url),
+                "storageTypes": "cookies,local_storage,indexeddb,service_workers,cache_storage",
+            },
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            session.detach()
+
+
+def dashboard_login(context: Any, config: dict[str, Any], timeout: float = 30) -> None:
+    """Sign in on the dashboard as a person does: the email and password fields found by their
+    placeholders, Enter to submit, then the signed-in page under /dashboard."""
+    url = config["dashboard_url"]
+    forget_dashboard_session(context, url)
     page = context.new_page()
     try:
-        page.goto(config["dashboard_url"], wait_until="domcontentloaded", timeout=30000)
-        page.fill("input[name=email]", config["email"])
-        page.fill("input[name=password]", config["password"])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#login-status[data-state]", timeout=30000)
-        state = page.get_attribute("#login-status", "data-state")
-        if state != "ok":
-            raise RuntimeError(f"dashboard login failed: {page.inner_text('#login-status')}")
+        page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
+        email = page.get_by_placeholder(pages.EMAIL_PLACEHOLDER, exact=True)
+        password = page.get_by_placeholder(pages.PASSWORD_PLACEHOLDER, exact=True)
+        try:
+            email.wait_for(state="visible", timeout=timeout * 1000)
+        except Exception as exc:  # noqa: BLE001 - Playwright's TimeoutError
+            raise PageChanged(
+                "dashboard's sign-in page",
+                f"field with the placeholder {pages.EMAIL_PLACEHOLDER!r}",
+            ) from exc
+        email.fill(config["email"])
+        if password.count() == 0:
+            raise PageChanged(
+                "dashboard's sign-in page",
+                f"field with the placeholder {pages.PASSWORD_PLACEHOLDER!r}",
+            )
+        password.fill(config["password"])
+        password.press("Enter")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pages.SIGNED_IN_PATH.search(page.url):
+                return
+            page.wait_for_timeout(250)
+        alert = ""
+        with contextlib.suppress(Exception):
+            alert = " ".join(page.get_by_role("alert").all_inner_texts()).strip()
+        raise RuntimeError(
+            "dashboard login failed: "
+            + (alert or f"still on {page.url} {timeout:.0f}s after submitting the form")
+        )
     finally:
         page.close()
 
 
-def read_popup(context: Any, ext_id: str, wait_for_status: bool = False) -> dict[str, Any]:
-    page = context.new_page()
+def _envelope_data(response: Any) -> Any:
+    """`data` of a `{code, msg, data}` answer with code 200, else None."""
     try:
-        page.goto(f"chrome-extension://{ext_id}/popup.html", timeout=30000)
-        dismissed = False
-        button = page.get_by_role("button", name="I got it")
-        with contextlib.suppress(Exception):
-            if button.is_visible(timeout=500):
-                button.click()
-                dismissed = True
+        body = response.json()
+    except Exception:  # noqa: BLE001 - not JSON: not an answer we can read
+        return None
+    if isinstance(body, dict) and body.get("code") == 200:
+        return body.get("data")
+    return None
+
+
+def _today_of(stats: Any) -> dict[str, Any]:
+    """Today's item of a `sentrynode/stats` answer: the newest day it lists."""
+    days = (
+        [d for d in stats if isinstance(d, dict) and d.get("id")] if isinstance(stats, list) else []
+    )
+    return max(days, key=lambda d: str(d["id"])) if days else {}
+
+
+def _number(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def read_popup(
+    context: Any, ext_id: str, wait_for_status: bool = False, timeout: float = 15
+) -> dict[str, Any]:
+    """Open the popup and read the node's state from the popup's own API answers (a response
+    listener on `sentrynode/get` and `sentrynode/stats`), falling back on its badge text.
+
+    Raises PageChanged when none of what pages.py describes shows up."""
+    page = context.new_page()
+    seen: dict[str, Any] = {}
+
+    def on_response(response: Any) -> None:
+        url = response.url
+        for key, pattern in (("node", pages.NODE_API), ("stats", pages.STATS_API)):
+            m = pattern.search(url)
+            if m:
+                data = _envelope_data(response)
+                if data is not None:
+                    seen[key] = data
+                    seen["clientid"] = m.group("clientid")
+
+    page.on("response", on_response)
+    try:
         deadline = time.monotonic() + (20 if wait_for_status else 0)
-        while True:
-            page.wait_for_selector("body[data-ready='1']", timeout=20000)
-            popup = {
-                k: page.inner_text(sel).strip()
-                for k, sel in POPUP_FIELDS.items()
-                if page.query_selector(sel)
-            }
-            if not wait_for_status or popup.get("status") == "Good" or time.monotonic() > deadline:
+        popup = _read_popup_once(page, ext_id, seen, timeout)
+        while wait_for_status and popup.get("status") not in ("Good", "Excellent"):
+            if time.monotonic() > deadline:
                 break
             time.sleep(1)
-            page.reload()
-        popup["first_run_dismissed"] = dismissed
+            seen.clear()
+            popup = _read_popup_once(page, ext_id, seen, timeout)
         return popup
     finally:
         page.close()
+
+
+def _read_popup_once(
+    page: Any, ext_id: str, seen: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    page.goto(f"chrome-extension://{ext_id}/{pages.POPUP_PAGE}", timeout=timeout * 1000)
+    dismissed = False
+    button = page.get_by_role("button", name=pages.FIRST_RUN_BUTTON)
+    with contextlib.suppress(Exception):
+        if button.is_visible(timeout=500):
+            button.click()
+            dismissed = True
+    badge_text = page.get_by_text(pages.BADGE)
+    login = page.get_by_role("button", name=pages.LOGIN_BUTTON, exact=True)
+    badge: str | None = None
+    logged_out = False
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if "node" in seen:
+            break
+        with contextlib.suppress(Exception):
+            if login.count() and login.first.is_visible():
+                logged_out = True
+                break
+        page.wait_for_timeout(200)
+    # the badge and today's stats follow the node's answer within a moment
+    settle = time.monotonic() + (2 if "node" in seen else 0)
+    while time.monotonic() < settle and ("stats" not in seen or badge is None):
+        badge = _badge(badge_text)
+        page.wait_for_timeout(200)
+    badge = badge or _badge(badge_text)
+    node = seen.get("node") if isinstance(seen.get("node"), dict) else None
+    version = None
+    with contextlib.suppress(Exception):
+        version = page.evaluate("chrome.runtime.getManifest().version")
+    popup: dict[str, Any] = {"first_run_dismissed": dismissed, "version": version}
+    if logged_out and node is None:
+        popup.update(status="Logged out", source="page")
+        return popup
+    status = pages.status_of(node, badge)
+    if status is None:
+        raise PageChanged("extension's popup", pages.POPUP_SHAPE)
+    today = _today_of(seen.get("stats"))
+    popup.update(
+        status=status,
+        source="api" if node is not None else "badge",
+        badge=badge,
+        node_id=seen.get("clientid"),
+    )
+    if node is not None:
+        popup.update(
+            ip=node.get("ip") or None,
+            banned_reason=(node.get("bannedReason") or None) if node.get("banned") else None,
+            points_today=_number(node.get("today")),
+            connect=node.get("connect") if isinstance(node.get("connect"), bool) else None,
+        )
+    if today:
+        popup.update(
+            taps_today=_number(today.get("latency")), uptime_today=_number(today.get("duration"))
+        )
+    return popup
+
+
+def _badge(locator: Any) -> str | None:
+    with contextlib.suppress(Exception):
+        for text in locator.all_inner_texts():
+            m = pages.BADGE.match(text)
+            if m:
+                return m.group(1)
+    return None
 
 
 # ---------------------------------------------------------------- one runner per host
@@ -650,6 +801,19 @@ class Runner:
     def refresh(self) -> None:
         try:
             result = attach(self.paths, self.config)
+        except PageChanged as exc:
+            # not the browser's fault: restarting it would not help; the health check alerts
+            self.last_attach = time.monotonic()
+            if self.status.get("page_changed") != str(exc):
+                self.events.add("page_changed", str(exc))
+            self.write_status(
+                browser_alive=self.browser.alive(),
+                page_changed=str(exc),
+                page_changed_at=now_iso(),
+                last_error=f"attach: {exc}",
+            )
+            log.warning("%s", exc)
+            return
         except Exception as exc:  # noqa: BLE001
             self.last_attach = time.monotonic()
             self.attach_failures += 1
@@ -669,6 +833,7 @@ class Runner:
             logged_in=popup.get("status") not in (None, "Logged out"),
             popup=popup,
             popup_read_at=now_iso(),
+            page_changed=None,
             last_error=None,
         )
         if popup.get("status") != previous:

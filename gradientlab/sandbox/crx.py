@@ -44,6 +44,7 @@ def config_js(
     cfg = {
         "apiBase": f"{base}/api",
         "securetokenUrl": f"{base}/securetoken/v1/token",
+        "dashboardUrl": f"{base}/app/",
         "apiKey": api_key,
         "heartbeatSeconds": heartbeat_seconds,
         "popupRefreshSeconds": popup_refresh_seconds,

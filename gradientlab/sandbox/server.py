@@ -234,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._firebase(method, path, query)
             elif path.startswith("/__sandbox/"):
                 self._hooks(method, path)
-            elif path == "/dashboard" or path.startswith("/dashboard/"):
+            elif path in ("/app", "/dashboard") or path.startswith(("/app/", "/dashboard/")):
                 self._dashboard(method, path)
             elif path == "/service/update2/crx":
                 self._crx(query)
@@ -447,13 +447,14 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "GET":
             self._send_json(405, {"error": "method not allowed"})
             return
-        if path in {"/dashboard", "/dashboard/"}:
-            self._send(302, b"", "text/plain", {"Location": "/dashboard/login"})
+        if path in {"/app", "/dashboard", "/dashboard/", "/dashboard/login"}:
+            self._send(302, b"", "text/plain", {"Location": "/app/"})  # older fleet files
             return
-        if path == "/dashboard/login":
-            self._send(200, self.sandbox.login_page().encode(), _STATIC_TYPES[".html"])
+        if path in {"/app/", "/app/dashboard"}:
+            name = "login.html" if path == "/app/" else "dashboard.html"
+            self._send(200, self.sandbox.dashboard_page(name).encode(), _STATIC_TYPES[".html"])
             return
-        name = path[len("/dashboard/") :]
+        name = path[len("/app/assets/") :] if path.startswith("/app/assets/") else ""
         target = DASHBOARD_DIR / name
         if not re.fullmatch(r"[A-Za-z0-9_-]+\.(js|css)", name) or not target.is_file():
             self._send_json(404, {"error": "not found", "path": path})
@@ -649,7 +650,8 @@ class SandboxServer:
 
     @property
     def dashboard_login_url(self) -> str:
-        return f"{self.url}/dashboard/login"
+        """The dashboard's address (its sign-in form), as `network.dashboard_url` names it."""
+        return f"{self.url}/app/"
 
     @property
     def crx_update_base(self) -> str:
@@ -693,7 +695,7 @@ class SandboxServer:
             f"  api_base: {url}/api\n"
             f"  identity_base: {url}/identitytoolkit\n"
             f"  token_base: {url}/securetoken\n"
-            f"  dashboard_url: {url}/dashboard/login\n"
+            f"  dashboard_url: {self.dashboard_login_url}\n"
             f"  web_api_key: {self.config.api_key}\n"
             f"  extension_id: {self.extension_id}\n"
             f'  extension_source: "{source}"\n'
@@ -710,8 +712,8 @@ class SandboxServer:
             heartbeat_seconds=self.config.extension_heartbeat_seconds,
         )
 
-    def login_page(self) -> str:
-        template = (DASHBOARD_DIR / "login.html").read_text()
+    def dashboard_page(self, name: str) -> str:
+        template = (DASHBOARD_DIR / name).read_text()
         cfg = {
             "apiKey": self.config.api_key,
             "extensionId": self.extension_id,
@@ -719,4 +721,5 @@ class SandboxServer:
         }
         # JSON inside <script type="application/json">: escape "<" so it cannot close the tag.
         blob = json.dumps(cfg).replace("<", "\\u003c")
+            "tokenUrl": "/securetoken/v1/token",
         return template.replace("{{SANDBOX_CONFIG}}", blob)

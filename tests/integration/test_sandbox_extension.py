@@ -10,12 +10,14 @@ import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from gradientlab.node import runner
 from gradientlab.sandbox import SANDBOX_EXTENSION_ID, SandboxConfig, SandboxServer
-from gradientlab.sandbox.network import SandboxAccount
+from gradientlab.sandbox.network import Fault, SandboxAccount
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EMAIL = "runner@example.test"
@@ -81,23 +83,68 @@ def api_list(server: SandboxServer) -> list[dict[str, object]]:
         return rows
 
 
-def test_login_heartbeat_and_popup(server: SandboxServer, tmp_path: Path) -> None:
+def launch(p: Any, tmp_path: Path, ext_dir: Path) -> Any:
+    return p.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        headless=False,  # "--headless=new" is in the args; extensions need it
+        args=chromium_args(ext_dir),
+    )
+
+
+def login_config(server: SandboxServer, password: str = PASSWORD) -> dict[str, str]:
+    return {"dashboard_url": server.dashboard_login_url, "email": EMAIL, "password": password}
+
+
+def test_the_dashboard_signs_in_by_placeholder_and_enter(
+    server: SandboxServer, tmp_path: Path
+) -> None:
+    """The sandbox dashboard has the real one's shape, and the runner signs in through it."""
     from playwright.sync_api import expect, sync_playwright
 
     ext_dir = unpack_served_crx(server.crx_url(), tmp_path / "extension")
-    assert (ext_dir / "manifest.json").is_file()
+    with sync_playwright() as p:
+        ctx = launch(p, tmp_path, ext_dir)
+        try:
+            page = ctx.new_page()
+            # signed out, /dashboard sends the browser back to the form
+            page.goto(server.dashboard_login_url + "dashboard")
+            expect(page.get_by_placeholder("Enter Email")).to_be_visible(timeout=10_000)
+            assert not runner.pages.SIGNED_IN_PATH.search(page.url)
+            # a wrong password: the form says why and stays
+            page.get_by_placeholder("Enter Email").fill(EMAIL)
+            page.get_by_placeholder("Enter Password").fill("wrong")
+            page.get_by_placeholder("Enter Password").press("Enter")
+            expect(page.get_by_role("alert")).to_contain_text("INVALID_PASSWORD", timeout=10_000)
+            page.close()
+            with pytest.raises(RuntimeError, match="INVALID_PASSWORD"):
+                runner.dashboard_login(ctx, login_config(server, "wrong"), timeout=5)
 
-    # A dashboard whose extension id matches nothing installed: the page must say so.
+            runner.dashboard_login(ctx, login_config(server))
+            # signed in, /dashboard stays
+            page = ctx.new_page()
+            page.goto(server.dashboard_login_url + "dashboard")
+            expect(page.get_by_text("Your Sentry Node extension has your session.")).to_be_visible(
+                timeout=10_000
+            )
+            assert runner.pages.SIGNED_IN_PATH.search(page.url)
+            page.close()
+        finally:
+            ctx.close()
+
+
+def test_the_runner_reads_the_popup_from_its_own_api_answer(
+    server: SandboxServer, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ext_dir = unpack_served_crx(server.crx_url(), tmp_path / "extension")
+    # A dashboard whose extension id matches nothing installed signs in, but hands nothing over.
     stranger = SandboxServer(server.config, extension_id="a" * 32)
     stranger.start()
     try:
         with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),
-                executable_path=CHROMIUM,
-                headless=False,  # "--headless=new" is in the args; extensions need it
-                args=chromium_args(ext_dir),
-            )
+            ctx = launch(p, tmp_path, ext_dir)
             try:
                 worker = (
                     ctx.service_workers[0]
@@ -105,51 +152,42 @@ def test_login_heartbeat_and_popup(server: SandboxServer, tmp_path: Path) -> Non
                     else ctx.wait_for_event("serviceworker", timeout=20_000)
                 )
                 assert worker.url.startswith(f"chrome-extension://{SANDBOX_EXTENSION_ID}/")
+                ext_id = runner.find_extension_id(ctx, {})
+                assert ext_id == SANDBOX_EXTENSION_ID
 
-                page = ctx.new_page()
-                page.goto(f"{stranger.url}/dashboard/login")
-                page.fill("input[name=email]", EMAIL)
-                page.fill("input[name=password]", PASSWORD)
-                page.click("button[type=submit]")
-                status = page.locator("#login-status")
-                expect(status).to_have_attribute("data-state", "error", timeout=10_000)
-                expect(status).to_contain_text("extension not reachable")
+                runner.dashboard_login(ctx, login_config(stranger))
+                popup = runner.read_popup(ctx, ext_id)
+                assert popup["status"] == "Logged out"
+                assert popup["first_run_dismissed"] is True
 
-                page.goto(server.dashboard_login_url)
-                page.fill("input[name=email]", EMAIL)
-                page.fill("input[name=password]", "wrong")
-                page.click("button[type=submit]")
-                expect(status).to_have_attribute("data-state", "error", timeout=10_000)
-                expect(status).to_contain_text("INVALID_PASSWORD")
-
-                page.fill("input[name=password]", PASSWORD)
-                page.click("button[type=submit]")
-                page.wait_for_selector("#login-status[data-state=ok]", timeout=10_000)
-                expect(status).to_have_text("Logged in")
-                page.close()
-
-                popup = ctx.new_page()
-                popup.goto(f"chrome-extension://{SANDBOX_EXTENSION_ID}/popup.html")
-                expect(popup.locator("#first-run")).to_be_visible()
-                popup.get_by_role("button", name="I got it").click()
-                expect(popup.locator("#first-run")).to_be_hidden()
-                popup.wait_for_selector('body[data-ready="1"]', timeout=15_000)
-                expect(popup.locator("#status")).to_have_text("Good", timeout=15_000)
-                clientid = (popup.text_content("#node-id") or "").strip()
+                runner.dashboard_login(ctx, login_config(server))
+                popup = runner.read_popup(ctx, ext_id, wait_for_status=True)
+                assert popup["status"] == "Good", popup
+                assert popup["source"] == "api"
+                assert popup["connect"] is True
+                clientid = popup["node_id"]
                 assert len(clientid) >= 16
-                expect(popup.locator("#ip")).to_have_text("127.0.0.1")
-                expect(popup.locator("#version")).to_have_text("0.1.0")
-                expect(popup.locator("#banned-reason")).to_have_text("")
-                expect(popup.locator("#error")).to_have_text("")
-                for field in ("#taps-today", "#uptime-today", "#points-today"):
-                    assert (popup.text_content(field) or "").strip().isdigit(), field
+                assert popup["ip"] == "127.0.0.1"
+                assert popup["version"] == "0.1.0"
+                assert popup["banned_reason"] is None
+                assert isinstance(popup["taps_today"], int)
+                assert isinstance(popup["uptime_today"], int)
+                assert isinstance(popup["points_today"], int)
+                # the first-run dialog stays dismissed
+                assert runner.read_popup(ctx, ext_id)["first_run_dismissed"] is False
 
-                # The first-run dialog stays dismissed on the next open.
-                popup.reload()
-                popup.wait_for_selector('body[data-ready="1"]', timeout=15_000)
-                expect(popup.locator("#first-run")).to_be_hidden()
-                expect(popup.locator("#status")).to_have_text("Good", timeout=15_000)
-                popup.close()
+                # without the API's answer, the badge is read as the extension shows it
+                server.network.add_fault(
+                    Fault(kind="error", path="/api/sentrynode/get", status=503)
+                )
+                popup = runner.read_popup(ctx, ext_id)
+                assert (popup["status"], popup["source"]) == ("Good", "badge")
+                server.network.clear_faults()
+
+                # an extension whose popup no longer looks as pages.py says: PageChanged
+                (ext_dir / "popup.html").write_text("<!doctype html><p>A new look</p>")
+                with pytest.raises(runner.PageChanged, match="sentrynode/get"):
+                    runner.read_popup(ctx, ext_id, timeout=3)
             finally:
                 ctx.close()
     finally:
@@ -163,7 +201,7 @@ def test_login_heartbeat_and_popup(server: SandboxServer, tmp_path: Path) -> Non
 
 
 def test_popup_logged_out_then_unsupported_on_datacenter_ip(tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     cfg = SandboxConfig(
         accounts=[SandboxAccount(email=EMAIL, password=PASSWORD)],
@@ -173,29 +211,14 @@ def test_popup_logged_out_then_unsupported_on_datacenter_ip(tmp_path: Path) -> N
     )
     with SandboxServer(cfg) as server, sync_playwright() as p:
         ext_dir = unpack_served_crx(server.crx_url(), tmp_path / "extension")
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=False,
-            args=chromium_args(ext_dir),
-        )
+        ctx = launch(p, tmp_path, ext_dir)
         try:
-            popup = ctx.new_page()
-            popup.goto(f"chrome-extension://{SANDBOX_EXTENSION_ID}/popup.html")
-            popup.wait_for_selector('body[data-ready="1"]', timeout=15_000)
-            expect(popup.locator("#status")).to_have_text("Logged out")
-            expect(popup.locator("#first-run")).to_be_visible()
-
-            page = ctx.new_page()
-            page.goto(server.dashboard_login_url)
-            page.fill("input[name=email]", EMAIL)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_selector("#login-status[data-state=ok]", timeout=10_000)
-
-            popup.reload()
-            expect(popup.locator("#status")).to_have_text("Unsupported", timeout=15_000)
-            expect(popup.locator("#banned-reason")).to_have_text("Data center IP is not supported")
-            expect(popup.locator("#points-today")).to_have_text("0")
+            popup = runner.read_popup(ctx, SANDBOX_EXTENSION_ID)
+            assert popup["status"] == "Logged out"
+            runner.dashboard_login(ctx, login_config(server))
+            popup = runner.read_popup(ctx, SANDBOX_EXTENSION_ID, wait_for_status=True)
+            assert popup["status"] == "Unsupported"
+            assert popup["banned_reason"] == "Data center IP is not supported"
+            assert popup["points_today"] == 0
         finally:
             ctx.close()

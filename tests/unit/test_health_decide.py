@@ -105,6 +105,7 @@ NO_STEPS = {
     V.RUNNER_CRASH_LOOP,
     V.PROVISIONING,
     V.PROBE_INVALID,
+    V.PAGE_CHANGED,  # a restart cannot make an unknown page readable
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gradientlab.config import Health
-from gradientlab.gradient.models import NodeListItem
+from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.health import (
     HealthReport,
     Observation,
@@ -331,14 +331,71 @@ def test_a_network_item_that_is_not_banned_does_not_make_it_unsupported() -> Non
 def test_disconnected_from_the_popup() -> None:
     report = judged(probe_data(popup_fields=popup("Disconnected")), item())
     assert report.status == Verdict.DISCONNECTED
-    assert report.reason.endswith("(per the popup)")
+    assert "(per the popup)" in report.reason
 
 
 def test_disconnected_when_the_network_says_not_connected() -> None:
     report = judged(probe_data(popup_fields=popup("Good")), item(connect=False))
     assert report.status == Verdict.DISCONNECTED
     assert report.network_connect is False
-    assert report.reason.endswith("(per the network's node list)")
+    assert "(per the network)" in report.reason
+    assert (
+        report.disagreement == "the popup reads Good but the network shows the node not connected"
+    )
+    assert report.reason.endswith(report.disagreement)
+    assert report.sample()["detail"]["disagreement"] == report.disagreement
+
+
+def test_the_popup_and_the_network_agreeing_is_no_disagreement() -> None:
+    report = judged(probe_data(popup_fields=popup("Good", source="api")), item())
+    assert report.disagreement is None
+    assert report.popup_source == "api"
+    assert report.sample()["detail"]["popup_source"] == "api"
+
+
+@pytest.mark.parametrize(
+    ("shown", "network", "verdict", "said"),
+    [
+        (
+            "Disconnected",
+            item(connect=True),
+            Verdict.DISCONNECTED,
+            "network shows the node connected",
+        ),
+        ("Good", item(banned=True), Verdict.UNSUPPORTED, "network marks the node banned"),
+        ("Unsupported", item(banned=False), Verdict.UNSUPPORTED, "does not mark the node banned"),
+    ],
+)
+def test_each_disagreement_between_the_popup_and_the_network_is_reported(
+    shown: str, network: NodeListItem, verdict: Verdict, said: str
+) -> None:
+    report = judged(probe_data(popup_fields=popup(shown)), network)
+    assert report.status == verdict
+    assert report.disagreement is not None and said in report.disagreement
+    assert said in report.reason
+
+
+def test_the_networks_own_node_answer_serves_as_its_view() -> None:
+    info = NodeInfo.model_validate(
+        {"active": True, "connect": False, "banned": False, "bannedReason": "", "ip": "198.51.100.4",
+         "today": 0}
+    )  # fmt: skip
+    report = judged(probe_data(popup_fields=popup("Good")), info)
+    assert report.status == Verdict.DISCONNECTED
+    assert report.ip == "198.51.100.4"
+
+
+def test_a_page_that_changed_is_its_own_verdict_and_no_ladder() -> None:
+    from gradientlab.health.status import Kind, about
+
+    why = "the extension's popup changed: no a `GET …/sentrynode/get/<id>` answer found"
+    report = judged(probe_data(popup_fields=popup("Good"), page_changed=why))
+    assert report.status == Verdict.PAGE_CHANGED
+    assert report.reason == why
+    assert about(Verdict.PAGE_CHANGED).ladder == ()
+    assert about(Verdict.PAGE_CHANGED).kind == Kind.EXTENSION
+    # never read at all (a fresh deploy on a changed extension): still the page, not Starting
+    assert judged(probe_data(page_changed=why)).status == Verdict.PAGE_CHANGED
 
 
 def test_an_unknown_popup_status_is_not_good() -> None:
@@ -357,7 +414,12 @@ def test_the_sample_row_carries_the_status_metrics_and_detail() -> None:
     assert row["load1"] == 0.42
     assert row["mem_available_kib"] == 900_000
     assert row["disk_free_kib"] is None  # the probe did not say
-    assert row["detail"] == {"error": None, "client_id": "client-7f3a"}
+    assert row["detail"] == {
+        "error": None,
+        "client_id": "client-7f3a",
+        "popup_source": None,
+        "disagreement": None,
+    }
 
 
 # ---------------------------------------------------------------- the host's own resources

@@ -1117,3 +1117,37 @@ def test_restart_browser_ends_a_browser_that_ignores_sigterm(tmp_path: Path) -> 
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(hung.pid, 9)
+
+
+# ---------------------------------------------------------------- what the runner reads in pages
+
+
+@pytest.mark.parametrize(
+    ("node", "badge", "status"),
+    [
+        ({"connect": True, "banned": False}, "Good", "Good"),
+        ({"connect": True, "banned": False}, "Excellent", "Excellent"),
+        ({"connect": True, "banned": False}, "Disconnected", "Good"),  # the answer wins
+        ({"connect": False, "banned": False}, "Good", "Disconnected"),
+        ({"connect": True, "banned": True}, "Good", "Unsupported"),
+        ({"banned": False}, "Disconnected", "Disconnected"),  # no `connect`: the badge
+        (None, "Good", "Good"),
+        (None, None, None),
+    ],
+)
+def test_the_nodes_state_comes_from_the_api_answer_then_the_badge(
+    node: dict[str, Any] | None, badge: str | None, status: str | None
+) -> None:
+    from gradientlab.node import pages
+
+    assert pages.status_of(node, badge) == status
+
+
+def test_the_badge_pattern_reads_only_whole_badge_texts() -> None:
+    from gradientlab.node import pages
+
+    assert pages.BADGE.match(" Good ")
+    assert not pages.BADGE.match("Good morning")
+    assert pages.NODE_API.search("https://api.gradient.network/api/sentrynode/get/abc123?x=1")
+    assert pages.SIGNED_IN_PATH.search("https://app.gradient.network/dashboard")
+    assert not pages.SIGNED_IN_PATH.search("https://app.gradient.network/dashboards-help")

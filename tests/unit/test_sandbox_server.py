@@ -354,17 +354,19 @@ def test_build_crx_bakes_the_base_url() -> None:
     assert '"http://127.0.0.1:9999/api"' in zf.read("config.js").decode()
 
 
-def test_dashboard_login_page(client: httpx.Client) -> None:
-    page = client.get("/dashboard/login")
+def test_the_dashboard_has_the_real_ones_shape(client: httpx.Client) -> None:
+    """The sign-in form at the root with the real placeholders, the signed-in page under
+    /dashboard; older fleet files' /dashboard/login still lands on the form."""
+    page = client.get("/app/")
     assert page.status_code == 200
-    text = page.text
-    assert '<input name="email"' in text
-    assert 'name="password" type="password"' in text
-    assert '<button type="submit">Log in</button>' in text
-    assert 'id="login-status"' in text
-    assert SANDBOX_EXTENSION_ID in text and KEY in text
-    assert client.get("/dashboard/login.js").status_code == 200
-    assert client.get("/dashboard/../network.py").status_code == 404
+    assert 'placeholder="Enter Email"' in page.text
+    assert 'placeholder="Enter Password"' in page.text
+    assert SANDBOX_EXTENSION_ID in page.text and KEY in page.text
+    assert 'placeholder="Enter Email"' not in client.get("/app/dashboard").text
+    assert client.get("/dashboard/login").headers["location"] == "/app/"
+    assert client.get("/app/assets/dashboard.js").status_code == 200
+    assert client.get("/app/assets/../network.py").status_code == 404
+    assert client.get("/app/assets/x.py").status_code == 404
 
 
 def test_refuses_non_loopback_bind() -> None:

@@ -3,6 +3,7 @@
 self.GRADIENT_CONFIG = {
   apiBase: "http://127.0.0.1:8765/api",
   securetokenUrl: "http://127.0.0.1:8765/securetoken/v1/token",
+  dashboardUrl: "http://127.0.0.1:8765/app/",
   apiKey: "sandbox-web-api-key",
   heartbeatSeconds: 10,
   popupRefreshSeconds: 5,

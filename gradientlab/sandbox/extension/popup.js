@@ -1,19 +1,16 @@
-// Popup: shows the node's status. Element ids are a contract read by GradientLab's node runner:
-// #status (Good | Disconnected | Unsupported | Logged out), #node-id, #ip, #version,
-// #taps-today, #uptime-today (seconds), #points-today (raw points), #banned-reason, #error;
-// body[data-ready="1"] once rendered (or failed).
+// Popup, shaped as the real extension's: signed out it shows a "Log in" button and asks the API
+// nothing; signed in it asks GET /sentrynode/get/<clientid> and POST /sentrynode/stats/<clientid>
+// and shows a badge (Excellent | Good | Disconnected | Unsupported with the ban's reason), today's
+// taps and uptime, and the node's IP, version and id. The first run shows an "I got it" dialog.
+// As in the real one, the badge's Good / Disconnected is the extension's own connection (here:
+// the service worker's last heartbeat), and Unsupported comes from the API's `banned`.
 "use strict";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+const $ = (selector) => document.querySelector(selector);
 
-function setText(id, value) {
-  const el = document.getElementById(id);
-  el.textContent = value === undefined || value === null ? "" : String(value);
-  return el;
-}
-
-function setStatus(status) {
-  setText("status", status).dataset.status = status;
+function show(selector, value) {
+  $(selector).textContent = value === undefined || value === null ? "" : String(value);
 }
 
 function utcDayId(ms) {
@@ -23,43 +20,20 @@ function utcDayId(ms) {
 }
 
 async function setupFirstRun() {
-  const dialog = document.getElementById("first-run");
+  const dialog = $("dialog.first-run");
   const { firstRunDone } = await chrome.storage.local.get("firstRunDone");
-  if (firstRunDone) {
-    dialog.open = false;
-    dialog.hidden = true;
-  }
-  document.getElementById("first-run-ok").addEventListener("click", async () => {
-    dialog.open = false;
-    dialog.hidden = true;
+  if (!firstRunDone) dialog.show();
+  dialog.querySelector("button").addEventListener("click", async () => {
+    dialog.close();
     await chrome.storage.local.set({ firstRunDone: true });
   });
 }
 
-function askBackgroundHeartbeat() {
-  return new Promise((resolve) => {
-    try {
-      chrome.runtime.sendMessage({ action: "heartbeat" }, (answer) => {
-        void chrome.runtime.lastError;
-        resolve(answer || null);
-      });
-    } catch (e) {
-      resolve(null);
-    }
-  });
-}
-
-async function readNode(clientid) {
-  let env = await apiCall("GET", "/sentrynode/get/" + encodeURIComponent(clientid));
-  if (env.code === 404) {
-    // Not registered yet: ask the service worker for a heartbeat, then look again.
-    await askBackgroundHeartbeat();
-    env = await apiCall("GET", "/sentrynode/get/" + encodeURIComponent(clientid));
-  }
-  if (env.code !== 200 || !env.data) {
-    throw new Error("sentrynode/get: code " + env.code + ": " + env.msg);
-  }
-  return env.data;
+function connectionState(lastHeartbeat) {
+  const maxAge = 3 * (Number(SENTRY_CONFIG.heartbeatSeconds) || 10) * 1000;
+  return lastHeartbeat && lastHeartbeat.ok && Date.now() - lastHeartbeat.at < maxAge
+    ? "Good"
+    : "Disconnected";
 }
 
 async function readToday(clientid) {
@@ -70,84 +44,76 @@ async function readToday(clientid) {
   }
   const start = Math.floor(now / DAY_MS) * DAY_MS;
   const env = await apiCall("POST", "/sentrynode/stats/" + encodeURIComponent(clientid), {
-    start,
+    start: start - 9 * DAY_MS,
     end: now,
     type: "DAY",
   });
-  if (env.code !== 200 || !Array.isArray(env.data)) {
-    throw new Error("sentrynode/stats: code " + env.code + ": " + env.msg);
-  }
-  const today = utcDayId(now);
-  return env.data.find((item) => item && item.id === today) || { id: today, duration: 0, latency: 0 };
+  const items = env.code === 200 && Array.isArray(env.data) ? env.data : [];
+  return items.find((item) => item && item.id === utcDayId(now)) || { duration: 0, latency: 0 };
+}
+
+function signedOut() {
+  $("section.signed-in").hidden = true;
+  $("section.signed-out").hidden = false;
 }
 
 async function render() {
-  const errors = [];
-  try {
-    setText("version", chrome.runtime.getManifest().version);
-    const { loginInfo, clientid, lastHeartbeat } = await chrome.storage.local.get([
-      "loginInfo",
-      "clientid",
-      "lastHeartbeat",
-    ]);
-    setText("node-id", clientid || "");
-    if (!loginInfo) {
-      setStatus("Logged out");
-      for (const id of ["ip", "taps-today", "uptime-today", "points-today", "banned-reason"]) {
-        setText(id, "");
-      }
-      return;
-    }
-    if (!clientid) {
-      setStatus("Disconnected");
-      errors.push("no client id yet");
-      return;
-    }
-    let node = null;
+  const { loginInfo, clientid, lastHeartbeat } = await chrome.storage.local.get([
+    "loginInfo",
+    "clientid",
+    "lastHeartbeat",
+  ]);
+  if (!loginInfo) {
+    signedOut();
+    return;
+  }
+  $("section.signed-out").hidden = true;
+  $("section.signed-in").hidden = false;
+  show(".account", loginInfo.email || "");
+  show(".node-version", chrome.runtime.getManifest().version);
+  show(".node-id", clientid || "unknown");
+  let node = null;
+  if (clientid) {
     try {
-      node = await readNode(clientid);
+      const env = await apiCall("GET", "/sentrynode/get/" + encodeURIComponent(clientid));
+      node = env.code === 200 ? env.data : null;
     } catch (e) {
-      errors.push(errorText(e));
       if (errorText(e).startsWith("logged out")) {
-        setStatus("Logged out");
+        signedOut();
         return;
       }
     }
-    if (node) {
-      setStatus(node.banned ? "Unsupported" : node.connect ? "Good" : "Disconnected");
-      setText("ip", node.ip);
-      setText("banned-reason", node.banned ? node.bannedReason || "" : "");
-      setText("points-today", Number(node.today) || 0);
-    } else {
-      // The API could not be read: fall back on the service worker's last heartbeat.
-      const maxAge = 3 * (Number(SENTRY_CONFIG.heartbeatSeconds) || 10) * 1000;
-      const hb = lastHeartbeat && lastHeartbeat.ok && Date.now() - lastHeartbeat.at < maxAge;
-      const data = hb ? lastHeartbeat.data : null;
-      setStatus(data ? (data.banned ? "Unsupported" : "Good") : "Disconnected");
-      setText("ip", data ? data.ip : "");
-      setText("banned-reason", data && data.banned ? data.bannedReason || "" : "");
-    }
+  }
+  let signal = connectionState(lastHeartbeat);
+  let hint = signal === "Good" ? "Your node is all set." : "Your node is offline. Please check your network connection.";
+  if (node && node.banned) {
+    signal = "Unsupported";
+    hint = node.bannedReason || "";
+  }
+  show(".signal-text", signal);
+  $(".signal").dataset.signal = signal;
+  show(".hint", hint);
+  show(".node-ip", (node && node.ip) || "unknown");
+  show(".reward", node ? (Number(node.today) || 0) / 100000 : 0);
+  if (clientid) {
     try {
       const today = await readToday(clientid);
-      setText("taps-today", Number(today.latency) || 0);
-      setText("uptime-today", Math.floor(Number(today.duration) || 0));
+      show(".taps", Number(today.latency) || 0);
+      show(".uptime", Math.floor((Number(today.duration) || 0) / 60) + " min");
     } catch (e) {
-      errors.push(errorText(e));
+      show(".taps", "-");
     }
-  } catch (e) {
-    errors.push(errorText(e));
-  } finally {
-    setText("error", errors.join("; "));
-    document.body.dataset.renderedAt = String(Date.now());
-    document.body.dataset.ready = "1";
   }
 }
 
 async function main() {
+  $(".log-in").addEventListener("click", () => {
+    chrome.tabs.create({ url: SENTRY_CONFIG.dashboardUrl || "https://app.gradient.network/" });
+  });
   try {
     await setupFirstRun();
   } catch (e) {
-    setText("error", errorText(e));
+    console.warn("first run:", errorText(e));
   }
   await render();
   const every = Number(SENTRY_CONFIG.popupRefreshSeconds) || 5;

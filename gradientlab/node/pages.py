@@ -1,0 +1,63 @@
+"""Everything the runner relies on in Gradient's own pages, in one place.
+
+Facts about the real pages (read from the published extension bundle v1.0.16 and from public
+login scripts), never from the sandbox: when Gradient changes a page, this file changes and
+nothing else. The sandbox imitates these shapes; it must not add anything the runner reads.
+
+- The dashboard (`network.dashboard_url`, https://app.gradient.network/) shows a sign-in form:
+  an email field with the placeholder "Enter Email", a password field with "Enter Password";
+  Enter in the password field submits. A signed-in browser is sent to /dashboard and stays
+  there; a signed-out one that opens /dashboard is sent back to the form. Signing in hands the
+  session to the extension (an external message `action: "login"`).
+- The extension's popup (`chrome-extension://<id>/popup.html`), when signed in, asks the API
+  `GET <api>/sentrynode/get/<clientid>` (envelope `{code, msg, data}`; data carries `active`,
+  `connect`, `banned`, `bannedReason`, `ip`, `today`, ...) and `POST <api>/sentrynode/stats/
+  <clientid>` (items `id` = UTC day YYYYMMDD, `duration` = uptime, `latency` = taps). Its
+  badge reads Excellent, Good, Disconnected or Unsupported. Signed out, it shows a "Log in"
+  button and asks nothing. The first run shows a dialog closed with "I got it".
+"""
+
+from __future__ import annotations
+
+import re
+
+# ---- the dashboard
+EMAIL_PLACEHOLDER = "Enter Email"
+PASSWORD_PLACEHOLDER = "Enter Password"
+SIGNED_IN_PATH = re.compile(r"/dashboard(?:[/?#]|$)")  # where a signed-in browser lands
+
+# ---- the extension's popup
+POPUP_PAGE = "popup.html"
+FIRST_RUN_BUTTON = "I got it"
+LOGIN_BUTTON = "Log in"  # shown only when the extension holds no session
+BADGE_TEXTS = ("Excellent", "Good", "Disconnected", "Unsupported")
+BADGE = re.compile(r"^\s*(Excellent|Good|Disconnected|Unsupported)\s*$")
+NODE_API = re.compile(r"/sentrynode/get/(?P<clientid>[^/?#]+)")
+STATS_API = re.compile(r"/sentrynode/stats/(?P<clientid>[^/?#]+)")
+
+# What a person reads when a page no longer looks like this file says.
+POPUP_SHAPE = (
+    f"a `GET …/sentrynode/get/<id>` answer, a status badge ({' / '.join(BADGE_TEXTS)}) "
+    f"or a {LOGIN_BUTTON!r} button"
+)
+DASHBOARD_SHAPE = (
+    f"fields with the placeholders {EMAIL_PLACEHOLDER!r} and {PASSWORD_PLACEHOLDER!r}, "
+    "then a page under /dashboard"
+)
+
+
+def status_of(node: dict[str, object] | None, badge: str | None) -> str | None:
+    """The node's state from the popup's own `sentrynode/get` answer, else from its badge.
+
+    The answer wins: `banned` is Unsupported whatever the badge says, `connect` says Good
+    (Excellent when the badge says so) or Disconnected. Without an answer, or without `connect`
+    in it, the badge is read as the extension shows it."""
+    if node is not None:
+        if node.get("banned") is True:
+            return "Unsupported"
+        connect = node.get("connect")
+        if isinstance(connect, bool):
+            if not connect:
+                return "Disconnected"
+            return "Excellent" if badge == "Excellent" else "Good"
+    return badge
