@@ -112,7 +112,12 @@ class StunServer:
         self._wake = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name="sandbox-stun", daemon=True)
         self._thread.start()
-        log.info("sandbox STUN listening on %s (other address %s)", self.address, self.other)
+        log.info(
+            "sandbox STUN listening on %s (other address %s:%s)",
+            self.address,
+            self.alternate,
+            self.alt_port,
+        )
         return self.address
 
     def _bind_all(self) -> None:
