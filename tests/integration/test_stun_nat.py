@@ -4,8 +4,9 @@
     [host-cone  10.20.2.2] ─┤                        │  (the sandbox's, RFC 5780)
     [host-sym   10.20.3.2] ─┼─ router ─ 203.0.113.254 ┘
     [host-drop  10.20.4.2] ─┤   routes host-open and host-wall as they are, masquerades
-    [host-wall  10.20.5.2] ─┘   host-cone, masquerades host-sym with random ports, drops
-                                host-drop's UDP, and lets only replies reach host-wall
+    [host-wall  10.20.5.2] ─┤   host-cone, masquerades host-sym with random ports, drops
+    [host-addr  10.20.6.2] ─┘   host-drop's UDP, lets only replies reach host-wall, and lets
+                                into host-addr only addresses it has sent to
 
 Each host runs stun.py alone, as deploy ships it, and must see its own NAT. Needs root, `ip`
 and `nft` (the Makefile's `system` target installs nftables); skipped only where the machine
@@ -26,14 +27,16 @@ from gradientlab.node import stun
 from gradientlab.node.stun import Behaviour, NatType, TapReadiness
 
 EI = Behaviour.ENDPOINT_INDEPENDENT
+AD = Behaviour.ADDRESS_DEPENDENT
 APD = Behaviour.ADDRESS_AND_PORT_DEPENDENT
 PUBLIC_NAT = "203.0.113.254"
 STUN_PRIMARY, STUN_ALTERNATE, STUN_PORT, STUN_ALT_PORT = "203.0.113.1", "203.0.113.2", 3478, 3479
-HOSTS = {"open": 1, "cone": 2, "sym": 3, "drop": 4, "wall": 5}
+HOSTS = {"open": 1, "cone": 2, "sym": 3, "drop": 4, "wall": 5, "addr": 6}
 TAG = f"gl{os.getpid() % 100000}"
 
 NFT_RULES = """
 table ip {table} {{
+  set contacted {{ type ipv4_addr; flags dynamic, timeout; timeout 5m; }}
   chain translation {{
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr 10.20.2.0/24 oifname "{tag}u" masquerade
@@ -43,6 +46,8 @@ table ip {table} {{
     type filter hook forward priority filter; policy accept;
     ip saddr 10.20.4.0/24 meta l4proto udp drop
     ip daddr 10.20.5.0/24 ct state new drop
+    ip saddr 10.20.6.2 update @contacted {{ ip daddr }}
+    ip daddr 10.20.6.2 ip saddr != @contacted drop
   }}
 }}
 """
@@ -219,3 +224,11 @@ def test_a_public_host_behind_a_stateful_firewall(results: dict[str, TapReadines
     r = results["wall"]
     assert r.error is None and not r.behind_nat
     assert (r.mapping, r.filtering, r.nat_type) == (EI, APD, NatType.FIREWALL)
+
+
+def test_a_public_host_whose_firewall_admits_the_addresses_it_contacted(
+    results: dict[str, TapReadiness],
+) -> None:
+    r = results["addr"]
+    assert r.error is None and not r.behind_nat
+    assert (r.mapping, r.filtering, r.nat_type) == (EI, AD, NatType.FIREWALL)
