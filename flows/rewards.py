@@ -10,12 +10,12 @@ from sqlalchemy import text
 
 from tasks.common import engine, fleet_from
 from tasks.network import (
+    api_requests,
     ingest_account_points,
     ingest_node_stats,
     list_network_nodes,
     network_time,
     snapshot_node_points,
-    utc_day,
 )
 
 
@@ -27,18 +27,25 @@ def known_client_ids() -> list[str]:
 
 @flow(name="rewards", log_prints=True)
 def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
-    """Incremental and idempotent: a rerun with nothing new changes no row."""
+    """Incremental and idempotent: `days` are backfilled on a first run, later runs read from
+    the last complete day; a rerun with nothing new changes no row. One sign-in per run."""
     fleet = fleet_from(fleet_path)
     now = network_time(fleet)
     account = ingest_account_points(fleet, now, days)
-    nodes = list_network_nodes(fleet)
-    snapshot = snapshot_node_points(nodes, utc_day(now))
-    client_ids = sorted(set(known_client_ids()) | {n.name for n in nodes})
+    sweep = list_network_nodes(fleet)
+    snapshot = snapshot_node_points(sweep)
+    client_ids = sorted(set(known_client_ids()) | {n.name for n in sweep.nodes})
     stats = ingest_node_stats(fleet, client_ids, now, days)
-    summary = {"account_points": account, "node_points": snapshot, "node_stats": stats}
+    summary = {
+        "account_points": account,
+        "node_points": snapshot,
+        "node_stats": stats,
+        "api": {"requests": api_requests(fleet)},
+    }
     create_table_artifact(
         key="rewards-ingest",
         table=[{"what": k, **v} for k, v in summary.items()],
-        description=f"Rewards ingested up to {now:%Y-%m-%d %H:%M} UTC (network time)",
+        description=f"Rewards ingested up to {now:%Y-%m-%d %H:%M} UTC (network time); node "
+        f"points of {sweep.day}",
     )
     return summary

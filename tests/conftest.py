@@ -100,6 +100,12 @@ def add_host(engine: Engine, name: str) -> int:
     )
 
 
+def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    """Every row of a query, as plain tuples."""
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql))]
+
+
 # ---------------------------------------------------------------- the sandbox and a fleet on it
 
 SANDBOX_PASSWORD_ENV = "GRADIENTLAB_TEST_PASSWORD"

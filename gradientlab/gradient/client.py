@@ -434,7 +434,7 @@ class GradientClient:
         self._timeout = timeout
         self._sleep = sleep
         self.retry = retry or RetryPolicy()
-        self.limiter = RateLimiter(requests_per_second, sleep=sleep)
+        self.limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
         self._count_lock = threading.Lock()
         self.requests_sent = 0
         """API requests sent (each try counts), for benchmarks and run summaries."""
@@ -589,8 +589,6 @@ class GradientClient:
                 delay = self.retry.wait_before_retry(attempt, exc)
                 if delay is None:
                     raise
-                if isinstance(exc, GradientRateLimited):
-                    self.limiter.hold(delay)  # every thread waits, not only this one
                 logger.info(
                     "%s: %s; try %d of %d in %.1f s",
                     endpoint,
@@ -599,7 +597,10 @@ class GradientClient:
                     self.retry.attempts,
                     delay,
                 )
-                self._sleep(delay)
+                if isinstance(exc, GradientRateLimited):
+                    self.limiter.hold(delay)  # every thread waits it out, in acquire()
+                else:
+                    self._sleep(delay)
                 attempt += 1
 
     def _call_once(self, method: str, path: str, json: Any, endpoint: str) -> Any:
@@ -613,8 +614,8 @@ class GradientClient:
     def _exchange(
         self, method: str, path: str, json: Any, endpoint: str
     ) -> tuple[httpx.Response, Any]:
+        self.limiter.acquire()  # before the token: a sign-in waits out a 429's hold as well
         headers = {"Authorization": f"Bearer {self._bearer_token()}", "User-Agent": USER_AGENT}
-        self.limiter.acquire()
         with self._count_lock:
             self.requests_sent += 1
         try:

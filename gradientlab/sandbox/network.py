@@ -382,6 +382,7 @@ class SandboxNetwork:
         self.counters: dict[str, int] = {
             "apiRequests": 0,
             "throttled": 0,
+            "faulted": 0,
             "signIns": 0,
             "refreshes": 0,
         }
@@ -940,6 +941,7 @@ class SandboxNetwork:
                 if f.count is None or f.count > 0:
                     keep.append(f)
             self._faults = keep
+            self.counters["faulted"] += sum(1 for f in hits if f.kind in ("error", "rate_limit"))
             return hits
 
     # ---- inspection --------------------------------------------------------------------------

@@ -2,18 +2,19 @@
 
 Rows are COPYed into a temporary staging table, then merged with one INSERT ... ON CONFLICT that
 updates only rows whose values changed. Re-ingesting the same data changes nothing; a batch is one
-transaction, so a failure leaves nothing half-written."""
+transaction, so a failure leaves nothing half-written. A table with a ``day`` key can keep past
+days grow-only: a value read for a day that has ended never lowers what is stored."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from gradientlab.gradient.models import NodeDay, PointDay
 
@@ -80,7 +81,15 @@ def _copy_rows(rows: Iterable[Sequence[Any]]) -> io.StringIO:
     return buf
 
 
-def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> UpsertCount:
+def upsert(
+    engine: Engine,
+    table: Table,
+    rows: Iterable[Sequence[Any]],
+    *,
+    grow_only_before: date | None = None,
+) -> UpsertCount:
+    """Merge ``rows`` (keys then values, in the table's order) into ``table``. With
+    ``grow_only_before``, a row whose ``day`` is earlier only ever raises stored values."""
     cols = table.keys + table.values
     staging = f"staging_{table.name}"
     col_defs = ", ".join(f"{c} {table.types[c]} NOT NULL" for c in cols)
@@ -95,6 +104,19 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
         f"({', '.join(f't.{c}' for c in table.values)}) IS DISTINCT FROM "
         f"({', '.join(f's.{c}' for c in table.values)})"
     )
+    new_value = {c: f"EXCLUDED.{c}" for c in table.values}
+    params: dict[str, Any] = {}
+    if grow_only_before is not None:
+        if "day" not in table.keys:
+            raise ValueError(f"{table.name} has no day key; past days cannot be grow-only")
+        params["cut"] = grow_only_before
+        grows = " OR ".join(f"s.{c} > t.{c}" for c in table.values)
+        differs = f"CASE WHEN s.day < %(cut)s THEN ({grows}) ELSE {differs} END"
+        new_value = {
+            c: f"CASE WHEN {table.name}.day < %(cut)s THEN GREATEST({table.name}.{c}, "
+            f"EXCLUDED.{c}) ELSE EXCLUDED.{c} END"
+            for c in table.values
+        }
     # Rows equal to what is stored are dropped by an anti-join before the INSERT: ON CONFLICT
     # would lock and check each of them one by one, which is what makes re-ingests slow.
     merge = f"""
@@ -105,7 +127,7 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
             LEFT JOIN {table.name} t ON {join_on}
             WHERE t.{table.keys[0]} IS NULL OR {differs}
             ON CONFLICT ({keys}) DO UPDATE SET
-                {", ".join(f"{c} = EXCLUDED.{c}" for c in table.values)}, updated_at = now()
+                {", ".join(f"{c} = {new_value[c]}" for c in table.values)}, updated_at = now()
             WHERE {changed_where}
             RETURNING (xmax = 0) AS inserted
         )
@@ -121,7 +143,7 @@ def upsert(engine: Engine, table: Table, rows: Iterable[Sequence[Any]]) -> Upser
             f"COPY {staging} ({col_list}) FROM STDIN WITH (FORMAT csv)", _copy_rows(rows)
         )
         cur.execute(f"ANALYZE {staging}")  # a temp table has no statistics until asked
-        cur.execute(merge)
+        cur.execute(merge, params or None)
         counts = cur.fetchone()
         assert counts is not None
         inserted, updated, total = counts
@@ -157,17 +179,88 @@ def upsert_account_points(engine: Engine, account: str, days: list[PointDay]) ->
 
 
 def upsert_node_stats(engine: Engine, client_id: str, days: list[NodeDay]) -> UpsertCount:
-    for d in days:
-        _check_points(
-            f"/sentrynode/stats/{client_id} day {d.day}", duration=d.duration, taps=d.taps
-        )
+    return upsert_many_node_stats(engine, {client_id: days})
+
+
+def upsert_many_node_stats(engine: Engine, by_node: Mapping[str, list[NodeDay]]) -> UpsertCount:
+    """Days of many nodes in one transaction (a fleet of 10,000 is a few batches, not 10,000)."""
+    for client_id, days in by_node.items():
+        for d in days:
+            _check_points(
+                f"/sentrynode/stats/{client_id} day {d.day}", duration=d.duration, taps=d.taps
+            )
     return upsert(
-        engine, NODE_STATS, ((client_id, d.day.isoformat(), d.duration, d.taps) for d in days)
+        engine,
+        NODE_STATS,
+        (
+            (client_id, d.day.isoformat(), d.duration, d.taps)
+            for client_id, days in by_node.items()
+            for d in days
+        ),
     )
 
 
-def upsert_node_points(engine: Engine, day: date, items: list[tuple[str, int, int]]) -> UpsertCount:
-    """(client_id, points today, taps today) as the node list shows them on `day`."""
+def upsert_node_points(
+    engine: Engine, day: date, items: list[tuple[str, int, int]], *, today: date | None = None
+) -> UpsertCount:
+    """(client_id, points today, taps today) as the node list shows them on ``day``.
+
+    ``today`` is the network's day now: when ``day`` is earlier (the list was read across
+    midnight) its values only raise what is stored, so a new day's near-zero "today" never
+    overwrites the day before. Days before ``day`` are never lowered either way."""
     for client_id, pts, taps in items:
         _check_points(f"/sentrynode/list node {client_id}", today=pts, taps=taps)
-    return upsert(engine, NODE_POINTS, ((c, day.isoformat(), p, t) for c, p, t in items))
+    return upsert(
+        engine,
+        NODE_POINTS,
+        ((c, day.isoformat(), p, t) for c, p, t in items),
+        grow_only_before=today or day,
+    )
+
+
+def latest_node_stat_days(engine: Engine) -> dict[str, date]:
+    """The newest day stored per node: where an incremental ingest of that node resumes."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT client_id, max(day) AS day FROM node_daily_stats GROUP BY client_id")
+        )
+        return {r.client_id: r.day for r in rows}
+
+
+def latest_account_day(engine: Engine, account: str) -> date | None:
+    """The newest day of ``account``'s points stored, or None before the first ingest."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            text("SELECT max(day) FROM account_daily_points WHERE account = :a"), {"a": account}
+        ).scalar()
+    return value if isinstance(value, date) else None
+
+
+def record_unknown_nodes(
+    engine: Engine, unknown: Mapping[str, str], known: Iterable[str], at: datetime
+) -> None:
+    """Node ids the network answered 404 for (id -> endpoint), and ids it knows (again)."""
+    known_ids = sorted(set(known) - set(unknown))
+    with engine.begin() as conn:
+        if known_ids:
+            conn.execute(
+                text("DELETE FROM network_unknown_nodes WHERE client_id = ANY(:ids)"),
+                {"ids": known_ids},
+            )
+        if unknown:
+            conn.execute(
+                text(
+                    "INSERT INTO network_unknown_nodes (client_id, endpoint, first_seen, last_seen)"
+                    " VALUES (:id, :endpoint, :at, :at)"
+                    " ON CONFLICT (client_id) DO UPDATE SET endpoint = EXCLUDED.endpoint,"
+                    " last_seen = EXCLUDED.last_seen, times = network_unknown_nodes.times + 1"
+                ),
+                [{"id": i, "endpoint": e, "at": at} for i, e in sorted(unknown.items())],
+            )
+
+
+def unknown_nodes(engine: Engine) -> dict[str, int]:
+    """Node ids the network does not know, with how many times a run found them unknown."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT client_id, times FROM network_unknown_nodes"))
+        return {r.client_id: r.times for r in rows}

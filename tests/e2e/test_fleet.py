@@ -63,6 +63,7 @@ def test_fleet_end_to_end(
     from flows.deploy import deploy
     from flows.provision import provision
     from flows.rewards import rewards
+    from gradientlab.gradient.throttle import RetryPolicy
     from gradientlab.inventory import executor_for
     from gradientlab.store.fleet import host_records
 
@@ -149,5 +150,6 @@ def test_fleet_end_to_end(
     finally:
         httpx.post(f"{sandbox.url}/__sandbox/faults/clear").raise_for_status()
     assert "503" in str(failure.value)
-    assert left == 100 - 4  # the first try and three retries, then the task failed
+    # the task's first try and three retries, each trying the request the client's bounded times
+    assert left == 100 - 4 * RetryPolicy().attempts
     assert {t: rows(engine, f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in tables} == snapshot
