@@ -184,7 +184,8 @@ def fleet_status(engine: Engine) -> pd.DataFrame:
                f.today_points AS today_points_raw,
                (SELECT max(day) FROM node_daily_points p WHERE p.client_id = f.client_id)
                    AS points_day,
-               f.taps_today, f.uptime_today, f.extension_version, f.pss_kib
+               f.taps_today, f.uptime_today, f.extension_version, f.pss_kib,
+               f.health_period_s
         FROM v_fleet_status f
         ORDER BY f.host
         """,
@@ -197,6 +198,7 @@ def fleet_status(engine: Engine) -> pd.DataFrame:
         to_points(frame["today_points_raw"].astype("Float64")),
     )
     frame["last_check"] = pd.to_datetime(frame["last_check"], utc=True)
+    frame["health_period_s"] = frame["health_period_s"].astype("float64")
     return frame
 
 

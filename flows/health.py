@@ -110,7 +110,9 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
                 (report, report, [], Decision((), f"the recovery task failed: {exc}"[:500]))
             )
 
-    outcomes, fleet_alerts, errors = record_health(results, policy, state, at, fleet.name)
+    outcomes, fleet_alerts, errors = record_health(
+        results, policy, state, at, fleet.name, fleet.schedules.health_seconds
+    )
     for error in errors:
         logger.error(error)
     if errors and not outcomes:

@@ -10,19 +10,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from gradientlab.config import FleetFileError, load_fleet
+from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
 from gradientlab.providers.base import ProviderError
-
-
-def age(seconds: float) -> str:
-    """A check's age in words: 10s, 4m 5s, 3h 2m, 3d 0h (a day or more is not shown as seconds)."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def _mib(kib: int | None) -> str:
@@ -40,8 +29,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 text(
                     "SELECT host, provider, address, ip, status, banned_reason, today_points,"
                     " last_check, reason, quarantined_at, load1, mem_available_kib,"
-                    " disk_free_kib, browser_pss_kib, runner_pss_kib, pss_kib, clock_offset_s"
-                    " FROM v_fleet_status ORDER BY host"
+                    " disk_free_kib, browser_pss_kib, runner_pss_kib, pss_kib, clock_offset_s,"
+                    " health_period_s FROM v_fleet_status ORDER BY host"
                 )
             )
             .mappings()
@@ -61,14 +50,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = r["status"] or "unknown"
         if r["banned_reason"]:
             status += f" ({r['banned_reason']})"
+        checked = None if r["last_check"] is None else (now - r["last_check"]).total_seconds()
+        stale = checked is not None and is_stale(checked, r["health_period_s"])
+        if checked is not None and stale:
+            # the previous run's last word is not the node's state now
+            period = stale_after(r["health_period_s"]) / STALE_AFTER_PERIODS
+            notes.append(
+                f"  {r['host']}: no check for {age_text(checked)}, more than"
+                f" {STALE_AFTER_PERIODS} health periods of {period:.0f}s; the last one said"
+                f" {status}. Is the health flow running?"
+            )
+            status = f"stale, {age_text(checked)} old"
         if r["quarantined_at"] is not None:
             status += " [quarantined]"
         points = "" if r["today_points"] is None else f"{r['today_points'] / 100000:.2f}"
-        last = (
-            "never"
-            if r["last_check"] is None
-            else f"{age((now - r['last_check']).total_seconds())} ago"
-        )
+        last = "never" if checked is None else f"{age_text(checked)} ago"
         browser = r["browser_pss_kib"] if r["browser_pss_kib"] is not None else r["pss_kib"]
         clock = "" if r["clock_offset_s"] is None else f"{r['clock_offset_s']:+.1f}s"
         table.append(
@@ -88,7 +84,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 clock,
             )  # fmt: skip
         )
-        if r["status"] not in (None, "Good", "Starting") and r["reason"]:
+        if not stale and r["status"] not in (None, "Good", "Starting") and r["reason"]:
             notes.append(f"  {r['host']}: {r['reason']}")
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:

@@ -248,5 +248,6 @@ def record_health(
     network: NetworkState,
     at: datetime,
     fleet_name: str,
+    health_period_s: float | None = None,
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
-    return record_sweep(engine(), results, policy, network, at, fleet_name)
+    return record_sweep(engine(), results, policy, network, at, fleet_name, health_period_s)

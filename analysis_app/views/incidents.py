@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
+from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days, time_x
 from analysis_app.components import csv_download, database_errors, fleet_filter, no_data_yet
 
 
-def incidents_per_day_chart(found: pd.DataFrame) -> alt.Chart:
-    return (
-        alt.Chart(found[["detected_at", "kind"]], title="Incidents per day")
+def incidents_per_day_chart(found: pd.DataFrame, first: date, last: date) -> alt.Chart:
+    """Incidents per UTC day, one band per day from `first` to `last`."""
+    frame = found[["detected_at", "kind"]].assign(
+        band=day_labels(found["detected_at"], first, last),
+        date=found["detected_at"].dt.strftime("%Y-%m-%d"),
+    )
+    chart = (
+        alt.Chart(frame[["band", "date", "kind"]], title="Incidents per day")
         .mark_bar()
         .encode(
-            x=alt.X(
-                "utcyearmonthdate(detected_at):T", title="Day (UTC)", scale=alt.Scale(type="utc")
-            ),
+            x=day_x("band", first, last),
             y=alt.Y("count():Q", title="Incidents", axis=alt.Axis(tickMinStep=1)),
             color=alt.Color("kind:N", title="Detected"),
             tooltip=[
-                alt.Tooltip("utcyearmonthdate(detected_at):T", title="Day"),
+                alt.Tooltip("date:N", title="Day (UTC)"),
                 alt.Tooltip("kind:N", title="Detected"),
                 alt.Tooltip("count():Q", title="Incidents"),
             ],
         )
     )
+    return sized_for_days(chart, first, last)
 
 
 def recovery_time_chart(found: pd.DataFrame) -> alt.Chart:
@@ -38,7 +45,7 @@ def recovery_time_chart(found: pd.DataFrame) -> alt.Chart:
         )
         .mark_circle(size=80)
         .encode(
-            x=alt.X("detected_at:T", title="Detected (UTC)", scale=alt.Scale(type="utc")),
+            x=time_x("detected_at", recovered["detected_at"], "Detected (UTC)"),
             y=alt.Y("recovery_seconds:Q", title="Seconds to recover"),
             color=alt.Color("kind:N", title="Detected"),
             tooltip=[
@@ -89,7 +96,10 @@ failed_col.metric(
 )
 
 left, right = st.columns(2)
-left.altair_chart(incidents_per_day_chart(found))
+left.altair_chart(
+    incidents_per_day_chart(found, selection.start, selection.end),
+    width=day_chart_width(selection.start, selection.end),
+)
 if recovered.empty:
     right.info("No incident in the selection has recovered yet.")
 else:

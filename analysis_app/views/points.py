@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
+from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days
 from analysis_app.components import (
     csv_download,
     database_errors,
@@ -17,6 +18,7 @@ from analysis_app.components import (
     utc_now,
 )
 from analysis_app.queries import GOOD_STATUSES, FleetFilter
+from gradientlab.freshness import STALE_AFTER_PERIODS, is_stale
 
 # Text colours for the status cell, in the popup's own terms.
 STATUS_COLOURS = {
@@ -25,17 +27,24 @@ STATUS_COLOURS = {
     "Disconnected": "#bc4c00",
     "Unsupported": "#cf222e",
     "Suspended": "#cf222e",
+    "Stale": "#6e7781",
 }
 GROUPINGS = {"Node": "host", "Provider": "provider", "Region": "region"}
 
 
-def status_label(status: str | None, banned_reason: str | None) -> str:
-    """The status as the popup shows it, with the reason when the network gives one."""
+def status_label(
+    status: str | None, banned_reason: str | None, stale_since: str | None = None
+) -> str:
+    """The status as the popup shows it, with the reason when the network gives one; a stale
+    check (`stale_since`: how long ago) is shown as such, never as the node's state now."""
     if status is None or pd.isna(status):
         return "Not checked yet"
+    label = str(status)
     if banned_reason and not pd.isna(banned_reason):
-        return f"{status}: {banned_reason}"
-    return str(status)
+        label = f"{status}: {banned_reason}"
+    if stale_since:
+        return f"Stale: last check {stale_since} said {label}"
+    return label
 
 
 def status_colour(label: str) -> str:
@@ -53,6 +62,19 @@ def age(moment: pd.Timestamp, now: datetime) -> str:
     return "just now"
 
 
+def stale_checks(fleet: pd.DataFrame, now: datetime) -> pd.Series:
+    """True where a host's latest check is older than two of its health periods."""
+    ages = (pd.Timestamp(now) - fleet["last_check"]).dt.total_seconds()
+    return pd.Series(
+        [
+            not pd.isna(a) and is_stale(a, None if pd.isna(p) else p)
+            for a, p in zip(ages, fleet["health_period_s"], strict=True)
+        ],
+        index=fleet.index,
+        dtype=bool,
+    )
+
+
 def selected(frame: pd.DataFrame, selection: FleetFilter) -> pd.DataFrame:
     """Apply the sidebar's provider/region/host choices to an already loaded frame."""
     keep = pd.Series(True, index=frame.index)
@@ -66,26 +88,29 @@ def selected(frame: pd.DataFrame, selection: FleetFilter) -> pd.DataFrame:
     return frame[keep]
 
 
-def points_chart(points: pd.DataFrame, group: str) -> alt.Chart:
+def points_chart(points: pd.DataFrame, group: str, first: date, last: date) -> alt.Chart:
+    """Points per UTC day, one band per day from `first` to `last`, stacked by `group`."""
     by_group = (
         points.groupby(["day", group], as_index=False)["points"].sum().rename(columns={group: "by"})
     )
-    by_group["day"] = pd.to_datetime(by_group["day"])
+    by_group["band"] = day_labels(by_group["day"], first, last)
+    by_group["date"] = pd.to_datetime(by_group["day"]).dt.strftime("%Y-%m-%d")
     legend = next(label for label, column in GROUPINGS.items() if column == group)
-    return (
-        alt.Chart(by_group)
+    chart = (
+        alt.Chart(by_group[["band", "date", "by", "points"]])
         .mark_bar()
         .encode(
-            x=alt.X("utcyearmonthdate(day):T", title="Day (UTC)", scale=alt.Scale(type="utc")),
+            x=day_x("band", first, last),
             y=alt.Y("sum(points):Q", title="Points"),
             color=alt.Color("by:N", title=legend),
             tooltip=[
-                alt.Tooltip("utcyearmonthdate(day):T", title="Day"),
+                alt.Tooltip("date:N", title="Day (UTC)"),
                 alt.Tooltip("by:N", title=legend),
                 alt.Tooltip("sum(points):Q", title="Points", format=",.2f"),
             ],
         )
     )
+    return sized_for_days(chart, first, last)
 
 
 url = data.current_database_url()
@@ -107,8 +132,9 @@ with database_errors(url):
     points = data.node_points(url, selection) if bounds else pd.DataFrame()
 
 fleet = selected(status, selection)
-good = int(fleet["status"].isin(GOOD_STATUSES).sum())
-unsupported = fleet[fleet["status"].isin(["Unsupported", "Suspended"])]
+stale = stale_checks(fleet, now)
+good = int((fleet["status"].isin(GOOD_STATUSES) & ~stale).sum())
+unsupported = fleet[fleet["status"].isin(["Unsupported", "Suspended"]) & ~stale]
 latest_day = fleet["points_day"].dropna().max() if not fleet.empty else None
 points_today = (
     fleet.loc[fleet["points_day"] == latest_day, "today_points"].sum()
@@ -118,7 +144,12 @@ points_today = (
 last_check = fleet["last_check"].max() if not fleet.empty else pd.NaT
 
 good_col, unsupported_col, points_col, check_col = st.columns(4)
-good_col.metric("Nodes Good", f"{good} / {len(fleet)}", border=True)
+good_col.metric(
+    "Nodes Good",
+    f"{good} / {len(fleet)}",
+    help="Good at a check younger than two health periods.",
+    border=True,
+)
 unsupported_col.metric(
     "Unsupported",
     len(unsupported),
@@ -147,7 +178,10 @@ else:
     grouping = st.segmented_control(
         "Colour by", list(GROUPINGS), default="Node", key="points_group"
     )
-    st.altair_chart(points_chart(points, GROUPINGS[grouping or "Node"]))
+    st.altair_chart(
+        points_chart(points, GROUPINGS[grouping or "Node"], selection.start, selection.end),
+        width=day_chart_width(selection.start, selection.end),
+    )
     st.dataframe(
         points[["day", "host", "provider", "region", "client_id", "points", "taps"]].sort_values(
             ["day", "host"], ascending=[False, True]
@@ -166,6 +200,13 @@ else:
     csv_download(points, f"points_{selection.start}_{selection.end}.csv", key="points_csv")
 
 st.subheader("Fleet now")
+if stale.any():
+    st.warning(
+        f"No check for more than {STALE_AFTER_PERIODS} health periods on "
+        + ", ".join(f"**{h}**" for h in fleet.loc[stale, "host"])
+        + ": what they last said is not their state now. Is the health flow running?",
+        icon=":material/schedule:",
+    )
 if not unsupported.empty:
     st.warning(
         "Unsupported nodes earn nothing until they move to a supported address:\n\n"
@@ -181,7 +222,10 @@ if fleet.empty:
 else:
     shown = fleet.assign(
         status_shown=[
-            status_label(s, r) for s, r in zip(fleet["status"], fleet["banned_reason"], strict=True)
+            status_label(s, r, age(at, now) if old else None)
+            for s, r, at, old in zip(
+                fleet["status"], fleet["banned_reason"], fleet["last_check"], stale, strict=True
+            )
         ]
     )[
         [

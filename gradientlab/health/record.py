@@ -124,15 +124,18 @@ def record_host(
     policy: Health,
     network: NetworkState,
     fleet_name: str,
+    health_period_s: float | None = None,
 ) -> HealthOutcome:
     """Store one host's sample and incident: one current incident per host, actions appended
-    to it; an "opened" alert once it is confirmed, "resolved" when it is Good again."""
+    to it; an "opened" alert once it is confirmed, "resolved" when it is Good again.
+    `health_period_s` (the schedule this check ran under) tells readers when it goes stale."""
     hid = fleet.host_id(conn, after.host)
     client_id = after.client_id or before.client_id
     if client_id:
         fleet.set_client_id(conn, hid, client_id)
     sample = after.sample()
     sample["decision"] = decision.summary
+    sample["health_period_s"] = health_period_s
     suppressed = (network.down and before.status == Verdict.DISCONNECTED) or decision.hold
     if decision.hold:
         sample["reason"] = f"{after.reason} — {decision.reason}"
@@ -352,6 +355,7 @@ def record_sweep(
     network: NetworkState,
     at: datetime,
     fleet_name: str,
+    health_period_s: float | None = None,
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
     """Each host in its own transaction, retried on a database blip: one host's failure to be
     written never loses the others'. Returns outcomes, fleet alerts and per-host write errors."""
@@ -371,6 +375,7 @@ def record_sweep(
                         policy=policy,
                         network=network,
                         fleet_name=fleet_name,
+                        health_period_s=health_period_s,
                     ),
                 )
             )

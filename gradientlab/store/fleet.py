@@ -116,6 +116,7 @@ SAMPLE_COLUMNS = (
     "logged_in", "popup_status", "network_connect", "banned", "banned_reason", "ip",
     "taps_today", "uptime_today", "pss_kib", "load1", "mem_total_kib", "mem_available_kib",
     "disk_total_kib", "disk_free_kib", "runner_pss_kib", "browser_pss_kib", "clock_offset_s",
+    "health_period_s",
 )  # fmt: skip
 
 

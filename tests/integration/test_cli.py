@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gradientlab import cli
+from gradientlab.freshness import age_text
 from tests.conftest import add_host
 
 
@@ -17,7 +18,7 @@ from tests.conftest import add_host
     [(0, "0s"), (59, "59s"), (245, "4m 5s"), (3 * 3600 + 120, "3h 2m"), (3 * 86400 + 10, "3d 0h")],
 )
 def test_ages_past_a_minute_hour_and_day_read_right(seconds: int, shown: str) -> None:
-    assert cli.age(seconds) == shown
+    assert age_text(seconds) == shown
 
 
 def host(engine: Engine, name: str) -> int:
