@@ -719,8 +719,8 @@ class SandboxServer:
             "apiKey": self.config.api_key,
             "extensionId": self.extension_id,
             "identityUrl": "/identitytoolkit/v1",
+            "tokenUrl": "/securetoken/v1/token",
         }
         # JSON inside <script type="application/json">: escape "<" so it cannot close the tag.
         blob = json.dumps(cfg).replace("<", "\\u003c")
-            "tokenUrl": "/securetoken/v1/token",
         return template.replace("{{SANDBOX_CONFIG}}", blob)
