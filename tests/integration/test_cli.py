@@ -86,3 +86,34 @@ def test_release_hands_a_quarantined_host_back(
     assert row.quarantined_at is None and row.released_at is not None
     assert cli.main(["hosts", "release", "nobody"]) == 2
     assert "nobody" in capsys.readouterr().err
+
+
+def test_status_shows_a_check_older_than_two_health_periods_as_stale(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Right after a restart the previous run's last "Good" is not the node's state."""
+    ids = {name: host(engine, name) for name in ("fresh", "restarted", "slow", "old-default")}
+    now = datetime.now(UTC)
+    checks = [  # (host, age, health period): stale past two periods; 300 s when none recorded
+        ("fresh", timedelta(seconds=10), 60.0),
+        ("restarted", timedelta(minutes=5), 60.0),
+        ("slow", timedelta(minutes=15), 600.0),
+        ("old-default", timedelta(minutes=20), None),
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO node_status_samples (host_id, sampled_at, status, reachable,"
+                " health_period_s) VALUES (:h, :t, 'Good', true, :p)"
+            ),
+            [{"h": ids[name], "t": now - age, "p": period} for name, age, period in checks],
+        )
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert " Good " in lines["fresh"] and "stale" not in lines["fresh"]
+    assert " Good " in lines["slow"]
+    assert "stale, 5m" in lines["restarted"] and "Good" not in lines["restarted"]
+    assert "stale, 20m" in lines["old-default"] and "Good" not in lines["old-default"]
+    notes = [line for line in out.splitlines() if line.startswith("  restarted:")]
+    assert notes and "2 health periods of 60s" in notes[0] and "said Good" in notes[0]

@@ -295,3 +295,17 @@ def test_a_browser_death_seen_by_a_sweep_and_then_by_the_runner_log_is_one_incid
         ("restart_browser",),
     ]
     assert rows(engine, "SELECT event_cursor FROM nodes") == [(5,)]
+
+
+def test_a_check_records_the_health_period_it_ran_under(engine: Engine) -> None:
+    host(engine)
+    record_sweep(
+        engine,
+        [(r, r, [], Decision((), "test")) for r in [report(Verdict.GOOD, T0)]],
+        POLICY,
+        UP,
+        T0,
+        "fleet-t",
+        health_period_s=30,
+    )
+    assert rows(engine, "SELECT status, health_period_s FROM v_fleet_status") == [("Good", 30.0)]
