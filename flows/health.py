@@ -16,9 +16,9 @@ from gradientlab.health import (
     decide,
     network_state,
 )
-from gradientlab.health.judge import with_network_reason
+from gradientlab.health.judge import NetworkNode, with_network_reason
 from gradientlab.health.report import utcnow
-from gradientlab.store.fleet import host_records
+from gradientlab.store.fleet import client_ids, host_records
 from tasks.common import engine, fleet_from
 from tasks.hosts import (
     HealResult,
@@ -28,7 +28,7 @@ from tasks.hosts import (
     record_health,
     sweep_fleet,
 )
-from tasks.network import network_reasons, network_view
+from tasks.network import network_lookup, network_reasons, network_view
 
 
 def send(alert: Alert) -> None:
@@ -50,11 +50,20 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
     policy = fleet.health
     records = host_records(engine())
 
-    network, api_error = network_view(fleet)
+    listed, api_error = network_view(fleet)
+    network: dict[str, NetworkNode] = {item.name: item for item in listed}
     if api_error:
         logger.warning(
             "the network's node list is unavailable (%s); checking hosts only", api_error
         )
+    else:
+        # the list covers active nodes only: ask the network about each of ours it left out
+        unlisted = sorted(set(client_ids(engine()).values()) - set(network))
+        if unlisted:
+            found, lookup_error = network_lookup(fleet, unlisted)
+            network.update(found)
+            if lookup_error:
+                logger.warning("the network's answer for unlisted nodes failed: %s", lookup_error)
     reports = sweep_fleet(records, network, policy)
     unexplained = [
         r.client_id

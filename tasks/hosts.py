@@ -16,7 +16,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from gradientlab.config import Fleet, Health
-from gradientlab.gradient.models import NodeListItem
 from gradientlab.health import (
     ActionResult,
     Alert,
@@ -35,6 +34,7 @@ from gradientlab.health import (
     wait_until,
 )
 from gradientlab.health.record import host_histories
+from gradientlab.health.judge import NetworkNode
 from gradientlab.health.report import as_dict, utcnow
 from gradientlab.health.status import HOST_RUNGS
 from gradientlab.inventory import executor_for, node_settings, provider_for
@@ -112,7 +112,7 @@ def _deploy(fleet: Fleet, record: HostRecord) -> DeployResult:
 def _check(
     record: HostRecord,
     position: tuple[int, str | None],
-    by_client: dict[str, NodeListItem],
+    by_client: dict[str, NetworkNode],
     policy: Health,
     use_network: bool = True,
 ) -> HealthReport:
@@ -140,13 +140,16 @@ def _check(
 
 @task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=300)
 def sweep_fleet(
-    records: list[HostRecord], network: list[NodeListItem], policy: Health, parallel: int = 20
+    records: list[HostRecord],
+    network: dict[str, NetworkNode],
+    policy: Health,
+    parallel: int = 20,
 ) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
     task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work.
     Every host gets a report, whatever happens to the others."""
     positions = fleet_store.event_positions(engine())
-    by_client = {item.name: item for item in network}
+    by_client = network  # the network's own view of each node, by client id
     if not records:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:

@@ -367,6 +367,18 @@ def event_positions(engine: Engine) -> dict[str, tuple[int, str | None]]:
         return {r.name: (int(r.event_cursor), r.event_log_id) for r in rows}
 
 
+def client_ids(engine: Engine) -> dict[str, str]:
+    """The network's id of each host's node, as the last health check read it."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name, n.client_id FROM nodes n JOIN hosts h ON h.id = n.host_id"
+                " WHERE n.client_id IS NOT NULL"
+            )
+        )
+        return {r.name: r.client_id for r in rows}
+
+
 def record_intent(engine: Engine, name: str, provider: str) -> None:
     """Before a host is created: a row a rerun will find and complete if this run fails."""
     with engine.begin() as conn:
