@@ -309,6 +309,30 @@ def test_a_crash_looping_runner_is_a_verdict_not_a_reboot(
     others_untouched(db, "fault-3")
 
 
+def test_a_popup_that_changed_is_alerted_once_and_never_restarted(
+    clean: Path, db: Engine, webhook: Webhook
+) -> None:
+    """Gradient ships a popup that no longer looks as pages.py says: the runner reads the
+    browser fine, but not the node's state. A person updates pages.py; restarting the browser
+    or rebooting the host would change nothing, so nothing is done."""
+    page = ".gradientlab/node/extension/current/popup.html"
+    ssh(db, "fault-1", f"cp {page} {page}.orig && printf '<p>A new look</p>' > {page} && echo ok")
+    try:
+        out = sweep_until(clean, lambda o: o["fault-1"].status == "PageChanged", limit=20)
+        assert "popup changed" in out["fault-1"].reason, out["fault-1"]
+        assert "sentrynode/get" in out["fault-1"].reason
+        for _ in range(2):
+            again = health(clean)["fault-1"]
+            assert again.status == "PageChanged" and again.actions == (), again
+        assert len(webhook.wait_for("fault-1 is faulty", "PageChanged")) == 1
+    finally:
+        ssh(db, "fault-1", f"mv {page}.orig {page}")
+    sweep_until(clean, all_good)
+    assert steps(db, "fault-1") == []
+    assert incidents(db, "fault-1") == [("PageChanged", "recovered")]
+    others_untouched(db, "fault-1")
+
+
 # ---------------------------------------------------------------- host faults
 
 
