@@ -7,6 +7,7 @@ blocking call and only warns on every run, so they rely on the inner deadlines a
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from datetime import datetime
@@ -16,6 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from gradientlab.config import Fleet, Health
+from gradientlab.gradient.models import NodeListItem
 from gradientlab.health import (
     ActionResult,
     Alert,
@@ -34,18 +36,39 @@ from gradientlab.health import (
     wait_until,
 )
 from gradientlab.health.record import host_histories
-from gradientlab.health.judge import NetworkNode
 from gradientlab.health.report import as_dict, utcnow
 from gradientlab.health.status import HOST_RUNGS
 from gradientlab.inventory import executor_for, node_settings, provider_for
 from gradientlab.node.deploy import DeployResult, deploy_node
 from gradientlab.node.runner import RUNNER_VERSION
 from gradientlab.providers.base import HostRecord, PlannedHost
+from gradientlab.providers.errors import retry_wait
 from gradientlab.remote.keys import operator_public_key
 from gradientlab.store import fleet as fleet_store
 from gradientlab.store.locks import HostBusy, busy_hosts, host_lock
 from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
+
+# The longest a cloud's Retry-After holds a provider task before its retry.
+MAX_PROVIDER_WAIT_SECONDS = 300.0
+
+
+def retry_if_provider_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry throttling, lack of capacity and the cloud's own faults; never bad credentials, an
+    exhausted quota, a host that is not there or a refused request (`ProviderError.retryable`).
+    A Retry-After longer than the task's own retry delay is waited out here first."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - classified by retry_wait
+        wait = retry_wait(exc, cap=MAX_PROVIDER_WAIT_SECONDS)
+        if wait is None:
+            return False
+        delay = task.retry_delay_seconds
+        own = float(delay) if isinstance(delay, int | float) else 0.0
+        if wait > own:
+            time.sleep(wait - own)
+        return True
+    return False
 
 
 @task(name="plan-host", cache_policy=NO_CACHE, tags=["provider"], timeout_seconds=300)
@@ -60,6 +83,7 @@ def plan_host(fleet: Fleet, name: str) -> PlannedHost:
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=10,
+    retry_condition_fn=retry_if_provider_transient,
     tags=["provider"],
 )
 def terminate_host(fleet: Fleet, name: str) -> None:
@@ -72,6 +96,7 @@ def terminate_host(fleet: Fleet, name: str) -> None:
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=5,
+    retry_condition_fn=retry_if_provider_transient,
     tags=["provider"],
 )
 def create_host(fleet: Fleet, name: str) -> HostRecord:
@@ -112,7 +137,7 @@ def _deploy(fleet: Fleet, record: HostRecord) -> DeployResult:
 def _check(
     record: HostRecord,
     position: tuple[int, str | None],
-    by_client: dict[str, NetworkNode],
+    by_client: dict[str, NodeListItem],
     policy: Health,
     use_network: bool = True,
 ) -> HealthReport:
@@ -140,16 +165,13 @@ def _check(
 
 @task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=300)
 def sweep_fleet(
-    records: list[HostRecord],
-    network: dict[str, NetworkNode],
-    policy: Health,
-    parallel: int = 20,
+    records: list[HostRecord], network: list[NodeListItem], policy: Health, parallel: int = 20
 ) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
     task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work.
     Every host gets a report, whatever happens to the others."""
     positions = fleet_store.event_positions(engine())
-    by_client = network  # the network's own view of each node, by client id
+    by_client = {item.name: item for item in network}
     if not records:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
@@ -251,6 +273,5 @@ def record_health(
     network: NetworkState,
     at: datetime,
     fleet_name: str,
-    health_period_s: float | None = None,
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
-    return record_sweep(engine(), results, policy, network, at, fleet_name, health_period_s)
+    return record_sweep(engine(), results, policy, network, at, fleet_name)

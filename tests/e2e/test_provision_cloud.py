@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, text
 
-from tests.standins.oci_api import STANDIN_CONFIG, OciStandIn
+from tests.standins.oci_api import OciStandIn, fleet_file, save_credentials_block
 
 pytestmark = pytest.mark.e2e
 COMPARTMENT = "ocid1.compartment.oc1..aaaaaaaagradientlabflow"
@@ -29,29 +27,10 @@ def test_provision_plans_then_applies_on_oci(
     prefect_server: None, engine: Engine, oci_api: OciStandIn, tmp_path: Path
 ) -> None:
     from flows.provision import provision
-    from tasks.blocks import OciCredentials
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    OciCredentials(
-        user=STANDIN_CONFIG["user"],
-        tenancy=STANDIN_CONFIG["tenancy"],
-        fingerprint=STANDIN_CONFIG["fingerprint"],
-        region="us-ashburn-1",
-        private_key=pem,
-    ).save("oci-standin", overwrite=True)
+    save_credentials_block("oci-standin")
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(f"""
-name: flowtest
-account: {{email: a@b.c, password: {{env: UNUSED_PASSWORD}}}}
-providers:
-  oracle: {{kind: oci, credentials_block: oci-standin, compartment_id: {COMPARTMENT},
-           operator_cidr: 203.0.113.0/24, endpoint: "{oci_api.url}"}}
-hosts:
-  - {{name: arm-1, provider: oracle}}
-""")
+    fleet.write_text(fleet_file("flowtest", "oci-standin", COMPARTMENT, oci_api.url))
     plan = provision(fleet_path=str(fleet))
     assert plan["applied"] is False
     [row] = plan["plan"]

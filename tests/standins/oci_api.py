@@ -44,6 +44,40 @@ class StandInSigner(AbstractBaseSigner):
         return request
 
 
+def save_credentials_block(block_name: str) -> None:
+    """A real `OciCredentials` block with a freshly made API key: the SDK signs every request
+    with it as it would against OCI (the stand-in only checks that a signature is there)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tasks.blocks import OciCredentials
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    OciCredentials(
+        user=STANDIN_CONFIG["user"],
+        tenancy=STANDIN_CONFIG["tenancy"],
+        fingerprint=STANDIN_CONFIG["fingerprint"],
+        region="us-ashburn-1",
+        private_key=pem,
+    ).save(block_name, overwrite=True)
+
+
+def fleet_file(fleet: str, block_name: str, compartment_id: str, url: str) -> str:
+    """A fleet file with one OCI provider `oracle` on the stand-in and one host, arm-1."""
+    return f"""
+name: {fleet}
+account: {{email: a@b.c, password: {{env: UNUSED_PASSWORD}}}}
+providers:
+  oracle: {{kind: oci, credentials_block: {block_name}, compartment_id: {compartment_id},
+           operator_cidr: 203.0.113.0/24, endpoint: "{url}"}}
+hosts:
+  - {{name: arm-1, provider: oracle}}
+"""
+
+
 # A config the SDK's validation accepts; with StandInSigner the key file is never read.
 STANDIN_CONFIG = {
     "user": "ocid1.user.oc1..aaaaaaaastandinuser",
