@@ -2,7 +2,9 @@
 
 Starts Postgres (embedded unless DATABASE_URL), a Prefect server with its UI, the sandbox, three
 local hosts; provisions and deploys them through Prefect flows; serves the flows on sped-up
-schedules; starts the Streamlit app; prints the URLs; on Ctrl-C stops every process it started."""
+schedules; starts the Streamlit app and opens it once, so the operator's first page is warm;
+prints the URLs; on Ctrl-C stops every process it started, whatever signals follow. A demo that
+died without stopping them (killed, power lost) has them stopped by the next one."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import yaml
 
@@ -20,6 +25,7 @@ from gradientlab import services
 from gradientlab.config import load_fleet
 from gradientlab.paths import PROJECT_ROOT, data_dir
 from gradientlab.store.database import database_url, make_engine, migrate
+from gradientlab.store.embedded import embedded_postgres_pid, stop_embedded_postgres
 
 DEMO_FLEET = PROJECT_ROOT / "fleet.demo.yaml"
 SANDBOX_PORT = 8765
@@ -58,28 +64,81 @@ def _sandbox_config(email: str, password: str) -> Path:
     return path
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Shutdown:
+    """Stops what a run started, in order, once, whatever signals arrive meanwhile.
+
+    The first Ctrl-C (or SIGTERM, SIGHUP) ends the run; any later one only says what is still
+    being stopped. A step a signal interrupted anyway (one that came before our handler was in
+    place) is run again: every step is safe to repeat."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], None]]] = []
+        self.done = 0
+        self.stopping = False
+
+    def add(self, label: str, step: Callable[[], None]) -> None:
+        """Stopping steps run last-added first, like the things they stop were started."""
+        self.steps.insert(0, (label, step))
+
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
+        left = [label for label, _ in self.steps[self.done :]]
+        say(
+            f"{signal.Signals(signum).name}: still stopping "
+            + (", then ".join(left) if left else "nothing")
+            + "; the demo exits when that is done"
+        )
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self.on_signal)
+
+    def run(self) -> None:
+        """Run the remaining steps; a KeyboardInterrupt anywhere in here resumes them."""
+        self.stopping = True
+        while True:
+            try:
+                self.install()
+                while self.done < len(self.steps):
+                    label, step = self.steps[self.done]
+                    try:
+                        step()
+                    except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                        say(f"could not stop {label}: {exc}")
+                    self.done += 1
+                return
+            except KeyboardInterrupt:
+                continue
+
+
 def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> int:
     home = data_dir()
     logs = home / "logs"
     fleet = load_fleet(fleet_path)
+    ledger = services.Ledger(home / "demo-processes.json")
+    running = ledger.owner("demo")
+    if running is not None and running.pid != os.getpid():
+        say(
+            f"another demo is running (pid {running.pid}); stop it first with Ctrl-C in its "
+            f"terminal, or `kill {running.pid}`"
+        )
+        return 1
     password = _demo_password()
     os.environ["GRADIENTLAB_DEMO_PASSWORD"] = password
-    started: list[services.Service] = []
-    hosts_started = False
-
-    def shutdown(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, shutdown)
-    try:
+    with stopping_everything(ledger) as stopper:
+        _stop_leftovers(ledger, fleet_path, home)
+        embedded = not os.environ.get("DATABASE_URL")
         say(
             "starting PostgreSQL"
-            + (
-                " (DATABASE_URL)"
-                if os.environ.get("DATABASE_URL")
-                else " (embedded, in .gradientlab/pgdata)"
-            )
+            + (" (embedded, in .gradientlab/pgdata)" if embedded else " (DATABASE_URL)")
         )
+        if embedded and not os.environ.get("GRADIENTLAB_KEEP_DB"):
+            stopper.add("PostgreSQL", lambda: _stop_embedded_postgres(home))
         url = database_url()
         os.environ["DATABASE_URL"] = url
         migrate(make_engine(url))
@@ -87,25 +146,37 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         say(f"starting the Prefect server and UI on http://127.0.0.1:{PREFECT_PORT}")
         prefect_home = home / "prefect"
         env = services.prefect_env(prefect_home, PREFECT_PORT)
-        started.append(services.start_prefect_server(prefect_home, PREFECT_PORT, logs))
+        prefect_server = _start(
+            stopper,
+            ledger,
+            lambda on_start: services.start_prefect_server(
+                prefect_home, PREFECT_PORT, logs, on_start
+            ),
+            "the Prefect server",
+        )
         os.environ.update(env)
 
         say(f"starting the sandbox Gradient network on http://127.0.0.1:{SANDBOX_PORT}")
         sandbox_cfg = _sandbox_config(fleet.account.email, password)
-        sandbox = services.start(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "gradientlab.sandbox",
-                "--port",
-                str(SANDBOX_PORT),
-                "--config",
-                str(sandbox_cfg),
-            ],
-            logs,
+        sandbox = _start(
+            stopper,
+            ledger,
+            lambda on_start: services.start(
+                "sandbox",
+                [
+                    sys.executable,
+                    "-m",
+                    "gradientlab.sandbox",
+                    "--port",
+                    str(SANDBOX_PORT),
+                    "--config",
+                    str(sandbox_cfg),
+                ],
+                logs,
+                on_start=on_start,
+            ),
+            "the sandbox",
         )
-        started.append(sandbox)
         services.wait_http(sandbox, f"http://127.0.0.1:{SANDBOX_PORT}/api/status", timeout=30)
 
         # Imported late: Prefect reads PREFECT_API_URL when it is first imported.
@@ -113,25 +184,44 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         from flows.provision import provision
 
         say("provision flow: three local hosts, each its own sshd on a loopback address")
-        hosts_started = True
+        stopper.add("the hosts (sshd, runner, Chromium)", lambda: _stop_hosts(fleet_path, []))
         provision(fleet_path=str(fleet_path), approve=True)
         say("deploy flow: runner, extension and Chromium on each host")
         deploy(fleet_path=str(fleet_path))
+        # Prefect's flow engine replaces signal handlers while flows run in this process, and a
+        # shell starts background jobs with Ctrl-C ignored: (re)install ours.
+        stopper.install()
 
         say(
             "serving the flows on sped-up schedules (health every "
             f"{fleet.schedules.health_seconds}s, rewards every {fleet.schedules.rewards_seconds}s)"
         )
+        started = [
+            _start(
+                stopper,
+                ledger,
+                lambda on_start: services.start(
+                    "served-flows",
+                    [sys.executable, "-m", "deployments.serve", "--fleet", str(fleet_path)],
+                    logs,
+                    {**env, "DATABASE_URL": url, "GRADIENTLAB_DEMO_PASSWORD": password},
+                    on_start,
+                ),
+                "the served flows",
+            )
+        ]
+        say(f"starting the analysis app on http://127.0.0.1:{STREAMLIT_PORT}")
         started.append(
-            services.start(
-                "served-flows",
-                [sys.executable, "-m", "deployments.serve", "--fleet", str(fleet_path)],
-                logs,
-                {**env, "DATABASE_URL": url, "GRADIENTLAB_DEMO_PASSWORD": password},
+            _start(
+                stopper,
+                ledger,
+                lambda on_start: services.start_streamlit(
+                    STREAMLIT_PORT, logs, {"DATABASE_URL": url}, on_start
+                ),
+                "the analysis app",
             )
         )
-        say(f"starting the analysis app on http://127.0.0.1:{STREAMLIT_PORT}")
-        started.append(services.start_streamlit(STREAMLIT_PORT, logs, {"DATABASE_URL": url}))
+        _open_app_once(f"http://127.0.0.1:{STREAMLIT_PORT}")
 
         print(
             "\n  Prefect UI      http://127.0.0.1:4200\n"
@@ -142,42 +232,122 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
             "  Ctrl-C stops everything the demo started.\n",
             flush=True,
         )
-        # Prefect's flow engine replaces signal handlers while flows run in this process, and a
-        # shell starts background jobs with Ctrl-C ignored: (re)install ours for the wait.
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
-        deadline = None if stop_after is None else time.monotonic() + stop_after
-        while deadline is None or time.monotonic() < deadline:
-            for service in started:
-                if not service.alive():
-                    say(f"{service.name} stopped unexpectedly:\n{service.tail()}")
-                    return 1
-            time.sleep(1)
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        say("stopping everything the demo started")
-        for service in reversed(started):
-            service.stop()
-        if hosts_started:
-            _stop_hosts(fleet_path)
-        if not os.environ.get("GRADIENTLAB_KEEP_DB") and "host=" in os.environ.get(
-            "DATABASE_URL", ""
-        ):
-            from gradientlab.store.embedded import stop_embedded_postgres
+        return watch([prefect_server, sandbox, *started], stop_after)
+    return 0
 
-            stop_embedded_postgres(home / "pgdata")
+
+@contextmanager
+def stopping_everything(ledger: services.Ledger) -> Iterator[Shutdown]:
+    """The run's body goes inside: a Ctrl-C (SIGTERM, SIGHUP) ends it, then every stopping step
+    it added runs, whatever signals follow."""
+    stopper = Shutdown()
+    stopper.install()
+    try:
+        ledger.add("demo", os.getpid())
+        yield stopper
+    except KeyboardInterrupt:
+        pass
+    finally:
+        say("stopping everything the demo started (a second Ctrl-C says what is left)")
+        stopper.run()
+        ledger.remove("demo")
+        for sig in STOP_SIGNALS:  # all is stopped: a late signal must not kill the exit
+            signal.signal(sig, signal.SIG_IGN)
         say("stopped")
 
 
-def _stop_hosts(fleet_path: Path) -> None:
+def watch(running: list[services.Service], stop_after: float | None = None) -> int:
+    """Wait (for a signal, or `stop_after` seconds); 1 as soon as a service dies by itself."""
+    deadline = None if stop_after is None else time.monotonic() + stop_after
+    while deadline is None or time.monotonic() < deadline:
+        for service in running:
+            if not service.alive():
+                say(f"{service.name} stopped unexpectedly:\n{service.tail()}")
+                return 1
+        time.sleep(1)
+    return 0
+
+
+def _start(
+    stopper: Shutdown,
+    ledger: services.Ledger,
+    start: Callable[[services.OnStart], services.Service],
+    label: str,
+) -> services.Service:
+    """Start a service with its stopping step in place before it starts and its ledger entry
+    written as soon as it has a pid (a Ctrl-C while it warms up still stops it)."""
+    box: list[services.Service] = []
+
+    def record(service: services.Service) -> None:
+        box.append(service)
+        ledger.add(service.name, service.pid)
+
+    def stop() -> None:
+        for service in box:
+            service.stop()
+            ledger.remove(service.name)
+
+    stopper.add(label, stop)
+    return start(record)
+
+
+APP_PAGES = ("", "uptime", "incidents", "cost")  # the paths st.navigation gives the pages
+
+
+def _open_app_once(base_url: str, chromium: str = "/usr/bin/chromium") -> None:
+    """Open every page of the app once in a headless Chromium, as the operator will: the app's
+    imports, its database connection and its cached queries are warm before the first click."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    say("opening the analysis app once, so that your first page loads warm")
+    rendered = '[data-testid="stApp"][data-test-script-state="notRunning"] h1'
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium)
+            try:
+                page = browser.new_page()
+                for path in APP_PAGES:
+                    page.goto(f"{base_url}/{path}")
+                    page.wait_for_selector(rendered, timeout=120_000)
+            finally:
+                browser.close()
+    except PlaywrightError as exc:
+        say(f"could not open the analysis app ahead of you; its first page may be slow ({exc})")
+
+
+def _stop_leftovers(ledger: services.Ledger, fleet_path: Path, home: Path) -> None:
+    """What a demo that died without stopping left running: its services, its hosts, and the
+    embedded Postgres."""
+    stopped = ledger.stop_leftovers(skip=("demo",))
+    _stop_hosts(fleet_path, stopped, only_running=True)
+    if not os.environ.get("DATABASE_URL") and embedded_postgres_pid(home / "pgdata"):
+        _stop_embedded_postgres(home)
+        stopped.append("PostgreSQL")
+    if stopped:
+        say(f"stopped what an earlier demo left running: {', '.join(stopped)}")
+
+
+def _stop_embedded_postgres(home: Path) -> None:
+    stop_embedded_postgres(home / "pgdata")
+
+
+def _stop_hosts(fleet_path: Path, stopped: list[str], only_running: bool = False) -> None:
+    """Stop the fleet's local hosts (each one's processes, then its sshd), adding their names
+    to `stopped`. `only_running`: those with an sshd or a process of their user running."""
     from gradientlab.inventory import provider_for
+    from gradientlab.providers.local import LocalProvider
 
     fleet = load_fleet(fleet_path)
     for host in fleet.hosts:
+        provider = provider_for(fleet, host.provider)
+        if not isinstance(provider, LocalProvider):
+            continue
         try:
-            provider_for(fleet, host.provider).stop(host.name)
+            if only_running and not provider.has_processes(host.name):
+                continue
+            provider.stop(host.name)
+            stopped.append(host.name)
         except Exception as exc:  # noqa: BLE001 - keep stopping the rest
             say(f"{host.name}: could not stop: {exc}")
 

@@ -1,15 +1,20 @@
 """Starting and stopping the processes one machine runs: Prefect's server, the sandbox,
-Streamlit and the served flows. Each is stopped by its process id (and its process group)."""
+Streamlit and the served flows. Each is stopped by its process id (and its process group).
+
+A `Ledger` file lists what is running, so that a run that died without stopping them (killed,
+or the machine lost power) has its processes found and stopped by the next one."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +57,123 @@ class Service:
             return ""
 
 
-def start(name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Service:
+def started_at(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the pid, a process's identity,
+    since a pid is reused once its process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of a process group (a group outlives its leader while members remain)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def stop_group(pgid: int, grace: float = 10) -> None:
+    """SIGTERM to a process group, SIGKILL to what is left after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not group_members(pgid):
+            return
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    name: str
+    pid: int
+    started: int | None  # `started_at(pid)` when it was recorded
+
+    def same_process(self) -> bool:
+        return self.started is not None and started_at(self.pid) == self.started
+
+    def leftover_group(self) -> bool:
+        """Its process group still has members, and it is not a newer group under a reused id
+        (Linux does not reuse an id while a group of that id has members)."""
+        leader = started_at(self.pid)
+        if leader is not None and leader != self.started:
+            return False
+        return bool(group_members(self.pid))
+
+
+class Ledger:
+    """What one run started, in a JSON file: its own pid, and each service's process group."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, LedgerEntry]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {
+            name: LedgerEntry(name, int(e["pid"]), e.get("started")) for name, e in data.items()
+        }
+
+    def _write(self, entries: dict[str, LedgerEntry]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({n: {"pid": e.pid, "started": e.started} for n, e in entries.items()})
+        )
+        tmp.replace(self.path)
+
+    def add(self, name: str, pid: int) -> None:
+        entries = self._read()
+        entries[name] = LedgerEntry(name, pid, started_at(pid))
+        self._write(entries)
+
+    def remove(self, name: str) -> None:
+        entries = self._read()
+        if entries.pop(name, None) is not None:
+            self._write(entries)
+
+    def owner(self, name: str) -> LedgerEntry | None:
+        """The entry `name` when its process still runs (for a run's own pid: is it alive?)."""
+        entry = self._read().get(name)
+        return entry if entry is not None and entry.same_process() else None
+
+    def stop_leftovers(self, skip: tuple[str, ...] = ()) -> list[str]:
+        """Stop each recorded process group still running; returns the names stopped."""
+        stopped = []
+        for name, entry in self._read().items():
+            if name in skip:
+                continue
+            if entry.leftover_group():
+                stop_group(entry.pid)
+                stopped.append(name)
+            self.remove(name)
+        return stopped
+
+
+OnStart = Callable[["Service"], None]
+
+
+def start(
+    name: str,
+    args: list[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    on_start: OnStart | None = None,
+) -> Service:
+    """Start `args` in a session of its own (Ctrl-C in the terminal does not reach it);
+    `on_start` gets the service as soon as it has a pid."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     with open(log, "wb") as out:
@@ -65,7 +186,10 @@ def start(name: str, args: list[str], log_dir: Path, env: dict[str, str] | None 
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-    return Service(name, proc, log)
+    service = Service(name, proc, log)
+    if on_start is not None:
+        on_start(service)
+    return service
 
 
 def wait_http(service: Service, url: str, timeout: float = 120) -> None:
@@ -95,19 +219,24 @@ def prefect_env(home: Path, port: int) -> dict[str, str]:
     }
 
 
-def start_prefect_server(home: Path, port: int, log_dir: Path) -> Service:
+def start_prefect_server(
+    home: Path, port: int, log_dir: Path, on_start: OnStart | None = None
+) -> Service:
     prefect = str(Path(sys.executable).with_name("prefect"))
     service = start(
         "prefect-server",
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         log_dir,
         prefect_env(home, port),
+        on_start,
     )
     wait_http(service, f"http://127.0.0.1:{port}/api/health", timeout=180)
     return service
 
 
-def start_streamlit(port: int, log_dir: Path, env: dict[str, str]) -> Service:
+def start_streamlit(
+    port: int, log_dir: Path, env: dict[str, str], on_start: OnStart | None = None
+) -> Service:
     service = start(
         "streamlit",
         [
@@ -127,6 +256,7 @@ def start_streamlit(port: int, log_dir: Path, env: dict[str, str]) -> Service:
         ],
         log_dir,
         env,
+        on_start,
     )
     wait_http(service, f"http://127.0.0.1:{port}/_stcore/health", timeout=120)
     return service

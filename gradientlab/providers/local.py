@@ -355,6 +355,15 @@ class LocalProvider:
                 timeout=60,
             )
 
+    def has_processes(self, name: str) -> bool:
+        """Its sshd, or any process of its user, still runs (what a stop would end)."""
+        record = self._read(name)
+        if record is None:
+            return False
+        if pid_alive(self._sshd_pid(name)):
+            return True
+        return not subprocess.run(["pgrep", "-u", record.ssh_user], capture_output=True).returncode
+
     def _kill_user_processes(self, record: HostRecord) -> None:
         subprocess.run(["pkill", "-KILL", "-u", record.ssh_user], capture_output=True)
         deadline = time.monotonic() + 5
