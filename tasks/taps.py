@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -23,4 +23,8 @@ def tap_readiness(fleet: Fleet) -> list[TapCheck]:
         host_records(engine()), executor_for, fleet.network.stun_server, utcnow()
     )
     record_tap_readiness(engine(), checks, run_id=str(flow_run.id or "") or None)
+    logger = get_run_logger()
+    for check in checks:
+        if check.message:
+            logger.warning("%s: tap readiness: %s", check.host, check.message)
     return checks
