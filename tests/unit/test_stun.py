@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,3 +272,44 @@ def test_software_names_gradientlab_in_every_request() -> None:
     message = decode(encode(stun.binding_request(stun.CHANGE_PORT)))
     assert message.get(stun.SOFTWARE) == b"GradientLab tap-readiness"
     assert struct.unpack("!I", message.get(stun.CHANGE_REQUEST) or b"") == (stun.CHANGE_PORT,)
+
+
+def test_a_server_that_advertises_other_address_but_ignores_change_request() -> None:
+    """Some servers name an OTHER-ADDRESS yet answer every request from where it was sent:
+    the client must not read their answers as endpoint-independent filtering."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as liar:
+        liar.bind(("127.0.0.1", 0))
+        liar.settimeout(0.2)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    data, client = liar.recvfrom(2048)
+                except TimeoutError:
+                    continue
+                request = decode(data)
+                answer = StunMessage(
+                    stun.BINDING_SUCCESS,
+                    request.transaction_id,
+                    [
+                        (
+                            stun.XOR_MAPPED_ADDRESS,
+                            stun.encode_address(client, request.transaction_id),
+                        ),
+                        (stun.OTHER_ADDRESS, stun.encode_address(("127.0.0.2", 1))),
+                    ],
+                )
+                liar.sendto(encode(answer), client)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            result = run_test(f"127.0.0.1:{liar.getsockname()[1]}", rto=0.05, attempts=2)
+        finally:
+            done.set()
+            thread.join(timeout=5)
+    assert result.udp_reachable and not result.rfc5780
+    assert result.nat_type == NatType.BASIC_ONLY
+    assert result.filtering is None and result.mapping is None
+    assert any("did not answer a CHANGE-REQUEST" in note for note in result.notes)
