@@ -30,6 +30,7 @@ def deploy(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None) -> li
                 "changes": "; ".join(r["changes"]) or "none",
                 "extension": r["extension_version"],
                 "supervisor": r["supervisor"],
+                "browser": f"{r['browser']} ({r['browser_source']}, {r['host_os']})",
             }
             for r in results
         ],

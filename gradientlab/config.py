@@ -202,7 +202,8 @@ class HostSpec(Strict):
 class Runner(Strict):
     status_interval_seconds: float = 60
     browser_check_seconds: float = 2
-    chromium: str = "/usr/bin/chromium"
+    # None: deploy reads each host's OS and picks Debian's chromium or Playwright's build
+    chromium: str | None = None
 
 
 class RungBudgets(Strict):

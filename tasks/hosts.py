@@ -17,7 +17,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from gradientlab.config import Fleet, Health
-from gradientlab.gradient.models import NodeListItem
 from gradientlab.health import (
     ActionResult,
     Alert,
@@ -35,6 +34,7 @@ from gradientlab.health import (
     record_sweep,
     wait_until,
 )
+from gradientlab.health.judge import NetworkNode
 from gradientlab.health.record import host_histories
 from gradientlab.health.report import as_dict, utcnow
 from gradientlab.health.status import HOST_RUNGS
@@ -129,7 +129,14 @@ def _deploy(fleet: Fleet, record: HostRecord) -> DeployResult:
     settings = node_settings(fleet, read_secret_block)
     result = deploy_node(executor_for(record), settings, record.meta.get("python"))
     fleet_store.record_deploy(
-        engine(), record.name, result.extension_id, result.extension_version, RUNNER_VERSION
+        engine(),
+        record.name,
+        result.extension_id,
+        result.extension_version,
+        RUNNER_VERSION,
+        browser=result.browser,
+        browser_source=result.browser_source,
+        host_os=result.host_os,
     )
     return result
 
@@ -137,7 +144,7 @@ def _deploy(fleet: Fleet, record: HostRecord) -> DeployResult:
 def _check(
     record: HostRecord,
     position: tuple[int, str | None],
-    by_client: dict[str, NodeListItem],
+    by_client: dict[str, NetworkNode],
     policy: Health,
     use_network: bool = True,
 ) -> HealthReport:
@@ -165,13 +172,16 @@ def _check(
 
 @task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=300)
 def sweep_fleet(
-    records: list[HostRecord], network: list[NodeListItem], policy: Health, parallel: int = 20
+    records: list[HostRecord],
+    network: dict[str, NetworkNode],
+    policy: Health,
+    parallel: int = 20,
 ) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
     task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work.
     Every host gets a report, whatever happens to the others."""
     positions = fleet_store.event_positions(engine())
-    by_client = {item.name: item for item in network}
+    by_client = network  # the network's own view of each node, by client id
     if not records:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
@@ -273,5 +283,6 @@ def record_health(
     network: NetworkState,
     at: datetime,
     fleet_name: str,
+    health_period_s: float | None = None,
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
-    return record_sweep(engine(), results, policy, network, at, fleet_name)
+    return record_sweep(engine(), results, policy, network, at, fleet_name, health_period_s)

@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from gradientlab.config import Network, Runner
+from gradientlab.node.browser import (
+    BROWSER_FACTS_SH,
+    DEBIAN_CHROMIUM,
+    BrowserFacts,
+    NoUsableBrowser,
+    choose_browser,
+    parse_browser_facts,
+    playwright_install_command,
+    playwright_path_command,
+)
 from gradientlab.remote.executor import CommandResult, Executor, RemoteError
 
 NODE_DIR = ".gradientlab/node"
@@ -36,15 +46,18 @@ class NodeSettings:
     extension_source: str
     extension_id: str
 
-    def runner_config(self, supervisor: str = "runner") -> dict[str, Any]:
-        """config.json; `supervisor` says who starts the runner: "systemd" or "runner"."""
+    def runner_config(
+        self, supervisor: str = "runner", chromium: str | None = None
+    ) -> dict[str, Any]:
+        """config.json; `supervisor` says who starts the runner: "systemd" or "runner";
+        `chromium` is the browser deploy chose on this host."""
         return {
             "email": self.email,
             "password": self.password,
             "dashboard_url": self.dashboard_url,
             "extension_id": self.extension_id,
             "extension_source": self.extension_source,
-            "chromium": self.runner.chromium,
+            "chromium": chromium or self.runner.chromium or DEBIAN_CHROMIUM,
             "status_interval_seconds": self.runner.status_interval_seconds,
             "browser_check_seconds": self.runner.browser_check_seconds,
             "supervisor": supervisor,
@@ -59,6 +72,9 @@ class DeployResult:
     extension_id: str | None = None
     runner_pid: int | None = None
     supervisor: str = ""
+    browser: str | None = None  # the Chromium this host's node runs
+    browser_source: str | None = None  # "package", "playwright" or "configured"
+    host_os: str | None = None  # PRETTY_NAME from /etc/os-release
 
     @property
     def changed(self) -> bool:
@@ -100,6 +116,11 @@ def has_systemd(ex: Executor) -> bool:
     return ex.run("test -d /run/systemd/system && command -v systemctl >/dev/null").ok
 
 
+def read_browser_facts(ex: Executor) -> BrowserFacts:
+    """The host's OS and the Chromium binaries it has (see gradientlab.node.browser)."""
+    return parse_browser_facts(_check(ex, BROWSER_FACTS_SH, "reading the host's OS"))
+
+
 def python_has_playwright(ex: Executor, python: str) -> bool:
     return ex.run(f"{shlex.quote(python)} -c 'import playwright' 2>/dev/null").ok
 
@@ -139,6 +160,32 @@ def ensure_runtime(ex: Executor, python: str | None, changes: list[str]) -> str:
     return VENV_PYTHON
 
 
+def wait_for_cloud_init(ex: Executor, changes: list[str], timeout: float = 1200) -> None:
+    """A new VM is still installing packages on first boot: install nothing before it ends."""
+    if not ex.run("command -v cloud-init >/dev/null 2>&1").ok:
+        return
+    done = ex.run("cloud-init status --wait 2>&1", timeout=timeout)
+    if done.exit_code == 2:  # "degraded": finished, with recoverable errors
+        changes.append(f"cloud-init finished degraded: {done.stdout.strip()[-200:]}")
+    elif not done.ok:
+        raise RemoteError(
+            f"{ex.name}: cloud-init did not finish cleanly (exit {done.exit_code}): "
+            f"{done.stdout.strip()[-300:]}; see /var/log/cloud-init-output.log on the host"
+        )
+
+
+def install_playwright_chromium(ex: Executor, python: str, changes: list[str]) -> str:
+    """Playwright's Chromium build for GradientLab's user (idempotent); its path."""
+    out = _check(ex, playwright_path_command(python), "asking Playwright for its Chromium").strip()
+    path = out.splitlines()[-1].strip() if out else ""
+    if not path.startswith("/"):
+        raise RemoteError(f"{ex.name}: Playwright did not say where its Chromium is: {out!r}")
+    if not ex.run(f"test -x {shlex.quote(path)}").ok:
+        _check(ex, playwright_install_command(python), "installing Playwright's Chromium", 900)
+        changes.append(f"installed Playwright's Chromium at {path}")
+    return path
+
+
 def systemd_unit(python: str) -> str:
     return "\n".join(
         [
@@ -172,15 +219,29 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
     for d in (".gradientlab", NODE_DIR, ".gradientlab/autostart"):
         if ensure(d, 0o700):
             changes.append(f"created {d}")
-    chromium = chromium_version_on(ex, settings.runner.chromium)
+    wait_for_cloud_init(ex, changes)
+    facts = read_browser_facts(ex)
+    try:
+        choice = choose_browser(facts, settings.runner.chromium)
+    except NoUsableBrowser as exc:
+        raise RemoteError(f"{ex.name}: {exc}") from None
+    py = ensure_runtime(ex, python, changes)
+    browser = choice.path or install_playwright_chromium(ex, py, changes)
+    chromium = chromium_version_on(ex, browser)
     if not chromium.ok or "Chromium" not in chromium.stdout:
         raise RemoteError(
-            f"{ex.name}: no working Chromium at {settings.runner.chromium} (exit "
+            f"{ex.name}: no working Chromium at {browser} ({choice.why}; exit "
             f"{chromium.exit_code}: {(chromium.stdout + chromium.stderr).strip()[-300:]}); "
-            "install Debian's `chromium` (the bootstrap script does) or set runner.chromium "
-            "in the fleet file"
+            + (
+                "its system libraries may be missing: run `python -m playwright install-deps "
+                "chromium` as root (the cloud bootstrap does)"
+                if choice.source == "playwright"
+                else "install Debian's `chromium` (the bootstrap script does) or set "
+                "runner.chromium in the fleet file"
+            )
         )
-    py = ensure_runtime(ex, python, changes)
+    result.browser, result.browser_source = browser, choice.source
+    result.host_os = facts.os.name
     # decided before config.json is written: the runner's `start`/`stop` follow its supervisor
     systemd = has_systemd(ex)
     result.supervisor = "systemd" if systemd else "runner"
@@ -189,7 +250,7 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
     put_file(ex, f"{NODE_DIR}/stun.py", STUN_SOURCE.read_bytes(), 0o644, changes)  # no restart
     code_changed |= put_file(ex, f"{NODE_DIR}/pages.py", PAGES_SOURCE.read_bytes(), 0o644, changes)
     config = json.dumps(
-        settings.runner_config(result.supervisor), indent=1, sort_keys=True
+        settings.runner_config(result.supervisor, browser), indent=1, sort_keys=True
     ).encode()
     config_changed = put_file(ex, f"{NODE_DIR}/config.json", config, 0o600, changes)
     ext = _json_line(

@@ -2,12 +2,14 @@
 
 It creates GradientLab's login user with the operator's key, installs the SSH host key that
 GradientLab generated (so the key is pinned from the first connection, no trust-on-first-use),
-and installs what the deploy flow needs: Debian/Ubuntu `chromium`, `python3-venv`."""
+and installs what the deploy flow needs: Debian's `chromium` (elsewhere the system libraries for
+Playwright's Chromium, which deploy installs), `python3-venv`."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -37,6 +39,30 @@ class HostKeyPair:
         return cls(private, public)
 
 
+# Debian's chromium is a real package (branded Chrome 137+ ignores --load-extension). Ubuntu's
+# is a snap, which cannot read the node's hidden folders, and Oracle Linux has none: there,
+# deploy installs Playwright's Chromium for GradientLab's user, and this script (as root) only
+# installs the system libraries it needs. See gradientlab.node.browser.
+BROWSER_SETUP_SH = f"""set -e
+. /etc/os-release
+case "$ID $ID_LIKE" in
+  *ubuntu*) family=ubuntu ;;
+  *debian*) family=debian ;;
+  *) family=other ;;
+esac
+if [ "$family" = debian ]; then
+  apt-get install -y chromium
+elif command -v apt-get >/dev/null; then
+  python3 -m venv /opt/gradientlab-browser-deps
+  /opt/gradientlab-browser-deps/bin/pip install --quiet playwright=={version("playwright")}
+  /opt/gradientlab-browser-deps/bin/python -m playwright install-deps chromium
+elif command -v dnf >/dev/null; then
+  dnf install -y nss atk at-spi2-atk cups-libs libdrm libxkbcommon libXcomposite libXdamage \
+    libXrandr libXfixes mesa-libgbm pango alsa-lib
+fi
+"""
+
+
 def cloud_init(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_name: str) -> str:
     """`#cloud-config` user data; Ubuntu images on all three clouds run it on first boot."""
     config = {
@@ -63,9 +89,7 @@ def cloud_init(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_n
         "package_update": True,
         "packages": ["python3-venv", "python3-pip", "procps"],
         "runcmd": [
-            # Debian calls it chromium; Ubuntu's chromium-browser is a snap: prefer the deb where
-            # the distribution has one (branded Chrome 137+ ignores --load-extension).
-            ["sh", "-c", "apt-get install -y chromium || apt-get install -y chromium-browser"],
+            ["sh", "-c", BROWSER_SETUP_SH],
             ["loginctl", "enable-linger", ssh_user],
         ],
     }

@@ -72,6 +72,9 @@ def record_deploy(
     extension_id: str | None,
     extension_version: str | None,
     runner_version: str | None,
+    browser: str | None = None,
+    browser_source: str | None = None,
+    host_os: str | None = None,
 ) -> None:
     with engine.begin() as conn:
         hid = host_id(conn, host)
@@ -79,17 +82,28 @@ def record_deploy(
             text(
                 """
                 INSERT INTO nodes (host_id, extension_id, extension_version, runner_version,
-                                   deployed_at)
-                VALUES (:h, :eid, :ev, :rv, now())
+                                   browser, browser_source, host_os, deployed_at)
+                VALUES (:h, :eid, :ev, :rv, :b, :bs, :os, now())
                 ON CONFLICT (host_id) DO UPDATE SET
                     extension_id = COALESCE(EXCLUDED.extension_id, nodes.extension_id),
                     extension_version = COALESCE(EXCLUDED.extension_version,
                                                  nodes.extension_version),
                     runner_version = COALESCE(EXCLUDED.runner_version, nodes.runner_version),
+                    browser = COALESCE(EXCLUDED.browser, nodes.browser),
+                    browser_source = COALESCE(EXCLUDED.browser_source, nodes.browser_source),
+                    host_os = COALESCE(EXCLUDED.host_os, nodes.host_os),
                     deployed_at = now(), updated_at = now()
                 """
             ),
-            {"h": hid, "eid": extension_id, "ev": extension_version, "rv": runner_version},
+            {
+                "h": hid,
+                "eid": extension_id,
+                "ev": extension_version,
+                "rv": runner_version,
+                "b": browser,
+                "bs": browser_source,
+                "os": host_os,
+            },
         )
 
 

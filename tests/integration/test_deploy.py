@@ -65,6 +65,10 @@ def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostR
     assert first.supervisor == "runner"  # no systemd on these machines
     config = json.loads(ex.read_file(f"{NODE_DIR}/config.json") or b"{}")
     assert config["supervisor"] == "runner"
+    # the browser is a fact read from the host: this one is Debian with the chromium package
+    assert (first.browser, first.browser_source) == ("/usr/bin/chromium", "package")
+    assert first.host_os and "Debian" in first.host_os
+    assert config["chromium"] == "/usr/bin/chromium"
     second = deploy_node(ex, node_settings(fleet), record.meta["python"])
     assert second.changes == []
     assert second.runner_pid == first.runner_pid
@@ -223,6 +227,13 @@ class ScriptedHost:
     def run(self, command: str, timeout: float = 60) -> CommandResult:
         self.log.append(command)
         ok = CommandResult(command, 0, "", "")
+        if "/etc/os-release" in command:
+            facts = (
+                'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n--- gradientlab\n'
+                '{"path": "/usr/bin/chromium", "resolved": "/usr/lib/chromium/chromium",'
+                ' "snap": false}\n'
+            )
+            return CommandResult(command, 0, facts, "")
         if "--version" in command:
             return CommandResult(command, 0, "Chromium 137.0.7151.55 built on Debian\n", "")
         if "/run/systemd/system" in command:
