@@ -231,6 +231,11 @@ class FirebaseSession:
     def can_refresh(self) -> bool:
         return self._refresh_token is not None
 
+    @property
+    def current_token(self) -> str | None:
+        """The ID token held now, as it is (``bearer_token()`` renews it when due)."""
+        return self._id_token
+
     def expires_in(self) -> float:
         """Seconds until the ID token expires; 0 when signed out or expired."""
         return max(self._expires_at - self._clock(), 0.0) if self._id_token else 0.0
@@ -436,6 +441,7 @@ class GradientClient:
         self.retry = retry or RetryPolicy()
         self.limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
         self._count_lock = threading.Lock()
+        self._auth_lock = threading.Lock()
         self.requests_sent = 0
         """API requests sent (each try counts), for benchmarks and run summaries."""
         self._secrets = _Secrets()
@@ -604,18 +610,19 @@ class GradientClient:
                 attempt += 1
 
     def _call_once(self, method: str, path: str, json: Any, endpoint: str) -> Any:
-        response, payload = self._exchange(method, path, json, endpoint)
+        token, response, payload = self._exchange(method, path, json, endpoint)
         if _token_rejected(response, payload):
             logger.info("%s rejected the ID token; renewing it once", endpoint)
-            self._renew_auth()
-            response, payload = self._exchange(method, path, json, endpoint)
+            self._renew_auth(token)
+            _, response, payload = self._exchange(method, path, json, endpoint)
         return self._unwrap(endpoint, response, payload)
 
     def _exchange(
         self, method: str, path: str, json: Any, endpoint: str
-    ) -> tuple[httpx.Response, Any]:
+    ) -> tuple[str, httpx.Response, Any]:
         self.limiter.acquire()  # before the token: a sign-in waits out a 429's hold as well
-        headers = {"Authorization": f"Bearer {self._bearer_token()}", "User-Agent": USER_AGENT}
+        token = self._bearer_token()
+        headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
         with self._count_lock:
             self.requests_sent += 1
         try:
@@ -636,25 +643,31 @@ class GradientClient:
         payload = _json(response)
         code = payload.get("code") if isinstance(payload, dict) else None
         logger.debug("%s -> HTTP %s, code %s", endpoint, response.status_code, code)
-        return response, payload
+        return token, response, payload
 
+    # One thread at a time signs in or renews: threads that find the token missing or rejected
+    # together must not each sign in (Firebase locks out accounts that sign in too often).
     def _bearer_token(self) -> str:
-        if not self.session.signed_in:
-            self.session.sign_in(self.email, self._password)
-        try:
-            return self.session.bearer_token()
-        except GradientAuthError:
-            # A refresh token can be revoked; the password still signs in.
-            logger.info("Firebase token refresh was refused; signing in again")
-            self.session.sign_in(self.email, self._password)
-            return self.session.bearer_token()
+        with self._auth_lock:
+            if not self.session.signed_in:
+                self.session.sign_in(self.email, self._password)
+            try:
+                return self.session.bearer_token()
+            except GradientAuthError:
+                # A refresh token can be revoked; the password still signs in.
+                logger.info("Firebase token refresh was refused; signing in again")
+                self.session.sign_in(self.email, self._password)
+                return self.session.bearer_token()
 
-    def _renew_auth(self) -> None:
-        try:
-            self.session.refresh()
-        except GradientAuthError:
-            logger.info("Firebase token refresh was refused; signing in again")
-            self.session.sign_in(self.email, self._password)
+    def _renew_auth(self, rejected: str) -> None:
+        with self._auth_lock:
+            if self.session.current_token not in (None, rejected):
+                return  # another thread renewed it since this one sent its request
+            try:
+                self.session.refresh()
+            except GradientAuthError:
+                logger.info("Firebase token refresh was refused; signing in again")
+                self.session.sign_in(self.email, self._password)
 
     def _unwrap(self, endpoint: str, response: httpx.Response, payload: Any) -> Any:
         status = response.status_code

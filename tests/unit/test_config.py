@@ -414,3 +414,20 @@ def test_resolve_secret_block_with_a_reader_reads_that_block() -> None:
 def test_secret_ref_describes_where_it_lives_not_what_it_is() -> None:
     assert SecretRef(env="X").describe() == "env:X"
     assert SecretRef(secret_block="b").describe() == "secret_block:b"
+
+
+def test_api_pace_is_a_network_setting_and_must_be_positive() -> None:
+    paced = swap(
+        "providers:\n", "network:\n  requests_per_second: 50\n  node_page_size: 1000\nproviders:\n"
+    )
+    fleet = parse_fleet(paced, SOURCE)
+    assert (fleet.network.requests_per_second, fleet.network.node_page_size) == (50, 1000)
+    assert parse_fleet(GOOD, SOURCE).network.requests_per_second == 10
+
+    stopped = swap("requests_per_second: 50", "requests_per_second: 0", paced)
+    assert_names(
+        error_of(stopped),
+        SOURCE,
+        line_no(stopped, "requests_per_second"),
+        "network.requests_per_second",
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -235,3 +236,19 @@ def test_one_sign_in_serves_many_calls_and_a_rejected_token_is_refreshed(
 
     assert done["signIns"] == 1
     assert done["refreshes"] == 1
+
+
+def test_threads_that_meet_a_rejected_token_together_renew_it_once(
+    server: SandboxServer,
+) -> None:
+    with make_client(server) as client:
+        ids = [n.name for n in client.all_nodes(size=NODES)]
+        before = counted(server)
+        server.network.expire_tokens()
+        now = datetime.now(UTC)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            days = list(pool.map(lambda i: client.node_stats(i, now - timedelta(days=1), now), ids))
+    done = since(server, before)
+
+    assert len(days) == NODES
+    assert (done["signIns"], done["refreshes"]) == (0, 1)
