@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
-import threading
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.standins.base import Fault, Recorded, StandIn
 
 TOKEN = "fake-token"
 
@@ -34,30 +31,7 @@ NSG_DEFAULT_RULES = [
 ]
 
 
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str  # as the client sent it, without the query
-    api_version: str | None
-    query: dict[str, str]
-    body: Any
-
-    @property
-    def resource(self) -> str:
-        """The last path segment: the resource name (or action) the call is about."""
-        return self.path.rsplit("/", 1)[-1]
-
-
-@dataclass
-class Fault:
-    method: str
-    path_contains: str  # matched case-insensitively against the path
-    status: int
-    code: str
-    message: str
-    headers: dict[str, str] = field(default_factory=dict)
-    in_operation: bool = False  # accept the request, then fail its long-running operation
-    times: int = 1
+Call = Recorded  # what tests call a recorded request here
 
 
 class ArmError(Exception):
@@ -68,45 +42,30 @@ class ArmError(Exception):
         self.message = message
 
 
-class AzureStandIn:
+class AzureStandIn(StandIn):
     """ARM on 127.0.0.1:<free port>; `url` is the provider's `endpoint`."""
 
     def __init__(self, subscription_id: str, location: str = "eastus") -> None:
+        super().__init__()
         self.subscription_id = subscription_id
         self.location = location
-        self.calls: list[Call] = []
         self.resources: dict[str, dict[str, Any]] = {}  # lower-case resource id -> resource
         self._hidden: dict[str, dict[str, Any]] = {}  # write-only fields (customData) by id
         self._power: dict[str, str] = {}  # VM id -> PowerState code suffix
         self._operations: dict[str, dict[str, Any]] = {}
-        self._faults: list[Fault] = []
-        self._lock = threading.RLock()
         self._ip_numbers = itertools.count(10)
         self._private_numbers = itertools.count(4)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def calls(self) -> list[Recorded]:
+        return self.requests
 
-    def start(self) -> AzureStandIn:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def path_matches(self, pattern: str, path: str) -> bool:
+        return pattern.lower() in path.lower()
 
     # -- what tests use
 
-    def fail(
+    def fail(  # type: ignore[override]
         self,
         method: str,
         path_contains: str,
@@ -117,30 +76,27 @@ class AzureStandIn:
         headers: dict[str, str] | None = None,
         in_operation: bool = False,
         times: int = 1,
-    ) -> None:
+    ) -> Fault:
         """Answer the next matching request(s) with an ARM error instead."""
-        with self._lock:
-            self._faults.append(
-                Fault(
-                    method.upper(),
-                    path_contains.lower(),
-                    status,
-                    code,
-                    message or f"{code} (injected by the stand-in)",
-                    headers or {},
-                    in_operation,
-                    times,
-                )
-            )
+        return super().fail(
+            method,
+            path_contains,
+            status,
+            code,
+            message or f"{code} (injected by the stand-in)",
+            headers=headers or {},
+            in_operation=in_operation,
+            times=times,
+        )
 
     def forget(self, resource_id: str) -> None:
         """The resource disappears behind the provider's back."""
-        with self._lock:
+        with self.lock:
             self.resources.pop(resource_id.lower(), None)
 
     def seed(self, resource_id: str, resource: dict[str, Any], power: str = "running") -> None:
         """Put a resource there as if someone else had made it."""
-        with self._lock:
+        with self.lock:
             self.resources[resource_id.lower()] = {**resource, "id": resource_id}
             if "/virtualmachines/" in resource_id.lower():
                 self._power[resource_id.lower()] = power
@@ -153,79 +109,34 @@ class AzureStandIn:
         return f"{self.rg_id(rg)}/providers/{kind}/{name}"
 
     def has(self, resource_id: str) -> bool:
-        with self._lock:
+        with self.lock:
             return resource_id.lower() in self.resources
 
     def calls_of(self, method: str, since: int = 0) -> list[Call]:
-        with self._lock:
-            return [c for c in self.calls[since:] if c.method == method.upper()]
+        with self.lock:
+            return [c for c in self.requests[since:] if c.method == method.upper()]
 
     def mark(self) -> int:
         """Where the record stands now, for `calls_of(..., since=mark)`."""
-        with self._lock:
-            return len(self.calls)
+        with self.lock:
+            return len(self.requests)
 
     # -- HTTP
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
+    def answer(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+        status, headers, body = self._answer(rec)
+        return status, {**headers, "x-ms-request-id": str(uuid.uuid4())}, body
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            wbufsize = 1 << 16  # headers and body in one segment: no Nagle/delayed-ACK stall
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, headers, body = standin._dispatch(
-                    self.command, self.path, self.headers.get("Authorization"), raw
-                )
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("x-ms-request-id", str(uuid.uuid4()))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve
-
-        return Handler
-
-    def _dispatch(
-        self, method: str, target: str, auth: str | None, raw: bytes
-    ) -> tuple[int, dict[str, str], Any]:
-        parts = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    def _answer(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+        if rec.headers.get("authorization") != f"Bearer {TOKEN}":
+            return _error(401, "AuthenticationFailed", "no valid bearer token")
+        fault = self.take_fault(rec)
+        if fault is not None and not fault.in_operation:
+            return _error(fault.status, fault.code, fault.message, fault.headers)
         try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        with self._lock:
-            self.calls.append(Call(method, parts.path, query.get("api-version"), query, body))
-            if auth != f"Bearer {TOKEN}":
-                return _error(401, "AuthenticationFailed", "no valid bearer token")
-            fault = self._take_fault(method, parts.path)
-            if fault is not None and not fault.in_operation:
-                return _error(fault.status, fault.code, fault.message, fault.headers)
-            try:
-                return self._route(method, parts.path, query, body, fault)
-            except ArmError as err:
-                return _error(err.status, err.code, err.message)
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.method == method and fault.path_contains in path.lower():
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
+            return self._route(rec.method, rec.path, rec.query, rec.body, fault)
+        except ArmError as err:
+            return _error(err.status, err.code, err.message)
 
     # -- ARM
 

@@ -9,39 +9,15 @@ can assert exactly what a driver sent. Faults are queued per request: an HTTP er
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.standins.base import Recorded, StandIn
 
 GOOGLE = "https://www.googleapis.com/compute/v1"
 _FILTER = re.compile(r'^\(?\s*labels\.([-\w]+)\s*=\s*"?([-\w]*)"?\s*\)?$')
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Fault:
-    method: str
-    path: re.Pattern[str]
-    status: int
-    reason: str
-    message: str
-    headers: dict[str, str]
-    after: bool  # run the request, then answer with the error (a lost response)
-    times: int
 
 
 @dataclass
@@ -75,25 +51,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@dataclass
-class ComputeStandIn:
-    images: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    firewalls: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    instances: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    request_ids: dict[str, str] = field(default_factory=dict)
-    requests: list[Recorded] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-    insert_faults: list[OperationFault] = field(default_factory=list)
-    polls_before_done: int = 0  # each new operation needs this many waits/gets to finish
-    lock: threading.RLock = field(default_factory=threading.RLock)
-
-    def __post_init__(self) -> None:
+class ComputeStandIn(StandIn):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: dict[tuple[str, str], dict[str, Any]] = {}
+        self.firewalls: dict[tuple[str, str], dict[str, Any]] = {}
+        self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.request_ids: dict[str, str] = {}
+        self.insert_faults: list[OperationFault] = []
+        self.polls_before_done = 0  # each new operation needs this many waits/gets to finish
         self._ids = itertools.count(1000)
         self._addresses = itertools.count(10)
         self.add_image(
             "ubuntu-os-cloud", "ubuntu-2404-lts-amd64", "ubuntu-2404-noble-amd64-v20261101"
         )
+
+    def path_matches(self, pattern: str, path: str) -> bool:
+        return re.search(pattern, path) is not None
 
     # -- test controls
 
@@ -109,31 +84,6 @@ class ComputeStandIn:
             "selfLink": f"{GOOGLE}/projects/{project}/global/images/{name}",
         }
 
-    def fail(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        reason: str,
-        message: str = "",
-        headers: dict[str, str] | None = None,
-        after: bool = False,
-        times: int = 1,
-    ) -> None:
-        """The next `times` requests matching method and path (a regex) answer an HTTP error."""
-        self.faults.append(
-            Fault(
-                method,
-                re.compile(path),
-                status,
-                reason,
-                message or f"{reason} (stand-in)",
-                headers or {},
-                after,
-                times,
-            )
-        )
-
     def fail_next_insert(
         self, code: str, message: str = "", http_status: int = 503, leave_instance: bool = False
     ) -> None:
@@ -143,12 +93,7 @@ class ComputeStandIn:
         )
 
     def calls(self, method: str | None = None, path: str = "") -> list[Recorded]:
-        with self.lock:
-            return [
-                r
-                for r in self.requests
-                if (method is None or r.method == method) and re.search(path, r.path)
-            ]
+        return self.recorded(method, lambda p: re.search(path, p) is not None)
 
     def put_instance(
         self, project: str, zone: str, body: dict[str, Any], status: str = "RUNNING"
@@ -158,64 +103,24 @@ class ComputeStandIn:
 
     # -- serving
 
-    @contextmanager
-    def serve(self) -> Iterator[str]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-            def _handle(self) -> None:
-                url = urlsplit(self.path)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                status, payload, headers = standin.handle(self.command, url.path, query, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+    def answer(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+        status, payload, headers = self.handle(rec.method, rec.path, rec.query, rec.body)
+        return status, headers, payload
 
     def handle(
         self, method: str, path: str, query: dict[str, str], body: Any
     ) -> tuple[int, Any, dict[str, str]]:
         with self.lock:
-            self.requests.append(Recorded(method, path, query, body))
-            fault = self._fault(method, path)
+            fault = self.take_fault(Recorded(method, path, query, {}, body))
             try:
                 if fault is not None and not fault.after:
-                    raise ApiError(fault.status, fault.reason, fault.message, fault.headers)
+                    raise ApiError(fault.status, fault.code, fault.message, fault.headers)
                 answer = self._route(method, path, query, body)
                 if fault is not None:
-                    raise ApiError(fault.status, fault.reason, fault.message, fault.headers)
+                    raise ApiError(fault.status, fault.code, fault.message, fault.headers)
                 return 200, answer, {}
             except ApiError as err:
                 return err.status, error_body(err.status, err.reason, err.message), err.headers
-
-    def _fault(self, method: str, path: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.method == method and fault.path.search(path) and fault.times > 0:
-                fault.times -= 1
-                return fault
-        return None
 
     # -- the API
 

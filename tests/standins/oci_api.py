@@ -10,18 +10,14 @@ gets that default one, a launch with a known retry token returns the instance it
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from oci.signer import AbstractBaseSigner
+
+from tests.standins.base import Recorded, StandIn
 
 API = "/20160918"
 TENANCY = "ocid1.tenancy.oc1..aaaaaaaastandintenancy"
@@ -88,37 +84,6 @@ STANDIN_CONFIG = {
 }
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str  # without the API version, e.g. "/instances/ocid1.instance..."
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any
-
-
-@dataclass
-class Fault:
-    """Answer `status`/`code`/`message` to matching requests, `times` times (None: always)."""
-
-    method: str
-    path: str  # a regular expression matched against the whole path
-    status: int
-    code: str
-    message: str
-    times: int | None = 1
-    when: Callable[[Recorded], bool] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def matches(self, rec: Recorded) -> bool:
-        return (
-            self.times != 0
-            and rec.method == self.method
-            and re.fullmatch(self.path, rec.path) is not None
-            and (self.when is None or self.when(rec))
-        )
-
-
 def standard_images(compartment_id: str) -> list[dict[str, Any]]:
     """Platform images like OCI's: several versions and architectures, of different ages."""
 
@@ -148,12 +113,13 @@ def standard_images(compartment_id: str) -> list[dict[str, Any]]:
     ]
 
 
-class OciStandIn:
+class OciStandIn(StandIn):
+    prefix = API
+
     def __init__(self, compartment_id: str, availability_domains: tuple[str, ...] = ADS) -> None:
+        super().__init__()
         self.compartment_id = compartment_id
         self.availability_domains = list(availability_domains)
-        self.requests: list[Recorded] = []
-        self.faults: list[Fault] = []
         self.network: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in NETWORK_KINDS}
         self.instances: dict[str, dict[str, Any]] = {}
         self.vnics: dict[str, dict[str, Any]] = {}
@@ -166,76 +132,14 @@ class OciStandIn:
         self.reject_credentials = False
         self._ids = itertools.count(1)
         self._clock = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- running
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> None:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                # headers and body go out in two writes: without this, Nagle's algorithm and
-                # delayed ACKs hold each answer back by about 40 ms
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, headers, body = standin.handle(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw
-                )
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                if data:
-                    self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.02,), daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def path_matches(self, pattern: str, path: str) -> bool:
+        return re.fullmatch(pattern, path) is not None
 
     # -- what tests look at
 
     def calls(self, method: str, path: str) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method and re.fullmatch(path, r.path)]
-
-    def fail(
-        self, method: str, path: str, status: int, code: str, message: str, **kw: Any
-    ) -> Fault:
-        fault = Fault(method, path, status, code, message, **kw)
-        self.faults.append(fault)
-        return fault
+        return self.recorded(method, lambda p: re.fullmatch(path, p) is not None)
 
     def add_instance(
         self,
@@ -246,7 +150,7 @@ class OciStandIn:
         shape_config: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         """An instance made outside the code under test (the console, another fleet)."""
-        with self._lock:
+        with self.lock:
             inst = self._new_instance(
                 {
                     "availabilityDomain": self.availability_domains[0],
@@ -268,42 +172,24 @@ class OciStandIn:
 
     # -- the API
 
-    def handle(
-        self, method: str, target: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, dict[str, str], Any]:
-        parts = urlsplit(target)
-        path = parts.path.removeprefix(API)
-        rec = Recorded(
-            method=method,
-            path=path,
-            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
-            headers=headers,
-            body=json.loads(raw) if raw else None,
-        )
-        with self._lock:
-            self.requests.append(rec)
-            request_id = f"standin-{len(self.requests)}"
-            base = {"opc-request-id": request_id}
-            if self.reject_credentials or "authorization" not in headers:
-                return self._error(
-                    401,
-                    "NotAuthenticated",
-                    "The required information to complete authentication was not provided or "
-                    "was incorrect.",
-                    base,
-                )
-            for fault in self.faults:
-                if fault.matches(rec):
-                    if fault.times is not None:
-                        fault.times -= 1
-                    return self._error(
-                        fault.status, fault.code, fault.message, {**base, **fault.headers}
-                    )
-            try:
-                status, extra, body = self._route(rec)
-            except _Answer as answer:
-                return self._error(answer.status, answer.code, answer.message, base)
-            return status, {**base, **extra}, body
+    def answer(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+        base = {"opc-request-id": f"standin-{len(self.requests)}"}
+        if self.reject_credentials or "authorization" not in rec.headers:
+            return self._error(
+                401,
+                "NotAuthenticated",
+                "The required information to complete authentication was not provided or "
+                "was incorrect.",
+                base,
+            )
+        fault = self.take_fault(rec)
+        if fault is not None:
+            return self._error(fault.status, fault.code, fault.message, {**base, **fault.headers})
+        try:
+            status, extra, body = self._route(rec)
+        except _Answer as answer:
+            return self._error(answer.status, answer.code, answer.message, base)
+        return status, {**base, **extra}, body
 
     def _error(
         self, status: int, code: str, message: str, headers: dict[str, str]

@@ -64,6 +64,7 @@ def normalized(value: Any) -> Any:
 
 def _record(rec: Any) -> dict[str, Any]:
     fields = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+    fields.pop("api_version", None)  # Azure's; the query has it too
     headers = fields.pop("headers", None) or {}
     kept = {k: v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
     if kept:
