@@ -7,7 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from gradientlab.store.fleet import host_records
+from gradientlab.rules import SecondNodeRefused, one_node_per_device
+from gradientlab.store.fleet import deployed_host_keys, host_records
 from tasks.common import engine, fleet_from
 from tasks.hosts import deploy_host
 
@@ -20,7 +21,12 @@ def deploy(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None) -> li
     if not records:
         logger.warning("no provisioned hosts to deploy to; run the provision flow first")
         return []
-    futures = [deploy_host.submit(fleet, r) for r in records]
+    refused = one_node_per_device(
+        [(r.name, r.host_key) for r in records], deployed_host_keys(engine())
+    )
+    for why in refused.values():
+        logger.error("refused: %s", why)
+    futures = [deploy_host.submit(fleet, r) for r in records if r.name not in refused]
     results = [f.result() for f in futures]
     create_table_artifact(
         key="deploy-result",
@@ -33,7 +39,19 @@ def deploy(fleet_path: str = "fleet.yaml", hosts: list[str] | None = None) -> li
                 "browser": f"{r['browser']} ({r['browser_source']}, {r['host_os']})",
             }
             for r in results
-        ],
+        ]
+        + [
+            {
+                "host": name,
+                "changes": f"refused: {why}",
+                "extension": None,
+                "supervisor": None,
+                "browser": None,
+            }
+            for name, why in sorted(refused.items())
+        ],  # fmt: skip
         description="What the last deploy changed on each host",
     )
+    if refused:
+        raise SecondNodeRefused("; ".join(refused[name] for name in sorted(refused)))
     return results

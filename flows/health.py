@@ -26,6 +26,7 @@ from tasks.hosts import (
     hosts_being_deployed,
     load_histories,
     record_health,
+    shared_ip_warnings,
     sweep_fleet,
 )
 from tasks.network import network_lookup, network_reasons, network_view
@@ -140,6 +141,9 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
             )
         elif o.status not in (Verdict.GOOD, Verdict.STARTING):
             logger.info("%s: %s — %s; %s", o.host, o.status, o.reason, o.decision)
+    shared = shared_ip_warnings()
+    for warning in shared:
+        logger.warning(warning)
     create_table_artifact(
         key="fleet-health",
         table=[
@@ -154,6 +158,7 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
             for o in outcomes
         ],
         description="Fleet health after the last check"
-        + (f" — network down or degraded: {state.reason}" if state.down else ""),
+        + (f" — network down or degraded: {state.reason}" if state.down else "")
+        + "".join(f" — {w}" for w in shared),
     )
     return outcomes

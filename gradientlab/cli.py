@@ -19,7 +19,9 @@ def _mib(kib: int | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from gradientlab.rules import shared_ips
     from gradientlab.store.database import make_engine, migrate
+    from gradientlab.store.fleet import observed_ips
 
     engine = make_engine()
     migrate(engine)
@@ -92,6 +94,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if notes:
         print()
         print("\n".join(notes))
+    shared = shared_ips(observed_ips(engine))
+    if shared:
+        print()
+        print("\n".join(f"  warning: {s.warning}" for s in shared))
     return 0
 
 

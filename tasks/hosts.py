@@ -44,6 +44,7 @@ from gradientlab.node.runner import RUNNER_VERSION
 from gradientlab.providers.base import HostRecord, PlannedHost
 from gradientlab.providers.errors import retry_wait
 from gradientlab.remote.keys import operator_public_key
+from gradientlab.rules import SecondNodeRefused, check_one_node_per_device, shared_ips
 from gradientlab.store import fleet as fleet_store
 from gradientlab.store.locks import HostBusy, busy_hosts, host_lock
 from tasks.blocks import load_cloud_credentials
@@ -111,14 +112,30 @@ def _create(fleet: Fleet, name: str) -> HostRecord:
     return record
 
 
+def retry_unless_refused(task: Any, task_run: Any, state: Any) -> bool:
+    """A deploy that broke the network's rules is refused for good; anything else may pass."""
+    try:
+        state.result()
+    except SecondNodeRefused:
+        return False
+    except Exception:  # noqa: BLE001 - an SSH hiccup, a host still booting
+        return True
+    return False
+
+
 @task(
     name="deploy-node",
     cache_policy=NO_CACHE,
     retries=1,
     retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_refused,
     tags=["ssh"],
 )
 def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
+    # one Sentry Node per device: not on a machine another host of the fleet already runs one on
+    check_one_node_per_device(
+        record.name, record.host_key, fleet_store.deployed_host_keys(engine())
+    )
     # never at the same time as a recovery on this host (any worker): wait for it to finish
     with host_lock(engine(), record.name, wait_seconds=900):
         result = _deploy(fleet, record)
@@ -191,6 +208,12 @@ def sweep_fleet(
                 records,
             )
         )
+
+
+@task(name="shared-ip-warnings", cache_policy=NO_CACHE, timeout_seconds=60)
+def shared_ip_warnings() -> list[str]:
+    """Hosts the network or STUN sees at one public IP: their nodes split rewards."""
+    return [s.warning for s in shared_ips(fleet_store.observed_ips(engine()))]
 
 
 @task(name="load-histories", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from gradientlab.providers.base import HostRecord
+from gradientlab.rules import ObservedIp
 
 
 def upsert_host(engine: Engine, record: HostRecord) -> int:
@@ -391,6 +392,37 @@ def client_ids(engine: Engine) -> dict[str, str]:
             )
         )
         return {r.name: r.client_id for r in rows}
+
+
+def deployed_host_keys(engine: Engine) -> dict[str, str]:
+    """The pinned host key of every live host that has a node deployed on it."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name, h.host_key FROM hosts h JOIN nodes n ON n.host_id = h.id"
+                " WHERE h.state <> 'terminated' AND h.host_key IS NOT NULL"
+                " AND n.deployed_at IS NOT NULL"
+            )
+        )
+        return {r.name: r.host_key for r in rows}
+
+
+def observed_ips(engine: Engine) -> list[ObservedIp]:
+    """Each live host's public IP as the network last reported it and as STUN last mapped it."""
+    with engine.connect() as conn:
+        network = conn.execute(
+            text("SELECT host, ip FROM v_fleet_status WHERE ip IS NOT NULL AND ip <> ''")
+        ).all()
+        stun = conn.execute(
+            text(
+                "SELECT t.host, t.mapped_address FROM v_tap_readiness_latest t"
+                " JOIN hosts h ON h.name = t.host"
+                " WHERE h.state <> 'terminated' AND t.mapped_address IS NOT NULL"
+            )
+        ).all()
+    return [ObservedIp(r.host, r.ip, "network") for r in network] + [
+        ObservedIp(r.host, r.mapped_address, "stun") for r in stun
+    ]
 
 
 def record_intent(engine: Engine, name: str, provider: str) -> None:

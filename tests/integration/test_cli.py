@@ -117,3 +117,35 @@ def test_status_shows_a_check_older_than_two_health_periods_as_stale(
     assert "stale, 20m" in lines["old-default"] and "Good" not in lines["old-default"]
     notes = [line for line in out.splitlines() if line.startswith("  restarted:")]
     assert notes and "2 health periods of 60s" in notes[0] and "said Good" in notes[0]
+
+
+def test_status_warns_of_hosts_that_share_a_public_ip(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seen by the network (a sample's ip) or by STUN (the mapped address): split rewards."""
+    a, b, c, d = (host(engine, n) for n in ("a-node", "b-node", "c-node", "d-node"))
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO node_status_samples (host_id, sampled_at, status, reachable, ip)"
+                " VALUES (:a, :t, 'Good', true, '203.0.113.7'), (:b, :t, 'Good', true,"
+                " '203.0.113.7'), (:d, :t, 'Good', true, '198.51.100.9')"
+            ),
+            {"a": a, "b": b, "d": d, "t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO tap_readiness (host_id, checked_at, stun_server, udp_reachable,"
+                " mapped_address, mapped_port) VALUES (:c, :t, 'stun.example:3478', true,"
+                " '203.0.113.7', 40000)"
+            ),
+            {"c": c, "t": now},
+        )
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: a-node, b-node, c-node share the public IP 203.0.113.7 (seen by the network"
+        " and by STUN): nodes behind one public IP split their rewards" in out
+    )
+    assert "d-node share" not in out

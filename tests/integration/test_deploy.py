@@ -293,3 +293,32 @@ def test_deploy_writes_the_supervisor_and_starts_the_runner_through_it(systemd: 
         assert len(starts) == 1 and result.runner_pid == 4242
         assert not any("systemctl --user" in c for c in host.log)
     assert UNIT_NAME == runner.UNIT_NAME
+
+
+def test_a_second_host_on_the_same_machine_is_refused_before_anything_is_installed(
+    one_host: tuple[Any, HostRecord], engine: Any
+) -> None:
+    """Two fleet entries that reach one sshd (one host key) are one device: the second is
+    refused with Gradient's rule, nothing is installed or stored for it."""
+    from sqlalchemy import text
+
+    from gradientlab.rules import SecondNodeRefused
+    from gradientlab.store.fleet import record_deploy, upsert_host
+    from tasks.hosts import deploy_host
+
+    fleet, record = one_host
+    upsert_host(engine, record)
+    record_deploy(engine, record.name, None, "0.1.0", runner.RUNNER_VERSION)
+    twin = replace(record, name="same-box", address=record.address)
+    upsert_host(engine, twin)
+    with pytest.raises(SecondNodeRefused, match=f"same-box is the same machine as {record.name}"):
+        deploy_host.fn(fleet, twin)
+    with engine.connect() as conn:
+        nodes = (
+            conn.execute(
+                text("SELECT h.name FROM nodes n JOIN hosts h ON h.id = n.host_id ORDER BY 1")
+            )
+            .scalars()
+            .all()
+        )
+    assert nodes == [record.name]
