@@ -445,6 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- dashboard ---------------------------------------------------------------------------
 
     def _dashboard(self, method: str, path: str) -> None:
+        """The dashboard as the real one is laid out: the sign-in form at the root, the signed-in
+        page under /dashboard (the page itself sends a signed-out browser back to the form)."""
         if method != "GET":
             self._send_json(405, {"error": "method not allowed"})
             return
