@@ -3,12 +3,17 @@ releasing a quarantined host."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
 from gradientlab import cli
+from gradientlab.demo import DEMO_FLEET
 from gradientlab.freshness import age_text
 from tests.conftest import add_host
 
@@ -149,3 +154,26 @@ def test_status_warns_of_hosts_that_share_a_public_ip(
         " and by STUN): nodes behind one public IP split their rewards" in out
     )
     assert "d-node share" not in out
+
+
+def test_commands_print_no_runtime_dir_warning(tmp_path: Path) -> None:
+    """root's sessions here have no XDG_RUNTIME_DIR; the embedded Postgres's library asks
+    platformdirs for one, which warned on every command."""
+    from gradientlab.store.embedded import stop_embedded_postgres
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "XDG_RUNTIME_DIR")}
+    env["GRADIENTLAB_HOME"] = str(tmp_path)
+    gradientlab = str(Path(sys.executable).with_name("gradientlab"))
+    try:
+        for args in (["status"], ["check", str(DEMO_FLEET)]):
+            done = subprocess.run([gradientlab, *args], env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            assert done.stderr == "", done.stderr  # only what the user needs, on stdout
+        assert (
+            "no hosts yet"
+            in subprocess.run(
+                [gradientlab, "status"], env=env, capture_output=True, text=True
+            ).stdout
+        )
+    finally:
+        stop_embedded_postgres(tmp_path / "pgdata")
