@@ -13,7 +13,7 @@ from datetime import timedelta
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
-from flows.deploy import deploy
+from flows.deploy import check_updates, deploy
 from flows.health import health
 from flows.poc_taps import poc_taps
 from flows.provision import provision, terminate
@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> None:
             name="poc-taps",
             parameters=params,
             interval=timedelta(seconds=s.poc_taps_seconds),
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        check_updates.to_deployment(
+            name="check-updates",
+            parameters=params,
+            interval=timedelta(seconds=s.check_updates_seconds),
             concurrency_limit=ONE_AT_A_TIME,
         ),
     )

@@ -244,6 +244,7 @@ class Schedules(Strict):
     health_seconds: int = 300
     rewards_seconds: int = 3600
     poc_taps_seconds: int = 3600
+    check_updates_seconds: int = 86400  # asks the Web Store which extension version is current
 
 
 class Fleet(Strict):

@@ -47,6 +47,7 @@ from gradientlab.remote.keys import operator_public_key
 from gradientlab.rules import SecondNodeRefused, check_one_node_per_device, shared_ips
 from gradientlab.store import fleet as fleet_store
 from gradientlab.store.locks import HostBusy, busy_hosts, host_lock
+from gradientlab.webstore import Published, published_version
 from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
 
@@ -208,6 +209,31 @@ def sweep_fleet(
                 records,
             )
         )
+
+
+# verdicts that will not turn Good by waiting: a rollout stops at once
+_NOT_BY_WAITING = frozenset({Verdict.PAGE_CHANGED, Verdict.RUNNER_CRASH_LOOP})
+
+
+@task(name="await-good", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=1800)
+def await_good(record: HostRecord, policy: Health, wait_seconds: float) -> HealthReport:
+    """Check one host until its node reads Good (the runner has read the new popup), for at
+    most `wait_seconds`; the last report either way."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        report = _check(record, (0, None), {}, policy, use_network=False)
+        if report.status == Verdict.GOOD or report.status in _NOT_BY_WAITING:
+            return report
+        if time.monotonic() > deadline:
+            return report
+        time.sleep(2)
+
+
+@task(name="extension-published", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
+      timeout_seconds=120)  # fmt: skip
+def extension_published(fleet: Fleet) -> Published:
+    """The version of the fleet's extension the Web Store's update service publishes now."""
+    return published_version(fleet.network)
 
 
 @task(name="shared-ip-warnings", cache_policy=NO_CACHE, timeout_seconds=60)

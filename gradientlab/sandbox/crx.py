@@ -14,6 +14,7 @@ import io
 import json
 import struct
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +56,36 @@ def config_js(
     )
 
 
+@dataclass(frozen=True)
+class Release:
+    """A version of the sandbox extension as the store would publish it: its manifest version
+    and, for a release that changes the extension's pages, files that replace the folder's."""
+
+    version: str | None = None  # None: the folder's manifest version
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
 def build_extension_zip(
-    base_url: str, *, api_key: str = "sandbox-web-api-key", heartbeat_seconds: float = 10.0
+    base_url: str,
+    *,
+    api_key: str = "sandbox-web-api-key",
+    heartbeat_seconds: float = 10.0,
+    release: Release | None = None,
 ) -> bytes:
     """A zip of the extension folder with ``config.js`` replaced by one for ``base_url``."""
+    release = release or Release()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(EXTENSION_DIR.rglob("*")):
             if not path.is_file() or path.name == CONFIG_FILE or "__pycache__" in path.parts:
                 continue
-            zf.write(path, path.relative_to(EXTENSION_DIR).as_posix())
+            name = path.relative_to(EXTENSION_DIR).as_posix()
+            if name in release.files:
+                zf.writestr(name, release.files[name])
+            elif name == "manifest.json" and release.version:
+                zf.writestr(name, json.dumps({**extension_manifest(), "version": release.version}))
+            else:
+                zf.write(path, name)
         zf.writestr(
             CONFIG_FILE, config_js(base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds)
         )
@@ -96,12 +117,18 @@ def crx3_header(public_key_der: bytes) -> bytes:
 
 
 def build_crx(
-    base_url: str, *, api_key: str = "sandbox-web-api-key", heartbeat_seconds: float = 10.0
+    base_url: str,
+    *,
+    api_key: str = "sandbox-web-api-key",
+    heartbeat_seconds: float = 10.0,
+    release: Release | None = None,
 ) -> bytes:
     """The sandbox extension as a CRX3 file whose ``config.js`` points at ``base_url``."""
     key_der = base64.b64decode(extension_manifest()["key"])
     header = crx3_header(key_der)
-    body = build_extension_zip(base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds)
+    body = build_extension_zip(
+        base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds, release=release
+    )
     return CRX_MAGIC + struct.pack("<II", CRX_VERSION, len(header)) + header + body
 
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from pydantic import ValidationError
 
-from .crx import build_crx, extension_version
+from .crx import Release, build_crx, extension_version
 from .extension_id import SANDBOX_EXTENSION_ID
 from .network import DAY_SECONDS, AuthError, Fault, SandboxConfig, SandboxNetwork
 from .stun import StunServer
@@ -485,7 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
             "<gupdate xmlns='http://www.google.com/update2/response' protocol='2.0'>"
             f"<app appid='{ext_id}' status='ok'>"
             f"<updatecheck codebase='{html.escape(codebase, quote=True)}' "
-            f"version='{extension_version()}' status='ok'/></app></gupdate>"
+            f"version='{self.sandbox.published_version}' status='ok'/></app></gupdate>"
         )
         self._send(200, body.encode(), "text/xml; charset=utf-8")
 
@@ -518,6 +518,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"expired": net.expire_tokens()})
         elif path == "/__sandbox/revoke-sessions" and method == "POST":
             self._send_json(200, {"revoked": net.revoke_sessions()})
+        elif path == "/__sandbox/release" and method == "POST":
+            body = self._json_body()
+            version = body.get("version")
+            if version is not None and not re.fullmatch(r"\d+(\.\d+){0,3}", str(version)):
+                self._send_json(400, {"error": f"version {version!r} is not like 1.0.16"})
+                return
+            self.sandbox.publish(version, bool(body.get("broken_popup")))
+            self._send_json(200, {"version": self.sandbox.published_version})
         elif path == "/__sandbox/ban" and method == "POST":
             body = self._json_body()
             found = net.ban(str(body.get("clientid", "")), body.get("reason"))
@@ -576,6 +584,7 @@ class SandboxServer:
         self.tick_seconds = tick_seconds
         # the network's STUN server, on 127.0.0.1 and 127.0.0.2 (RFC 5780 needs two addresses)
         self.stun = StunServer(port=stun_port)
+        self.release = Release()  # what the store publishes now (see publish)
         self._httpd: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -713,7 +722,19 @@ class SandboxServer:
             self.url,
             api_key=self.config.api_key,
             heartbeat_seconds=self.config.extension_heartbeat_seconds,
+            release=self.release,
         )
+
+    @property
+    def published_version(self) -> str:
+        """The version the update service answers with (a newer release once one is out)."""
+        return self.release.version or extension_version()
+
+    def publish(self, version: str | None, broken_popup: bool = False) -> None:
+        """Publish a new extension version (None: back to the folder's); `broken_popup` ships a
+        popup that no longer looks as the real one does (a release that changed its pages)."""
+        files = {"popup.html": b"<!doctype html><p>A new look</p>"} if broken_popup else {}
+        self.release = Release(version, files)
 
     def dashboard_page(self, name: str) -> str:
         template = (DASHBOARD_DIR / name).read_text()

@@ -407,6 +407,13 @@ def deployed_host_keys(engine: Engine) -> dict[str, str]:
         return {r.name: r.host_key for r in rows}
 
 
+def node_extension_versions(engine: Engine) -> dict[str, str | None]:
+    """The extension version deploy installed on each live host's node (None: not deployed)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT host, extension_version FROM v_fleet_status"))
+        return {r.host: r.extension_version for r in rows}
+
+
 def observed_ips(engine: Engine) -> list[ObservedIp]:
     """Each live host's public IP as the network last reported it and as STUN last mapped it."""
     with engine.connect() as conn:

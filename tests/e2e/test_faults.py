@@ -575,3 +575,51 @@ def test_a_recovery_task_that_raises_is_that_hosts_outcome_not_the_runs(
             conn.execute(text("UPDATE hosts SET provider = 'local' WHERE name = 'fault-2'"))
     sweep_until(clean, all_good)
     assert incidents(db, "fault-2") == [("RunnerDown", "recovered")]
+
+
+# ---------------------------------------------------------------- extension releases
+
+
+def installed_versions(db: Engine) -> dict[str, str]:
+    return dict(rows(db, "SELECT host, extension_version FROM v_fleet_status"))  # type: ignore[arg-type]
+
+
+def test_a_release_rolls_out_canary_first_and_a_bad_one_stops_at_the_canary(
+    clean: Path, db: Engine, sandbox: Any, webhook: Webhook
+) -> None:
+    """The Web Store publishes a release whose popup changed: check-updates says who is
+    behind; the rollout deploys the canary, finds it cannot read the node, and stops there.
+    A fixed release then rolls out to every host, each Good before the next."""
+    from flows.deploy import RolloutStopped, check_updates, deploy
+
+    before = installed_versions(db)
+    assert set(before.values()) == {"0.1.0"}
+    try:
+        httpx.post(
+            f"{sandbox.url}/__sandbox/release", json={"version": "0.2.0", "broken_popup": True}
+        ).raise_for_status()
+        report = check_updates(fleet_path=str(clean))
+        assert report["published"] == "0.2.0" and report["behind"] == HOSTS
+
+        with pytest.raises(RolloutStopped, match="fault-2 \\(canary\\) is PageChanged") as stop:
+            deploy(fleet_path=str(clean), rollout=True, canary="fault-2", wait_seconds=120)
+        assert "2 hosts left as they were (fault-1, fault-3)" in str(stop.value)
+        assert installed_versions(db) == {
+            "fault-1": "0.1.0",
+            "fault-2": "0.2.0",
+            "fault-3": "0.1.0",
+        }
+        for host in ("fault-1", "fault-3"):  # untouched on the host too
+            assert '"version": "0.1.0"' in ssh(
+                db, host, "cat .gradientlab/node/extension/current/manifest.json"
+            ).replace('":"', '": "')
+
+        httpx.post(f"{sandbox.url}/__sandbox/release", json={"version": "0.2.1"}).raise_for_status()
+        results = deploy(fleet_path=str(clean), rollout=True, canary="fault-2", wait_seconds=120)
+        assert [r["host"] for r in results] == ["fault-2", "fault-1", "fault-3"]
+        assert all(r["health"].startswith("Good") for r in results), results
+        assert set(installed_versions(db).values()) == {"0.2.1"}
+        assert check_updates(fleet_path=str(clean))["behind"] == []
+    finally:
+        httpx.post(f"{sandbox.url}/__sandbox/release", json={}).raise_for_status()
+    sweep_until(clean, all_good)

@@ -420,3 +420,22 @@ def test_chunked_request_body(client: httpx.Client) -> None:
     r = client.post("/api/sentrynode/heartbeat", headers=h, content=chunks())
     assert r.json()["code"] == 200
     assert client.post("/api/user/profile", headers=h).json()["code"] == 200
+
+
+def test_a_published_release_changes_the_served_version_and_pages(
+    server: SandboxServer, client: httpx.Client
+) -> None:
+    import json
+
+    try:
+        assert client.post("/__sandbox/release", json={"version": "1.x"}).status_code == 400
+        answer = client.post("/__sandbox/release", json={"version": "0.3.0", "broken_popup": True})
+        assert answer.json() == {"version": "0.3.0"}
+        _, zf = parse_crx(client.get(server.crx_url().replace(server.url, "")).content)
+        assert json.loads(zf.read("manifest.json"))["version"] == "0.3.0"
+        assert zf.read("popup.html") == b"<!doctype html><p>A new look</p>"  # pages changed
+        assert "popup.js" in zf.namelist()
+    finally:
+        client.post("/__sandbox/release", json={})
+    _, zf = parse_crx(client.get(server.crx_url().replace(server.url, "")).content)
+    assert json.loads(zf.read("manifest.json"))["version"] == "0.1.0"
