@@ -167,6 +167,33 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the fleet file, the account, the clouds, the extension source, STUN and a host."""
+    from gradientlab.doctor import run_checks
+    from gradientlab.store.database import make_engine, migrate
+
+    def read_block(name: str) -> str:  # only when the fleet file names a Secret block
+        from tasks.common import read_secret_block
+
+        return read_secret_block(name)
+
+    def credentials(kind: str, block: str) -> object:
+        from tasks.blocks import load_cloud_credentials
+
+        return load_cloud_credentials(kind, block)
+
+    engine = None
+    if args.host is not None:
+        engine = make_engine()
+        migrate(engine)
+    failed = 0
+    for check in run_checks(str(args.fleet), args.host, read_block, credentials, engine):
+        print(check.line(), flush=True)
+        failed += check.status == "fail"
+    print(f"\n{failed} check(s) failed" if failed else "\nall checks passed")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradientlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
     status = sub.add_parser("status", help="fleet table: host, provider, IP, status, points")
     status.set_defaults(func=cmd_status)
+    doctor = sub.add_parser(
+        "doctor", help="check the account, clouds, extension source, STUN and a host; no changes"
+    )
+    doctor.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
+    doctor.add_argument("--host", help="also check this host: SSH, Chromium, its node's status")
+    doctor.set_defaults(func=cmd_doctor)
     check = sub.add_parser("check", help="validate a fleet file")
     check.add_argument("fleet", type=Path)
     check.set_defaults(func=cmd_check)
