@@ -75,8 +75,8 @@ def time_x(field: str, times: pd.Series, title: str) -> alt.X:
     return alt.X(
         f"{field}:T",
         title=title,
-        scale=alt.Scale(
-            type="utc", domain=[int(low.timestamp() * 1000), int(high.timestamp() * 1000)]
-        ),
-        axis=alt.Axis(format=time_format(high - low), formatType="utc", labelOverlap="greedy"),
+        # ISO strings: a domain of epoch milliseconds does not reach Streamlit's chart intact
+        scale=alt.Scale(type="utc", domain=[low.isoformat(), high.isoformat()]),
+        # a utc scale formats its labels in UTC; "formatType" would drop the format here
+        axis=alt.Axis(format=time_format(high - low), labelOverlap="greedy"),
     )
