@@ -25,7 +25,7 @@ from pathlib import Path
 from gradientlab.config import HostSpec
 from gradientlab.node.facts import pid_alive
 from gradientlab.paths import data_dir
-from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError
+from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
 
 LOCAL_ROOT = Path("/var/lib/gradientlab-local")
 SSHD = "/usr/sbin/sshd"
@@ -302,7 +302,7 @@ class LocalProvider:
     def _must(self, name: str) -> HostRecord:
         record = self._read(name)
         if record is None:
-            raise ProviderError(f"local provider: no host named {name!r} (create it first)")
+            raise ProviderNotFound(f"local provider: no host named {name!r} (create it first)")
         return record
 
     def start(self, name: str) -> HostRecord:

@@ -16,7 +16,7 @@ import paramiko
 
 from gradientlab.config import HostSpec
 from gradientlab.paths import data_dir
-from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError
+from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
 from gradientlab.remote.executor import RemoteError, SshExecutor, SshTarget, fingerprint
 
 
@@ -90,7 +90,7 @@ class SshInventoryProvider:
     def _spec(self, name: str) -> HostSpec:
         spec = self.hosts.get(name)
         if spec is None:
-            raise ProviderError(
+            raise ProviderNotFound(
                 f"ssh provider {self.name!r}: {name!r} is not in the fleet file's inventory; "
                 "GradientLab cannot create machines you do not have"
             )

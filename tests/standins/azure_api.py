@@ -14,8 +14,11 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import time
 import uuid
 from typing import Any
+
+from azure.core.credentials import AccessToken
 
 from tests.standins.base import Fault, Recorded, StandIn
 
@@ -32,6 +35,18 @@ NSG_DEFAULT_RULES = [
 
 
 Call = Recorded  # what tests call a recorded request here
+
+
+class FakeCredential:
+    """A TokenCredential that never talks to Entra ID."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        if self.error is not None:
+            raise self.error
+        return AccessToken(TOKEN, int(time.time()) + 365 * 24 * 3600)
 
 
 class ArmError(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.standins.base import Recorded, StandIn
@@ -94,6 +94,13 @@ class ComputeStandIn(StandIn):
 
     def calls(self, method: str | None = None, path: str = "") -> list[Recorded]:
         return self.recorded(method, lambda p: re.search(path, p) is not None)
+
+    def age_operations(self, by: timedelta) -> None:
+        """Every operation so far started `by` earlier: time passes for the request ids too."""
+        with self.lock:
+            for op in self.operations.values():
+                started = datetime.fromisoformat(op["insertTime"]) - by
+                op["insertTime"] = started.isoformat(timespec="milliseconds")
 
     def put_instance(
         self, project: str, zone: str, body: dict[str, Any], status: str = "RUNNING"

@@ -6,13 +6,11 @@ resource names, the NSG rule, the VM body and the order of deletions are pinned 
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from gradientlab.config import AzureProvider, HostSpec
@@ -28,7 +26,7 @@ from gradientlab.providers.base import (
     QuotaError,
 )
 from gradientlab.providers.bootstrap import HostKeyPair
-from tests.standins.azure_api import TOKEN, AzureStandIn, Call
+from tests.standins.azure_api import AzureStandIn, Call, FakeCredential
 
 SUB = "00000000-1111-2222-3333-444444444444"
 RG = "gl-test"
@@ -36,18 +34,6 @@ CIDR = "203.0.113.0/24"
 BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers"
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 OPERATOR_KEY = HostKeyPair.generate().public + " operator@laptop"
-
-
-class FakeCredential:
-    """A TokenCredential that never talks to Entra ID."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        if self.error is not None:
-            raise self.error
-        return AccessToken(TOKEN, int(time.time()) + 365 * 24 * 3600)
 
 
 @pytest.fixture
