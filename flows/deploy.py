@@ -28,7 +28,10 @@ def deploy(
     rollout: bool = False,
     canary: str | None = None,
     wait_seconds: float = 180,
+    plan: bool = False,
 ) -> list[dict[str, Any]]:
+    """Deploy every host (or `hosts`); `plan` only says what would change, `rollout` goes
+    host by host behind a canary."""
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)
     records = host_records(engine(), hosts)
@@ -42,6 +45,23 @@ def deploy(
         logger.error("refused: %s", why)
     allowed = [r for r in records if r.name not in refused]
     stopped: str | None = None
+    if plan:
+        futures = [deploy_host.submit(fleet, r, plan=True) for r in allowed]
+        results = [f.result() for f in futures]
+        create_table_artifact(
+            key="deploy-plan",
+            table=[
+                {"host": r["host"], "would change": "; ".join(r["changes"]) or "nothing",
+                 "extension": r["extension_version"], "browser": r["browser"]}
+                for r in results
+            ]
+            + [{"host": n, "would change": f"refused: {why}", "extension": None, "browser": None}
+               for n, why in sorted(refused.items())],
+            description="What a deploy would change on each host (nothing was changed)",
+        )  # fmt: skip
+        for r in results:
+            logger.info("%s: %s", r["host"], "; ".join(r["changes"]) or "nothing to change")
+        return results
     if rollout:
         results, stopped = roll_out(fleet, allowed, canary, wait_seconds)
     else:

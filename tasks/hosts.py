@@ -132,11 +132,16 @@ def retry_unless_refused(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=retry_unless_refused,
     tags=["ssh"],
 )
-def deploy_host(fleet: Fleet, record: HostRecord) -> dict[str, Any]:
+def deploy_host(fleet: Fleet, record: HostRecord, plan: bool = False) -> dict[str, Any]:
+    """Deploy the node on one host; with `plan`, only say what a deploy would change."""
     # one Sentry Node per device: not on a machine another host of the fleet already runs one on
     check_one_node_per_device(
         record.name, record.host_key, fleet_store.deployed_host_keys(engine())
     )
+    if plan:
+        settings = node_settings(fleet, read_secret_block)
+        result = deploy_node(executor_for(record), settings, record.meta.get("python"), plan=True)
+        return asdict(result)
     # never at the same time as a recovery on this host (any worker): wait for it to finish
     with host_lock(engine(), record.name, wait_seconds=900):
         result = _deploy(fleet, record)

@@ -4,15 +4,22 @@ Running `deploy_node` twice changes nothing the second time."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import re
 import shlex
+import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from gradientlab.config import Network, Runner
+from gradientlab.node import runner as runner_module
 from gradientlab.node.browser import (
     BROWSER_FACTS_SH,
     DEBIAN_CHROMIUM,
@@ -74,6 +81,7 @@ class DeployResult:
     supervisor: str = ""
     browser: str | None = None  # the Chromium this host's node runs
     browser_source: str | None = None  # "package", "playwright" or "configured"
+    plan: bool = False  # the changes are what a deploy would do; nothing was changed
     host_os: str | None = None  # PRETTY_NAME from /etc/os-release
 
     @property
@@ -133,30 +141,20 @@ def chromium_version_on(ex: Executor, wanted: str) -> CommandResult:
 # ---------------------------------------------------------------- operations
 
 
-def put_file(ex: Executor, path: str, data: bytes, mode: int, changes: list[str]) -> bool:
-    current = ex.read_file(path)
-    if current is not None and _sha(current) == _sha(data):
-        return False
-    ex.write_file(path, data, mode)
-    changes.append(f"wrote {path}")
-    return True
-
-
-def ensure_runtime(ex: Executor, python: str | None, changes: list[str]) -> str:
+def ensure_runtime(ex: Executor, python: str | None, steps: Steps) -> str:
     """A Python with Playwright: the host's own (cloud bootstrap, local provider) or a venv."""
     if python and python_has_playwright(ex, python):
         return python
     if python_has_playwright(ex, VENV_PYTHON):
         return VENV_PYTHON
     pw = version("playwright")
-    _check(ex, "python3 -m venv .gradientlab/venv", "creating the runner's Python venv")
-    _check(
-        ex,
+    steps.run(
+        "python3 -m venv .gradientlab/venv && "
         f".gradientlab/venv/bin/pip install --quiet playwright=={pw}",
-        "installing Playwright for the runner",
+        "installing Playwright for the runner in .gradientlab/venv",
+        f"installed playwright {pw} in .gradientlab/venv",
         timeout=600,
     )
-    changes.append(f"installed playwright {pw} in .gradientlab/venv")
     return VENV_PYTHON
 
 
@@ -174,15 +172,23 @@ def wait_for_cloud_init(ex: Executor, changes: list[str], timeout: float = 1200)
         )
 
 
-def install_playwright_chromium(ex: Executor, python: str, changes: list[str]) -> str:
-    """Playwright's Chromium build for GradientLab's user (idempotent); its path."""
+def install_playwright_chromium(ex: Executor, python: str, steps: Steps) -> str | None:
+    """Playwright's Chromium build for GradientLab's user (idempotent); its path (None in a
+    plan before Playwright itself is installed)."""
+    if steps.plan and not python_has_playwright(ex, python):
+        steps.changes.append("would have installed Playwright's Chromium")
+        return None
     out = _check(ex, playwright_path_command(python), "asking Playwright for its Chromium").strip()
     path = out.splitlines()[-1].strip() if out else ""
     if not path.startswith("/"):
         raise RemoteError(f"{ex.name}: Playwright did not say where its Chromium is: {out!r}")
     if not ex.run(f"test -x {shlex.quote(path)}").ok:
-        _check(ex, playwright_install_command(python), "installing Playwright's Chromium", 900)
-        changes.append(f"installed Playwright's Chromium at {path}")
+        steps.run(
+            playwright_install_command(python),
+            "installing Playwright's Chromium",
+            f"installed Playwright's Chromium at {path}",
+            timeout=900,
+        )
     return path
 
 
@@ -212,23 +218,75 @@ def autostart_script(python: str) -> str:
     return f'#!/bin/sh\ncd "$HOME" && exec {shlex.quote(python)} {NODE_DIR}/runner.py start\n'
 
 
-def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> DeployResult:
-    result = DeployResult(host=ex.name)
-    changes = result.changes
-    ensure = ex.ensure_dir
+def put_file(ex: Executor, path: str, data: bytes, mode: int, changes: list[str]) -> bool:
+    """Write `path` when its content differs; True when it did."""
+    return Steps(ex, changes, plan=False).file(path, data, mode)
+
+
+class Steps:
+    """What deploy does on a host, or with `plan` only says what it would do: every change goes
+    through here, so that a plan and a deploy can never disagree about what differs."""
+
+    def __init__(self, ex: Executor, changes: list[str], plan: bool) -> None:
+        self.ex, self.changes, self.plan = ex, changes, plan
+
+    def dir(self, path: str, mode: int = 0o700) -> bool:
+        if self.plan:
+            missing = not self.ex.run(f"test -d {shlex.quote(path)}").ok
+            if missing:
+                self.changes.append(f"would create {path}")
+            return missing
+        created = self.ex.ensure_dir(path, mode)
+        if created:
+            self.changes.append(f"created {path}")
+        return created
+
+    def file(self, path: str, data: bytes, mode: int) -> bool:
+        current = self.ex.read_file(path)
+        if current is not None and _sha(current) == _sha(data):
+            return False
+        if self.plan:
+            self.changes.append(f"would write {path}")
+            return True
+        self.ex.write_file(path, data, mode)
+        self.changes.append(f"wrote {path}")
+        return True
+
+    def run(self, command: str, step: str, done: str, timeout: float = 120) -> str:
+        """Run a changing command; `done` says what it did ("started the runner")."""
+        if self.plan:
+            self.changes.append(f"would have {done}")
+            return ""
+        out = _check(self.ex, command, step, timeout)
+        self.changes.append(done)
+        return out
+
+
+def deploy_node(
+    ex: Executor, settings: NodeSettings, python: str | None, plan: bool = False
+) -> DeployResult:
+    """Bring the node on this host to what `settings` want, changing only what differs. With
+    `plan`, change nothing and list what a deploy would change ("would write …")."""
+    result = DeployResult(host=ex.name, plan=plan)
+    steps = Steps(ex, result.changes, plan)
     for d in (".gradientlab", NODE_DIR, ".gradientlab/autostart"):
-        if ensure(d, 0o700):
-            changes.append(f"created {d}")
-    wait_for_cloud_init(ex, changes)
+        steps.dir(d)
+    if plan:
+        if ex.run("cloud-init status 2>/dev/null | grep -q running").ok:
+            result.changes.append("would wait for cloud-init, still running")
+    else:
+        wait_for_cloud_init(ex, result.changes)
     facts = read_browser_facts(ex)
     try:
         choice = choose_browser(facts, settings.runner.chromium)
     except NoUsableBrowser as exc:
         raise RemoteError(f"{ex.name}: {exc}") from None
-    py = ensure_runtime(ex, python, changes)
-    browser = choice.path or install_playwright_chromium(ex, py, changes)
-    chromium = chromium_version_on(ex, browser)
-    if not chromium.ok or "Chromium" not in chromium.stdout:
+    py = ensure_runtime(ex, python, steps)
+    browser = choice.path or install_playwright_chromium(ex, py, steps)
+    result.browser, result.browser_source = browser, choice.source
+    result.host_os = facts.os.name
+    chromium = chromium_version_on(ex, browser) if browser else None
+    if chromium is not None and (not chromium.ok or "Chromium" not in chromium.stdout):
         raise RemoteError(
             f"{ex.name}: no working Chromium at {browser} ({choice.why}; exit "
             f"{chromium.exit_code}: {(chromium.stdout + chromium.stderr).strip()[-300:]}); "
@@ -240,62 +298,108 @@ def deploy_node(ex: Executor, settings: NodeSettings, python: str | None) -> Dep
                 "runner.chromium in the fleet file"
             )
         )
-    result.browser, result.browser_source = browser, choice.source
-    result.host_os = facts.os.name
     # decided before config.json is written: the runner's `start`/`stop` follow its supervisor
     systemd = has_systemd(ex)
     result.supervisor = "systemd" if systemd else "runner"
-    code_changed = put_file(ex, f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644, changes)
-    code_changed |= put_file(ex, f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644, changes)
-    put_file(ex, f"{NODE_DIR}/stun.py", STUN_SOURCE.read_bytes(), 0o644, changes)  # no restart
-    code_changed |= put_file(ex, f"{NODE_DIR}/pages.py", PAGES_SOURCE.read_bytes(), 0o644, changes)
+    code_changed = steps.file(f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644)
+    code_changed |= steps.file(f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644)
+    steps.file(f"{NODE_DIR}/stun.py", STUN_SOURCE.read_bytes(), 0o644)  # no restart
+    code_changed |= steps.file(f"{NODE_DIR}/pages.py", PAGES_SOURCE.read_bytes(), 0o644)
     config = json.dumps(
         settings.runner_config(result.supervisor, browser), indent=1, sort_keys=True
     ).encode()
-    config_changed = put_file(ex, f"{NODE_DIR}/config.json", config, 0o600, changes)
-    ext = _json_line(
-        ex, f"{shlex.quote(py)} {NODE_DIR}/runner.py install-extension", "installing the extension"
-    )
+    config_changed = steps.file(f"{NODE_DIR}/config.json", config, 0o600)
+    if plan:
+        ext = extension_plan(ex, settings, chromium.stdout if chromium else "")
+    else:
+        ext = _json_line(
+            ex,
+            f"{shlex.quote(py)} {NODE_DIR}/runner.py install-extension",
+            "installing the extension",
+        )
     result.extension_version = ext.get("version")
     result.extension_id = ext.get("extension_id")
     if ext.get("changed"):
-        changes.append(f"installed extension {ext.get('version')}")
+        result.changes.append(
+            f"would install extension {ext.get('version')} (now {ext.get('installed') or 'none'})"
+            if plan
+            else f"installed extension {ext.get('version')}"
+        )
     needs_restart = code_changed or config_changed or bool(ext.get("changed"))
 
     runner = f"{shlex.quote(py)} {NODE_DIR}/runner.py"
     if systemd:
-        ensure(".config/systemd/user", 0o755)
-        unit_changed = put_file(
-            ex, f".config/systemd/user/{UNIT_NAME}", systemd_unit(py).encode(), 0o644, changes
+        steps.dir(".config/systemd/user", 0o755)
+        unit_changed = steps.file(
+            f".config/systemd/user/{UNIT_NAME}", systemd_unit(py).encode(), 0o644
         )
-        if unit_changed:
+        if unit_changed and not plan:
             _check(ex, "systemctl --user daemon-reload", "reloading systemd")
             ex.run('loginctl enable-linger "$USER"')  # keep the user's units after logout
         active = ex.run(f"systemctl --user is-active --quiet {UNIT_NAME}").ok
         if not active:
             # a runner started by hand would hold runner.lock and keep the unit's from running
-            if _json_line(ex, f"{runner} stop", "stopping a runner outside systemd").get("stopped"):
-                changes.append("stopped a runner running outside systemd")
-            _check(ex, f"systemctl --user enable --now {UNIT_NAME}", "starting the runner unit")
-            changes.append("started the runner (systemd)")
+            if not plan and _json_line(
+                ex, f"{runner} stop", "stopping a runner outside systemd"
+            ).get("stopped"):
+                result.changes.append("stopped a runner running outside systemd")
+            steps.run(
+                f"systemctl --user enable --now {UNIT_NAME}",
+                "starting the runner unit",
+                "started the runner (systemd)",
+            )
         elif needs_restart or unit_changed:
-            _check(ex, f"systemctl --user restart {UNIT_NAME}", "restarting the runner unit")
-            changes.append("restarted the runner (systemd)")
+            steps.run(
+                f"systemctl --user restart {UNIT_NAME}",
+                "restarting the runner unit",
+                "restarted the runner (systemd)",
+            )
     else:
-        put_file(
-            ex,
-            ".gradientlab/autostart/gradientlab-node",
-            autostart_script(py).encode(),
-            0o755,
-            changes,
-        )
+        steps.file(".gradientlab/autostart/gradientlab-node", autostart_script(py).encode(), 0o755)
+        if plan:
+            running = ex.run(f'kill -0 "$(cat {NODE_DIR}/runner.pid 2>/dev/null)" 2>/dev/null').ok
+            if not running:
+                result.changes.append("would have started the runner")
+            elif needs_restart:
+                result.changes.append("would have restarted the runner to apply the changes")
+            return result
         if needs_restart and _json_line(ex, f"{runner} stop", "stopping the runner").get("stopped"):
-            changes.append("stopped the runner to apply changes")
+            result.changes.append("stopped the runner to apply changes")
         started = _json_line(ex, f"{runner} start", "starting the runner")
         if started.get("started"):
-            changes.append("started the runner")
+            result.changes.append("started the runner")
         result.runner_pid = started.get("pid")
     return result
+
+
+def extension_plan(ex: Executor, settings: NodeSettings, chromium_version: str) -> dict[str, Any]:
+    """Whether the extension the source serves now differs from the one installed on the host:
+    downloaded here (the host is not changed) and compared file by file, as the runner does."""
+    current = f"{NODE_DIR}/extension/current"
+    installed_digest = (ex.read_file(f"{current}/.gradientlab-sha256") or b"").decode().strip()
+    installed_manifest = ex.read_file(f"{current}/manifest.json")
+    installed = None
+    if installed_manifest:
+        with contextlib.suppress(ValueError):
+            installed = str(json.loads(installed_manifest).get("version"))
+    m = re.search(r"(\d+(?:\.\d+){1,3})", chromium_version)
+    url = settings.extension_source.format(
+        chromium_version=m.group(1) if m else "146.0.0.0", extension_id=settings.extension_id
+    )
+    try:
+        data = httpx.get(url, timeout=60, follow_redirects=True).raise_for_status().content
+        zip_bytes, _ = runner_module.unpack_crx(data)
+        with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+            manifest, digest = runner_module.archive_contents(archive)
+    except (httpx.HTTPError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        return {"version": f"? (could not fetch {url}: {exc})", "changed": True,
+                "installed": installed}  # fmt: skip
+    return {
+        "version": str(manifest.get("version")),
+        "changed": digest != installed_digest,
+        "installed": installed,
+        "extension_id": settings.extension_id,
+    }
 
 
 def runner_command(python: str | None, command: str) -> str:

@@ -1143,6 +1143,16 @@ def chromium_version(chromium: str) -> str:
     return m.group(1) if m else "137.0.0.0"
 
 
+def archive_contents(archive: zipfile.ZipFile) -> tuple[dict[str, Any], str]:
+    """The manifest and a digest of the files, not of the archive: a rebuilt zip of the same
+    files is no change. The installed copy keeps the digest in `.gradientlab-sha256`."""
+    manifest: dict[str, Any] = json.loads(archive.read("manifest.json"))
+    content = hashlib.sha256()
+    for name in sorted(archive.namelist()):
+        content.update(name.encode() + b"\0" + archive.read(name) + b"\0")
+    return manifest, content.hexdigest()
+
+
 def cmd_install_extension(paths: Paths) -> dict[str, Any]:
     """Fetch the CRX by id (one cached copy), unpack it, point `current` at it."""
     import base64
@@ -1170,13 +1180,8 @@ def cmd_install_extension(paths: Paths) -> dict[str, Any]:
         fetched = False
     zip_bytes, key = unpack_crx(data)
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
-        manifest = json.loads(archive.read("manifest.json"))
+        manifest, digest = archive_contents(archive)
         version = str(manifest["version"])
-        # digest the files, not the archive: a rebuilt zip of the same files is no change
-        content = hashlib.sha256()
-        for name in sorted(archive.namelist()):
-            content.update(name.encode() + b"\0" + archive.read(name) + b"\0")
-        digest = content.hexdigest()
         target = paths.extensions / version
         marker = target / ".gradientlab-sha256"
         changed = not (marker.exists() and marker.read_text() == digest)

@@ -58,6 +58,13 @@ def one_host(sandbox: Any, base_address: str) -> Iterator[tuple[Any, HostRecord]
 def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostRecord]) -> None:
     fleet, record = one_host
     ex = executor_for(record)
+    # a plan on a fresh host lists everything and changes nothing
+    plan = deploy_node(ex, node_settings(fleet), record.meta["python"], plan=True)
+    assert plan.plan and "would create .gradientlab/node" in plan.changes
+    assert "would write .gradientlab/node/runner.py" in plan.changes
+    assert "would install extension 0.1.0 (now none)" in plan.changes
+    assert plan.changes[-1] == "would have started the runner"
+    assert not ex.run("test -e .gradientlab/node").ok
     first = deploy_node(ex, node_settings(fleet), record.meta["python"])
     assert first.changed
     assert "wrote .gradientlab/node/config.json" in first.changes
@@ -72,6 +79,16 @@ def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostR
     second = deploy_node(ex, node_settings(fleet), record.meta["python"])
     assert second.changes == []
     assert second.runner_pid == first.runner_pid
+    assert deploy_node(ex, node_settings(fleet), record.meta["python"], plan=True).changes == []
+    # a changed setting: the plan names the file and the restart, and leaves both alone
+    slower = replace(node_settings(fleet), runner=RunnerSettings(status_interval_seconds=77))
+    config_before = ex.read_file(f"{NODE_DIR}/config.json")
+    plan = deploy_node(ex, slower, record.meta["python"], plan=True)
+    assert plan.changes == [
+        "would write .gradientlab/node/config.json",
+        "would have restarted the runner to apply the changes",
+    ]
+    assert ex.read_file(f"{NODE_DIR}/config.json") == config_before
 
     mode = ex.run("stat -c %a .gradientlab/node/config.json").stdout.strip()
     assert mode == "600"  # the password lives only in a file its user alone can read
