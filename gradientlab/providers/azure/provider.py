@@ -104,7 +104,7 @@ class AzureCloudProvider:
 
     def plan(self, spec: HostSpec) -> PlannedHost:
         cost = pricing.estimate(self.settings.vm_size)
-        exists = self._read_vm(spec.name, instance_view=False) is not None
+        exists = self._machine(spec.name, instance_view=False) is not None
         return PlannedHost(
             name=spec.name,
             provider=self.name,
@@ -124,7 +124,7 @@ class AzureCloudProvider:
         resource group, VNet and NSG stay."""
         host = spec.name
         subnet_id = self.fleet_network.ensure()
-        vm = self._read_vm(host, instance_view=False)
+        vm = self._machine(host, instance_view=False)
         ip_existed = self.hosts.public_ip(host) is not None
         nic_existed = self.hosts.nic_exists(host)
         try:
@@ -139,7 +139,7 @@ class AzureCloudProvider:
                 )
             raise
         address = self._wait_for_address(host)
-        current = self._read_vm(host, instance_view=True)
+        current = self._machine(host, instance_view=True)
         if current is None:
             raise ProviderError(
                 f"azure provider {self.name}, host {host}: VM {self.vm_name(host)} vanished "
@@ -219,12 +219,13 @@ class AzureCloudProvider:
     def terminate(self, name: str) -> None:
         """Delete the VM, then its NIC, public IP and OS disk; the shared RG, VNet and NSG stay."""
         # refuses a same-named VM that another fleet owns; a missing VM still gets its leftovers
-        self._read_vm(name, instance_view=False)
+        self._machine(name, instance_view=False)
         self.hosts.delete_all(name)
 
     # -- VMs and records
 
-    def _read_vm(self, host: str, *, instance_view: bool) -> compute.VirtualMachine | None:
+    def _machine(self, host: str, *, instance_view: bool) -> compute.VirtualMachine | None:
+        """The host's VM, or None; a same-named VM another fleet owns is refused."""
         expand = "instanceView" if instance_view else None
         vms = self.compute.virtual_machines
         vm = self.api.find(
@@ -242,7 +243,7 @@ class AzureCloudProvider:
         return vm
 
     def _must(self, name: str) -> compute.VirtualMachine:
-        vm = self._read_vm(name, instance_view=False)
+        vm = self._machine(name, instance_view=False)
         if vm is None:
             raise ProviderNotFound(
                 f"azure provider {self.name}: no VM {self.vm_name(name)} in resource group "

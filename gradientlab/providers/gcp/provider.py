@@ -103,7 +103,7 @@ class GcpCloudProvider:
         mismatch = self._placement_problem(spec)
         if mismatch:
             warnings.append(mismatch)
-        instance = self._find(spec.name)
+        instance = self._machine(spec.name)
         existing = instance is not None and self._owned(instance, spec.name)
         if instance is not None and not existing:
             warnings.append(str(self._not_ours(spec.name)))
@@ -132,7 +132,7 @@ class GcpCloudProvider:
             raise ProviderError(f"{self._who}: {mismatch}")
         for rule in self.ssh_firewall_rules():
             firewall.ensure(self.api, rule)
-        instance = self._find(spec.name)
+        instance = self._machine(spec.name)
         if instance is None:
             instance = self._insert(spec, authorized_key)
         if not self._owned(instance, spec.name):
@@ -142,7 +142,7 @@ class GcpCloudProvider:
         return self._record(self._settle(spec.name, {"RUNNING"}, instance))
 
     def get(self, name: str) -> HostRecord | None:
-        instance = self._find(name)
+        instance = self._machine(name)
         if instance is None or not self._owned(instance, name):
             return None
         return self._record(instance)
@@ -188,7 +188,7 @@ class GcpCloudProvider:
 
     def terminate(self, name: str) -> None:
         """Delete the host's instance (and its boot disk); the fleet's firewall rules stay."""
-        instance = self._find(name)
+        instance = self._machine(name)
         if instance is None:
             return
         if not self._owned(instance, name):
@@ -205,8 +205,8 @@ class GcpCloudProvider:
             )
         return None
 
-    def _find(self, host: str) -> compute_v1.Instance | None:
-        """The instance of that name, ours or not."""
+    def _machine(self, host: str) -> compute_v1.Instance | None:
+        """The host's instance, or None; ours or not (`_owned` tells)."""
         with self.api.api(f"reading instance for host {host!r}"):
             try:
                 return self.api.instances.get(
@@ -229,7 +229,7 @@ class GcpCloudProvider:
         )
 
     def _must(self, name: str) -> compute_v1.Instance:
-        instance = self._find(name)
+        instance = self._machine(name)
         if instance is None:
             raise ProviderNotFound(f"{self._who}: no host named {name!r} (create it first)")
         if not self._owned(instance, name):
@@ -269,7 +269,7 @@ class GcpCloudProvider:
             self.api,
             resource,
             spec.name,
-            lambda: self._find(spec.name),
+            lambda: self._machine(spec.name),
             lambda op, action: self._failed_insert(spec.name, op, action),
         )
 
@@ -277,7 +277,7 @@ class GcpCloudProvider:
         """The insert's operation failed: remove what it left behind, then say why."""
         error = self.api.operation_error(op, action)
         try:
-            leftover = self._find(host)
+            leftover = self._machine(host)
             if leftover is not None and self._owned(leftover, host):
                 self._delete(host)
         except ProviderError as cleanup:

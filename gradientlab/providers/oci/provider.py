@@ -120,7 +120,7 @@ class OciCloudProvider:
 
     def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
         self._check_region(spec)
-        existing = self._live_instance(spec.name)
+        existing = self._live_machine(spec.name)
         if existing is not None:
             record = self._start(spec.name, existing)
             if record.address:
@@ -139,7 +139,7 @@ class OciCloudProvider:
         return self._record(instance, address)
 
     def get(self, name: str) -> HostRecord | None:
-        instance = self._instance(name)
+        instance = self._machine(name)
         if instance is None:
             return None
         return self._record(instance, self._address(name, instance))
@@ -208,7 +208,7 @@ class OciCloudProvider:
             if ours(i, self.fleet) and i.lifecycle_state != "TERMINATED"
         ]
 
-    def _instance(self, name: str) -> Instance | None:
+    def _machine(self, name: str) -> Instance | None:
         """The host's newest instance (a live one first), read afresh; None once terminated."""
         found = [i for i in self._instances(self.display_name(name)) if _host_tag(i) == name]
         pool = [i for i in found if i.lifecycle_state not in GONE] or found
@@ -221,12 +221,12 @@ class OciCloudProvider:
             return None
         return None if instance.lifecycle_state == "TERMINATED" else instance
 
-    def _live_instance(self, name: str) -> Instance | None:
-        instance = self._instance(name)
+    def _live_machine(self, name: str) -> Instance | None:
+        instance = self._machine(name)
         return instance if instance is not None and instance.lifecycle_state not in GONE else None
 
     def _must(self, name: str) -> Instance:
-        instance = self._live_instance(name)
+        instance = self._live_machine(name)
         if instance is None:
             raise ProviderNotFound(f"{self.name}: no host named {name!r} in OCI (create it first)")
         return instance
