@@ -84,7 +84,7 @@ class Network(Strict):
     # Pace of API requests from one flow run, all its tasks together: stay under the network's
     # limit rather than find it by being refused (429s are still obeyed).
     requests_per_second: float = Field(default=10, gt=0)
-    api_concurrency: int = Field(default=4, ge=1, le=32)  # requests in flight at once
+    api_concurrency: int = Field(default=8, ge=1, le=32)  # requests in flight at once
     node_page_size: int = Field(default=100, ge=1, le=1000)  # nodes per /sentrynode/list page
 
 

@@ -533,31 +533,30 @@ class GradientClient:
         return nodes
 
     def _more_pages(self, pages: dict[int, list[NodeListItem]], size: int, workers: int) -> int:
-        """Fetch pages 2, 3, ... into ``pages``, ``workers`` at a time; the last page's number."""
-        last: int | None = None
+        """Fetch pages 2, 3, ... into ``pages``, ``workers`` at a time; the last page's number.
+        No page past the first short one is asked for once that one is in hand."""
+        last: int | None = None  # the first page known to be short
         checked = 1  # pages 1..checked are in hand and compared with the page before
         next_page = 2
         running: dict[Future[list[NodeListItem]], int] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node-list") as pool:
             try:
-                while True:
-                    while last is None and len(running) < workers:
+                while last is None or checked < last:
+                    while (last is None or next_page <= last) and len(running) < workers:
                         running[pool.submit(self.node_list, next_page, size)] = next_page
                         next_page += 1
-                    if not running:
-                        break
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        pages[running.pop(future)] = future.result()
+                        page = running.pop(future)
+                        pages[page] = future.result()
+                        if len(pages[page]) < size and (last is None or page < last):
+                            last = page
                     while checked + 1 in pages and (last is None or checked < last):
                         checked += 1
                         self._check_paging(pages, checked)
-                        if len(pages[checked]) < size:
-                            last = checked
-                    if last is not None:
-                        for future in running:
-                            future.cancel()
-                        running = {f: p for f, p in running.items() if p <= last}
+                    for future in [f for f, p in running.items() if last and p > last]:
+                        future.cancel()
+                        del running[future]
             except BaseException:
                 for future in running:
                     future.cancel()

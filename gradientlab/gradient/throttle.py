@@ -19,16 +19,19 @@ from gradientlab.gradient.errors import GradientError, GradientRateLimited
 
 
 class RateLimiter:
-    """At most ``per_second`` requests per second, evenly spaced; thread-safe.
+    """At most ``per_second`` requests per second on average, evenly spaced; thread-safe.
 
-    Each ``acquire`` reserves the next free slot and sleeps until it, so concurrent callers
-    queue in arrival order without a busy loop. ``clock`` and ``sleep`` are injectable.
+    Each ``acquire`` reserves the next slot on an even grid and sleeps until it, so concurrent
+    callers queue in arrival order without a busy loop. A caller that wakes late (a busy
+    machine) does not push the grid back: up to ``burst`` requests may go at once to catch up,
+    by default a tenth of a second's worth. ``clock`` and ``sleep`` are injectable.
     """
 
     def __init__(
         self,
         per_second: float | None,
         *,
+        burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -36,6 +39,8 @@ class RateLimiter:
             raise ValueError(f"requests per second must be > 0, got {per_second}")
         self.per_second = per_second
         self._interval = 1.0 / per_second if per_second else 0.0
+        self.burst = max(1.0, burst if burst is not None else (per_second or 0) / 10)
+        self._slack = (self.burst - 1.0) * self._interval
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -46,7 +51,7 @@ class RateLimiter:
         """Wait for this request's turn; returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next_slot, self._held_until)
+            slot = max(now - self._slack, self._next_slot, self._held_until)
             self._next_slot = slot + self._interval
         wait = slot - now
         if wait > 0:

@@ -121,6 +121,22 @@ def test_429_pauses_every_thread_not_only_the_refused_one() -> None:
     assert limiter.acquire() == 0.0
 
 
+def test_the_pace_is_an_even_grid_a_late_caller_does_not_push_back() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(10, burst=2, clock=lambda: now[0], sleep=sleep)
+    waits = [limiter.acquire() for _ in range(5)]
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.1, 0.1])  # a burst of 2, then 10 per second
+
+    now[0] += 0.15  # the next caller comes late (0.45 for the 0.4 slot): it goes at once
+    caught_up = [limiter.acquire() for _ in range(3)]
+    assert caught_up == pytest.approx([0.0, 0.05, 0.1])
+    assert now[0] == pytest.approx(0.6)  # still on the grid; pushed back it would be 0.75
+
+
 def test_a_5xx_is_retried_with_bounded_backoff(server: SandboxServer) -> None:
     sleeps = Sleeps()
     with make_client(server, sleeps) as client:
@@ -177,7 +193,7 @@ def test_an_unknown_node_is_not_found_and_not_retried(server: SandboxServer) -> 
 
 def test_the_client_s_rate_keeps_it_under_the_network_s_limit(server: SandboxServer) -> None:
     server.network.config.api_rate_limit = 20
-    server.network.config.api_rate_burst = 2
+    server.network.config.api_rate_burst = 3  # the client's own burst is 2
     with make_client(server, requests_per_second=20) as client:
         client.status()
         before = counted(server)
