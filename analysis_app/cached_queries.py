@@ -6,8 +6,10 @@ keyed by the URL so that two databases never share a cache entry, and by the pag
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import date, datetime
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +19,8 @@ from analysis_app import queries
 from gradientlab.store.database import database_url, make_engine
 
 TTL_SECONDS = 60
+# The fleet as it stands is read again sooner: health runs every few seconds in the demo.
+LIVE_TTL_SECONDS = 10
 
 
 @st.cache_resource(show_spinner=False)
@@ -37,11 +41,27 @@ def fleet_engine(url: str) -> Engine:
     return make_engine(url)
 
 
+def unless_empty(cached: Any) -> Any:
+    """Keep an answer unless it is empty: an empty table fills in soon (the demo opens the app
+    before the flows have written anything), and the page says "no data yet" until then."""
+
+    @functools.wraps(cached)
+    def read(*args: Any) -> Any:
+        answer = cached(*args)
+        if answer is None or (isinstance(answer, pd.DataFrame) and answer.empty):
+            cached.clear(*args)
+        return answer
+
+    return read
+
+
+@unless_empty
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def day_bounds(url: str, source: queries.DaySource) -> tuple[date, date] | None:
     return queries.day_bounds(fleet_engine(url), source)
 
 
+@unless_empty
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def filter_choices(url: str) -> pd.DataFrame:
     return queries.filter_choices(fleet_engine(url))
@@ -52,7 +72,8 @@ def node_points(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
     return queries.node_points(fleet_engine(url), selection)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@unless_empty
+@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def fleet_status(url: str) -> pd.DataFrame:
     return queries.fleet_status(fleet_engine(url))
 

@@ -198,3 +198,23 @@ def test_a_check_within_two_periods_is_the_state_now(engine: Engine) -> None:
     assert fleet.loc["default-period", "status_shown"] == "Good"
     assert {m.label: m.value for m in at.metric}["Nodes Good"] == "1 / 2"
     assert not at.warning
+
+
+# --- first minutes ---------------------------------------------------------------------------
+
+
+def test_a_page_opened_before_the_flows_wrote_anything_fills_in_at_once(engine: Engine) -> None:
+    """The demo opens the app before its first data: an empty answer is not kept in cache."""
+    from analysis_app.components import NO_DATA_MESSAGE
+
+    at = run_app()
+    assert any(NO_DATA_MESSAGE in info.value for info in at.info)
+
+    add_hosts(engine, "demo-1")
+    add_points(engine, [TODAY], ("demo-1",))
+    add_check(engine, 1, timedelta(seconds=5), "Good", 30)
+
+    at.run()
+    assert not any(NO_DATA_MESSAGE in info.value for info in at.info)
+    assert len(specs(at)) == 1
+    assert {m.label: m.value for m in at.metric}["Nodes Good"] == "1 / 1"
