@@ -110,7 +110,7 @@ def case(
     POOL.close_all()
 
 
-def test_create_pins_the_host_key_and_is_idempotent(case: Case) -> None:
+def test_conformance_real_host_create_pins_the_host_key_and_is_idempotent(case: Case) -> None:
     spec = case.fleet.host(case.host)
     first = case.provider.create(spec, operator_public_key())
     second = case.provider.create(spec, operator_public_key())
@@ -123,7 +123,7 @@ def test_create_pins_the_host_key_and_is_idempotent(case: Case) -> None:
     assert first.state == "running"
 
 
-def test_get_list_and_public_ip_agree(case: Case) -> None:
+def test_conformance_real_host_get_list_and_public_ip_agree(case: Case) -> None:
     record = case.provider.get(case.host)
     assert record is not None
     assert case.host in [r.name for r in case.provider.list()]
@@ -131,7 +131,7 @@ def test_get_list_and_public_ip_agree(case: Case) -> None:
     assert case.provider.get("no-such-host") is None
 
 
-def test_the_host_runs_commands_over_the_pinned_connection(case: Case) -> None:
+def test_conformance_real_host_runs_commands_over_the_pinned_connection(case: Case) -> None:
     record = case.provider.get(case.host)
     assert record is not None
     result = executor_for(record).run("echo ok; id -un")
@@ -139,7 +139,7 @@ def test_the_host_runs_commands_over_the_pinned_connection(case: Case) -> None:
     assert result.stdout.split() == ["ok", record.ssh_user]
 
 
-def test_reboot_comes_back_with_the_same_key_or_says_what_is_needed(case: Case) -> None:
+def test_conformance_real_host_reboot_keeps_the_key_or_says_what_is_needed(case: Case) -> None:
     before = case.provider.get(case.host)
     assert before is not None
     try:
@@ -154,7 +154,7 @@ def test_reboot_comes_back_with_the_same_key_or_says_what_is_needed(case: Case) 
     assert executor_for(after).run("true").ok
 
 
-def test_terminate_removes_only_what_gradientlab_created(case: Case) -> None:
+def test_conformance_real_host_terminate_removes_only_what_gradientlab_created(case: Case) -> None:
     if not case.creates_machines:
         with pytest.raises(ProviderError, match="does not delete hosts you already have"):
             case.provider.terminate(case.host)
