@@ -133,6 +133,7 @@ class OciProvider(CloudCommon):
     memory_gbs: float | None = None  # A1.Flex only
     vcn_cidr: str = "10.42.0.0/16"
     subnet_cidr: str = "10.42.1.0/24"
+    # OCI offers no Debian image: deploy installs Playwright's Chromium there (Ubuntu's is a snap)
     image_os: str = "Canonical Ubuntu"
     image_os_version: str = "24.04"
 
@@ -142,15 +143,17 @@ class GcpProvider(CloudCommon):
     project: str
     zone: str = "us-central1-a"  # e2-micro is free in us-west1, us-central1 and us-east1
     machine_type: str = "e2-micro"
-    image_project: str = "ubuntu-os-cloud"
-    image_family: str = "ubuntu-2404-lts-amd64"
+    # Debian: its chromium is a real package (Ubuntu's is a snap the node cannot use)
+    image_project: str = "debian-cloud"
+    image_family: str = "debian-12"
     network: str = "default"
 
 
 class AzureImage(Strict):
-    publisher: str = "Canonical"
-    offer: str = "ubuntu-24_04-lts"
-    sku: str = "server"
+    # Debian 12: its chromium is a real package (Ubuntu's is a snap the node cannot use)
+    publisher: str = "Debian"
+    offer: str = "debian-12"
+    sku: str = "12-gen2"
     version: str = "latest"
 
 

@@ -63,9 +63,7 @@ class ComputeStandIn(StandIn):
         self.polls_before_done = 0  # each new operation needs this many waits/gets to finish
         self._ids = itertools.count(1000)
         self._addresses = itertools.count(10)
-        self.add_image(
-            "ubuntu-os-cloud", "ubuntu-2404-lts-amd64", "ubuntu-2404-noble-amd64-v20261101"
-        )
+        self.add_image("debian-cloud", "debian-12", "debian-12-bookworm-v20261111")
 
     def path_matches(self, pattern: str, path: str) -> bool:
         return re.search(pattern, path) is not None

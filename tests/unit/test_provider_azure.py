@@ -192,9 +192,9 @@ def test_the_vm_body_pins_size_image_login_and_the_generated_host_key(
     }
     assert props["hardwareProfile"] == {"vmSize": "Standard_B1s"}
     assert props["storageProfile"]["imageReference"] == {
-        "publisher": "Canonical",
-        "offer": "ubuntu-24_04-lts",
-        "sku": "server",
+        "publisher": "Debian",
+        "offer": "debian-12",
+        "sku": "12-gen2",
         "version": "latest",
     }
     os_disk = props["storageProfile"]["osDisk"]

@@ -32,7 +32,7 @@ CIDR = "198.51.100.0/24"
 OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorKeyForTests op@laptop"
 INSTANCES = f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances"
 FIREWALLS = f"/compute/v1/projects/{PROJECT}/global/firewalls"
-IMAGE_FAMILY = "/compute/v1/projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+IMAGE_FAMILY = "/compute/v1/projects/debian-cloud/global/images/family/debian-12"
 
 Factory = Callable[..., GcpCloudProvider]
 
@@ -125,7 +125,7 @@ def test_create_sends_the_exact_requests(standin: ComputeStandIn, make: Factory)
     params = disk["initializeParams"]
     assert (
         params["sourceImage"]
-        == standin.images[("ubuntu-os-cloud", "ubuntu-2404-lts-amd64")]["selfLink"]
+        == standin.images[("debian-cloud", "debian-12")]["selfLink"]
     )
     assert params["diskSizeGb"] == "10"
     assert params["diskType"] == f"zones/{ZONE}/diskTypes/pd-standard"
@@ -418,7 +418,7 @@ def test_401_is_an_auth_error(standin: ComputeStandIn, make: Factory) -> None:
 
 def test_another_error_is_a_provider_error(standin: ComputeStandIn, make: Factory) -> None:
     standin.images.clear()
-    with pytest.raises(ProviderError, match="image family ubuntu-2404-lts-amd64") as caught:
+    with pytest.raises(ProviderError, match="image family debian-12") as caught:
         make().create(host(), OPERATOR_KEY)
     # a missing image family is a 404: not found, and trying again will not make it appear
     assert type(caught.value) is ProviderNotFound
