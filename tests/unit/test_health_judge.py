@@ -376,10 +376,8 @@ def test_each_disagreement_between_the_popup_and_the_network_is_reported(
 
 
 def test_the_networks_own_node_answer_serves_as_its_view() -> None:
-    info = NodeInfo.model_validate(
-        {"active": True, "connect": False, "banned": False, "bannedReason": "", "ip": "198.51.100.4",
-         "today": 0}
-    )  # fmt: skip
+    answer = {"active": True, "connect": False, "banned": False, "bannedReason": "", "today": 0}
+    info = NodeInfo.model_validate({**answer, "ip": "198.51.100.4"})
     report = judged(probe_data(popup_fields=popup("Good")), info)
     assert report.status == Verdict.DISCONNECTED
     assert report.ip == "198.51.100.4"
