@@ -123,10 +123,7 @@ def test_create_sends_the_exact_requests(standin: ComputeStandIn, make: Factory)
     (disk,) = body["disks"]
     assert disk["boot"] is True and disk["autoDelete"] is True
     params = disk["initializeParams"]
-    assert (
-        params["sourceImage"]
-        == standin.images[("debian-cloud", "debian-12")]["selfLink"]
-    )
+    assert params["sourceImage"] == standin.images[("debian-cloud", "debian-12")]["selfLink"]
     assert params["diskSizeGb"] == "10"
     assert params["diskType"] == f"zones/{ZONE}/diskTypes/pd-standard"
     (nic,) = body["networkInterfaces"]
