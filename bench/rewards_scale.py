@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.rewards_scale [--nodes 10000] [--rate 50] [--page-size 1000]
                                             [--workers 8] [--days 7] [--rerun]
 
-The sandbox answers 429 (with Retry-After) beyond `--rate` requests per second (a token bucket
-of `--burst`); the fleet file sets `network.requests_per_second` to the same rate. Figures, one
-JSON line each:
+The sandbox runs in a process of its own, as the network is another machine, and answers 429
+(with Retry-After) beyond `--rate` requests per second (a token bucket of `--burst`); the fleet
+file sets `network.requests_per_second` to the same rate. Figures, one JSON line each:
 
 - node_sweep_s: the network-level node sweep (`GradientClient.all_nodes`, as the health flow's
   network view reads it), with its requests;
@@ -21,13 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from datetime import time as day_time
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import httpx
+import yaml
 
 BENCH_HOME = Path(tempfile.mkdtemp(prefix="gradientlab-bench-"))
 os.environ["GRADIENTLAB_HOME"] = str(BENCH_HOME)
@@ -36,11 +44,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from gradientlab.config import load_fleet  # noqa: E402
 from gradientlab.inventory import gradient_client  # noqa: E402
-from gradientlab.sandbox.network import SandboxAccount, SandboxConfig  # noqa: E402
-from gradientlab.sandbox.server import SandboxServer  # noqa: E402
 
 EMAIL = "bench@gradientlab.test"
 PASSWORD_ENV = "BENCH_GRADIENT_PASSWORD"
+API_KEY = "bench-web-api-key"
 
 
 def emit(figure: str, value: float, **extra: Any) -> None:
@@ -50,13 +57,59 @@ def emit(figure: str, value: float, **extra: Any) -> None:
     )
 
 
-def measured(sandbox: SandboxServer, fn: Callable[[], Any]) -> tuple[float, dict[str, int], Any]:
+@contextmanager
+def sandbox_process(args: argparse.Namespace) -> Iterator[str]:
+    """The sandbox with N simulated nodes behind a rate limit, in its own process; its URL."""
+    # Sim time from 01:00 today at 60x: a run of up to ~20 real minutes stays in one sim day.
+    start = datetime.combine(datetime.now(UTC).date(), day_time(hour=1), UTC)
+    config = BENCH_HOME / "sandbox.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "accounts": [
+                    {
+                        "email": EMAIL,
+                        "password": os.environ[PASSWORD_ENV],
+                        "simulated_nodes": args.nodes,
+                    }
+                ],
+                "api_key": API_KEY,
+                "speed": 60,
+                "start_time": start.isoformat(),
+                "api_rate_limit": args.rate,
+                "api_rate_burst": args.burst,
+                "accrual_step_seconds": 1.0,
+                "seed": 1,
+            }
+        )
+    )
+    command = [sys.executable, "-m", "gradientlab.sandbox", "--port", "0", "--stun-port", "0"]
+    process = subprocess.Popen(
+        [*command, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the sandbox did not start (said {url!r})")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def measured(url: str, fn: Callable[[], Any]) -> tuple[float, dict[str, int], Any]:
     """Seconds, the network's request counters over the call, and its result."""
-    before = dict(sandbox.network.counters)
+    before = httpx.get(f"{url}/__sandbox/counters").json()
     started = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - started
-    return seconds, {k: v - before[k] for k, v in sandbox.network.counters.items()}, result
+    after = httpx.get(f"{url}/__sandbox/counters").json()
+    return seconds, {k: v - before[k] for k, v in after.items()}, result
 
 
 def requests_figures(counts: dict[str, int], rate: float, seconds: float) -> dict[str, Any]:
@@ -84,38 +137,25 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ[PASSWORD_ENV] = "bench-password"
-    # Sim time from 01:00 today at 60x: a run of up to ~20 real minutes stays in one sim day.
-    start = datetime.combine(datetime.now(UTC).date(), day_time(hour=1), UTC)
-    sandbox = SandboxServer(
-        SandboxConfig(
-            accounts=[
-                SandboxAccount(email=EMAIL, password="bench-password", simulated_nodes=args.nodes)
-            ],
-            speed=60,
-            start_time=start.timestamp(),
-            api_rate_limit=args.rate,
-            api_rate_burst=args.burst,
-            accrual_step_seconds=1.0,
-            seed=1,
+    with sandbox_process(args) as url:
+        fleet_file = BENCH_HOME / "fleet.yaml"
+        fleet_file.write_text(
+            f"account: {{email: {EMAIL}, password: {{env: {PASSWORD_ENV}}}}}\n"
+            "network:\n"
+            f"  api_base: {url}/api\n"
+            f"  identity_base: {url}/identitytoolkit\n"
+            f"  token_base: {url}/securetoken\n"
+            f"  web_api_key: {API_KEY}\n"
+            f"  requests_per_second: {args.rate}\n"
+            f"  node_page_size: {args.page_size}\n"
+            f"  api_concurrency: {args.workers}\n"
+            "providers: {bench: {kind: local}}\n"
         )
-    )
-    sandbox.start()
-    fleet_file = BENCH_HOME / "fleet.yaml"
-    fleet_file.write_text(
-        f"account: {{email: {EMAIL}, password: {{env: {PASSWORD_ENV}}}}}\n"
-        + sandbox.fleet_network_yaml()
-        + f"  requests_per_second: {args.rate}\n"
-        + f"  node_page_size: {args.page_size}\n"
-        + f"  api_concurrency: {args.workers}\n"
-        + "providers: {bench: {kind: local}}\n"
-    )
-    fleet = load_fleet(fleet_file)
-    try:
-        with gradient_client(fleet) as client:
+        with gradient_client(load_fleet(fleet_file)) as client:
             client.status()  # signed in: the sweep is timed without the sign-in
             for size in sorted({args.page_size, 100}):
                 seconds, counts, nodes = measured(
-                    sandbox, lambda size=size: client.all_nodes(size=size, workers=args.workers)
+                    url, partial(client.all_nodes, size=size, workers=args.workers)
                 )
                 assert len(nodes) == args.nodes, (len(nodes), args.nodes)
                 emit(
@@ -127,12 +167,10 @@ def main() -> None:
                     rate=args.rate,
                     **requests_figures(counts, args.rate, seconds),
                 )
-        rewards_figures(sandbox, fleet_file, args)
-    finally:
-        sandbox.stop()
+        rewards_figures(url, fleet_file, args)
 
 
-def rewards_figures(sandbox: SandboxServer, fleet_file: Path, args: argparse.Namespace) -> None:
+def rewards_figures(url: str, fleet_file: Path, args: argparse.Namespace) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from bench.scratch import scratch_database
@@ -143,7 +181,7 @@ def rewards_figures(sandbox: SandboxServer, fleet_file: Path, args: argparse.Nam
         runs = ["first", "rerun"] if args.rerun else ["first"]
         for run in runs:
             seconds, counts, summary = measured(
-                sandbox, lambda: rewards(fleet_path=str(fleet_file), days=args.days)
+                url, lambda: rewards(fleet_path=str(fleet_file), days=args.days)
             )
             with engine.connect() as conn:
                 from sqlalchemy import text

@@ -603,7 +603,7 @@ class GradientClient:
                     delay,
                 )
                 if isinstance(exc, GradientRateLimited):
-                    self.limiter.hold(delay)  # every thread waits it out, in acquire()
+                    self.limiter.refused(delay)  # every thread waits it out, in acquire()
                 else:
                     self._sleep(delay)
                 attempt += 1

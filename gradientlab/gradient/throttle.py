@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 from gradientlab.gradient.errors import GradientError, GradientRateLimited
 
+SLOWDOWN = 1.1
+"""A refusal (429) slows the pace by this factor, down to half the set rate at most."""
+RECOVER_AFTER_SECONDS = 10.0
+"""Seconds' worth of requests without a refusal after which the pace speeds up one step."""
+
 
 class RateLimiter:
     """At most ``per_second`` requests per second on average, evenly spaced; thread-safe.
@@ -24,7 +29,13 @@ class RateLimiter:
     Each ``acquire`` reserves the next slot on an even grid and sleeps until it, so concurrent
     callers queue in arrival order without a busy loop. A caller that wakes late (a busy
     machine) does not push the grid back: up to ``burst`` requests may go at once to catch up,
-    by default a tenth of a second's worth. ``clock`` and ``sleep`` are injectable.
+    by default a tenth of a second's worth.
+
+    When the network refuses a request anyway (``refused``), every thread waits out its
+    Retry-After and the pace slows by ``SLOWDOWN`` (once per refusal episode); it returns to the
+    set rate step by step after ``RECOVER_AFTER_SECONDS`` of requests without one. A rate set a
+    little above the network's own limit thus settles just under it instead of meeting 429s all
+    run long. ``clock`` and ``sleep`` are injectable.
     """
 
     def __init__(
@@ -38,30 +49,47 @@ class RateLimiter:
         if per_second is not None and per_second <= 0:
             raise ValueError(f"requests per second must be > 0, got {per_second}")
         self.per_second = per_second
-        self._interval = 1.0 / per_second if per_second else 0.0
+        self._base = 1.0 / per_second if per_second else 0.0
+        self._interval = self._base
         self.burst = max(1.0, burst if burst is not None else (per_second or 0) / 10)
-        self._slack = (self.burst - 1.0) * self._interval
+        self._recover_every = max(1, round((per_second or 0) * RECOVER_AFTER_SECONDS))
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = float("-inf")
         self._held_until = float("-inf")
+        self._since_refusal = 0
+
+    @property
+    def pace(self) -> float | None:
+        """Requests per second the limiter keeps now (None: no limit)."""
+        return 1.0 / self._interval if self._interval else None
 
     def acquire(self) -> float:
         """Wait for this request's turn; returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            slot = max(now - self._slack, self._next_slot, self._held_until)
+            slack = (self.burst - 1.0) * self._interval
+            slot = max(now - slack, self._next_slot, self._held_until)
             self._next_slot = slot + self._interval
+            self._since_refusal += 1
+            if self._interval > self._base and self._since_refusal >= self._recover_every:
+                self._interval = max(self._base, self._interval / SLOWDOWN)
+                self._since_refusal = 0
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
         return max(wait, 0.0)
 
-    def hold(self, seconds: float) -> None:
-        """The network said to wait: no request from any thread for ``seconds``."""
+    def refused(self, retry_after: float) -> None:
+        """The network answered 429: no request from any thread for ``retry_after`` seconds,
+        and a slower pace from then on."""
         with self._lock:
-            self._held_until = max(self._held_until, self._clock() + seconds)
+            now = self._clock()
+            if now >= self._held_until and self._base:  # a new episode, not its echoes
+                self._interval = min(self._interval * SLOWDOWN, 2 * self._base)
+            self._since_refusal = 0
+            self._held_until = max(self._held_until, now + retry_after)
 
 
 @dataclass(frozen=True)

@@ -814,7 +814,7 @@ class SandboxNetwork:
                         "point": node.total_points,
                         "today": today.points if today else 0,
                         "latency": today.latency if today else 0,
-                        "location": node.location.model_dump(),
+                        "location": node.location,  # dumped for the page's rows only
                         "ip": node.ip,
                         "banned": node.banned,
                     }
@@ -827,7 +827,10 @@ class SandboxNetwork:
         rows.sort(key=lambda r: r[key], reverse=(direction == 0))
         page = max(1, int(page or 1))
         size = max(1, min(int(size or 10), 1000))
-        return rows[(page - 1) * size : page * size]
+        return [
+            {**row, "location": row["location"].model_dump()}
+            for row in rows[(page - 1) * size : page * size]
+        ]
 
     def _day_ids(self, first_sim: float, start_ms: int, end_ms: int) -> list[str]:
         lo = max(day_start(first_sim), day_start(start_ms / 1000.0))

@@ -21,7 +21,12 @@ from gradientlab.gradient import (
     GradientRateLimited,
     GradientServerError,
 )
-from gradientlab.gradient.throttle import RateLimiter, RetryPolicy
+from gradientlab.gradient.throttle import (
+    RECOVER_AFTER_SECONDS,
+    SLOWDOWN,
+    RateLimiter,
+    RetryPolicy,
+)
 from gradientlab.sandbox import SandboxConfig, SandboxServer
 from gradientlab.sandbox.network import SandboxAccount
 
@@ -116,9 +121,30 @@ def test_429_pauses_every_thread_not_only_the_refused_one() -> None:
     )
 
     assert limiter.acquire() == 0.0
-    limiter.hold(3.0)
-    assert limiter.acquire() == 3.0  # any thread's next request waits out the hold
+    limiter.refused(3.0)
+    assert limiter.acquire() == 3.0  # any thread's next request waits out the Retry-After
     assert limiter.acquire() == 0.0
+
+
+def test_refusals_slow_the_pace_which_recovers_after_a_quiet_spell() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(10, burst=1, clock=lambda: now[0], sleep=sleep)
+    limiter.acquire()
+    limiter.refused(1.0)
+    limiter.refused(1.0)  # the same episode (other threads refused too): one step, not two
+    assert limiter.pace == pytest.approx(10 / SLOWDOWN)
+    for _ in range(10):
+        now[0] += 1.5  # past the last Retry-After: each a new refusal
+        limiter.refused(1.0)
+    assert limiter.pace == pytest.approx(5)  # at most half the set rate
+
+    for _ in range(10 * round(RECOVER_AFTER_SECONDS) * 8):  # quiet: back up step by step
+        limiter.acquire()
+    assert limiter.pace == pytest.approx(10)
 
 
 def test_the_pace_is_an_even_grid_a_late_caller_does_not_push_back() -> None:
