@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,6 +144,24 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         os.environ["DATABASE_URL"] = url
         migrate(make_engine(url))
 
+        say(f"starting the analysis app on http://127.0.0.1:{STREAMLIT_PORT}")
+        app = _start(
+            stopper,
+            ledger,
+            lambda on_start: services.start_streamlit(
+                STREAMLIT_PORT, logs, {"DATABASE_URL": url}, on_start
+            ),
+            "the analysis app",
+        )
+        # its first page pays for the imports: opened now, it is warm by the time the URLs show
+        warming = threading.Thread(
+            target=_open_app_once,
+            args=(f"http://127.0.0.1:{STREAMLIT_PORT}", stopper),
+            name="open-the-app-once",
+            daemon=True,
+        )
+        warming.start()
+
         say(f"starting the Prefect server and UI on http://127.0.0.1:{PREFECT_PORT}")
         prefect_home = home / "prefect"
         env = services.prefect_env(prefect_home, PREFECT_PORT)
@@ -180,8 +199,15 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         services.wait_http(sandbox, f"http://127.0.0.1:{SANDBOX_PORT}/api/status", timeout=30)
 
         # Imported late: Prefect reads PREFECT_API_URL when it is first imported.
+        from deployments.abandoned_runs import crash_abandoned_runs
         from flows.deploy import deploy
         from flows.provision import provision
+
+        # nothing runs flows yet: a run still "running" was a stopped demo's, and would hold
+        # its deployment's one slot (every later health run cancelled)
+        abandoned = crash_abandoned_runs("the demo that ran it stopped before it finished")
+        if abandoned:
+            say(f"marked {len(abandoned)} flow runs an earlier demo left unfinished as crashed")
 
         say("provision flow: three local hosts, each its own sshd on a loopback address")
         stopper.add("the hosts (sshd, runner, Chromium)", lambda: _stop_hosts(fleet_path, []))
@@ -210,18 +236,8 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
                 "the served flows",
             )
         ]
-        say(f"starting the analysis app on http://127.0.0.1:{STREAMLIT_PORT}")
-        started.append(
-            _start(
-                stopper,
-                ledger,
-                lambda on_start: services.start_streamlit(
-                    STREAMLIT_PORT, logs, {"DATABASE_URL": url}, on_start
-                ),
-                "the analysis app",
-            )
-        )
-        _open_app_once(f"http://127.0.0.1:{STREAMLIT_PORT}")
+        started.append(app)
+        warming.join()
 
         print(
             "\n  Prefect UI      http://127.0.0.1:4200\n"
@@ -294,13 +310,12 @@ def _start(
 APP_PAGES = ("", "uptime", "incidents", "cost")  # the paths st.navigation gives the pages
 
 
-def _open_app_once(base_url: str, chromium: str = "/usr/bin/chromium") -> None:
+def _open_app_once(base_url: str, stopper: Shutdown, chromium: str = "/usr/bin/chromium") -> None:
     """Open every page of the app once in a headless Chromium, as the operator will: the app's
-    imports, its database connection and its cached queries are warm before the first click."""
+    imports and its database connection are warm before the first click."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    say("opening the analysis app once, so that your first page loads warm")
     rendered = '[data-testid="stApp"][data-test-script-state="notRunning"] h1'
     try:
         with sync_playwright() as pw:
@@ -313,7 +328,8 @@ def _open_app_once(base_url: str, chromium: str = "/usr/bin/chromium") -> None:
             finally:
                 browser.close()
     except PlaywrightError as exc:
-        say(f"could not open the analysis app ahead of you; its first page may be slow ({exc})")
+        if not stopper.stopping:  # not the browser a Ctrl-C stopped
+            say(f"could not open the analysis app ahead of you; its first page may be slow ({exc})")
 
 
 def _stop_leftovers(ledger: services.Ledger, fleet_path: Path, home: Path) -> None:
