@@ -18,8 +18,10 @@ from gradientlab.config import (
 from gradientlab.gradient.client import GradientClient, GradientEndpoints
 from gradientlab.node.deploy import NodeSettings
 from gradientlab.providers.base import HostRecord, Provider, ProviderError
-from gradientlab.remote.executor import POOL, SshExecutor, SshTarget, parse_host_key
+from gradientlab.remote.executor import POOL, Executor, SshTarget, parse_host_key
+from gradientlab.remote.keeper_client import KeeperExecutor
 from gradientlab.remote.keys import load_operator_key
+from gradientlab.remote.wire import usable_socket
 
 BlockReader = Callable[[str], str] | None
 
@@ -64,14 +66,18 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
     raise ProviderError(f"provider {name!r}: unknown kind {spec.kind!r}")
 
 
-def executor_for(record: HostRecord) -> SshExecutor:
-    """A pooled, host-key-pinned SSH connection to the host.
+def executor_for(record: HostRecord) -> Executor:
+    """A kept-open, host-key-pinned SSH connection to the host: the connection keeper's when one
+    answers on this machine (it outlives flow runs), else this process's pool.
 
     Raises HostKeyInvalid when no key is pinned or the pinned one is malformed."""
     parse_host_key(record.host_key, record.name)
     target = SshTarget(
         record.name, record.address, record.ssh_port, record.ssh_user, record.host_key
     )
+    sock_path = usable_socket()
+    if sock_path is not None:
+        return KeeperExecutor(target, sock_path, lambda: POOL.get(target, load_operator_key()))
     return POOL.get(target, load_operator_key())
 
 

@@ -286,6 +286,7 @@ class SshExecutor:
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
+        self.connects = 0  # connections opened so far (a kept-open one is counted once)
 
     # -- errors
 
@@ -507,6 +508,7 @@ class SshExecutor:
                 return self._transport, True
             self.close_locked()
             self._transport = self._connect()
+            self.connects += 1
             return self._transport, False
 
     def _forget(self, transport: paramiko.Transport) -> None:
@@ -804,11 +806,14 @@ class LocalExecutor:
 
 
 class ConnectionPool:
-    """Open SSH connections kept between health sweeps (in a served flow or worker process)."""
+    """Open SSH connections kept between health sweeps (in a served flow or worker process).
 
-    def __init__(self) -> None:
+    `timeouts` are `SshExecutor`'s deadlines (connect_timeout, banner_timeout, ...)."""
+
+    def __init__(self, **timeouts: float) -> None:
         self._conns: dict[tuple[str, str, int, str, str], SshExecutor] = {}
         self._lock = threading.Lock()
+        self._timeouts = timeouts
 
     def get(self, target: SshTarget, pkey: paramiko.PKey) -> SshExecutor:
         key = (target.name, target.address, target.port, target.user, target.host_key)
@@ -818,8 +823,12 @@ class ConnectionPool:
                 # a host rebuilt with a new key gets a new entry; drop the stale one
                 for old_key in [k for k in self._conns if k[0] == target.name]:
                     self._conns.pop(old_key).close()
-                conn = self._conns[key] = SshExecutor(target, pkey)
+                conn = self._conns[key] = SshExecutor(target, pkey, **self._timeouts)
             return conn
+
+    def connections(self) -> list[SshExecutor]:
+        with self._lock:
+            return list(self._conns.values())
 
     def close_all(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import ProgrammingError
 
 from gradientlab.paths import SQL_DIR, data_dir
 
@@ -62,6 +63,9 @@ def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
 
 def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
     """Apply each migration not yet recorded, each in its own transaction. Returns names applied."""
+    wanted = migrations(sql_dir)
+    if _all_recorded(engine, [m.version for m in wanted]):
+        return []  # one query per process start, not a lock and a query per migration
     applied_now: list[str] = []
     with engine.begin() as conn:
         conn.execute(
@@ -71,7 +75,7 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
         )
-    for migration in migrations(sql_dir):
+    for migration in wanted:
         with engine.begin() as conn:
             # Serialise concurrent migrators (demo, flows, tests) on one advisory lock.
             conn.execute(text("SELECT pg_advisory_xact_lock(7171)"))
@@ -88,3 +92,16 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
             )
             applied_now.append(migration.name)
     return applied_now
+
+
+def _all_recorded(engine: Engine, versions: list[int]) -> bool:
+    """Whether schema_migrations records every one of `versions` (False when it is missing)."""
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT count(*) FROM schema_migrations WHERE version = ANY(:v)"),
+                {"v": versions},
+            ).scalar_one()
+    except ProgrammingError:  # no schema_migrations yet: a new database
+        return False
+    return int(found) == len(versions)
