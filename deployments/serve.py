@@ -2,12 +2,14 @@
 
     python -m deployments.serve --fleet fleet.yaml
 
-Schedules come from the fleet file's `schedules`. The process keeps SSH connections open
-between health sweeps, which is what makes a sweep fast."""
+Schedules come from the fleet file's `schedules`. Each flow run is its own process, so SSH
+connections are kept open between runs by the connection keeper (`gradientlab.remote.keeper`),
+which this starts unless one runs already, and stops when it stops."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import timedelta
 
 from prefect import serve
@@ -19,6 +21,7 @@ from flows.poc_taps import poc_taps
 from flows.provision import provision, terminate
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
+from gradientlab.remote.keeper import start_keeper, stop_keeper
 
 # A run that finds another of its kind still going is cancelled: recoveries never stack.
 ONE_AT_A_TIME = ConcurrencyLimitConfig(
@@ -33,36 +36,42 @@ def main(argv: list[str] | None = None) -> None:
     fleet = load_fleet(args.fleet)
     params = {"fleet_path": args.fleet}
     s = fleet.schedules
-    serve(
-        provision.to_deployment(name="provision", parameters=params),
-        # one deploy at a time; each host's deploy and recovery also share a per-host lock
-        deploy.to_deployment(name="deploy", parameters=params, concurrency_limit=ONE_AT_A_TIME),
-        terminate.to_deployment(name="terminate", parameters=params),
-        health.to_deployment(
-            name="health",
-            parameters=params,
-            interval=timedelta(seconds=s.health_seconds),
-            concurrency_limit=ONE_AT_A_TIME,
-        ),
-        rewards.to_deployment(
-            name="rewards",
-            parameters=params,
-            interval=timedelta(seconds=s.rewards_seconds),
-            concurrency_limit=ONE_AT_A_TIME,
-        ),
-        poc_taps.to_deployment(
-            name="poc-taps",
-            parameters=params,
-            interval=timedelta(seconds=s.poc_taps_seconds),
-            concurrency_limit=ONE_AT_A_TIME,
-        ),
-        check_updates.to_deployment(
-            name="check-updates",
-            parameters=params,
-            interval=timedelta(seconds=s.check_updates_seconds),
-            concurrency_limit=ONE_AT_A_TIME,
-        ),
-    )
+    keeper = start_keeper(exit_with=os.getpid())
+    try:
+        serve(
+            provision.to_deployment(name="provision", parameters=params),
+            # one deploy at a time; each host's deploy and recovery also share a per-host lock
+            deploy.to_deployment(name="deploy", parameters=params, concurrency_limit=ONE_AT_A_TIME),
+            terminate.to_deployment(name="terminate", parameters=params),
+            health.to_deployment(
+                name="health",
+                parameters=params,
+                interval=timedelta(seconds=s.health_seconds),
+                concurrency_limit=ONE_AT_A_TIME,
+            ),
+            rewards.to_deployment(
+                name="rewards",
+                parameters=params,
+                interval=timedelta(seconds=s.rewards_seconds),
+                concurrency_limit=ONE_AT_A_TIME,
+            ),
+            poc_taps.to_deployment(
+                name="poc-taps",
+                parameters=params,
+                interval=timedelta(seconds=s.poc_taps_seconds),
+                concurrency_limit=ONE_AT_A_TIME,
+            ),
+            check_updates.to_deployment(
+                name="check-updates",
+                parameters=params,
+                interval=timedelta(seconds=s.check_updates_seconds),
+                concurrency_limit=ONE_AT_A_TIME,
+            ),
+        )
+
+    finally:
+        if keeper is not None:
+            stop_keeper(keeper)
 
 
 if __name__ == "__main__":
