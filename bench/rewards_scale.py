@@ -4,8 +4,9 @@
                                             [--workers 8] [--days 7] [--rerun]
 
 The sandbox runs in a process of its own, as the network is another machine, and answers 429
-(with Retry-After) beyond `--rate` requests per second (a token bucket of `--burst`); the fleet
-file sets `network.requests_per_second` to the same rate. Figures, one JSON line each:
+(with Retry-After) beyond `--rate` requests per second (a token bucket of `--burst`, by default
+one second's worth, as a "50 per second" limit usually counts); the fleet file sets
+`network.requests_per_second` to the same rate. Figures, one JSON line each:
 
 - node_sweep_s: the network-level node sweep (`GradientClient.all_nodes`, as the health flow's
   network view reads it), with its requests;
@@ -129,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=50.0, help="requests/s the network allows")
-    parser.add_argument("--burst", type=int, default=10)
+    parser.add_argument("--burst", type=int, default=50, help="the limit's burst")
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--days", type=int, default=7)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from gradientlab.gradient.errors import GradientError, GradientRateLimited
 
-SLOWDOWN = 1.1
+SLOWDOWN = 1.05
 """A refusal (429) slows the pace by this factor, down to half the set rate at most."""
-RECOVER_AFTER_SECONDS = 10.0
-"""Seconds' worth of requests without a refusal after which the pace speeds up one step."""
+RECOVER_AFTER_SECONDS = 5.0
+"""Seconds without a refusal after which a slowed pace speeds up one step."""
 
 
 class RateLimiter:
@@ -33,9 +33,9 @@ class RateLimiter:
 
     When the network refuses a request anyway (``refused``), every thread waits out its
     Retry-After and the pace slows by ``SLOWDOWN`` (once per refusal episode); it returns to the
-    set rate step by step after ``RECOVER_AFTER_SECONDS`` of requests without one. A rate set a
-    little above the network's own limit thus settles just under it instead of meeting 429s all
-    run long. ``clock`` and ``sleep`` are injectable.
+    set rate a step each ``RECOVER_AFTER_SECONDS`` without one. A rate set a little above the
+    network's own limit thus settles near it instead of meeting 429s all run long, while a
+    stray refusal costs little. ``clock`` and ``sleep`` are injectable.
     """
 
     def __init__(
@@ -52,13 +52,12 @@ class RateLimiter:
         self._base = 1.0 / per_second if per_second else 0.0
         self._interval = self._base
         self.burst = max(1.0, burst if burst is not None else (per_second or 0) / 10)
-        self._recover_every = max(1, round((per_second or 0) * RECOVER_AFTER_SECONDS))
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = float("-inf")
         self._held_until = float("-inf")
-        self._since_refusal = 0
+        self._calm_since = float("-inf")  # the last refusal, or the last step back up
 
     @property
     def pace(self) -> float | None:
@@ -72,10 +71,9 @@ class RateLimiter:
             slack = (self.burst - 1.0) * self._interval
             slot = max(now - slack, self._next_slot, self._held_until)
             self._next_slot = slot + self._interval
-            self._since_refusal += 1
-            if self._interval > self._base and self._since_refusal >= self._recover_every:
+            if self._interval > self._base and now - self._calm_since >= RECOVER_AFTER_SECONDS:
                 self._interval = max(self._base, self._interval / SLOWDOWN)
-                self._since_refusal = 0
+                self._calm_since = now
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
@@ -88,7 +86,7 @@ class RateLimiter:
             now = self._clock()
             if now >= self._held_until and self._base:  # a new episode, not its echoes
                 self._interval = min(self._interval * SLOWDOWN, 2 * self._base)
-            self._since_refusal = 0
+            self._calm_since = now
             self._held_until = max(self._held_until, now + retry_after)
 
 

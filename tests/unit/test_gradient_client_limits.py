@@ -137,14 +137,18 @@ def test_refusals_slow_the_pace_which_recovers_after_a_quiet_spell() -> None:
     limiter.refused(1.0)
     limiter.refused(1.0)  # the same episode (other threads refused too): one step, not two
     assert limiter.pace == pytest.approx(10 / SLOWDOWN)
-    for _ in range(10):
+    for _ in range(30):
         now[0] += 1.5  # past the last Retry-After: each a new refusal
         limiter.refused(1.0)
     assert limiter.pace == pytest.approx(5)  # at most half the set rate
 
-    for _ in range(10 * round(RECOVER_AFTER_SECONDS) * 8):  # quiet: back up step by step
+    quiet = now[0]
+    while now[0] - quiet < RECOVER_AFTER_SECONDS * 0.9:
         limiter.acquire()
-    assert limiter.pace == pytest.approx(10)
+    assert limiter.pace == pytest.approx(5)  # not yet a quiet spell
+    while now[0] - quiet < RECOVER_AFTER_SECONDS * 20:
+        limiter.acquire()
+    assert limiter.pace == pytest.approx(10)  # a step back up every quiet spell, to the set rate
 
 
 def test_the_pace_is_an_even_grid_a_late_caller_does_not_push_back() -> None:
