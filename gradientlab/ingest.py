@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
 
 from sqlalchemy import Engine
 
@@ -163,30 +163,29 @@ def ingest_node_stats(
             return None
 
     batch = _Batch()
-    queue: deque[tuple[str, Future[list[NodeDay] | None]]] = deque()
+    window = 4 * max(1, workers)  # in flight or queued: a failure cancels at most this many
+    running: dict[Future[list[NodeDay] | None], str] = {}
     pending = iter(todo)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="node-stats") as pool:
         try:
-            # A bounded window in flight, read in order: a failure cancels at most this many.
-            for client_id in pending:
-                queue.append((client_id, pool.submit(read, client_id)))
-                if len(queue) >= 2 * max(1, workers):
+            while True:
+                for client_id in islice(pending, window - len(running)):
+                    running[pool.submit(read, client_id)] = client_id
+                if not running:
                     break
-            while queue:
-                client_id, future = queue.popleft()
-                node_days = future.result()
-                following = next(pending, None)
-                if following is not None:
-                    queue.append((following, pool.submit(read, following)))
-                if node_days is None:
-                    batch.unknown[client_id] = f"POST /sentrynode/stats/{client_id}"
-                else:
-                    batch.days[client_id] = node_days
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    client_id = running.pop(future)
+                    node_days = future.result()
+                    if node_days is None:
+                        batch.unknown[client_id] = f"POST /sentrynode/stats/{client_id}"
+                    else:
+                        batch.days[client_id] = node_days
                 if len(batch) >= batch_nodes:
                     _store(engine, batch, result, done, now)
                     batch = _Batch()
         except BaseException:
-            for _, future in queue:
+            for future in running:
                 future.cancel()
             _store(engine, batch, result, done, now)  # what was read before the failure
             raise
