@@ -176,3 +176,21 @@ def test_what_a_killed_run_left_running_is_stopped_by_the_next(
     assert all_stopped(hosts, fleet_path)
     assert not services.group_members(slow)
     assert set(ledger_groups(tmp_path)) == {"demo"}  # the next run writes its own pid there
+
+
+def test_a_second_demo_refuses_to_start_beside_a_running_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gradientlab.paths import data_dir
+
+    other = subprocess.Popen(["sleep", "60"])  # stands in for the running demo's process
+    ledger = services.Ledger(data_dir() / "demo-processes.json")
+    try:
+        ledger.add("demo", other.pid)
+        assert demo.run_demo(demo.DEMO_FLEET) == 1
+        assert f"another demo is running (pid {other.pid})" in capsys.readouterr().out
+        assert ledger.owner("demo") is not None  # untouched
+    finally:
+        other.kill()
+        other.wait()
+        ledger.remove("demo")
