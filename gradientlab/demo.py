@@ -308,6 +308,8 @@ def _start(
 
 
 APP_PAGES = ("", "uptime", "incidents", "cost")  # the paths st.navigation gives the pages
+# a page whose script has run to its end, title drawn
+APP_RENDERED = '[data-testid="stApp"][data-test-script-state="notRunning"] h1'
 
 
 def _open_app_once(base_url: str, stopper: Shutdown, chromium: str = "/usr/bin/chromium") -> None:
@@ -316,7 +318,6 @@ def _open_app_once(base_url: str, stopper: Shutdown, chromium: str = "/usr/bin/c
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    rendered = '[data-testid="stApp"][data-test-script-state="notRunning"] h1'
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium)
@@ -324,7 +325,7 @@ def _open_app_once(base_url: str, stopper: Shutdown, chromium: str = "/usr/bin/c
                 page = browser.new_page()
                 for path in APP_PAGES:
                     page.goto(f"{base_url}/{path}")
-                    page.wait_for_selector(rendered, timeout=120_000)
+                    page.wait_for_selector(APP_RENDERED, timeout=120_000)
             finally:
                 browser.close()
     except PlaywrightError as exc:
