@@ -377,7 +377,17 @@ def test_refuses_non_loopback_bind() -> None:
 def test_module_entry_point_prints_url_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gradientlab.sandbox", "--port", "0", "--speed", "10"],
+        [
+            sys.executable,
+            "-m",
+            "gradientlab.sandbox",
+            "--port",
+            "0",
+            "--stun-port",
+            "0",
+            "--speed",
+            "10",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
