@@ -8,6 +8,7 @@ died without stopping them (killed, power lost) has them stopped by the next one
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -202,6 +203,9 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
         from deployments.abandoned_runs import crash_abandoned_runs
         from flows.deploy import deploy
         from flows.provision import provision
+
+        # a task's "Finished in state Completed()" is for the Prefect UI, not the terminal
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
 
         # nothing runs flows yet: a run still "running" was a stopped demo's, and would hold
         # its deployment's one slot (every later health run cancelled)
