@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,14 @@ def make_hosts(n: int, base: str) -> tuple[LocalProvider, list[HostRecord]]:
         ex.write_file(f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644)
         ex.write_file(f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644)
     return provider, records
+
+
+def remove_hosts(provider: LocalProvider, records: list[HostRecord]) -> None:
+    """Close this process's connections, remove the hosts and the bench's folder."""
+    POOL.close_all()
+    for r in records:
+        provider.terminate(r.name)
+    shutil.rmtree(BENCH_HOME, ignore_errors=True)
 
 
 def bare_clients(records: list[HostRecord]) -> list[paramiko.SSHClient]:
@@ -176,15 +185,12 @@ def flow_figure(records: list[HostRecord], repeat: int) -> None:
         _flow_figure(engine, records, repeat)
 
 
-def _flow_figure(engine: Any, records: list[HostRecord], repeat: int) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
+@contextmanager
+def sandbox_fleet() -> Iterator[Path]:
+    """The sandbox network on a free port, and a fleet file that points at it."""
     from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
     from gradientlab.sandbox.server import SandboxServer
-    from gradientlab.store.fleet import upsert_host
 
-    for r in records:
-        upsert_host(engine, r)
     os.environ["BENCH_PASSWORD"] = "bench-password"
     sandbox = SandboxServer(
         SandboxConfig(accounts=[SandboxAccount(email="a@b.c", password="bench-password")]), port=0
@@ -197,17 +203,27 @@ def _flow_figure(engine: Any, records: list[HostRecord], repeat: int) -> None:
         + "providers: {bench: {kind: local}}\n"
     )
     try:
-        with prefect_test_harness(server_startup_timeout=180):
-            from flows.health import health as health_flow
-
-            health_flow(fleet_path=str(fleet_file), recover=False)  # warm: connections, imports
-            emit(
-                "health_flow_s",
-                timed(lambda: health_flow(fleet_path=str(fleet_file), recover=False), repeat),
-                hosts=len(records),
-            )
+        yield fleet_file
     finally:
         sandbox.stop()
+
+
+def _flow_figure(engine: Any, records: list[HostRecord], repeat: int) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from gradientlab.store.fleet import upsert_host
+
+    for r in records:
+        upsert_host(engine, r)
+    with sandbox_fleet() as fleet_file, prefect_test_harness(server_startup_timeout=180):
+        from flows.health import health as health_flow
+
+        health_flow(fleet_path=str(fleet_file), recover=False)  # warm: connections, imports
+        emit(
+            "health_flow_s",
+            timed(lambda: health_flow(fleet_path=str(fleet_file), recover=False), repeat),
+            hosts=len(records),
+        )
 
 
 def main() -> None:
@@ -271,10 +287,7 @@ def main() -> None:
         if args.flow:
             flow_figure(records, args.repeat)
     finally:
-        POOL.close_all()
-        for r in records:
-            provider.terminate(r.name)
-        shutil.rmtree(BENCH_HOME, ignore_errors=True)
+        remove_hosts(provider, records)
 
 
 if __name__ == "__main__":
