@@ -18,6 +18,7 @@ from gradientlab import ingest
 from gradientlab.config import Fleet
 from gradientlab.gradient.client import GradientClient
 from gradientlab.gradient.models import NodeInfo, NodeListItem
+from gradientlab.gradient.throttle import RetryPolicy
 from gradientlab.inventory import gradient_client
 from tasks.common import engine, read_secret_block, retry_if_transient
 
@@ -35,6 +36,8 @@ _RUN_CLIENTS: OrderedDict[tuple[str, ...], GradientClient] = OrderedDict()
 _RUN_PROGRESS: OrderedDict[str, set[str]] = OrderedDict()
 _LOCK = threading.Lock()
 _KEEP = 8  # flow runs whose clients a long-lived process keeps (each run is usually its own)
+# The health sweep's look at the network: one more try at most, then the sweep goes on without.
+QUICK_LOOK = RetryPolicy(attempts=2, max_retry_after=5)
 
 
 def run_client(fleet: Fleet) -> GradientClient:
@@ -83,10 +86,10 @@ def list_network_nodes(fleet: Fleet) -> ingest.NodeSweep:
 @task(name="network-view", cache_policy=NO_CACHE, tags=["gradient-api"], timeout_seconds=120)
 def network_view(fleet: Fleet) -> tuple[list[NodeListItem], str | None]:
     """The network's node list, or why it could not be read (the sweep goes on without it).
-    The client retries transient faults itself within its own deadline."""
+    One quick retry of a transient fault at most: an outage must not hold up the sweep."""
     net = fleet.network
     try:
-        client = run_client(fleet)
+        client = run_client(fleet).with_retry(QUICK_LOOK)
         return client.all_nodes(size=net.node_page_size, workers=net.api_concurrency), None
     except Exception as exc:  # noqa: BLE001 - the API's failure is a fact about the network
         return [], f"{type(exc).__name__}: {exc}"[:500]
@@ -98,7 +101,7 @@ def network_reasons(fleet: Fleet, client_ids: list[str]) -> dict[str, str]:
     that a node is banned, not why. Asked only for nodes whose reason is not known yet."""
     out: dict[str, str] = {}
     try:
-        client = run_client(fleet)
+        client = run_client(fleet).with_retry(QUICK_LOOK)
         for client_id in client_ids:
             info = client.node(client_id)
             if info is not None and info.banned and info.banned_reason:

@@ -12,6 +12,7 @@ any stand-in with the same paths and fields.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -440,10 +441,8 @@ class GradientClient:
         self._sleep = sleep
         self.retry = retry or RetryPolicy()
         self.limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
-        self._count_lock = threading.Lock()
         self._auth_lock = threading.Lock()
-        self.requests_sent = 0
-        """API requests sent (each try counts), for benchmarks and run summaries."""
+        self._sent = _Count()
         self._secrets = _Secrets()
         self._secrets.add(password)
         self.session = FirebaseSession(
@@ -467,6 +466,19 @@ class GradientClient:
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """API requests sent (each try counts), for benchmarks and run summaries."""
+        return self._sent.value
+
+    def with_retry(self, retry: RetryPolicy) -> GradientClient:
+        """The same client (session, rate limit, connections, count) with other retry bounds,
+        e.g. a quick look that gives up early. Closing it leaves the original open."""
+        view = copy.copy(self)
+        view.retry = retry
+        view._owns_http = False
+        return view
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -622,8 +634,7 @@ class GradientClient:
         self.limiter.acquire()  # before the token: a sign-in waits out a 429's hold as well
         token = self._bearer_token()
         headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
-        with self._count_lock:
-            self.requests_sent += 1
+        self._sent.add()
         try:
             response = request_within(
                 self._http,
@@ -760,6 +771,18 @@ class GradientClient:
             endpoint=endpoint,
             retry_after=retry_after,
         )
+
+
+class _Count:
+    """A thread-safe counter shared by a client and its ``with_retry`` views."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
 
 
 def _envelope_code(value: Any) -> int | None:

@@ -300,3 +300,22 @@ def test_threads_that_meet_a_rejected_token_together_renew_it_once(
 
     assert len(days) == NODES
     assert (done["signIns"], done["refreshes"]) == (0, 1)
+
+
+def test_a_quick_look_shares_the_session_and_gives_up_early(server: SandboxServer) -> None:
+    sleeps = Sleeps()
+    before = counted(server)
+    with make_client(server, sleeps) as client:
+        client.status()
+        quick = client.with_retry(RetryPolicy(attempts=2))
+        server.network.add_fault({"kind": "error", "status": 503})
+        with pytest.raises(GradientServerError):
+            quick.status()
+        quick.close()  # the view's close leaves the client's connections open
+        server.network.clear_faults()
+        client.status()
+    done = since(server, before)
+
+    assert done["signIns"] == 1 and done["apiRequests"] == 1 + 2 + 1
+    assert client.requests_sent == quick.requests_sent == 4
+    assert len(sleeps.waits) == 1
