@@ -39,7 +39,7 @@ def serve_health(fleet_path: str, name: str, interval: float) -> None:
     """The health deployment alone, served as deployments.serve serves it (keeper included)."""
     from prefect import serve
 
-    from deployments.serve import ONE_AT_A_TIME
+    from deployments.serve import ONE_AT_A_TIME, RUNNER_OPTIONS
     from flows.health import health
     from gradientlab.remote.keeper import start_keeper, stop_keeper
 
@@ -51,7 +51,8 @@ def serve_health(fleet_path: str, name: str, interval: float) -> None:
                 parameters={"fleet_path": fleet_path, "recover": False},
                 interval=timedelta(seconds=interval),
                 concurrency_limit=ONE_AT_A_TIME,
-            )
+            ),
+            **RUNNER_OPTIONS,
         )
     finally:
         if keeper is not None:
