@@ -61,7 +61,9 @@ def run_client(fleet: Fleet) -> GradientClient:
 
 def _task_progress() -> set[str]:
     """Work this task run has stored: a retry of the same task run skips it."""
-    key = task_run.get_id() or "no-task-run"
+    key = task_run.get_id()
+    if key is None:  # called outside a task run: nothing to resume
+        return set()
     with _LOCK:
         done = _RUN_PROGRESS.setdefault(key, set())
         while len(_RUN_PROGRESS) > _KEEP:
