@@ -163,7 +163,8 @@ class ConnectionKeeper:
         except RemoteError as exc:
             return {"ok": False, "error": error_to_wire(exc)}, b""
         except Exception as exc:  # noqa: BLE001 - the client gets it as a RemoteError
-            name = header.get("target", {}).get("name") if isinstance(header, dict) else None
+            target = header.get("target")
+            name = target.get("name") if isinstance(target, dict) else None
             log.exception("request %s failed", op)
             error = RemoteError(
                 f"{name or 'keeper'}: the connection keeper failed on {op!r}: "

@@ -31,6 +31,7 @@ from gradientlab.remote.wire import (
 # step's deadline and the watchdog's grace; past it the keeper itself is taken to be hung
 KEEPER_MARGIN = 120.0
 FILE_DEADLINE = 180.0
+SLOWEST_UPLOAD = 50_000  # bytes per second a large write may take before the keeper is "hung"
 
 
 class KeeperExecutor:
@@ -116,7 +117,8 @@ class KeeperExecutor:
 
     def write_file(self, path: str, data: bytes, mode: int) -> None:
         header = {"op": "write_file", "path": path, "mode": mode}
-        if self._call(header, data, FILE_DEADLINE, f"writing {path}") is None:
+        deadline = FILE_DEADLINE + len(data) / SLOWEST_UPLOAD
+        if self._call(header, data, deadline, f"writing {path}") is None:
             self._fallback().write_file(path, data, mode)
 
     def ensure_dir(self, path: str, mode: int = 0o700) -> bool:
