@@ -35,6 +35,7 @@ from gradientlab.remote.executor import (
     HostUnreachable,
     fingerprint,
 )
+from gradientlab.remote.keeper import start_keeper
 from gradientlab.remote.keeper_client import KeeperExecutor, keeper_stats
 from gradientlab.remote.keys import operator_public_key
 from gradientlab.remote.wire import KEEPER_ENV
@@ -382,3 +383,25 @@ def test_sigterm_stops_the_keeper_and_removes_its_socket(
     assert proc.wait(HANG_LIMIT) == 0
     assert not (sock_dir / "keeper.sock").exists()
     assert executor_for(hosts["keep-b"]).run("echo direct").stdout == "direct\n"
+
+
+def test_start_keeper_starts_one_once_and_it_ends_with_the_process_it_serves(
+    keeper: Keeper, sock_dir: Path, hosts: dict[str, HostRecord]
+) -> None:
+    parent = subprocess.Popen(["sleep", "600"])  # stands for deployments.serve's process
+    try:
+        started = start_keeper(exit_with=parent.pid)
+        assert started is not None
+        try:
+            assert start_keeper(exit_with=parent.pid) is None  # one answers already
+            assert executor_for(hosts["keep-a"]).run("echo kept").stdout == "kept\n"
+            assert stats()["pid"] == started.pid
+        finally:
+            parent.kill()
+            parent.wait()
+        assert started.wait(HANG_LIMIT) == 0  # it noticed its process end
+        assert not (sock_dir / "keeper.sock").exists()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
