@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -46,6 +46,7 @@ from gradientlab.gradient.models import (
     Profile,
 )
 from gradientlab.gradient.throttle import RateLimiter, RetryPolicy
+from gradientlab.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -118,21 +119,9 @@ def request_within(
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(seconds, 0.0)
+    """The answer's Retry-After in seconds (the project's one parser: seconds or HTTP-date),
+    not cut: the retry policy bounds the wait and hands a longer one to the caller as said."""
+    return parse_retry_after(response.headers.get("Retry-After"), maximum=math.inf)
 
 
 _NOT_JSON: Any = object()
