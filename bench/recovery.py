@@ -41,7 +41,7 @@ def emit(figure: str, value: float, **extra: Any) -> None:
 
 def outage_reboots(hosts: int) -> None:
     """One hour of network outage, decided sweep by sweep as the flow does (pure)."""
-    from gradientlab.config import Health
+    from gradientlab.config import HealthSettings
     from gradientlab.health import (
         Decision,
         HealthReport,
@@ -53,7 +53,7 @@ def outage_reboots(hosts: int) -> None:
         network_state,
     )
 
-    policy = Health()
+    policy = HealthSettings()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     history = {f"h{i}": History() for i in range(hosts)}
     reboots = other = 0

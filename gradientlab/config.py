@@ -46,7 +46,7 @@ class SecretRef(Strict):
         return f"env:{self.env}" if self.env else f"secret_block:{self.secret_block}"
 
 
-class Account(Strict):
+class AccountSettings(Strict):
     email: str
     password: SecretRef
     name: str | None = None
@@ -69,7 +69,7 @@ class Account(Strict):
         return v
 
 
-class Network(Strict):
+class NetworkSettings(Strict):
     """Every address of the network. Defaults are the real Gradient network."""
 
     api_base: str = "https://api.gradient.network/api"
@@ -88,7 +88,7 @@ class Network(Strict):
     node_page_size: int = Field(default=100, ge=1, le=1000)  # nodes per /sentrynode/list page
 
 
-class LocalProvider(Strict):
+class LocalSettings(Strict):
     kind: Literal["local"]
     # The interpreter local hosts run the node runner with; empty means the provider's own runtime.
     python: str | None = None
@@ -96,7 +96,7 @@ class LocalProvider(Strict):
     ssh_port: int = 2222
 
 
-class SshProvider(Strict):
+class SshSettings(Strict):
     """Hosts the operator already has (home servers, a Raspberry Pi, a VPS), listed in `hosts`."""
 
     kind: Literal["ssh"]
@@ -112,7 +112,7 @@ def _cidr(v: str) -> str:
     return str(net)
 
 
-class CloudCommon(Strict):
+class CloudSettings(Strict):
     credentials_block: str  # the Prefect block holding this cloud's credentials
     operator_cidr: str  # the only range SSH is allowed from
     ssh_user: str = "gradientlab"
@@ -124,7 +124,7 @@ class CloudCommon(Strict):
         return _cidr(v)
 
 
-class OciProvider(CloudCommon):
+class OciSettings(CloudSettings):
     kind: Literal["oci"]
     compartment_id: str
     region: str = "us-ashburn-1"
@@ -138,7 +138,7 @@ class OciProvider(CloudCommon):
     image_os_version: str = "24.04"
 
 
-class GcpProvider(CloudCommon):
+class GcpSettings(CloudSettings):
     kind: Literal["gcp"]
     project: str
     zone: str = "us-central1-a"  # e2-micro is free in us-west1, us-central1 and us-east1
@@ -149,7 +149,7 @@ class GcpProvider(CloudCommon):
     network: str = "default"
 
 
-class AzureImage(Strict):
+class AzureImageSettings(Strict):
     # Debian 12: its chromium is a real package (Ubuntu's is a snap the node cannot use)
     publisher: str = "Debian"
     offer: str = "debian-12"
@@ -157,22 +157,22 @@ class AzureImage(Strict):
     version: str = "latest"
 
 
-class AzureProvider(CloudCommon):
+class AzureSettings(CloudSettings):
     kind: Literal["azure"]
     subscription_id: str
     location: str = "eastus"
     resource_group: str = "gradientlab"  # one per fleet
     vm_size: str = "Standard_B1s"
-    image: AzureImage = AzureImage()
+    image: AzureImageSettings = AzureImageSettings()
 
 
-Provider = Annotated[
-    LocalProvider | SshProvider | OciProvider | GcpProvider | AzureProvider,
+ProviderSettings = Annotated[
+    LocalSettings | SshSettings | OciSettings | GcpSettings | AzureSettings,
     Field(discriminator="kind"),
 ]
 
 
-class HostSpec(Strict):
+class HostSettings(Strict):
     name: str
     provider: str
     address: str | None = None
@@ -202,14 +202,14 @@ class HostSpec(Strict):
         return v
 
 
-class Runner(Strict):
+class RunnerSettings(Strict):
     status_interval_seconds: float = 60
     browser_check_seconds: float = 2
     # None: deploy reads each host's OS and picks Debian's chromium or Playwright's build
     chromium: str | None = None
 
 
-class RungBudgets(Strict):
+class BudgetSettings(Strict):
     """How often each recovery rung may run on one host per hour (then the host is quarantined)."""
 
     restart_browser: int = 6
@@ -220,14 +220,14 @@ class RungBudgets(Strict):
     reprovision: int = 1
 
 
-class Health(Strict):
+class HealthSettings(Strict):
     interval_seconds: int = 300
     recovery_wait_seconds: float = 60
     # a rung that touches the host (reboot, re-provision) needs the fault seen on this many
     # consecutive sweeps, or for this long, first
     confirm_sweeps: int = Field(default=2, ge=1)
     confirm_seconds: float = Field(default=900, gt=0)
-    budgets: RungBudgets = RungBudgets()
+    budgets: BudgetSettings = BudgetSettings()
     backoff_seconds: float = Field(default=60, ge=0)  # doubles after each attempt of a rung
     max_reboot_share: float = Field(default=0.2, gt=0, le=1)  # of the fleet, per sweep
     reprovision: bool = False  # re-create a lost cloud VM as the last rung
@@ -243,7 +243,7 @@ class Health(Strict):
     popup_stale_seconds: float = Field(default=300, gt=0)
 
 
-class Schedules(Strict):
+class ScheduleSettings(Strict):
     health_seconds: int = 300
     rewards_seconds: int = 3600
     poc_taps_seconds: int = 3600
@@ -252,13 +252,13 @@ class Schedules(Strict):
 
 class Fleet(Strict):
     name: str = "gradientlab"  # tags every cloud resource GradientLab creates for this fleet
-    account: Account
-    network: Network = Network()
-    providers: dict[str, Provider]
-    hosts: list[HostSpec] = []
-    runner: Runner = Runner()
-    health: Health = Health()
-    schedules: Schedules = Schedules()
+    account: AccountSettings
+    network: NetworkSettings = NetworkSettings()
+    providers: dict[str, ProviderSettings]
+    hosts: list[HostSettings] = []
+    runner: RunnerSettings = RunnerSettings()
+    health: HealthSettings = HealthSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
     source: str = "<memory>"
 
     @field_validator("name")
@@ -285,7 +285,7 @@ class Fleet(Strict):
                 raise _AtPath(("hosts", i), "ssh inventory hosts need `address` and `user`")
         return self
 
-    def host(self, name: str) -> HostSpec:
+    def host(self, name: str) -> HostSettings:
         for host in self.hosts:
             if host.name == name:
                 return host

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gradientlab.config import (
-    AzureProvider,
+    AzureSettings,
     Fleet,
     FleetFileError,
-    GcpProvider,
-    LocalProvider,
-    OciProvider,
-    SshProvider,
+    GcpSettings,
+    LocalSettings,
+    OciSettings,
+    SshSettings,
     resolve_secret,
 )
 from gradientlab.gradient.client import GradientClient, GradientEndpoints
@@ -34,13 +34,13 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
     spec = fleet.providers.get(name)
     if spec is None:
         raise FleetFileError(f"{fleet.source}: no provider named {name!r}")
-    if isinstance(spec, LocalProvider):
-        from gradientlab.providers.local import LocalProvider as Local
+    if isinstance(spec, LocalSettings):
+        from gradientlab.providers.local import LocalProvider
 
-        return Local(
+        return LocalProvider(
             name=name, base_address=spec.base_address, ssh_port=spec.ssh_port, python=spec.python
         )
-    if isinstance(spec, SshProvider):
+    if isinstance(spec, SshSettings):
         from gradientlab.providers.ssh import SshInventoryProvider
 
         return SshInventoryProvider(name, fleet.hosts, pkey=load_operator_key())
@@ -50,16 +50,16 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
             f"{spec.credentials_block!r}; run it from a flow"
         )
     creds = credentials(spec.kind, spec.credentials_block)
-    if isinstance(spec, OciProvider):
+    if isinstance(spec, OciSettings):
         from gradientlab.providers.oci import OciCloudProvider
 
         config, signer = creds
         return OciCloudProvider(name, spec, config=config, signer=signer, fleet_name=fleet.name)
-    if isinstance(spec, GcpProvider):
+    if isinstance(spec, GcpSettings):
         from gradientlab.providers.gcp import GcpCloudProvider
 
         return GcpCloudProvider(name, spec, creds, fleet_name=fleet.name)
-    if isinstance(spec, AzureProvider):
+    if isinstance(spec, AzureSettings):
         from gradientlab.providers.azure import AzureCloudProvider
 
         return AzureCloudProvider(name, spec, creds, fleet_name=fleet.name)

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 import httpx
 
-from gradientlab.config import Network
+from gradientlab.config import NetworkSettings
 
 # Only filters releases by their minimum_chrome_version; a current Chromium major serves all.
 PRODVERSION = "146.0.0.0"
@@ -48,7 +48,7 @@ def is_behind(installed: str | None, published: str) -> bool:
     return version_key(installed) < version_key(published)
 
 
-def update_check_url(network: Network, prodversion: str = PRODVERSION) -> str:
+def update_check_url(network: NetworkSettings, prodversion: str = PRODVERSION) -> str:
     """The update check for the fleet's extension id, on the service extension_source names."""
     parts = urlsplit(network.extension_source)
     x = f"id={network.extension_id}&v=0.0.0.0&uc"
@@ -80,7 +80,7 @@ def parse_update_manifest(text: str, extension_id: str, where: str = "") -> Publ
     raise UpdateCheckFailed(f"{where}: the answer does not mention {extension_id}")
 
 
-def published_version(network: Network, timeout: float = 20) -> Published:
+def published_version(network: NetworkSettings, timeout: float = 20) -> Published:
     """Ask the update service which version of the fleet's extension it publishes now."""
     url = update_check_url(network)
     where = f"the update service at {urlsplit(url).netloc}"

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from gradientlab.config import Fleet, Health
+from gradientlab.config import Fleet, HealthSettings
 from gradientlab.health import (
     ActionResult,
     Alert,
@@ -168,7 +168,7 @@ def _check(
     record: HostRecord,
     position: tuple[int, str | None],
     by_client: dict[str, NetworkNode],
-    policy: Health,
+    policy: HealthSettings,
     use_network: bool = True,
 ) -> HealthReport:
     """Probe and judge one host; whatever goes wrong becomes that host's verdict."""
@@ -197,7 +197,7 @@ def _check(
 def sweep_fleet(
     records: list[HostRecord],
     network: dict[str, NetworkNode],
-    policy: Health,
+    policy: HealthSettings,
     parallel: int = 20,
 ) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
@@ -221,7 +221,7 @@ _NOT_BY_WAITING = frozenset({Verdict.PAGE_CHANGED, Verdict.RUNNER_CRASH_LOOP})
 
 
 @task(name="await-good", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=1800)
-def await_good(record: HostRecord, policy: Health, wait_seconds: float) -> HealthReport:
+def await_good(record: HostRecord, policy: HealthSettings, wait_seconds: float) -> HealthReport:
     """Check one host until its node reads Good (the runner has read the new popup), for at
     most `wait_seconds`; the last report either way."""
     deadline = time.monotonic() + wait_seconds
@@ -286,7 +286,7 @@ def _heal(
     decision: Decision,
     history: History,
     network: NetworkState,
-    policy: Health,
+    policy: HealthSettings,
 ) -> HealResult:
     position = fleet_store.event_positions(engine()).get(record.name, (0, None))
 
@@ -333,7 +333,7 @@ def _heal(
 @task(name="record-health", cache_policy=NO_CACHE, timeout_seconds=300)
 def record_health(
     results: list[HealResult],
-    policy: Health,
+    policy: HealthSettings,
     network: NetworkState,
     at: datetime,
     fleet_name: str,

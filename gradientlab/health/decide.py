@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from gradientlab.config import Health
+from gradientlab.config import HealthSettings
 from gradientlab.health.judge import NetworkState
 from gradientlab.health.report import HealthReport
 from gradientlab.health.status import HOST_RUNGS, Rung, Verdict, about
@@ -50,7 +50,9 @@ class Decision:
         return ("quarantine: " if self.quarantine else "no action: ") + self.reason
 
 
-def fault_confirmed(sweeps: int, since: datetime | None, at: datetime, policy: Health) -> bool:
+def fault_confirmed(
+    sweeps: int, since: datetime | None, at: datetime, policy: HealthSettings
+) -> bool:
     """A fault seen on `sweeps` sweeps in a row (this one included), first seen at `since`:
     confirmed when seen on enough sweeps, or for long enough. The one rule for touching a
     host, paging a person, and calling the network down."""
@@ -59,7 +61,7 @@ def fault_confirmed(sweeps: int, since: datetime | None, at: datetime, policy: H
     return since is not None and at - since >= timedelta(seconds=policy.confirm_seconds)
 
 
-def confirmed(report: HealthReport, history: History, policy: Health) -> bool:
+def confirmed(report: HealthReport, history: History, policy: HealthSettings) -> bool:
     """Seen on enough consecutive sweeps, or for long enough, to touch the host."""
     since = history.fault_since if history.fault is not None else None
     return fault_confirmed(history.sweeps + 1, since, report.checked_at, policy)
@@ -70,7 +72,7 @@ def _attempts(history: History, rung: Rung, now: datetime) -> list[PastAction]:
 
 
 def rung_state(
-    history: History, rung: Rung, now: datetime, policy: Health
+    history: History, rung: Rung, now: datetime, policy: HealthSettings
 ) -> tuple[str, datetime | None]:
     """("ready", None), ("backoff", until) or ("spent", None) for one rung of one host."""
     budget = getattr(policy.budgets, rung.value)
@@ -86,7 +88,7 @@ def rung_state(
 
 
 def decide(
-    report: HealthReport, history: History, network: NetworkState, policy: Health
+    report: HealthReport, history: History, network: NetworkState, policy: HealthSettings
 ) -> Decision:
     verdict = Verdict(report.status)
     now = report.checked_at
@@ -161,7 +163,7 @@ def decide(
 
 
 def apply_brake(
-    decisions: dict[str, Decision], fleet_size: int, policy: Health
+    decisions: dict[str, Decision], fleet_size: int, policy: HealthSettings
 ) -> dict[str, Decision]:
     """Never touch more than a share of the fleet's hosts in one sweep (at least one)."""
     allowed = max(1, math.floor(policy.max_reboot_share * fleet_size + 1e-9))

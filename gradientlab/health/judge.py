@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from gradientlab.config import Health
+from gradientlab.config import HealthSettings
 from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.health.report import (
     HealthReport,
@@ -127,7 +127,7 @@ NetworkNode = NodeListItem | NodeInfo
 def judge(
     obs: Observation,
     network: NetworkNode | None,
-    policy: Health,
+    policy: HealthSettings,
     cursor: int = 0,
     events_id: str | None = None,
 ) -> HealthReport:
@@ -212,7 +212,7 @@ def _verdict(
     data: dict[str, Any],
     status_file: dict[str, Any],
     events: list[dict[str, Any]],
-    policy: Health,
+    policy: HealthSettings,
 ) -> tuple[Verdict, str]:
     m = report.metrics
     host_info = as_dict(data.get("host"))
@@ -318,7 +318,7 @@ class NetworkState:
 
 
 def network_state(
-    reports: list[HealthReport], api_error: str | None, policy: Health
+    reports: list[HealthReport], api_error: str | None, policy: HealthSettings
 ) -> NetworkState:
     """Down or degraded when the network's API fails, or when most nodes whose browser runs
     show Disconnected in the same sweep: a fleet-wide fault, not a node's."""

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from gradientlab.config import Health
+from gradientlab.config import HealthSettings
 from gradientlab.health.act import ActionResult
 from gradientlab.health.decide import Decision, History, PastAction, fault_confirmed
 from gradientlab.health.judge import NetworkState
@@ -121,7 +121,7 @@ def record_host(
     after: HealthReport,
     actions: list[ActionResult],
     decision: Decision,
-    policy: Health,
+    policy: HealthSettings,
     network: NetworkState,
     fleet_name: str,
     health_period_s: float | None = None,
@@ -301,7 +301,7 @@ def record_host(
 
 
 def record_network(
-    conn: Connection, state: NetworkState, at: datetime, policy: Health, fleet_name: str
+    conn: Connection, state: NetworkState, at: datetime, policy: HealthSettings, fleet_name: str
 ) -> list[Alert]:
     """One fleet-wide incident while the network is down: alerted once (when confirmed),
     closed with one "restored" alert when it answers again."""
@@ -351,7 +351,7 @@ def record_network(
 def record_sweep(
     engine: Engine,
     results: list[tuple[HealthReport, HealthReport, list[ActionResult], Decision]],
-    policy: Health,
+    policy: HealthSettings,
     network: NetworkState,
     at: datetime,
     fleet_name: str,

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from gradientlab.config import Network, Runner
+from gradientlab.config import NetworkSettings, RunnerSettings
 from gradientlab.node import runner as runner_module
 from gradientlab.node.browser import (
     BROWSER_FACTS_SH,
@@ -47,8 +47,8 @@ class NodeSettings:
 
     email: str
     password: str
-    network: Network
-    runner: Runner
+    network: NetworkSettings
+    runner: RunnerSettings
     dashboard_url: str
     extension_source: str
     extension_id: str

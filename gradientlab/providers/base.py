@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gradientlab.config import HostSpec
+from gradientlab.config import HostSettings
 from gradientlab.providers.errors import (  # noqa: F401 - re-exported: callers import them here
     CapacityError,
     ProviderAuthError,
@@ -48,9 +48,9 @@ class PlannedHost:
 class Provider(Protocol):
     kind: str
 
-    def plan(self, spec: HostSpec) -> PlannedHost: ...
+    def plan(self, spec: HostSettings) -> PlannedHost: ...
 
-    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord: ...
+    def create(self, spec: HostSettings, authorized_key: str) -> HostRecord: ...
 
     def get(self, name: str) -> HostRecord | None: ...
 

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
-from gradientlab.config import HostSpec
+from gradientlab.config import HostSettings
 from gradientlab.node.facts import pid_alive
 from gradientlab.paths import data_dir
 from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
@@ -135,7 +135,7 @@ class LocalProvider:
                     continue
         return used
 
-    def _allocate_address(self, spec: HostSpec) -> str:
+    def _allocate_address(self, spec: HostSettings) -> str:
         if spec.address:
             return spec.address
         used = self._addresses_in_use()
@@ -157,7 +157,7 @@ class LocalProvider:
 
     # -- the interface
 
-    def plan(self, spec: HostSpec) -> PlannedHost:
+    def plan(self, spec: HostSettings) -> PlannedHost:
         exists = self.get(spec.name) is not None
         return PlannedHost(
             name=spec.name,
@@ -171,7 +171,7 @@ class LocalProvider:
             ),
         )
 
-    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
+    def create(self, spec: HostSettings, authorized_key: str) -> HostRecord:
         self._require_root()
         python = self._python or runtime_python()
         LOCAL_ROOT.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ class LocalProvider:
             fcntl.flock(lock, fcntl.LOCK_EX)
             return self._create(spec, authorized_key, python)
 
-    def _create(self, spec: HostSpec, authorized_key: str, python: str) -> HostRecord:
+    def _create(self, spec: HostSettings, authorized_key: str, python: str) -> HostRecord:
         existing = self._read(spec.name)
         if existing is not None:
             return existing if existing.state == "running" else self.start(spec.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paramiko
 
-from gradientlab.config import HostSpec
+from gradientlab.config import HostSettings
 from gradientlab.paths import data_dir
 from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
 from gradientlab.remote.executor import RemoteError, SshExecutor, SshTarget, fingerprint
@@ -78,7 +78,7 @@ class SshInventoryProvider:
     def __init__(
         self,
         name: str,
-        hosts: list[HostSpec],
+        hosts: list[HostSettings],
         known_hosts: KnownHosts | None = None,
         pkey: paramiko.PKey | None = None,
     ) -> None:
@@ -87,7 +87,7 @@ class SshInventoryProvider:
         self.known_hosts = known_hosts or KnownHosts()
         self._pkey = pkey
 
-    def _spec(self, name: str) -> HostSpec:
+    def _spec(self, name: str) -> HostSettings:
         spec = self.hosts.get(name)
         if spec is None:
             raise ProviderNotFound(
@@ -96,7 +96,7 @@ class SshInventoryProvider:
             )
         return spec
 
-    def _record(self, spec: HostSpec) -> HostRecord:
+    def _record(self, spec: HostSettings) -> HostRecord:
         assert spec.address is not None and spec.user is not None
         port = spec.port or 22
         host_key = spec.host_key or self.known_hosts.get(spec.name, spec.address, port)
@@ -121,7 +121,7 @@ class SshInventoryProvider:
             meta={"python": None},
         )
 
-    def plan(self, spec: HostSpec) -> PlannedHost:
+    def plan(self, spec: HostSettings) -> PlannedHost:
         warnings = ["a host you already have: GradientLab adopts it and never deletes it"]
         port = spec.port or 22
         if not spec.host_key and not self.known_hosts.get(spec.name, spec.address or "", port):
@@ -136,7 +136,7 @@ class SshInventoryProvider:
             warnings=tuple(warnings),
         )
 
-    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
+    def create(self, spec: HostSettings, authorized_key: str) -> HostRecord:
         """Adopt the host: check that it answers with its pinned key and accepts our key."""
         record = self._record(self._spec(spec.name))
         if self._pkey is not None:
@@ -226,7 +226,7 @@ class SshInventoryProvider:
 
 
 def trust(
-    spec: HostSpec, expected_fingerprint: str | None, known_hosts: KnownHosts | None = None
+    spec: HostSettings, expected_fingerprint: str | None, known_hosts: KnownHosts | None = None
 ) -> tuple[str, str]:
     """Record the key the host offers now. Returns (host_key, fingerprint)."""
     if spec.address is None:

@@ -286,7 +286,7 @@ class TokenGrant:
 
 
 @dataclass
-class NodeDay:
+class SimulatedDay:
     duration: float = 0.0  # sim seconds online
     latency: int = 0  # successful taps
     rewarded_taps: int = 0
@@ -315,12 +315,12 @@ class Node:
     location: Location = field(default_factory=lambda: Location(country="ZZ", place="Unknown"))
     carry: float = 0.0  # fractional uptime points not yet credited
     total_points: int = 0
-    days: dict[str, NodeDay] = field(default_factory=dict)
+    days: dict[str, SimulatedDay] = field(default_factory=dict)
 
-    def day(self, did: str) -> NodeDay:
+    def day(self, did: str) -> SimulatedDay:
         nd = self.days.get(did)
         if nd is None:
-            nd = self.days[did] = NodeDay()
+            nd = self.days[did] = SimulatedDay()
         return nd
 
 
@@ -853,7 +853,7 @@ class SandboxNetwork:
                 return None
             out = []
             for did in self._day_ids(node.first_seen_sim, start_ms, end_ms):
-                nd = node.days.get(did) or NodeDay()
+                nd = node.days.get(did) or SimulatedDay()
                 out.append(
                     {
                         "id": did,

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from gradientlab import health
-from gradientlab.config import Fleet, Network, parse_fleet
-from gradientlab.config import Runner as RunnerSettings
+from gradientlab.config import Fleet, NetworkSettings, RunnerSettings, parse_fleet
 from gradientlab.health import HealthReport, Verdict
 from gradientlab.health.report import utcnow
 from gradientlab.inventory import executor_for, node_settings, provider_for
@@ -278,7 +277,7 @@ class ScriptedHost:
 
 
 def scripted_settings() -> NodeSettings:
-    net = Network()
+    net = NetworkSettings()
     return NodeSettings(
         email="operator@example.test",
         password="not-a-real-password",

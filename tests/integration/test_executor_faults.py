@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gradientlab.config import HostSpec
+from gradientlab.config import HostSettings
 from gradientlab.inventory import executor_for
 from gradientlab.providers.base import HostRecord
 from gradientlab.providers.local import LocalProvider
@@ -61,7 +61,7 @@ def provider(base_address: str) -> Iterator[LocalProvider]:
 
 @pytest.fixture(scope="module")
 def host(provider: LocalProvider) -> HostRecord:
-    return provider.create(HostSpec(name=HOST, provider=provider.name), operator_public_key())
+    return provider.create(HostSettings(name=HOST, provider=provider.name), operator_public_key())
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from gradientlab.config import Health
+from gradientlab.config import HealthSettings
 from gradientlab.health import (
     ActionResult,
     Decision,
@@ -27,7 +27,7 @@ from tests.conftest import add_host
 
 # any date: a year back and at an odd minute, so nothing can line up with the wall clock
 T0 = (datetime.now(UTC) - timedelta(days=365)).replace(hour=3, minute=7, second=0, microsecond=0)
-POLICY = Health()
+POLICY = HealthSettings()
 UP = NetworkState(False, "")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from gradientlab.config import HostSpec
+from gradientlab.config import HostSettings
 from gradientlab.inventory import executor_for
 from gradientlab.providers.base import HostRecord
 from gradientlab.providers.local import LocalProvider
@@ -61,7 +61,8 @@ def provider(base_address: str) -> Iterator[LocalProvider]:
 def hosts(provider: LocalProvider) -> dict[str, HostRecord]:
     key = operator_public_key()
     return {
-        name: provider.create(HostSpec(name=name, provider=provider.name), key) for name in HOSTS
+        name: provider.create(HostSettings(name=name, provider=provider.name), key)
+        for name in HOSTS
     }
 
 

@@ -18,11 +18,11 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from gradientlab.config import (
-    AzureProvider,
+    AzureSettings,
     Fleet,
-    GcpProvider,
-    HostSpec,
-    OciProvider,
+    GcpSettings,
+    HostSettings,
+    OciSettings,
     parse_fleet,
 )
 from gradientlab.inventory import executor_for, provider_for
@@ -215,7 +215,7 @@ def test_hosts_trust_refuses_a_wrong_fingerprint(existing_host: Any, tmp_path: P
 # their stand-ins. Every test id names the provider.
 
 CLOUDS = ["oci", "gcp", "azure"]
-Settings = TypeVar("Settings", OciProvider, GcpProvider, AzureProvider)
+Settings = TypeVar("Settings", OciSettings, GcpSettings, AzureSettings)
 OPERATOR_KEY = HostKeyPair.generate().public + " operator@laptop"
 OCI_COMPARTMENT = "ocid1.compartment.oc1..aaaaaaaaconformance"
 GCP_PROJECT, GCP_ZONE = "conformance-project", "us-central1-a"
@@ -255,7 +255,7 @@ class Subject:
     """One provider under the suite, with what the suite needs to know of its world."""
 
     provider: Provider
-    spec: HostSpec
+    spec: HostSettings
     machines: Callable[[], int]  # how many machines the world holds for the host
     foreign_alive: Callable[[], bool]  # something GradientLab did not make (or may not delete)
     vanish: Callable[[], Provider]  # the host disappears behind the provider's back
@@ -264,8 +264,8 @@ class Subject:
     later: Callable[[], None] = lambda: None  # the fault has passed
 
 
-def _spec(name: str, provider: str) -> HostSpec:
-    return HostSpec(name=name, provider=provider)
+def _spec(name: str, provider: str) -> HostSettings:
+    return HostSettings(name=name, provider=provider)
 
 
 def _settings(model: type[Settings], kind: str, url: str, **fields: Any) -> Settings:
@@ -276,7 +276,7 @@ def _settings(model: type[Settings], kind: str, url: str, **fields: Any) -> Sett
 
 def _oci() -> Iterator[Subject]:
     api = OciStandIn(OCI_COMPARTMENT).start()
-    settings = _settings(OciProvider, "oci", api.url, compartment_id=OCI_COMPARTMENT)
+    settings = _settings(OciSettings, "oci", api.url, compartment_id=OCI_COMPARTMENT)
     provider = OciCloudProvider(
         "oci",
         settings,
@@ -325,7 +325,7 @@ def _oci() -> Iterator[Subject]:
 
 def _gcp() -> Iterator[Subject]:
     standin = ComputeStandIn().start()
-    settings = _settings(GcpProvider, "gcp", standin.url, project=GCP_PROJECT, zone=GCP_ZONE)
+    settings = _settings(GcpSettings, "gcp", standin.url, project=GCP_PROJECT, zone=GCP_ZONE)
     provider = GcpCloudProvider(
         "gcp", settings, AnonymousCredentials(), fleet_name="conformance", sleep=lambda _: None
     )
@@ -370,7 +370,7 @@ def _gcp() -> Iterator[Subject]:
 def _azure() -> Iterator[Subject]:
     arm = AzureStandIn(AZURE_SUB).start()
     settings = _settings(
-        AzureProvider, "azure", arm.url, subscription_id=AZURE_SUB, resource_group=AZURE_RG
+        AzureSettings, "azure", arm.url, subscription_id=AZURE_SUB, resource_group=AZURE_RG
     )
     provider = AzureCloudProvider(
         "azure",

@@ -11,10 +11,10 @@ from gradientlab.config import (
     REAL_EXTENSION_ID,
     Fleet,
     FleetFileError,
-    LocalProvider,
-    OciProvider,
+    LocalSettings,
+    OciSettings,
     SecretRef,
-    SshProvider,
+    SshSettings,
     load_fleet,
     parse_fleet,
     resolve_secret,
@@ -87,9 +87,9 @@ def test_the_base_fleet_parses_with_its_providers_and_hosts() -> None:
     assert fleet.source == SOURCE
     assert fleet.account.email == "ops@example.test"
     assert fleet.account.password == SecretRef(env="GRADIENTLAB_TEST_CONFIG_PASSWORD")
-    assert isinstance(fleet.providers["local"], LocalProvider)
-    assert isinstance(fleet.providers["inv"], SshProvider)
-    assert isinstance(fleet.providers["cloud"], OciProvider)
+    assert isinstance(fleet.providers["local"], LocalSettings)
+    assert isinstance(fleet.providers["inv"], SshSettings)
+    assert isinstance(fleet.providers["cloud"], OciSettings)
     assert fleet.providers["cloud"].kind == "oci"
     assert [h.name for h in fleet.hosts] == ["node-1", "node-2", "pi"]
     assert fleet.host("pi").key == SecretRef(secret_block="pi-key")
@@ -114,7 +114,7 @@ def test_fleet_example_yaml_loads() -> None:
     assert [h.name for h in fleet.hosts] == ["node-1", "node-2"]
     assert {h.provider for h in fleet.hosts} == {"local"}
     local = fleet.providers["local"]
-    assert isinstance(local, LocalProvider)
+    assert isinstance(local, LocalSettings)
     assert local.ssh_port == 2222
     assert fleet.network.extension_id == REAL_EXTENSION_ID
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gradientlab.config import Health, RungBudgets
+from gradientlab.config import BudgetSettings, HealthSettings
 from gradientlab.health import (
     ABOUT,
     Decision,
@@ -28,7 +28,7 @@ from gradientlab.health import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-POLICY = Health()
+POLICY = HealthSettings()
 UP = NetworkState(False, "")
 DOWN = NetworkState(True, "3 of 3 checked nodes are Disconnected at once", 3, 3)
 V, R = Verdict, Rung
@@ -54,7 +54,7 @@ def tried(rung: Rung, *minutes_ago: float, ok: bool = False) -> tuple[PastAction
     return tuple(PastAction(str(rung), T0 - timedelta(minutes=m), ok) for m in minutes_ago)
 
 
-def spent(*rungs: Rung, policy: Health = POLICY) -> tuple[PastAction, ...]:
+def spent(*rungs: Rung, policy: HealthSettings = POLICY) -> tuple[PastAction, ...]:
     """Each rung tried its whole hourly budget, the last try 50 minutes ago or earlier."""
     out: tuple[PastAction, ...] = ()
     for rung in rungs:
@@ -149,7 +149,7 @@ def test_the_first_sweep_runs_the_light_rungs_only(verdict: Verdict) -> None:
 def test_access_security_network_and_host_verdicts_never_get_steps(
     verdict: Verdict, network: NetworkState
 ) -> None:
-    policy = Health(reprovision=True)
+    policy = HealthSettings(reprovision=True)
     long_seen = History(
         fault=str(verdict), fault_since=T0 - timedelta(days=2), sweeps=500, cloud=True
     )
@@ -194,7 +194,7 @@ def test_unreachable_on_the_second_sweep_reboots() -> None:
 
 
 def test_a_fault_seen_for_long_enough_is_confirmed_by_its_age() -> None:
-    policy = Health(confirm_sweeps=5, confirm_seconds=900)
+    policy = HealthSettings(confirm_sweeps=5, confirm_seconds=900)
     old = History(fault="Unreachable", fault_since=T0 - timedelta(minutes=15), sweeps=1)
     young = History(fault="Unreachable", fault_since=T0 - timedelta(minutes=14), sweeps=1)
     assert decide(report(V.UNREACHABLE), old, UP, policy).steps == (R.REBOOT_HOST,)
@@ -202,7 +202,7 @@ def test_a_fault_seen_for_long_enough_is_confirmed_by_its_age() -> None:
 
 
 def test_the_confirm_sweeps_are_the_policys() -> None:
-    policy = Health(confirm_sweeps=3)
+    policy = HealthSettings(confirm_sweeps=3)
     two = History(fault="Unreachable", fault_since=T0 - SWEEP, sweeps=1)
     three = History(fault="Unreachable", fault_since=T0 - 2 * SWEEP, sweeps=2)
     assert decide(report(V.UNREACHABLE), two, UP, policy).steps == ()
@@ -210,7 +210,7 @@ def test_the_confirm_sweeps_are_the_policys() -> None:
 
 
 def test_one_sweep_is_enough_when_the_policy_says_so() -> None:
-    policy = Health(confirm_sweeps=1)
+    policy = HealthSettings(confirm_sweeps=1)
     assert decide(report(V.UNREACHABLE), History(), UP, policy).steps == (R.REBOOT_HOST,)
 
 
@@ -247,14 +247,14 @@ def test_successful_tries_count_against_the_budget_too() -> None:
 
 
 def test_the_budgets_are_the_policys() -> None:
-    policy = Health(budgets=RungBudgets(restart_runner=5))
+    policy = HealthSettings(budgets=BudgetSettings(restart_runner=5))
     history = History(actions=tried(R.RESTART_RUNNER, 10, 20, 30, 40))
     assert decide(report(V.RUNNER_DOWN), history, UP, policy).steps == (R.RESTART_RUNNER,)
 
 
 @pytest.mark.parametrize("tries", [1, 2, 3])
 def test_the_backoff_doubles_after_each_try(tries: int) -> None:
-    policy = Health(backoff_seconds=100)
+    policy = HealthSettings(backoff_seconds=100)
     wait = timedelta(seconds=100 * 2 ** (tries - 1))  # 100 s, 200 s, 400 s
     earlier = tuple(
         PastAction("restart_runner", T0 - timedelta(minutes=20 + 5 * i), False)
@@ -343,7 +343,7 @@ def unreachable_after_reboots(cloud: bool) -> History:
 
 def test_a_lost_cloud_vm_is_reprovisioned_when_the_policy_allows() -> None:
     decision = decide(
-        report(V.UNREACHABLE), unreachable_after_reboots(True), UP, Health(reprovision=True)
+        report(V.UNREACHABLE), unreachable_after_reboots(True), UP, HealthSettings(reprovision=True)
     )
     assert decision.steps == (R.REPROVISION,)
 
@@ -351,21 +351,21 @@ def test_a_lost_cloud_vm_is_reprovisioned_when_the_policy_allows() -> None:
 @pytest.mark.parametrize(("reprovision", "cloud"), [(False, True), (True, False), (False, False)])
 def test_no_reprovision_without_the_policy_and_a_cloud_vm(reprovision: bool, cloud: bool) -> None:
     history = unreachable_after_reboots(cloud)
-    decision = decide(report(V.UNREACHABLE), history, UP, Health(reprovision=reprovision))
+    decision = decide(report(V.UNREACHABLE), history, UP, HealthSettings(reprovision=reprovision))
     assert decision.steps == ()
     assert decision.quarantine is True
 
 
 def test_reprovision_waits_for_confirmation_too() -> None:
     history = History(actions=spent(R.REBOOT_HOST), cloud=True)  # no current incident yet
-    decision = decide(report(V.UNREACHABLE), history, UP, Health(reprovision=True))
+    decision = decide(report(V.UNREACHABLE), history, UP, HealthSettings(reprovision=True))
     assert decision.steps == ()
     assert decision.reason == "waiting: reprovision once the fault is confirmed"
 
 
 def test_reprovision_waits_while_the_reboot_only_backs_off() -> None:
     history = confirmed(V.UNREACHABLE, actions=tried(R.REBOOT_HOST, 0.5), cloud=True)
-    decision = decide(report(V.UNREACHABLE), history, UP, Health(reprovision=True))
+    decision = decide(report(V.UNREACHABLE), history, UP, HealthSettings(reprovision=True))
     assert decision.steps == ()
     assert decision.reason.startswith("waiting: reboot_host after ")
 
@@ -395,7 +395,7 @@ def test_with_the_network_down_a_dead_runner_is_still_restarted() -> None:
 def test_with_the_network_down_nothing_touches_a_host(verdict: Verdict) -> None:
     history = confirmed(verdict, cloud=True, actions=spent(R.REBOOT_HOST))
     for h in (confirmed(verdict, cloud=True), history):
-        decision = decide(report(verdict), h, DOWN, Health(reprovision=True))
+        decision = decide(report(verdict), h, DOWN, HealthSettings(reprovision=True))
         assert R.REBOOT_HOST not in decision.steps
         assert R.REPROVISION not in decision.steps
         assert R.DEPLOY not in decision.steps
@@ -410,7 +410,7 @@ def host_names(n: int) -> list[str]:
 
 
 def test_the_brake_lets_a_share_of_the_fleet_reboot_and_keeps_the_light_rungs() -> None:
-    policy = Health(max_reboot_share=0.2)
+    policy = HealthSettings(max_reboot_share=0.2)
     decisions = {
         h: decide(report(V.BROWSER_DOWN, host=h), confirmed(V.BROWSER_DOWN), UP, policy)
         for h in host_names(10)
@@ -445,7 +445,7 @@ def test_a_tiny_fleet_may_still_reboot_one_host() -> None:
         h: decide(report(V.UNREACHABLE, host=h), confirmed(V.UNREACHABLE), UP, POLICY)
         for h in host_names(3)
     }
-    braked = apply_brake(decisions, 3, Health(max_reboot_share=0.2))  # 0.6 hosts → 1
+    braked = apply_brake(decisions, 3, HealthSettings(max_reboot_share=0.2))  # 0.6 hosts → 1
     assert [h for h, d in braked.items() if d.steps] == ["node-00"]
 
 
@@ -461,7 +461,7 @@ def test_the_brake_counts_the_whole_fleet_and_only_host_rungs() -> None:
 
 
 def test_reprovisioning_counts_against_the_brake() -> None:
-    policy = Health(reprovision=True, max_reboot_share=0.1)
+    policy = HealthSettings(reprovision=True, max_reboot_share=0.1)
     history = unreachable_after_reboots(cloud=True)
     decisions = {h: decide(report(V.UNREACHABLE, host=h), history, UP, policy) for h in "ab"}
     braked = apply_brake(decisions, 10, policy)
@@ -474,7 +474,7 @@ def test_the_brakes_share_is_not_lost_to_float_rounding() -> None:
         h: decide(report(V.UNREACHABLE, host=h), confirmed(V.UNREACHABLE), UP, POLICY)
         for h in host_names(100)
     }
-    braked = apply_brake(decisions, 100, Health(max_reboot_share=0.29))
+    braked = apply_brake(decisions, 100, HealthSettings(max_reboot_share=0.29))
     assert sum(1 for d in braked.values() if d.steps) == 29
 
 
@@ -499,7 +499,7 @@ def after_sweep(history: History, verdict: Verdict, at: datetime, d: Decision) -
 def test_an_hour_long_network_outage_reboots_nothing() -> None:
     hosts = ["node-a", "node-b", "node-c"]
     histories = {h: History(cloud=True) for h in hosts}
-    policy = Health(reprovision=True)
+    policy = HealthSettings(reprovision=True)
     decisions: list[Decision] = []
     for sweep in range(12):  # every 5 minutes for an hour
         at = T0 + sweep * SWEEP
@@ -523,7 +523,7 @@ def test_an_hour_long_network_outage_reboots_nothing() -> None:
 
 
 def simulate(
-    verdict: Verdict, hours: float, policy: Health, cloud: bool = False
+    verdict: Verdict, hours: float, policy: HealthSettings, cloud: bool = False
 ) -> list[tuple[datetime, Decision]]:
     """Sweeps every 5 minutes on a host that stays `verdict`, every step failing."""
     history = History(cloud=cloud)
@@ -553,7 +553,7 @@ def test_a_host_unreachable_for_three_hours_reboots_within_budget_then_is_quaran
 
 
 def test_a_lost_cloud_vm_is_rebooted_then_reprovisioned_once_then_quarantined() -> None:
-    log = simulate(V.UNREACHABLE, hours=3, policy=Health(reprovision=True), cloud=True)
+    log = simulate(V.UNREACHABLE, hours=3, policy=HealthSettings(reprovision=True), cloud=True)
     steps = Counter(s for _, d in log for s in d.steps)
     assert steps == {R.REBOOT_HOST: 2, R.REPROVISION: 1}
     assert [d.steps for _, d in log[:4]] == [
@@ -566,7 +566,7 @@ def test_a_lost_cloud_vm_is_rebooted_then_reprovisioned_once_then_quarantined() 
 
 
 def test_with_a_long_backoff_reboots_still_stay_within_budget() -> None:
-    policy = Health(backoff_seconds=900, budgets=RungBudgets(reboot_host=3))
+    policy = HealthSettings(backoff_seconds=900, budgets=BudgetSettings(reboot_host=3))
     log = simulate(V.UNREACHABLE, hours=3, policy=policy)
     reboots = [at for at, d in log if R.REBOOT_HOST in d.steps]
     assert reboots == [T0 + SWEEP, T0 + 4 * SWEEP, T0 + 10 * SWEEP]  # 15 then 30 minutes apart

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gradientlab.config import Health
+from gradientlab.config import HealthSettings
 from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.health import (
     HealthReport,
@@ -43,7 +43,7 @@ from gradientlab.remote.executor import (
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CHECKED = T0 + timedelta(seconds=30)  # when the control plane ran the probe
-POLICY = Health()
+POLICY = HealthSettings()
 MIB = 1024  # KiB
 
 
@@ -147,7 +147,7 @@ def item(
 def judged(
     data: dict[str, Any] | None,
     network: NodeListItem | None = None,
-    policy: Health = POLICY,
+    policy: HealthSettings = POLICY,
     cursor: int = 0,
     events_id: str | None = None,
 ) -> HealthReport:
@@ -444,8 +444,8 @@ def test_disk_space_at_the_threshold_is_enough() -> None:
 def test_the_disk_threshold_is_the_policys() -> None:
     host = {"disk_free_kib": 100 * MIB}
     data = probe_data(popup_fields=popup(), host=host)
-    assert judged(data, policy=Health(disk_free_min_mib=50)).status == Verdict.GOOD
-    assert judged(data, policy=Health(disk_free_min_mib=101)).status == Verdict.DISK_FULL
+    assert judged(data, policy=HealthSettings(disk_free_min_mib=50)).status == Verdict.GOOD
+    assert judged(data, policy=HealthSettings(disk_free_min_mib=101)).status == Verdict.DISK_FULL
 
 
 def test_low_memory_on_a_node_that_is_not_good_is_memory_low_with_the_figure() -> None:
@@ -547,9 +547,9 @@ def test_crashes_spread_over_more_than_the_window_are_runner_down() -> None:
 def test_the_crash_loop_window_and_count_are_the_policys() -> None:
     events = crash_runs(3, timedelta(minutes=6))
     data = probe_data(runner_alive=False, events=events)
-    wide = Health(crash_loop_seconds=13 * 60)
+    wide = HealthSettings(crash_loop_seconds=13 * 60)
     assert judged(data, policy=wide).status == Verdict.RUNNER_CRASH_LOOP
-    assert judged(data, policy=Health(crash_loop_starts=4)).status == Verdict.RUNNER_DOWN
+    assert judged(data, policy=HealthSettings(crash_loop_starts=4)).status == Verdict.RUNNER_DOWN
 
 
 def test_a_run_that_worked_breaks_the_loop() -> None:
@@ -1006,7 +1006,7 @@ def test_nodes_the_probe_could_not_judge_do_not_count() -> None:
 
 
 def test_the_share_and_minimum_are_the_policys() -> None:
-    strict = Health(network_down_share=0.9, network_down_min_nodes=4)
+    strict = HealthSettings(network_down_share=0.9, network_down_min_nodes=4)
     assert network_state(fleet(D, D, D, G), None, strict).down is False  # 3 of 4 < 90%
     assert network_state(fleet(D, D, D), None, strict).down is False  # only 3 checked
     assert network_state(fleet(D, D, D, D), None, strict).down is True

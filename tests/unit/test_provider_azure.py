@@ -13,7 +13,7 @@ import pytest
 import yaml
 from azure.core.exceptions import ClientAuthenticationError
 
-from gradientlab.config import AzureProvider, HostSpec
+from gradientlab.config import AzureSettings, HostSettings
 from gradientlab.providers.azure import AzureCloudProvider
 from gradientlab.providers.base import (
     FLEET_TAG,
@@ -45,7 +45,7 @@ def arm() -> Iterator[AzureStandIn]:
         standin.stop()
 
 
-def _settings(arm: AzureStandIn, **overrides: Any) -> AzureProvider:
+def _settings(arm: AzureStandIn, **overrides: Any) -> AzureSettings:
     fields: dict[str, Any] = {
         "kind": "azure",
         "credentials_block": "azure-gradientlab",
@@ -55,7 +55,7 @@ def _settings(arm: AzureStandIn, **overrides: Any) -> AzureProvider:
         "resource_group": RG,
         **overrides,
     }
-    return AzureProvider.model_validate(fields)
+    return AzureSettings.model_validate(fields)
 
 
 @pytest.fixture
@@ -83,8 +83,8 @@ def provider(make: Callable[..., AzureCloudProvider]) -> AzureCloudProvider:
     return make()
 
 
-def spec(name: str = "node1") -> HostSpec:
-    return HostSpec(name=name, provider="azure-east")
+def spec(name: str = "node1") -> HostSettings:
+    return HostSettings(name=name, provider="azure-east")
 
 
 def puts(arm: AzureStandIn, since: int = 0) -> list[Call]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from google.auth.credentials import AnonymousCredentials
 
-from gradientlab.config import GcpProvider, HostSpec
+from gradientlab.config import GcpSettings, HostSettings
 from gradientlab.providers.base import (
     CapacityError,
     ProviderAuthError,
@@ -63,7 +63,7 @@ def make(api: tuple[ComputeStandIn, str]) -> Iterator[Factory]:
             "endpoint": url,
             "zone": ZONE,
         }
-        spec = GcpProvider(kind="gcp", **{**defaults, **settings})
+        spec = GcpSettings(kind="gcp", **{**defaults, **settings})
         return GcpCloudProvider(
             "gcp",
             spec,
@@ -77,8 +77,8 @@ def make(api: tuple[ComputeStandIn, str]) -> Iterator[Factory]:
     yield factory
 
 
-def host(name: str = "alpha", **kw: Any) -> HostSpec:
-    return HostSpec(name=name, provider="gcp", **kw)
+def host(name: str = "alpha", **kw: Any) -> HostSettings:
+    return HostSettings(name=name, provider="gcp", **kw)
 
 
 def metadata_of(body: dict[str, Any]) -> dict[str, str]:

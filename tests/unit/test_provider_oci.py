@@ -16,7 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gradientlab.config import HostSpec, OciProvider
+from gradientlab.config import HostSettings, OciSettings
 from gradientlab.providers.base import (
     FLEET_TAG,
     HOST_KEY_TAG,
@@ -70,7 +70,7 @@ def make(api: OciStandIn, sleeps: list[float]) -> Factory:
         }
         return OciCloudProvider(
             "oci",
-            OciProvider(**values),
+            OciSettings(**values),
             config=dict(STANDIN_CONFIG),
             signer=StandInSigner(),
             fleet_name=fleet,
@@ -82,8 +82,8 @@ def make(api: OciStandIn, sleeps: list[float]) -> Factory:
     return factory
 
 
-def host(name: str, **kw: Any) -> HostSpec:
-    return HostSpec(name=name, provider="oci", **kw)
+def host(name: str, **kw: Any) -> HostSettings:
+    return HostSettings(name=name, provider="oci", **kw)
 
 
 def sequence(api: OciStandIn, since: int = 0) -> list[tuple[str, str]]:
@@ -470,7 +470,7 @@ def test_every_request_is_signed(make: Factory, api: OciStandIn) -> None:
 
 
 def test_missing_credentials_name_the_block() -> None:
-    settings = OciProvider(
+    settings = OciSettings(
         kind="oci",
         credentials_block="oci-prod",
         operator_cidr=OPERATOR,
@@ -484,7 +484,7 @@ def test_unreachable_endpoint_says_so(api: OciStandIn) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = OciProvider(
+    settings = OciSettings(
         kind="oci",
         credentials_block="oci-test",
         operator_cidr=OPERATOR,
@@ -717,7 +717,7 @@ def test_every_client_uses_the_configured_endpoint(make: Factory, api: OciStandI
 
 
 def test_without_an_endpoint_the_clients_use_the_region(api: OciStandIn) -> None:
-    settings = OciProvider(
+    settings = OciSettings(
         kind="oci",
         credentials_block="oci-test",
         operator_cidr=OPERATOR,
@@ -755,7 +755,7 @@ def test_credentials_from_a_config_file(tmp_path: Path) -> None:
     assert signer is None and config is not None
     assert config["tenancy"] == STANDIN_CONFIG["tenancy"]
     # a real API-key signer can be built from it; the provider's region wins over the file's
-    settings = OciProvider(
+    settings = OciSettings(
         kind="oci",
         credentials_block="oci-test",
         operator_cidr=OPERATOR,

@@ -11,7 +11,7 @@ from typing import Any
 from azure.mgmt.compute import models as compute
 from azure.mgmt.network import models as network
 
-from gradientlab.config import AzureProvider, HostSpec
+from gradientlab.config import AzureSettings, HostSettings
 from gradientlab.providers.azure.sdk import ArmApi, finish
 from gradientlab.providers.base import FLEET_TAG, HOST_KEY_TAG, HOST_TAG, ProviderError
 from gradientlab.providers.bootstrap import HostKeyPair, cloud_init_b64
@@ -35,10 +35,10 @@ class Names:
 
 
 def vm_body(
-    settings: AzureProvider,
+    settings: AzureSettings,
     fleet: str,
     names: Names,
-    spec: HostSpec,
+    spec: HostSettings,
     authorized_key: str,
     host_key: HostKeyPair,
     nic_id: str,
@@ -90,7 +90,7 @@ def vm_body(
 class HostResources:
     """Putting, reading and deleting the resources of the fleet's hosts."""
 
-    def __init__(self, api: ArmApi, settings: AzureProvider, fleet: str, prefix: str) -> None:
+    def __init__(self, api: ArmApi, settings: AzureSettings, fleet: str, prefix: str) -> None:
         self.api = api
         self.settings = settings
         self.fleet = fleet
@@ -153,7 +153,7 @@ class HostResources:
             lambda: finish(nics.begin_create_or_update(self.api.rg, name, wanted)),
         )
 
-    def put_vm(self, spec: HostSpec, authorized_key: str, nic_id: str) -> None:
+    def put_vm(self, spec: HostSettings, authorized_key: str, nic_id: str) -> None:
         names = self.names(spec.name)
         body = vm_body(
             self.settings, self.fleet, names, spec, authorized_key, HostKeyPair.generate(), nic_id

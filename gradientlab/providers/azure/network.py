@@ -11,7 +11,7 @@ from __future__ import annotations
 from azure.mgmt.network import models as network
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from gradientlab.config import AzureProvider
+from gradientlab.config import AzureSettings
 from gradientlab.providers.azure.sdk import ArmApi, finish
 from gradientlab.providers.base import FLEET_TAG, ProviderError
 
@@ -58,7 +58,7 @@ def virtual_network(location: str, tags: dict[str, str], nsg_id: str) -> network
 
 
 class FleetNetwork:
-    def __init__(self, api: ArmApi, settings: AzureProvider, fleet: str, prefix: str) -> None:
+    def __init__(self, api: ArmApi, settings: AzureSettings, fleet: str, prefix: str) -> None:
         self.api = api
         self.settings = settings
         self.fleet = fleet

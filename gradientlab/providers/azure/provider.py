@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.mgmt.compute import models as compute
 
-from gradientlab.config import AzureProvider, HostSpec
+from gradientlab.config import AzureSettings, HostSettings
 from gradientlab.providers.azure import pricing
 from gradientlab.providers.azure.host import HostResources
 from gradientlab.providers.azure.network import FleetNetwork
@@ -75,7 +75,7 @@ class AzureCloudProvider:
     def __init__(
         self,
         name: str,
-        settings: AzureProvider,
+        settings: AzureSettings,
         credential: TokenCredential,
         *,
         fleet_name: str = "gradientlab",
@@ -102,7 +102,7 @@ class AzureCloudProvider:
 
     # -- the Provider protocol
 
-    def plan(self, spec: HostSpec) -> PlannedHost:
+    def plan(self, spec: HostSettings) -> PlannedHost:
         cost = pricing.estimate(self.settings.vm_size)
         exists = self._machine(spec.name, instance_view=False) is not None
         return PlannedHost(
@@ -115,7 +115,7 @@ class AzureCloudProvider:
             warnings=cost.warnings,
         )
 
-    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
+    def create(self, spec: HostSettings, authorized_key: str) -> HostRecord:
         """Create the host, or converge to it: same names, same bodies, the same pinned key.
 
         An existing VM is kept (Azure refuses to change `customData` after creation, and its

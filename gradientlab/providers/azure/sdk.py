@@ -23,7 +23,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource import ResourceManagementClient
 
-from gradientlab.config import AzureProvider
+from gradientlab.config import AzureSettings
 from gradientlab.providers import errors
 from gradientlab.providers.errors import Failure, classify
 from gradientlab.retry_after import retry_after_header
@@ -121,7 +121,7 @@ class ArmApi:
     def __init__(
         self,
         name: str,
-        settings: AzureProvider,
+        settings: AzureSettings,
         credential: TokenCredential,
         sleep: Callable[[float], None],
         polling_interval: float,

@@ -15,7 +15,7 @@ import yaml
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
-from gradientlab.config import GcpProvider, HostSpec
+from gradientlab.config import GcpSettings, HostSettings
 from gradientlab.providers.base import FLEET_TAG, HOST_KEY_TAG, HOST_TAG
 from gradientlab.providers.bootstrap import HostKeyPair, cloud_init
 from gradientlab.providers.errors import ProviderError
@@ -70,8 +70,8 @@ def stale(op: compute_v1.Operation, started: datetime) -> bool:
 
 
 def instance_resource(
-    settings: GcpProvider,
-    spec: HostSpec,
+    settings: GcpSettings,
+    spec: HostSettings,
     names: tuple[str, str, str],
     authorized_key: str,
     host_key: HostKeyPair,

@@ -14,7 +14,7 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import Credentials
 from google.cloud import compute_v1
 
-from gradientlab.config import GcpProvider, HostSpec
+from gradientlab.config import GcpSettings, HostSettings
 from gradientlab.providers.base import (
     DATA_CENTRE_WARNING,
     FLEET_TAG,
@@ -55,7 +55,7 @@ class GcpCloudProvider:
     def __init__(
         self,
         name: str,
-        settings: GcpProvider,
+        settings: GcpSettings,
         credentials: Credentials,
         *,
         fleet_name: str = "gradientlab",
@@ -97,7 +97,7 @@ class GcpCloudProvider:
 
     # -- the Provider protocol
 
-    def plan(self, spec: HostSpec) -> PlannedHost:
+    def plan(self, spec: HostSettings) -> PlannedHost:
         machine_type = self.settings.machine_type
         warnings = [DATA_CENTRE_WARNING]
         mismatch = self._placement_problem(spec)
@@ -126,7 +126,7 @@ class GcpCloudProvider:
             warnings=tuple(warnings),
         )
 
-    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
+    def create(self, spec: HostSettings, authorized_key: str) -> HostRecord:
         mismatch = self._placement_problem(spec)
         if mismatch:
             raise ProviderError(f"{self._who}: {mismatch}")
@@ -197,7 +197,7 @@ class GcpCloudProvider:
 
     # -- instances
 
-    def _placement_problem(self, spec: HostSpec) -> str | None:
+    def _placement_problem(self, spec: HostSettings) -> str | None:
         if spec.region and spec.region not in (self.zone, self.region):
             return (
                 f"host {spec.name!r} asks for region {spec.region!r} but provider {self.name!r} "
@@ -257,7 +257,7 @@ class GcpCloudProvider:
             op = call(project=self.api.project, zone=self.zone, instance=vm)
         self.api.run(op, action)
 
-    def _insert(self, spec: HostSpec, authorized_key: str) -> compute_v1.Instance:
+    def _insert(self, spec: HostSettings, authorized_key: str) -> compute_v1.Instance:
         s = self.settings
         with self.api.api(f"reading image family {s.image_family}"):
             image = self.api.images.get_from_family(project=s.image_project, family=s.image_family)

@@ -17,7 +17,7 @@ from google.auth import exceptions as auth_exc
 from google.auth.credentials import Credentials
 from google.cloud import compute_v1
 
-from gradientlab.config import GcpProvider
+from gradientlab.config import GcpSettings
 from gradientlab.providers import errors
 from gradientlab.providers.errors import Failure
 from gradientlab.providers.gcp.pricing import FREE_REGIONS
@@ -56,7 +56,7 @@ class ComputeApi:
     def __init__(
         self,
         name: str,
-        settings: GcpProvider,
+        settings: GcpSettings,
         credentials: Credentials,
         sleep: Callable[[float], None],
         poll_seconds: float,

@@ -16,7 +16,7 @@ from oci.core.models import (
     LaunchInstanceShapeConfigDetails,
 )
 
-from gradientlab.config import HostSpec, OciProvider
+from gradientlab.config import HostSettings, OciSettings
 from gradientlab.providers.base import (
     FLEET_TAG,
     HOST_KEY_TAG,
@@ -46,7 +46,7 @@ class Launcher:
     def __init__(
         self,
         api: OciApi,
-        settings: OciProvider,
+        settings: OciSettings,
         fleet: str,
         sleep: Callable[[float], None],
         passes: int,
@@ -94,7 +94,7 @@ class Launcher:
 
     def details(
         self,
-        spec: HostSpec,
+        spec: HostSettings,
         authorized_key: str,
         host_key: HostKeyPair,
         subnet_id: str,
@@ -130,7 +130,7 @@ class Launcher:
             },
         )
 
-    def _launch_in(self, spec: HostSpec, details: LaunchInstanceDetails, ad: str) -> Instance:
+    def _launch_in(self, spec: HostSettings, details: LaunchInstanceDetails, ad: str) -> Instance:
         doing = f"launching {spec.name} ({self.settings.shape}) in {ad}"
         compute = self.api.compute
         token = retry_token(self.fleet, spec.name, ad)
@@ -141,7 +141,7 @@ class Launcher:
             instance = self.api.call(doing, compute.launch_instance, details, opc_retry_token=token)
         return instance
 
-    def launch(self, spec: HostSpec, authorized_key: str, subnet_id: str) -> Instance:
+    def launch(self, spec: HostSettings, authorized_key: str, subnet_id: str) -> Instance:
         image = self.newest_image()
         ads = self.availability_domains()
         host_key = HostKeyPair.generate()
@@ -160,7 +160,9 @@ class Launcher:
                     failures.append((ad, exc))
         raise self._no_domain(spec, failures)
 
-    def _no_domain(self, spec: HostSpec, failures: list[tuple[str, ProviderError]]) -> Exception:
+    def _no_domain(
+        self, spec: HostSettings, failures: list[tuple[str, ProviderError]]
+    ) -> Exception:
         tried = ", ".join(dict.fromkeys(ad for ad, _ in failures))
         last = failures[-1][1]
         s = self.settings

@@ -27,7 +27,7 @@ from oci.core.models import (
     UpdateSubnetDetails,
 )
 
-from gradientlab.config import OciProvider
+from gradientlab.config import OciSettings
 from gradientlab.providers.base import FLEET_TAG, ProviderError
 from gradientlab.providers.oci.sdk import OciApi
 
@@ -99,7 +99,7 @@ def rule_keys(rules: Iterable[Any] | None) -> set[tuple[Any, ...]]:
 
 
 class FleetNetwork:
-    def __init__(self, api: OciApi, settings: OciProvider, fleet: str) -> None:
+    def __init__(self, api: OciApi, settings: OciSettings, fleet: str) -> None:
         self.api = api
         self.settings = settings
         self.fleet = fleet

@@ -13,7 +13,7 @@ from typing import Any
 
 from oci.core.models import Instance
 
-from gradientlab.config import HostSpec, OciProvider
+from gradientlab.config import HostSettings, OciSettings
 from gradientlab.providers.base import (
     DATA_CENTRE_WARNING,
     HOST_KEY_TAG,
@@ -58,7 +58,7 @@ class OciCloudProvider:
     def __init__(
         self,
         name: str,
-        settings: OciProvider,
+        settings: OciSettings,
         config: dict[str, Any] | None = None,
         signer: object | None = None,
         *,
@@ -100,7 +100,7 @@ class OciCloudProvider:
 
     # -- the Provider protocol
 
-    def plan(self, spec: HostSpec) -> PlannedHost:
+    def plan(self, spec: HostSettings) -> PlannedHost:
         self._check_region(spec)
         # every live instance of the compartment counts against the Always Free allowance
         alive = [i for i in self._compartment_instances() if i.lifecycle_state not in GONE]
@@ -118,7 +118,7 @@ class OciCloudProvider:
             warnings=(DATA_CENTRE_WARNING, *cost.warnings),
         )
 
-    def create(self, spec: HostSpec, authorized_key: str) -> HostRecord:
+    def create(self, spec: HostSettings, authorized_key: str) -> HostRecord:
         self._check_region(spec)
         existing = self._live_machine(spec.name)
         if existing is not None:
@@ -188,7 +188,7 @@ class OciCloudProvider:
 
     # -- instances
 
-    def _check_region(self, spec: HostSpec) -> None:
+    def _check_region(self, spec: HostSettings) -> None:
         if spec.region and spec.region != self.settings.region:
             raise ProviderError(
                 f"{self.name}: host {spec.name} asks for region {spec.region}, but this provider "

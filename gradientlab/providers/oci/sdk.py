@@ -11,7 +11,7 @@ from oci._vendor.requests.exceptions import RequestException
 from oci.circuit_breaker import NoCircuitBreakerStrategy
 from oci.exceptions import ServiceError
 
-from gradientlab.config import OciProvider
+from gradientlab.config import OciSettings
 from gradientlab.providers.base import FLEET_TAG
 from gradientlab.providers.errors import (
     Failure,
@@ -55,7 +55,7 @@ class OciApi:
     def __init__(
         self,
         name: str,
-        settings: OciProvider,
+        settings: OciSettings,
         config: dict[str, Any] | None,
         signer: object | None,
     ) -> None:
