@@ -206,6 +206,11 @@ def from_another_process(record: HostRecord) -> list[str]:
     return out.stdout.split()
 
 
+def pooled(hosts: dict[str, HostRecord]) -> list[str]:
+    """This process's own connections to these hosts (other tests' may be in the pool too)."""
+    return sorted(c.name for c in POOL.connections() if c.name in hosts)
+
+
 def test_commands_and_files_go_through_the_keeper(
     keeper: Keeper, hosts: dict[str, HostRecord]
 ) -> None:
@@ -222,8 +227,7 @@ def test_commands_and_files_go_through_the_keeper(
     assert ex.read_file("kept/sub/blob") == data
     assert ex.read_file("kept/none") is None
     assert ex.run("stat -c %a kept/sub/blob").stdout.strip() == "600"
-    # this process opened no SSH connection of its own (other tests' may be in the pool)
-    assert [c for c in POOL.connections() if c.name in hosts] == []
+    assert pooled(hosts) == []  # this process opened no SSH connection of its own
     assert stats()["connects"] == {"keep-a": 1}
 
 
@@ -343,14 +347,14 @@ def test_a_stale_socket_falls_back_then_a_keeper_replaces_it_and_exits_when_idle
     ex = executor_for(record)
     assert isinstance(ex, KeeperExecutor)
     assert ex.run("echo direct").stdout == "direct\n"  # no keeper answered: this process's pool
-    assert [c.name for c in POOL.connections()] == ["keep-a"]
+    assert pooled(hosts) == ["keep-a"]
     POOL.close_all()
 
     proc = keeper("--idle-seconds", "3")
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert sock.stat().st_uid == os.getuid()
     assert executor_for(record).run("echo kept").stdout == "kept\n"
-    assert POOL.connections() == []
+    assert pooled(hosts) == []
     assert proc.wait(HANG_LIMIT) == 0  # idle: it exits by itself...
     assert not sock.exists()  # ...and takes its socket with it
 
@@ -373,7 +377,7 @@ def test_a_second_keeper_on_the_same_socket_refuses_to_start(
     )
     assert second.returncode == 1 and "another keeper already serves" in second.stderr
     assert executor_for(hosts["keep-a"]).run("echo still").stdout == "still\n"
-    assert POOL.connections() == []
+    assert pooled(hosts) == []
 
 
 def test_sigterm_stops_the_keeper_and_removes_its_socket(
