@@ -37,8 +37,8 @@ STATS_API = re.compile(r"/sentrynode/stats/(?P<clientid>[^/?#]+)")
 
 # What a person reads when a page no longer looks like this file says.
 POPUP_SHAPE = (
-    f"a `GET …/sentrynode/get/<id>` answer, a status badge ({' / '.join(BADGE_TEXTS)}) "
-    f"or a {LOGIN_BUTTON!r} button"
+    f"`GET …/sentrynode/get/<id>` answer, status badge ({' / '.join(BADGE_TEXTS)}) "
+    f"or {LOGIN_BUTTON!r} button"
 )
 DASHBOARD_SHAPE = (
     f"fields with the placeholders {EMAIL_PLACEHOLDER!r} and {PASSWORD_PLACEHOLDER!r}, "

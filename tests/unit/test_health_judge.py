@@ -386,7 +386,7 @@ def test_the_networks_own_node_answer_serves_as_its_view() -> None:
 def test_a_page_that_changed_is_its_own_verdict_and_no_ladder() -> None:
     from gradientlab.health.status import Kind, about
 
-    why = "the extension's popup changed: no a `GET …/sentrynode/get/<id>` answer found"
+    why = "the extension's popup changed: no `GET …/sentrynode/get/<id>` answer found"
     report = judged(probe_data(popup_fields=popup("Good"), page_changed=why))
     assert report.status == Verdict.PAGE_CHANGED
     assert report.reason == why
