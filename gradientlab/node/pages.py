@@ -40,10 +40,6 @@ POPUP_SHAPE = (
     f"`GET …/sentrynode/get/<id>` answer, status badge ({' / '.join(BADGE_TEXTS)}) "
     f"or {LOGIN_BUTTON!r} button"
 )
-DASHBOARD_SHAPE = (
-    f"fields with the placeholders {EMAIL_PLACEHOLDER!r} and {PASSWORD_PLACEHOLDER!r}, "
-    "then a page under /dashboard"
-)
 
 
 def status_of(node: dict[str, object] | None, badge: str | None) -> str | None:
