@@ -17,7 +17,10 @@ import streamlit as st  # noqa: E402
 
 VIEWS = Path(__file__).resolve().parent / "views"
 
+from analysis_app.auth import require_sign_in  # noqa: E402
+
 st.set_page_config(page_title="GradientLab", page_icon=":material/hub:", layout="wide")
+require_sign_in()
 
 pages = [
     st.Page(VIEWS / "points.py", title="Points", icon=":material/paid:", default=True),
