@@ -152,6 +152,28 @@ def measure(mode: str, fleet_file: Path, runs: int, interval: float, hosts: int)
         start_after_schedule_s=[round(t, 2) for t in late],
         running_s=[round(t, 2) for t in own],
     )
+    slowest = max(measured, key=lambda r: (r.end_time - r.start_time).total_seconds())
+    emit(f"health_flow_{mode}_slowest_run_tasks", 0, tasks=task_timeline(slowest))
+
+
+def task_timeline(run: Any) -> list[str]:
+    """Where one flow run's time went: each task run's start (from the flow run's start) and
+    duration, in start order, to find what a slow run waited for."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+    out = []
+    for t in sorted(tasks, key=lambda t: t.start_time or run.end_time):
+        if t.start_time is None or t.end_time is None:
+            continue
+        start = (t.start_time - run.start_time).total_seconds()
+        out.append(f"{t.name}@{start:.2f}+{(t.end_time - t.start_time).total_seconds():.2f}")
+    out.append(f"end@{(run.end_time - run.start_time).total_seconds():.2f}")
+    return out
 
 
 def main() -> None:

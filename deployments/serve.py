@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                 interval=timedelta(seconds=s.health_seconds),
                 concurrency_limit=ONE_AT_A_TIME,
             ),
+            # a large fleet's sweep starts one run of this per shard (health.shard_hosts)
+            health.to_deployment(name="health-shard", parameters=params),
             rewards.to_deployment(
                 name="rewards",
                 parameters=params,

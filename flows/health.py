@@ -3,10 +3,18 @@ alert. One host's trouble is that host's verdict; the run itself does not fail f
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+import time
+from datetime import timedelta
+from typing import cast
+from uuid import UUID
+
+from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
+from gradientlab.config import Fleet
 from gradientlab.health import (
     Alert,
     Decision,
@@ -18,7 +26,10 @@ from gradientlab.health import (
 )
 from gradientlab.health.judge import NetworkNode, with_network_reason
 from gradientlab.health.report import utcnow
+from gradientlab.health.shards import Shard, parse_shard, shards_for
+from gradientlab.providers.base import HostRecord
 from gradientlab.store.fleet import client_ids, host_records
+from gradientlab.store.locks import HostBusy, host_lock
 from tasks.common import engine, fleet_from
 from tasks.hosts import (
     HealResult,
@@ -26,6 +37,7 @@ from tasks.hosts import (
     hosts_being_deployed,
     load_histories,
     record_health,
+    record_network_state,
     shared_ip_warnings,
     sweep_fleet,
 )
@@ -44,13 +56,41 @@ def send(alert: Alert) -> None:
     )
 
 
+# The deployment a sharded sweep's dispatcher starts once per shard (deployments/serve.py and
+# prefect.yaml define it beside `health/health`, with no schedule of its own).
+SHARD_DEPLOYMENT = "health/health-shard"
+
+
 @flow(name="health", log_prints=True)
-def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthOutcome]:
+def health(
+    fleet_path: str = "fleet.yaml", recover: bool = True, shard: str | None = None
+) -> list[HealthOutcome]:
+    """Check every host, or only shard "<index>/<count>" of them. A fleet of more than
+    `health.shard_hosts` hosts is checked by one flow run per shard, which this run starts and
+    waits for (any worker in the pool may run each), recording the network's state once."""
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)
-    policy = fleet.health
     records = host_records(engine())
+    if shard is not None:
+        part = parse_shard(shard)
+        records = [r for r in records if part.holds(r.name)]
+        try:
+            with host_lock(engine(), f"health shard {part}"):
+                return sweep(fleet, records, recover, part)
+        except HostBusy:
+            logger.warning("shard %s of the last sweep is still running; this one is skipped", part)
+            return []
+    if len(records) > fleet.health.shard_hosts:
+        dispatch_shards(fleet, fleet_path, recover, [r.name for r in records])
+        return []
+    return sweep(fleet, records, recover)
 
+
+def sweep(
+    fleet: Fleet, records: list[HostRecord], recover: bool, part: Shard | None = None
+) -> list[HealthOutcome]:
+    logger = get_run_logger()
+    policy = fleet.health
     listed, api_error = network_view(fleet)
     network: dict[str, NetworkNode] = {item.name: item for item in listed}
     if api_error:
@@ -121,7 +161,7 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
             )
 
     outcomes, fleet_alerts, errors = record_health(
-        results, policy, state, at, fleet.name, fleet.schedules.health_seconds
+        results, policy, state, at, fleet.name, fleet.schedules.health_seconds, part is None
     )
     for error in errors:
         logger.error(error)
@@ -141,11 +181,11 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
             )
         elif o.status not in (Verdict.GOOD, Verdict.STARTING):
             logger.info("%s: %s — %s; %s", o.host, o.status, o.reason, o.decision)
-    shared = shared_ip_warnings()
+    shared = shared_ip_warnings() if part is None else []  # fleet-wide: the dispatcher's
     for warning in shared:
         logger.warning(warning)
     create_table_artifact(
-        key="fleet-health",
+        key="fleet-health" if part is None else f"fleet-health-shard-{part.index}-of-{part.count}",
         table=[
             {
                 "host": o.host,
@@ -158,7 +198,81 @@ def health(fleet_path: str = "fleet.yaml", recover: bool = True) -> list[HealthO
             for o in outcomes
         ],
         description="Fleet health after the last check"
+        + (f" (shard {part})" if part is not None else "")
         + (f" — network down or degraded: {state.reason}" if state.down else "")
         + "".join(f" — {w}" for w in shared),
     )
     return outcomes
+
+
+def dispatch_shards(fleet: Fleet, fleet_path: str, recover: bool, hosts: list[str]) -> None:
+    """Start one `health-shard` flow run per shard, wait for them (up to one health period),
+    then record the network's state from the verdicts they wrote. A shard that did not complete
+    fails this run, after everything the others found is recorded."""
+    logger = get_run_logger()
+    policy = fleet.health
+    period = fleet.schedules.health_seconds
+    shards = shards_for(len(hosts), policy.shard_hosts)
+    # the shards' samples carry their workers' clocks: allow those a little skew against ours
+    since = utcnow() - timedelta(seconds=min(30.0, period / 2))
+    started = {
+        str(part): cast(  # a sync call from a sync flow: the run, not a coroutine
+            FlowRun,
+            run_deployment(
+                SHARD_DEPLOYMENT,
+                parameters={"fleet_path": fleet_path, "recover": recover, "shard": str(part)},
+                timeout=0,
+            ),
+        )
+        for part in shards
+    }
+    logger.info("%d hosts: checked in %d shards by the pool's workers", len(hosts), len(shards))
+    listed, api_error = network_view(fleet)  # only whether the API answers: shards read it too
+    ended = wait_for_runs({k: r.id for k, r in started.items()}, deadline_seconds=period)
+    state, fleet_alerts, statuses = record_network_state(
+        hosts, since, api_error, policy, utcnow(), fleet.name
+    )
+    if state.down:
+        logger.warning("the network is down or degraded: %s", state.reason)
+    for alert in fleet_alerts:
+        logger.warning("alert %s for %s: %s", alert.event, alert.subject, alert.payload)
+        send(alert)
+    shared = shared_ip_warnings()
+    for warning in shared:
+        logger.warning(warning)
+    unchecked = len(hosts) - len(statuses)
+    create_table_artifact(
+        key="fleet-health",
+        table=[
+            {"shard": k, "state": ended.get(k, "still running"), "flow run": str(r.id)}
+            for k, r in started.items()
+        ],
+        description=f"Fleet health after the last check: {len(statuses)} of {len(hosts)} hosts"
+        f" checked in {len(shards)} shards"
+        + (f" — network down or degraded: {state.reason}" if state.down else "")
+        + "".join(f" — {w}" for w in shared),
+    )
+    bad = {k: v for k, v in ended.items() if v != "Completed"}
+    bad.update({k: "still running" for k in started if k not in ended})
+    if bad:
+        raise RuntimeError(
+            f"health shards did not complete ({', '.join(f'{k}: {v}' for k, v in bad.items())});"
+            f" {unchecked} of {len(hosts)} hosts have no verdict from this sweep"
+        )
+
+
+def wait_for_runs(runs: dict[str, UUID], deadline_seconds: float) -> dict[str, str]:
+    """The final state's name of each run that ended within the deadline, by key."""
+    ended: dict[str, str] = {}
+    deadline = time.monotonic() + deadline_seconds
+    with get_client(sync_client=True) as client:
+        while len(ended) < len(runs) and time.monotonic() < deadline:
+            for key, run_id in runs.items():
+                if key in ended:
+                    continue
+                state = client.read_flow_run(run_id).state
+                if state is not None and state.is_final():
+                    ended[key] = state.name or state.type.value
+            if len(ended) < len(runs):
+                time.sleep(1)
+    return ended

@@ -241,6 +241,9 @@ class HealthSettings(Strict):
     probe_timeout_seconds: float = Field(default=20, gt=0)
     # a browser whose popup the runner has not read for this long (on the host's clock) is hung
     popup_stale_seconds: float = Field(default=300, gt=0)
+    # a sweep of more hosts than this is split into shards of at most this many, each a flow
+    # run of the `health-shard` deployment that any worker in the pool may pick up
+    shard_hosts: int = Field(default=2500, ge=1)
 
 
 class ScheduleSettings(Strict):

@@ -30,10 +30,12 @@ from gradientlab.health import (
     Verdict,
     decide,
     judge,
+    network_state_of,
     observe,
     record_sweep,
     wait_until,
 )
+from gradientlab.health import record as health_record
 from gradientlab.health.judge import NetworkNode
 from gradientlab.health.record import host_histories
 from gradientlab.health.report import as_dict, utcnow
@@ -338,5 +340,25 @@ def record_health(
     at: datetime,
     fleet_name: str,
     health_period_s: float | None = None,
+    fleet_level: bool = True,
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
-    return record_sweep(engine(), results, policy, network, at, fleet_name, health_period_s)
+    return record_sweep(
+        engine(), results, policy, network, at, fleet_name, health_period_s, fleet_level
+    )
+
+
+@task(name="record-network-state", cache_policy=NO_CACHE, timeout_seconds=120)
+def record_network_state(
+    hosts: list[str],
+    since: datetime,
+    api_error: str | None,
+    policy: HealthSettings,
+    at: datetime,
+    fleet_name: str,
+) -> tuple[NetworkState, list[Alert], dict[str, str]]:
+    """A sharded sweep's network state, from the verdicts its shards recorded since `since`,
+    recorded once; with the verdicts by host."""
+    statuses = fleet_store.sweep_statuses(engine(), hosts, since)
+    state = network_state_of(list(statuses.values()), api_error, policy)
+    alerts = health_record.record_network_state(engine(), state, at, policy, fleet_name)
+    return state, alerts, statuses

@@ -10,7 +10,14 @@ record   samples, incidents, quarantine and the alerts they call for (through st
 
 from gradientlab.health.act import ActionResult, Recovery, wait_until
 from gradientlab.health.decide import Decision, History, PastAction, apply_brake, decide
-from gradientlab.health.judge import NetworkState, Observation, judge, network_state, observe
+from gradientlab.health.judge import (
+    NetworkState,
+    Observation,
+    judge,
+    network_state,
+    network_state_of,
+    observe,
+)
 from gradientlab.health.record import (
     Alert,
     HealthOutcome,
@@ -45,6 +52,7 @@ __all__ = [
     "decide",
     "judge",
     "network_state",
+    "network_state_of",
     "observe",
     "parse_probe",
     "record_host",

@@ -322,12 +322,20 @@ def network_state(
 ) -> NetworkState:
     """Down or degraded when the network's API fails, or when most nodes whose browser runs
     show Disconnected in the same sweep: a fleet-wide fault, not a node's."""
+    return network_state_of([r.status for r in reports], api_error, policy)
+
+
+def network_state_of(
+    statuses: list[str], api_error: str | None, policy: HealthSettings
+) -> NetworkState:
+    """`network_state` from the sweep's verdicts alone (a sharded sweep's, read back from the
+    samples its shards recorded)."""
     checked = [
-        r
-        for r in reports
-        if r.status in (Verdict.GOOD, Verdict.DISCONNECTED, Verdict.UNSUPPORTED, Verdict.SUSPENDED)
+        s
+        for s in statuses
+        if s in (Verdict.GOOD, Verdict.DISCONNECTED, Verdict.UNSUPPORTED, Verdict.SUSPENDED)
     ]
-    disconnected = sum(1 for r in checked if r.status == Verdict.DISCONNECTED)
+    disconnected = sum(1 for s in checked if s == Verdict.DISCONNECTED)
     if api_error:
         return NetworkState(
             True, f"the network's API fails: {api_error}", disconnected, len(checked)

@@ -356,9 +356,11 @@ def record_sweep(
     at: datetime,
     fleet_name: str,
     health_period_s: float | None = None,
+    fleet_level: bool = True,
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
     """Each host in its own transaction, retried on a database blip: one host's failure to be
-    written never loses the others'. Returns outcomes, fleet alerts and per-host write errors."""
+    written never loses the others'. Returns outcomes, fleet alerts and per-host write errors.
+    A shard of a sweep (`fleet_level=False`) leaves the network's state to its dispatcher."""
     outcomes: list[HealthOutcome] = []
     errors: list[str] = []
     for before, after, actions, decision in results:
@@ -382,6 +384,8 @@ def record_sweep(
         except Exception as exc:  # noqa: BLE001 - reported; the other hosts are still written
             errors.append(f"{after.host}: could not record this check: {exc}")
 
+    if not fleet_level:
+        return outcomes, [], errors
     fleet_alerts = with_retries(
         engine,
         functools.partial(
@@ -389,6 +393,18 @@ def record_sweep(
         ),
     )
     return outcomes, fleet_alerts, errors
+
+
+def record_network_state(
+    engine: Engine, network: NetworkState, at: datetime, policy: HealthSettings, fleet_name: str
+) -> list[Alert]:
+    """The network's state for a whole sweep, once (a sharded sweep's dispatcher calls this)."""
+    return with_retries(
+        engine,
+        functools.partial(
+            record_network, state=network, at=at, policy=policy, fleet_name=fleet_name
+        ),
+    )
 
 
 CLOUD_KINDS = ("oci", "gcp", "azure")

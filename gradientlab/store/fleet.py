@@ -443,3 +443,21 @@ def record_intent(engine: Engine, name: str, provider: str) -> None:
             ),
             {"n": name, "p": provider},
         )
+
+
+def sweep_statuses(engine: Engine, hosts: list[str], since: datetime) -> dict[str, str]:
+    """Each of these hosts' latest verdict recorded at or after `since` (what a sharded sweep's
+    shards wrote), by host name; hosts with none are left out."""
+    if not hosts:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT ON (h.id) h.name, s.status FROM hosts h"
+                " JOIN node_status_samples s ON s.host_id = h.id"
+                " WHERE h.name = ANY(:names) AND s.sampled_at >= :since"
+                " ORDER BY h.id, s.sampled_at DESC, s.id DESC"
+            ),
+            {"names": hosts, "since": since},
+        )
+        return {r.name: r.status for r in rows}

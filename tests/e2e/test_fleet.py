@@ -6,8 +6,13 @@ rewards task retry and fail naming the endpoint, with nothing half-written."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ from tests.conftest import fleet_yaml
 pytestmark = pytest.mark.e2e
 
 HOSTS = ["e2e-1", "e2e-2"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +159,66 @@ def test_fleet_end_to_end(
     # the task's first try and three retries, each trying the request the client's bounded times
     assert left == 100 - 4 * RetryPolicy().attempts
     assert {t: rows(engine, f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in tables} == snapshot
+
+    # above health.shard_hosts hosts, a sweep is one flow run per shard, which a served
+    # `health-shard` deployment (any worker, in production) runs; the network state once
+    sharded = fleet_file.with_name("sharded.yaml")
+    sharded.write_text(fleet_file.read_text().replace("health: {", "health: {shard_hosts: 1, ", 1))
+    before_samples = dict(rows(engine, SAMPLES_PER_HOST))
+    with served_shards(sharded) as shard_runs:
+        from flows.health import health
+
+        assert health(fleet_path=str(sharded)) == []  # the dispatcher checks no host itself
+        runs = shard_runs()
+    assert sorted((r.parameters["shard"], r.state_name) for r in runs) == [
+        ("0/2", "Completed"),
+        ("1/2", "Completed"),
+    ]
+    after_samples = dict(rows(engine, SAMPLES_PER_HOST))
+    assert {h: after_samples[h] - before_samples[h] for h in HOSTS} == {h: 1 for h in HOSTS}
+    assert rows(engine, "SELECT count(*) FROM incidents WHERE host_id IS NULL") == [(0,)]
+
+
+SAMPLES_PER_HOST = (
+    "SELECT h.name, count(*) FROM node_status_samples s JOIN hosts h ON h.id = s.host_id"
+    " GROUP BY h.name"
+)
+
+
+@contextmanager
+def served_shards(fleet_path: Path) -> Iterator[Any]:
+    """The `health-shard` deployment served from a process of its own, as a worker would run
+    it; yields a function that reads its flow runs."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import get_current_settings
+
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+    code = (
+        "from flows.health import health; "
+        f"health.serve(name='health-shard', parameters={{'fleet_path': {str(fleet_path)!r}}})"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 120  # a hang guard, not a timing assertion
+            while True:
+                try:
+                    deployment = client.read_deployment_by_name("health/health-shard")
+                    break
+                except Exception:  # noqa: BLE001 - not served yet
+                    assert process.poll() is None, "the shard deployment's process ended"
+                    assert time.monotonic() < deadline, "the shard deployment was not served"
+                    time.sleep(0.5)
+
+            def shard_runs() -> list[Any]:
+                return client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+                )
+
+            yield shard_runs
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
