@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -100,8 +101,9 @@ def with_retries(
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
-                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-                conn.execute(text("SET LOCAL statement_timeout = '30s'"))
+                conn.execute(
+                    text("SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '30s'")
+                )
                 return work(conn)
         except (OperationalError, DBAPIError) as exc:
             retry = isinstance(exc, OperationalError) or exc.connection_invalidated
@@ -348,6 +350,10 @@ def record_network(
     return alerts
 
 
+# connections a sweep's recording uses at once (the engine's pool holds 5 without overflow)
+RECORD_CONNECTIONS = 4
+
+
 def record_sweep(
     engine: Engine,
     results: list[tuple[HealthReport, HealthReport, list[ActionResult], Decision]],
@@ -361,28 +367,35 @@ def record_sweep(
     """Each host in its own transaction, retried on a database blip: one host's failure to be
     written never loses the others'. Returns outcomes, fleet alerts and per-host write errors.
     A shard of a sweep (`fleet_level=False`) leaves the network's state to its dispatcher."""
-    outcomes: list[HealthOutcome] = []
-    errors: list[str] = []
-    for before, after, actions, decision in results:
+
+    def one(
+        result: tuple[HealthReport, HealthReport, list[ActionResult], Decision],
+    ) -> HealthOutcome | str:
+        before, after, actions, decision = result
         try:
-            outcomes.append(
-                with_retries(
-                    engine,
-                    functools.partial(
-                        record_host,
-                        before=before,
-                        after=after,
-                        actions=actions,
-                        decision=decision,
-                        policy=policy,
-                        network=network,
-                        fleet_name=fleet_name,
-                        health_period_s=health_period_s,
-                    ),
-                )
+            return with_retries(
+                engine,
+                functools.partial(
+                    record_host,
+                    before=before,
+                    after=after,
+                    actions=actions,
+                    decision=decision,
+                    policy=policy,
+                    network=network,
+                    fleet_name=fleet_name,
+                    health_period_s=health_period_s,
+                ),
             )
         except Exception as exc:  # noqa: BLE001 - reported; the other hosts are still written
-            errors.append(f"{after.host}: could not record this check: {exc}")
+            return f"{after.host}: could not record this check: {exc}"
+
+    # hosts' rows are their own: a few transactions at once, each host's whole or not at all
+    workers = max(1, min(RECORD_CONNECTIONS, len(results)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="record") as pool:
+        written = list(pool.map(one, results))
+    outcomes = [w for w in written if isinstance(w, HealthOutcome)]
+    errors = [w for w in written if isinstance(w, str)]
 
     if not fleet_level:
         return outcomes, [], errors
