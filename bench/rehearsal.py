@@ -47,7 +47,7 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
 from bench.health_sweep import BENCH_HOME, make_hosts, remove_hosts, sandbox_fleet
-from bench.rewards_scale import API_KEY, EMAIL, PASSWORD_ENV, measured, sandbox_process
+from bench.rewards_scale import PASSWORD_ENV, measured, network_fleet_yaml, sandbox_process
 
 
 def emit(figure: str, value: float, **extra: Any) -> None:
@@ -85,14 +85,7 @@ def network_figures(args: Namespace) -> float:
     with sandbox_process(ns) as url:
         fleet_file = BENCH_HOME / "rehearsal-network.yaml"
         fleet_file.write_text(
-            f"account: {{email: {EMAIL}, password: {{env: {PASSWORD_ENV}}}}}\n"
-            "network:\n"
-            f"  api_base: {url}/api\n"
-            f"  identity_base: {url}/identitytoolkit\n"
-            f"  token_base: {url}/securetoken\n"
-            f"  web_api_key: {API_KEY}\n"
-            f"  requests_per_second: {args.rate}\n"
-            "providers: {bench: {kind: local}}\n"
+            network_fleet_yaml(url, args.rate) + "providers: {bench: {kind: local}}\n"
         )
         fleet = load_fleet(fleet_file)
         net = fleet.network

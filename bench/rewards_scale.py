@@ -103,6 +103,20 @@ def sandbox_process(args: argparse.Namespace) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+def network_fleet_yaml(url: str, rate: float) -> str:
+    """A fleet file's account and network sections for the sandbox at `url` (more network
+    settings may follow)."""
+    return (
+        f"account: {{email: {EMAIL}, password: {{env: {PASSWORD_ENV}}}}}\n"
+        "network:\n"
+        f"  api_base: {url}/api\n"
+        f"  identity_base: {url}/identitytoolkit\n"
+        f"  token_base: {url}/securetoken\n"
+        f"  web_api_key: {API_KEY}\n"
+        f"  requests_per_second: {rate}\n"
+    )
+
+
 def measured(url: str, fn: Callable[[], Any]) -> tuple[float, dict[str, int], Any]:
     """Seconds, the network's request counters over the call, and its result."""
     before = httpx.get(f"{url}/__sandbox/counters").json()
@@ -141,14 +155,7 @@ def main() -> None:
     with sandbox_process(args) as url:
         fleet_file = BENCH_HOME / "fleet.yaml"
         fleet_file.write_text(
-            f"account: {{email: {EMAIL}, password: {{env: {PASSWORD_ENV}}}}}\n"
-            "network:\n"
-            f"  api_base: {url}/api\n"
-            f"  identity_base: {url}/identitytoolkit\n"
-            f"  token_base: {url}/securetoken\n"
-            f"  web_api_key: {API_KEY}\n"
-            f"  requests_per_second: {args.rate}\n"
-            f"  node_page_size: {args.page_size}\n"
+            network_fleet_yaml(url, args.rate) + f"  node_page_size: {args.page_size}\n"
             f"  api_concurrency: {args.workers}\n"
             "providers: {bench: {kind: local}}\n"
         )
