@@ -99,7 +99,9 @@ def sweep(
         )
     else:
         # the list covers active nodes only: ask the network about each of ours it left out
-        unlisted = sorted(set(client_ids(engine()).values()) - set(network))
+        ours = {r.name for r in records}  # a shard asks about its own hosts only
+        known = client_ids(engine())
+        unlisted = sorted({c for h, c in known.items() if h in ours} - set(network))
         if unlisted:
             found, lookup_error = network_lookup(fleet, unlisted)
             network.update(found)
