@@ -812,6 +812,7 @@ class ConnectionPool:
 
     def __init__(self, **timeouts: float) -> None:
         self._conns: dict[tuple[str, str, int, str, str], SshExecutor] = {}
+        self._used: dict[tuple[str, str, int, str, str], float] = {}
         self._lock = threading.Lock()
         self._timeouts = timeouts
 
@@ -823,8 +824,21 @@ class ConnectionPool:
                 # a host rebuilt with a new key gets a new entry; drop the stale one
                 for old_key in [k for k in self._conns if k[0] == target.name]:
                     self._conns.pop(old_key).close()
+                    self._used.pop(old_key, None)
                 conn = self._conns[key] = SshExecutor(target, pkey, **self._timeouts)
+            self._used[key] = time.monotonic()
             return conn
+
+    def close_idle(self, idle_seconds: float) -> list[str]:
+        """Close the connections nobody asked for in `idle_seconds` (a host gone from the
+        fleet, or one whose shard another worker checks now); the hosts' names."""
+        cutoff = time.monotonic() - idle_seconds
+        with self._lock:
+            stale = [k for k, used in self._used.items() if used < cutoff]
+            for key in stale:
+                self._conns.pop(key).close()
+                del self._used[key]
+        return [k[0] for k in stale]
 
     def connections(self) -> list[SshExecutor]:
         with self._lock:
@@ -835,6 +849,7 @@ class ConnectionPool:
             for conn in self._conns.values():
                 conn.close()
             self._conns.clear()
+            self._used.clear()
 
 
 POOL = ConnectionPool()

@@ -103,9 +103,16 @@ class _Handler(socketserver.BaseRequestHandler):
 class ConnectionKeeper:
     """Pinned SSH connections, served to this user's processes over a Unix socket."""
 
-    def __init__(self, sock_path: Path, idle_seconds: float, **timeouts: float) -> None:
+    def __init__(
+        self,
+        sock_path: Path,
+        idle_seconds: float,
+        connection_idle_seconds: float = 1800,
+        **timeouts: float,
+    ) -> None:
         self.sock_path = sock_path
         self.idle_seconds = idle_seconds
+        self.connection_idle_seconds = connection_idle_seconds
         self.pool = ConnectionPool(**timeouts)
         self.requests = 0
         self._pkey = load_operator_key()  # once: the key file is not read again per request
@@ -230,7 +237,17 @@ class ConnectionKeeper:
         return server
 
     def _wait(self, exit_with: int | None) -> None:
+        last_sweep = time.monotonic()
         while not self.stopping.wait(1.0):
+            if time.monotonic() - last_sweep >= min(60.0, self.connection_idle_seconds):
+                last_sweep = time.monotonic()
+                closed = self.pool.close_idle(self.connection_idle_seconds)
+                if closed:
+                    log.info(
+                        "closed %d connections idle for %.0fs",
+                        len(closed),
+                        self.connection_idle_seconds,
+                    )
             if self.idle_for() >= self.idle_seconds:
                 log.info("idle for %.0fs; exiting", self.idle_seconds)
                 return
@@ -276,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", help=f"the socket (default: ${KEEPER_ENV} or the data folder)")
     parser.add_argument("--idle-seconds", type=float, default=3600)
     parser.add_argument("--exit-with", type=int, help="exit when this process id ends")
+    parser.add_argument(
+        "--connection-idle-seconds",
+        type=float,
+        default=1800,
+        help="close a host's connection nobody used for this long",
+    )
     parser.add_argument("--connect-timeout", type=float, default=10)
     parser.add_argument("--banner-timeout", type=float, default=10)
     parser.add_argument("--handshake-timeout", type=float, default=10)
@@ -290,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     keeper = ConnectionKeeper(
         path,
         args.idle_seconds,
+        args.connection_idle_seconds,
         connect_timeout=args.connect_timeout,
         banner_timeout=args.banner_timeout,
         handshake_timeout=args.handshake_timeout,

@@ -411,3 +411,20 @@ def test_start_keeper_starts_one_once_and_it_ends_with_the_process_it_serves(
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_a_connection_nobody_uses_is_closed_and_reopened_when_needed_again(
+    keeper: Keeper, hosts: dict[str, HostRecord]
+) -> None:
+    keeper("--connection-idle-seconds", "2")
+    a, b = hosts["keep-a"], hosts["keep-b"]
+    assert executor_for(a).run("echo a").stdout == "a\n"
+    deadline = time.monotonic() + HANG_LIMIT
+    # keep-b is checked all along (its shard stays here); keep-a is not asked for again
+    while "keep-a" in stats()["open"] and time.monotonic() < deadline:
+        assert executor_for(b).run("echo b").stdout == "b\n"
+        time.sleep(0.5)
+    assert stats()["open"] == ["keep-b"]
+    assert stats()["connects"]["keep-b"] == 1
+    assert executor_for(a).run("echo again").stdout == "again\n"  # reopened on demand
+    assert stats()["connects"]["keep-a"] == 1  # a new connection, counted from its own start
