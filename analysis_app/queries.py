@@ -419,3 +419,21 @@ def tap_readiness(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
     )
     frame["checked_at"] = pd.to_datetime(frame["checked_at"], utc=True)
     return frame
+
+
+def quarantined_hosts(engine: Engine) -> pd.DataFrame:
+    """Live hosts GradientLab has stopped recovering until a person releases them: host,
+    provider, region, quarantined_at, quarantine_reason, oldest first."""
+    frame = _frame(
+        engine,
+        """
+        SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region,
+               h.quarantined_at, h.quarantine_reason
+        FROM hosts h
+        WHERE h.quarantined_at IS NOT NULL AND h.state <> 'terminated'
+        ORDER BY h.quarantined_at, h.name
+        """,
+        {"unknown": UNKNOWN_REGION},
+    )
+    frame["quarantined_at"] = pd.to_datetime(frame["quarantined_at"], utc=True)
+    return frame

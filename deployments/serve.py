@@ -20,6 +20,7 @@ from flows.deploy import check_updates, deploy
 from flows.health import health
 from flows.poc_taps import poc_taps
 from flows.provision import provision, terminate
+from flows.report import report
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
 from gradientlab.remote.keeper import KeeperError, start_keeper, stop_keeper
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
                 name="check-updates",
                 parameters=params,
                 interval=timedelta(seconds=s.check_updates_seconds),
+                concurrency_limit=ONE_AT_A_TIME,
+            ),
+            report.to_deployment(
+                name="report",
+                parameters=params,
+                interval=timedelta(seconds=s.report_seconds),
                 concurrency_limit=ONE_AT_A_TIME,
             ),
             **RUNNER_OPTIONS,

@@ -251,6 +251,7 @@ class ScheduleSettings(Strict):
     rewards_seconds: int = 3600
     poc_taps_seconds: int = 3600
     check_updates_seconds: int = 86400  # asks the Web Store which extension version is current
+    report_seconds: int = 86400  # the daily report: artifacts, and a notification if configured
 
 
 class Fleet(Strict):

@@ -1,0 +1,91 @@
+"""The report's reads: the analysis app's own queries (the same numbers the app shows), and
+the notification block a summary goes through."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import cast
+from uuid import UUID
+
+import pandas as pd
+from prefect import task
+from prefect.blocks.abstract import NotificationBlock
+from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from analysis_app import queries
+from deployments.alerts import PREFIX as ALERTS_PREFIX
+from tasks.common import engine
+
+
+@task(name="read-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def read_report(start: date, end: date, as_of: datetime) -> dict[str, pd.DataFrame]:
+    """Every frame the report is built from, for the UTC days `start`..`end`."""
+    eng = engine()
+    selection = queries.FleetFilter(start=start, end=end)
+    costs = queries.host_costs(eng, selection, as_of)
+    return {
+        "status": queries.fleet_status(eng),
+        "quarantined": queries.quarantined_hosts(eng),
+        "points": queries.node_points(eng, selection),
+        "incidents": queries.incidents(eng, selection),
+        "host_costs": costs,
+        "provider_costs": queries.provider_costs(costs),
+    }
+
+
+class NotificationBlockError(ValueError):
+    """The block named for the report's notification is missing or cannot notify."""
+
+
+def _alerts_block_id() -> UUID | None:
+    """The block GradientLab's alert automations notify through (`deployments.alerts`)."""
+    with get_client(sync_client=True) as client:
+        for automation in client.read_automations():
+            if not automation.name.startswith(ALERTS_PREFIX):
+                continue
+            for action in automation.actions:
+                block_id = getattr(action, "block_document_id", None)
+                if block_id is not None:
+                    return cast(UUID, block_id)
+    return None
+
+
+def notification_block(name: str | None) -> tuple[NotificationBlock | None, str]:
+    """The block `name` ("<block type slug>/<block name>", e.g. "slack-webhook/ops"), or else
+    the one the alert automations use; (None, why) when neither is configured."""
+    if name:
+        if "/" not in name:
+            raise NotificationBlockError(
+                f"notify_block {name!r} must be '<block type slug>/<block name>', "
+                "e.g. 'slack-webhook/ops' (the slug is shown on the block's page in the UI)"
+            )
+        try:
+            block = Block.load(name)
+        except (ValueError, ObjectNotFound) as exc:
+            raise NotificationBlockError(
+                f"no notification block {name!r}: make one in the Prefect UI (Blocks → +): {exc}"
+            ) from None
+        where = f"the block {name}"
+    else:
+        block_id = _alerts_block_id()
+        if block_id is None:
+            return None, "no notify_block given and no GradientLab alert automation installed"
+        with get_client(sync_client=True) as client:
+            document = client.read_block_document(block_id)
+        block = Block._from_block_document(document)
+        kind = document.block_type.slug if document.block_type else document.block_type_name
+        where = f"the alerts' block {kind}/{document.name}"
+    if not isinstance(block, NotificationBlock):
+        raise NotificationBlockError(
+            f"{where} is a {type(block).__name__}, not a notification block"
+        )
+    return block, where
+
+
+@task(name="notify-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def notify(block: NotificationBlock, subject: str, body: str) -> None:
+    with block.raise_on_failure():
+        block.notify(body, subject=subject)

@@ -1,0 +1,291 @@
+"""The report flow on the real Postgres and the session's Prefect server: its artifacts carry
+the analysis app's own numbers, and its summary reaches a webhook through a notification block.
+
+Every row and clock derive from one reference time far from the real date, handed to the flow
+as `as_of`: a report that read the real clock would see other days and fail on any run."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine, text
+
+from analysis_app import queries
+
+NOW = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
+END = NOW.date() - timedelta(days=1)  # the report's period: the two days before NOW's day
+START = END - timedelta(days=1)
+HANG_GUARD = 60  # seconds; a deadline for a webhook call to arrive, never a timing claim
+
+Webhook = tuple[str, list[dict[str, Any]]]
+
+
+def seed(engine: Engine) -> None:
+    """Three live hosts (one quarantined, one checked long ago), one node the network lists
+    that no host owns, points inside and outside the period, incidents, costs."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (id, name, provider, region, address, state, hourly_cost_usd,"
+                " created_at, updated_at, quarantined_at, quarantine_reason) VALUES"
+                " (1, 'oci-a', 'oci', 'us-ashburn-1', '10.0.0.2', 'running', 0.01, :c, :c,"
+                "  NULL, NULL),"
+                " (2, 'gcp-b', 'gcp', 'us-west1', '10.0.0.3', 'running', 0.02, :c, :c,"
+                "  NULL, NULL),"
+                " (3, 'pi-c', 'static', NULL, '192.168.1.20', 'running', 0, :c, :c,"
+                "  :q, 'recovery budget spent on BrowserDown')"
+            ),
+            {"c": NOW - timedelta(days=30), "q": NOW - timedelta(hours=3)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO nodes (host_id, client_id) VALUES"
+                " (1, 'node-oci'), (2, 'node-gcp'), (3, 'node-pi')"
+            )
+        )
+        points = {  # raw integers per day: before the period, then its two days
+            "node-oci": [9_000_000, 0, 0],
+            "node-gcp": [9_000_000, 1_234_567, 2_500_000],
+            "node-pi": [9_000_000, 3_000_000, 2_875_000],
+            "laptop-node": [9_000_000, 500_000, 500_000],
+        }
+        days = [START - timedelta(days=1), START, END]
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_points (client_id, day, points, taps)"
+                " VALUES (:c, :d, :p, 0)"
+            ),
+            [
+                {"c": c, "d": d, "p": p}
+                for c, raws in points.items()
+                for d, p in zip(days, raws, strict=True)
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO node_status_samples"
+                " (host_id, sampled_at, status, reachable, health_period_s)"
+                " VALUES (:h, :at, :s, true, 300)"
+            ),
+            [
+                {"h": 1, "at": NOW - timedelta(minutes=2), "s": "Unsupported"},
+                {"h": 2, "at": NOW - timedelta(minutes=3), "s": "Good"},
+                {"h": 3, "at": NOW - timedelta(hours=3), "s": "Good"},  # stale
+            ],
+        )
+        end_of_period = datetime.combine(END, datetime.min.time(), UTC)
+        conn.execute(
+            text(
+                "INSERT INTO incidents (id, host_id, kind, detected_at, status, recovered_at)"
+                " VALUES (1, 3, 'BrowserDown', :d1, 'recovered', :r1),"
+                " (2, 3, 'BrowserDown', :d2, 'failed', NULL),"
+                " (3, 2, 'LoggedOut', :d3, 'open', NULL),"
+                " (4, 2, 'LoggedOut', :d4, 'recovered', :r4)"  # before the period
+            ),
+            {
+                "d1": end_of_period + timedelta(hours=2),
+                "r1": end_of_period + timedelta(hours=2, seconds=90),
+                "d2": end_of_period + timedelta(hours=5),
+                "d3": end_of_period - timedelta(hours=3),
+                "d4": end_of_period - timedelta(days=3),
+                "r4": end_of_period - timedelta(days=3) + timedelta(seconds=30),
+            },
+        )
+        conn.execute(
+            text(
+                "INSERT INTO recovery_actions (incident_id, step, started_at, finished_at, ok)"
+                " VALUES (2, 'restart_browser', :t, :t, false)"
+            ),
+            {"t": end_of_period + timedelta(hours=5, minutes=1)},
+        )
+
+
+@pytest.fixture()
+def fleet_file(tmp_path: Path) -> str:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "name: lab-report\n"
+        "account: {email: operator@gradientlab.test, password: {env: REPORT_TEST_PASSWORD}}\n"
+        "providers:\n  local: {kind: local, base_address: 127.0.0.10, ssh_port: 2222}\n"
+    )
+    return str(path)
+
+
+@pytest.fixture()
+def webhook() -> Iterator[Webhook]:
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body or b"{}"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+
+
+@pytest.fixture()
+def report_hook(prefect_server: None, webhook: Webhook) -> Webhook:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    url, _ = webhook
+    CustomWebhookNotificationBlock(
+        name="report",
+        url=url,
+        json_data={"text": "{{subject}}\n{{body}}"},
+    ).save("report-hook", overwrite=True)
+    return webhook
+
+
+def artifacts(flow_run_id: UUID) -> dict[str, Any]:
+    """The run's artifacts by key: table data as rows, markdown as text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    out: dict[str, Any] = {}
+    for a in found:
+        data = json.loads(a.data) if a.type == "table" and isinstance(a.data, str) else a.data
+        out[str(a.key)] = data
+    return out
+
+
+def run_report(fleet_file: str, **params: Any) -> tuple[dict[str, Any], UUID]:
+    from flows.report import report
+
+    state = report(fleet_path=fleet_file, end=END, days=2, as_of=NOW, return_state=True, **params)
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    return state.result(), flow_run_id
+
+
+def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
+    engine: Engine, report_hook: Webhook, fleet_file: str
+) -> None:
+    seed(engine)
+    selection = queries.FleetFilter(start=START, end=END)
+    app_points = queries.node_points(engine, selection)
+    app_costs = queries.host_costs(engine, selection, NOW)
+    app_incidents = queries.incidents(engine, selection)
+
+    result, run_id = run_report(fleet_file, notify_block="custom-webhook/report-hook")
+    found = artifacts(run_id)
+
+    # earnings: per provider, the same sums as the app's points query for the same days
+    earnings = {r["provider"]: r for r in found["report-earnings"]}
+    per_provider = app_points.groupby("provider")["points_raw"].sum()
+    assert {p: r["points_raw"] for p, r in earnings.items()} == {
+        p: int(v) for p, v in per_provider.items()
+    }
+    assert earnings["static"]["points_raw"] == 5_875_000  # inside the period only
+    assert earnings[queries.UNMANAGED_PROVIDER]["points_raw"] == 1_000_000
+    total = app_points["points_raw"].sum() / queries.POINT_SCALE
+    assert f"{total:,.2f} points from 3 nodes" in result["headlines"]["Earnings"]
+    # cost: the app's provider roll-up of its host costs
+    app_provider_costs = queries.provider_costs(app_costs).set_index("provider")
+    cost = {r["provider"]: r for r in found["report-cost"]}
+    assert set(cost) == set(app_provider_costs.index)
+    for provider, row in cost.items():
+        assert row["cost usd"] == round(float(app_provider_costs.at[provider, "cost_usd"]), 4)
+    assert cost["oci"]["cost usd"] == 0.48  # 48 hours at $0.01
+    assert cost["oci"]["usd per point"] == "no points"
+    # incidents: the app's incidents in the period, by kind and how they ended
+    incidents = {r["kind"]: r for r in found["report-incidents"]}
+    assert {k: r["incidents"] for k, r in incidents.items()} == (
+        app_incidents.groupby("kind").size().to_dict()
+    )
+    assert (incidents["BrowserDown"]["recovered"], incidents["BrowserDown"]["failed"]) == (1, 1)
+    assert incidents["BrowserDown"]["median recovery s"] == 90.0
+    # the fleet now, on the report's clock: the quarantined host's last check is stale
+    fleet = {(r["provider"], r["region"]): r for r in found["report-fleet"]}
+    assert fleet[("gcp", "us-west1")]["good"] == 1
+    assert fleet[("static", queries.UNKNOWN_REGION)]["not good"] == "pi-c (stale)"
+    assert fleet[("oci", "us-ashburn-1")]["not good"] == "oci-a (Unsupported)"
+    assert result["headlines"]["Fleet"].startswith("3 hosts: 1 Good, 1 Unsupported, 1 stale;")
+    assert "2 of 3 nodes earned points; 1 quarantined" in result["headlines"]["Fleet"]
+    markdown = found["report"]
+    assert "# GradientLab report for fleet lab-report, 2025-03-12 to 2025-03-13" in markdown
+    assert "quarantined: pi-c for 3h 0m (recovery budget spent on BrowserDown)" in markdown
+    assert "paid for no points: oci-a $0.48" in markdown
+
+    # the summary went through the block, once, with every headline
+    _, received = report_hook
+    assert result["notified"] == "the block custom-webhook/report-hook"
+    assert len(received) == 1
+    sent = received[0]["text"]
+    assert sent.startswith("GradientLab report for fleet lab-report")
+    for line in result["headlines"].values():
+        assert line in sent
+
+
+def test_without_a_block_the_report_uses_the_alerts_block_or_none(
+    engine: Engine, report_hook: Webhook, fleet_file: str
+) -> None:
+    from prefect.automations import AutomationCore, EventTrigger, SendNotification
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import Posture
+
+    seed(engine)
+    _, received = report_hook
+    with get_client(sync_client=True) as client:
+        assert not [a for a in client.read_automations() if a.name.startswith("gradientlab: ")]
+    result, _ = run_report(fleet_file)
+    assert result["notified"] is None
+    assert received == []
+
+    with get_client(sync_client=True) as client:
+        block = client.read_block_document_by_name("report-hook", "custom-webhook")
+        automation_id = client.create_automation(
+            AutomationCore(
+                name="gradientlab: report test",
+                trigger=EventTrigger(
+                    expect={"gradientlab.test.never-emitted"},
+                    posture=Posture.Reactive,
+                    threshold=1,
+                    within=timedelta(0),
+                ),
+                actions=[SendNotification(block_document_id=block.id, subject="s", body="b")],
+            )
+        )
+    try:
+        result, _ = run_report(fleet_file)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_automation(automation_id)
+    assert result["notified"] == "the alerts' block custom-webhook/report-hook"
+    deadline = time.monotonic() + HANG_GUARD
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [m["text"].splitlines()[0] for m in received] == [
+        "GradientLab report for fleet lab-report, 2025-03-12 to 2025-03-13"
+    ]
+
+
+def test_a_missing_or_wrong_block_is_named(
+    engine: Engine, report_hook: Webhook, fleet_file: str
+) -> None:
+    from tasks.report import NotificationBlockError, notification_block
+
+    with pytest.raises(NotificationBlockError, match="'report-hook' must be"):
+        notification_block("report-hook")
+    with pytest.raises(NotificationBlockError, match="no notification block 'slack-webhook/nope'"):
+        notification_block("slack-webhook/nope")
