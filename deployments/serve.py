@@ -20,6 +20,7 @@ from flows.deploy import check_updates, deploy
 from flows.health import health
 from flows.poc_taps import poc_taps
 from flows.provision import provision, terminate
+from flows.release import release
 from flows.report import report
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
                 interval=timedelta(seconds=s.check_updates_seconds),
                 concurrency_limit=ONE_AT_A_TIME,
             ),
+            # an operator's hand-back of a quarantined host (the app's "release" action)
+            release.to_deployment(name="release"),
             report.to_deployment(
                 name="report",
                 parameters=params,

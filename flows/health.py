@@ -23,6 +23,7 @@ from gradientlab.health import (
     apply_brake,
     decide,
     network_state,
+    standing_network_state,
 )
 from gradientlab.health.judge import NetworkNode, with_network_reason
 from gradientlab.health.report import utcnow
@@ -61,16 +62,34 @@ def send(alert: Alert) -> None:
 SHARD_DEPLOYMENT = "health/health-shard"
 
 
+class UnknownHosts(ValueError):
+    """The hosts named for a health run are not live hosts in the database."""
+
+
 @flow(name="health", log_prints=True)
 def health(
-    fleet_path: str = "fleet.yaml", recover: bool = True, shard: str | None = None
+    fleet_path: str = "fleet.yaml",
+    recover: bool = True,
+    shard: str | None = None,
+    hosts: list[str] | None = None,
 ) -> list[HealthOutcome]:
-    """Check every host, or only shard "<index>/<count>" of them. A fleet of more than
-    `health.shard_hosts` hosts is checked by one flow run per shard, which this run starts and
-    waits for (any worker in the pool may run each), recording the network's state once."""
+    """Check every host, or only shard "<index>/<count>" of them, or only the named `hosts`
+    (an operator's check of one node). A fleet of more than `health.shard_hosts` hosts is
+    checked by one flow run per shard, which this run starts and waits for (any worker in the
+    pool may run each), recording the network's state once. A check of named hosts leaves the
+    network's state to the fleet-wide sweeps and keeps the fleet brake at the fleet's size."""
     logger = get_run_logger()
     fleet = fleet_from(fleet_path)
     records = host_records(engine())
+    if hosts is not None:
+        unknown = sorted(set(hosts) - {r.name for r in records})
+        if unknown:
+            raise UnknownHosts(
+                f"no live host named {', '.join(unknown)} in the database (live hosts: "
+                f"{', '.join(r.name for r in records) or 'none'}); run the provision flow first"
+            )
+        named = [r for r in records if r.name in set(hosts)]
+        return sweep(fleet, named, recover, fleet_size=len(records), named=True)
     if shard is not None:
         part = parse_shard(shard)
         records = [r for r in records if part.holds(r.name)]
@@ -87,9 +106,17 @@ def health(
 
 
 def sweep(
-    fleet: Fleet, records: list[HostRecord], recover: bool, part: Shard | None = None
+    fleet: Fleet,
+    records: list[HostRecord],
+    recover: bool,
+    part: Shard | None = None,
+    fleet_size: int | None = None,
+    named: bool = False,
 ) -> list[HealthOutcome]:
+    """Check `records`: the fleet, a shard of it, or hosts an operator `named` (out of a fleet
+    of `fleet_size` hosts, which the brake counts)."""
     logger = get_run_logger()
+    fleet_level = part is None and not named
     policy = fleet.health
     listed, api_error = network_view(fleet)
     network: dict[str, NetworkNode] = {item.name: item for item in listed}
@@ -119,14 +146,18 @@ def sweep(
             if r.client_id in reasons:
                 with_network_reason(r, reasons[r.client_id])
     at = max((r.checked_at for r in reports), default=utcnow())
-    state = network_state(reports, api_error, policy)
+    state = (
+        standing_network_state(engine(), api_error)
+        if named
+        else network_state(reports, api_error, policy)
+    )
     if state.down:
         logger.warning("the network is down or degraded: %s", state.reason)
 
     histories = load_histories(records, at)
     decisions = apply_brake(
         {r.host: decide(r, histories[r.host], state, policy) for r in reports},
-        len(records),
+        fleet_size or len(records),
         policy,
     )
     if not recover:
@@ -163,7 +194,7 @@ def sweep(
             )
 
     outcomes, fleet_alerts, errors = record_health(
-        results, policy, state, at, fleet.name, fleet.schedules.health_seconds, part is None
+        results, policy, state, at, fleet.name, fleet.schedules.health_seconds, fleet_level
     )
     for error in errors:
         logger.error(error)
@@ -183,11 +214,15 @@ def sweep(
             )
         elif o.status not in (Verdict.GOOD, Verdict.STARTING):
             logger.info("%s: %s — %s; %s", o.host, o.status, o.reason, o.decision)
-    shared = shared_ip_warnings() if part is None else []  # fleet-wide: the dispatcher's
+    shared = shared_ip_warnings() if fleet_level else []  # fleet-wide: the dispatcher's
     for warning in shared:
         logger.warning(warning)
     create_table_artifact(
-        key="fleet-health" if part is None else f"fleet-health-shard-{part.index}-of-{part.count}",
+        key="hosts-health"
+        if named
+        else "fleet-health"
+        if part is None
+        else f"fleet-health-shard-{part.index}-of-{part.count}",
         table=[
             {
                 "host": o.host,
@@ -199,7 +234,11 @@ def sweep(
             }
             for o in outcomes
         ],
-        description="Fleet health after the last check"
+        description=(
+            f"Health of {', '.join(r.name for r in records)} after a check of those only"
+            if named
+            else "Fleet health after the last check"
+        )
         + (f" (shard {part})" if part is not None else "")
         + (f" — network down or degraded: {state.reason}" if state.down else "")
         + "".join(f" — {w}" for w in shared),

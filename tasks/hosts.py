@@ -362,3 +362,10 @@ def record_network_state(
     state = network_state_of(list(statuses.values()), api_error, policy)
     alerts = health_record.record_network_state(engine(), state, at, policy, fleet_name)
     return state, alerts, statuses
+
+
+@task(name="release-host", cache_policy=NO_CACHE, timeout_seconds=60)
+def release_host(name: str, at: datetime) -> dict[str, Any]:
+    """A person hands a quarantined host back to automatic recovery, with fresh budgets.
+    Returns its quarantine as it was (`quarantined_at` None when it was not quarantined)."""
+    return fleet_store.release_host(engine(), name, at)

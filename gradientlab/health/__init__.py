@@ -26,6 +26,7 @@ from gradientlab.health.record import (
     record_sweep,
     runner_recoveries,
     settled_cursor,
+    standing_network_state,
 )
 from gradientlab.health.report import HealthReport, HostMetrics, parse_probe
 from gradientlab.health.status import ABOUT, HEALTHY, Kind, Rung, Verdict, about
@@ -60,5 +61,6 @@ __all__ = [
     "record_sweep",
     "runner_recoveries",
     "settled_cursor",
+    "standing_network_state",
     "wait_until",
 ]

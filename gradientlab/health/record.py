@@ -354,6 +354,18 @@ def record_network(
 RECORD_CONNECTIONS = 4
 
 
+def standing_network_state(engine: Engine, api_error: str | None) -> NetworkState:
+    """The network's state for a sweep of a few named hosts: down when its API fails now, or
+    while the last fleet-wide sweeps' network incident is open; otherwise up."""
+    if api_error:
+        return NetworkState(True, f"the network's API fails: {api_error}")
+    with engine.connect() as conn:
+        incident = fleet.open_fleet_incident(conn, NETWORK_DOWN)
+    if incident is None:
+        return NetworkState(False, "")
+    return NetworkState(True, f"{incident['detail']} (since the last fleet-wide sweep)")
+
+
 def record_sweep(
     engine: Engine,
     results: list[tuple[HealthReport, HealthReport, list[ActionResult], Decision]],
@@ -366,7 +378,8 @@ def record_sweep(
 ) -> tuple[list[HealthOutcome], list[Alert], list[str]]:
     """Each host in its own transaction, retried on a database blip: one host's failure to be
     written never loses the others'. Returns outcomes, fleet alerts and per-host write errors.
-    A shard of a sweep (`fleet_level=False`) leaves the network's state to its dispatcher."""
+    A shard of a sweep (`fleet_level=False`) leaves the network's state to its dispatcher, and
+    so does a sweep of a few named hosts, which cannot tell the network went down or came back."""
 
     def one(
         result: tuple[HealthReport, HealthReport, list[ActionResult], Decision],
