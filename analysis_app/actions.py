@@ -1,0 +1,169 @@
+"""Operator actions from the app: check one node, deploy one node, release a quarantined host.
+
+Each starts a run of a deployed flow through Prefect's API (`run_deployment`), never by
+importing the flow: the run is recorded, scheduled by Prefect beside the others (a health run
+that finds one going is cancelled, as scheduled ones are), and executed by whatever serves the
+deployments (`python -m deployments.serve` or a worker). The page shows a link to the run in
+the Prefect UI. Only operators see the buttons (`auth.current_role()`); viewers see nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import streamlit as st
+
+from analysis_app import auth
+
+TAGS = ("gradientlab-app",)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button: which deployment it runs, and the parameters for one host."""
+
+    key: str
+    label: str
+    icon: str
+    deployment: str  # "<flow name>/<deployment name>"
+    help: str
+    parameters: Callable[[str], dict[str, Any]]  # the run's parameters for one host
+
+
+def _hosts(host: str) -> dict[str, Any]:
+    return {"hosts": [host]}
+
+
+def _host(host: str) -> dict[str, Any]:
+    return {"host": host}
+
+
+HEALTH = Action(
+    "health",
+    "Run health",
+    ":material/stethoscope:",
+    "health/health",
+    "Check this node now, and recover it if it needs it (the health flow, for this host only)",
+    _hosts,
+)
+DEPLOY = Action(
+    "deploy",
+    "Deploy",
+    ":material/upload:",
+    "deploy/deploy",
+    "Install or update the Sentry Node on this host (the deploy flow; changes only what differs)",
+    _hosts,
+)
+RELEASE = Action(
+    "release",
+    "Release",
+    ":material/lock_open:",
+    "release/release",
+    "Hand this quarantined host back to automatic recovery, with fresh budgets",
+    _host,
+)
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    action: str
+    host: str
+    flow_run_id: UUID
+    name: str
+    url: str | None
+
+
+class ActionFailed(RuntimeError):
+    """A run could not be started; the message says why and what to do."""
+
+
+def prefect_api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "no PREFECT_API_URL (an ephemeral server)")
+
+
+def run_url(flow_run_id: UUID) -> str | None:
+    """The run's page in the Prefect UI (`PREFECT_UI_URL`, or the API URL's server)."""
+    from prefect.utilities.urls import url_for
+
+    return url_for("flow-run", obj_id=flow_run_id) or None
+
+
+def start_run(action: Action, host: str) -> StartedRun:
+    """Ask Prefect for a run of `action`'s deployment for `host`; returns without waiting."""
+    import httpx
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    if not host:
+        raise ActionFailed("no host given")
+    try:
+        run = run_deployment(
+            name=action.deployment,
+            parameters=action.parameters(host),
+            timeout=0,
+            tags=list(TAGS),
+        )
+    except ObjectNotFound:
+        raise ActionFailed(
+            f"the Prefect server at {prefect_api_url()} has no deployment {action.deployment!r}: "
+            "serve the flows (`python -m deployments.serve --fleet fleet.yaml`) or deploy them "
+            "(`prefect deploy --all`), then try again"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ActionFailed(
+            f"cannot reach the Prefect server at {prefect_api_url()} ({exc}): check that it runs "
+            "and that PREFECT_API_URL points at it"
+        ) from None
+    return StartedRun(action.key, host, run.id, run.name, run_url(run.id))
+
+
+def _state_key(action: Action, host: str) -> str:
+    return f"gradientlab-action-{action.key}-{host}"
+
+
+def _button(action: Action, host: str) -> None:
+    if st.button(action.label, key=f"{_state_key(action, host)}-button", icon=action.icon,
+                 help=action.help):  # fmt: skip
+        try:
+            st.session_state[_state_key(action, host)] = start_run(action, host)
+        except ActionFailed as exc:
+            st.session_state[_state_key(action, host)] = exc
+
+
+def _show(action: Action, host: str) -> None:
+    """What the last click of this button started, with its link, or why it could not."""
+    started = st.session_state.get(_state_key(action, host))
+    if isinstance(started, ActionFailed):
+        st.error(f"Could not start {action.key} for {host}: {started}", icon=":material/error:")
+    elif isinstance(started, StartedRun):
+        where = f"[{started.name}]({started.url})" if started.url else f"`{started.name}`"
+        st.success(
+            f"Started {action.key} for {host}: flow run {where} in the Prefect UI.",
+            icon=":material/rocket_launch:",
+        )
+
+
+def render_node_actions(node_name: str) -> None:
+    """Operator buttons for one node's host (`node_name` is the host's name as the app lists
+    it): run health for it, deploy it. Nothing for viewers."""
+    if auth.current_role() != "operator":
+        return
+    columns = st.columns(2)
+    for column, action in zip(columns, (HEALTH, DEPLOY), strict=True):
+        with column:
+            _button(action, node_name)
+    for action in (HEALTH, DEPLOY):
+        _show(action, node_name)
+
+
+def render_release_action(host_name: str) -> None:
+    """An operator's button to release a quarantined host (for the quarantine table).
+    Nothing for viewers."""
+    if auth.current_role() != "operator":
+        return
+    _button(RELEASE, host_name)
+    _show(RELEASE, host_name)

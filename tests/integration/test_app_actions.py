@@ -1,0 +1,184 @@
+"""The app's operator actions on the session's Prefect server: each button asks Prefect for a
+run of the deployed flow (never the flow itself), with the host as its parameter, and shows the
+run's link; viewers see no button. The release deployment is served by a real runner process,
+so its run really ends the quarantine in Postgres."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine, text
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import add_host, rows
+
+ROOT = Path(__file__).resolve().parents[2]
+HANG_GUARD = 180  # seconds for the served release run to finish; never a timing claim
+
+
+def actions_page(host: str) -> None:
+    """The parts of a node page and of the quarantine table that carry the actions."""
+    from analysis_app.actions import render_node_actions, render_release_action
+
+    render_node_actions(host)
+    render_release_action(host)
+
+
+def page(host: str) -> AppTest:
+    return AppTest.from_function(actions_page, args=(host,), default_timeout=60)
+
+
+def runs_of(deployment_id: UUID) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+
+
+@pytest.fixture()
+def prefect_api(prefect_server: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session server's URL in the environment: the page runs in its own thread, which
+    does not see the test harness's settings context."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = str(PREFECT_API_URL.value())
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    return url
+
+
+@pytest.fixture()
+def deployments(prefect_api: str) -> Iterator[dict[str, UUID]]:
+    """health and deploy registered as `serve` registers them (nobody runs them here: their
+    runs stay scheduled, and are deleted after), and release served by a runner process."""
+    from prefect.client.orchestration import get_client
+
+    from flows.deploy import deploy
+    from flows.health import health
+
+    ids = {
+        "health": health.to_deployment(name="health", parameters={"fleet_path": "f.yaml"}).apply(),
+        "deploy": deploy.to_deployment(name="deploy", parameters={"fleet_path": "f.yaml"}).apply(),
+    }
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from prefect import serve; from flows.release import release;"
+            " serve(release.to_deployment(name='release'), query_seconds=1)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + HANG_GUARD
+            while time.monotonic() < deadline and runner.poll() is None:
+                try:
+                    ids["release"] = client.read_deployment_by_name("release/release").id
+                    break
+                except Exception:  # noqa: BLE001 - not registered yet
+                    time.sleep(0.5)
+        assert "release" in ids, f"the release deployment was never served: {runner.stderr}"
+        yield ids
+    finally:
+        runner.terminate()
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
+        with get_client(sync_client=True) as client:
+            for deployment_id in ids.values():
+                for run in runs_of(deployment_id):
+                    client.delete_flow_run(run.id)
+                client.delete_deployment(deployment_id)
+
+
+def test_viewers_see_no_buttons(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis_app import auth
+
+    monkeypatch.setattr(auth, "current_role", lambda: "viewer")
+    at = page("edge-1").run()
+    assert not at.exception
+    assert len(at.button) == 0
+
+
+def test_operator_buttons_start_runs_with_the_host_and_link_them(
+    engine: Engine, deployments: dict[str, UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from analysis_app import auth
+
+    monkeypatch.setattr(auth, "current_role", lambda: "operator")
+    add_host(engine, "edge-1")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE hosts SET quarantined_at = now(), quarantine_reason = 'budget spent'"
+                " WHERE name = 'edge-1'"
+            )
+        )
+    at = page("edge-1").run()
+    assert [b.label for b in at.button] == ["Run health", "Deploy", "Release"]
+
+    for i, (action, parameters) in enumerate(
+        [
+            ("health", {"fleet_path": "f.yaml", "hosts": ["edge-1"]}),
+            ("deploy", {"fleet_path": "f.yaml", "hosts": ["edge-1"]}),
+            ("release", {"host": "edge-1"}),
+        ]
+    ):
+        at.button[i].click().run()
+        assert not at.exception, at.exception
+        [run] = runs_of(deployments[action])
+        assert run.parameters == parameters
+        assert "gradientlab-app" in run.tags
+        shown = [s.value for s in at.success]
+        assert any(
+            f"Started {action} for edge-1: flow run [{run.name}]" in s
+            and f"/runs/flow-run/{run.id})" in s
+            for s in shown
+        ), shown
+    assert not at.error
+
+    # the served release run ends the quarantine; health and deploy wait for a server
+    deadline = time.monotonic() + HANG_GUARD
+    with get_client(sync_client=True) as client:
+        [released] = runs_of(deployments["release"])
+        while time.monotonic() < deadline:
+            released = client.read_flow_run(released.id)
+            if released.state is not None and released.state.is_final():
+                break
+            time.sleep(1)
+    assert released.state is not None and released.state.is_completed(), released.state
+    assert rows(engine, "SELECT quarantined_at, released_at IS NOT NULL FROM hosts") == [
+        (None, True)
+    ]
+
+
+def test_an_undeployed_flow_is_explained(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis_app import auth
+
+    monkeypatch.setattr(auth, "current_role", lambda: "operator")
+    at = page("edge-2").run()
+    at.button[0].click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert "Could not start health for edge-2" in error
+    assert "has no deployment 'health/health'" in error
+    assert "python -m deployments.serve" in error
