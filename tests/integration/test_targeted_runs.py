@@ -29,6 +29,17 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+def host_key() -> str:
+    """A well-formed pinned key (of no running sshd)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+
 def add_dead_host(engine: Engine, name: str) -> int:
     return upsert_host(
         engine,
@@ -38,7 +49,7 @@ def add_dead_host(engine: Engine, name: str) -> int:
             address="127.0.0.1",
             ssh_port=closed_port(),
             ssh_user="nobody",
-            host_key="ssh-ed25519 AAAA",
+            host_key=host_key(),
             state="running",
             provider_ref=name,
         ),
