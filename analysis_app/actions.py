@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import streamlit as st
 
 from analysis_app import auth
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 TAGS = ("gradientlab-app",)
 
@@ -101,11 +104,14 @@ def start_run(action: Action, host: str) -> StartedRun:
     if not host:
         raise ActionFailed("no host given")
     try:
-        run = run_deployment(
-            name=action.deployment,
-            parameters=action.parameters(host),
-            timeout=0,
-            tags=list(TAGS),
+        run = cast(  # a sync call from the page's script: the run, not a coroutine
+            "FlowRun",
+            run_deployment(
+                name=action.deployment,
+                parameters=action.parameters(host),
+                timeout=0,
+                tags=list(TAGS),
+            ),
         )
     except ObjectNotFound:
         raise ActionFailed(

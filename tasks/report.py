@@ -3,6 +3,7 @@ the notification block a summary goes through."""
 
 from __future__ import annotations
 
+import inspect
 from datetime import date, datetime
 from typing import cast
 from uuid import UUID
@@ -14,6 +15,7 @@ from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from analysis_app import queries
 from deployments.alerts import PREFIX as ALERTS_PREFIX
@@ -88,4 +90,6 @@ def notification_block(name: str | None) -> tuple[NotificationBlock | None, str]
 @task(name="notify-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
 def notify(block: NotificationBlock, subject: str, body: str) -> None:
     with block.raise_on_failure():
-        block.notify(body, subject=subject)
+        sent = block.notify(body, subject=subject)
+        if inspect.isawaitable(sent):  # a block whose notify is async-only
+            run_coro_as_sync(sent)
