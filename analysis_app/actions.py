@@ -48,7 +48,8 @@ HEALTH = Action(
     "Run health",
     ":material/stethoscope:",
     "health/health",
-    "Check this node now, and recover it if it needs it (the health flow, for this host only)",
+    "Check this node now, and recover it if it needs it (the health flow, for this host only;"
+    " cancelled, like a scheduled run, when another health run is going)",
     _hosts,
 )
 DEPLOY = Action(
