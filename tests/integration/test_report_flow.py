@@ -153,6 +153,23 @@ def report_hook(prefect_server: None, webhook: Webhook) -> Webhook:
     return webhook
 
 
+@pytest.fixture()
+def no_alert_automations(prefect_server: None) -> Iterator[None]:
+    """No GradientLab alert automation before or after (an earlier test's may be left,
+    notifying a webhook that is gone)."""
+    from prefect.client.orchestration import get_client
+
+    def clear() -> None:
+        with get_client(sync_client=True) as client:
+            for automation in client.read_automations():
+                if automation.name.startswith("gradientlab: "):
+                    client.delete_automation(automation.id)
+
+    clear()
+    yield
+    clear()
+
+
 def artifacts(flow_run_id: UUID) -> dict[str, Any]:
     """The run's artifacts by key: table data as rows, markdown as text."""
     from prefect.client.orchestration import get_client
@@ -238,7 +255,7 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
 
 
 def test_without_a_block_the_report_uses_the_alerts_block_or_none(
-    engine: Engine, report_hook: Webhook, fleet_file: str
+    engine: Engine, report_hook: Webhook, fleet_file: str, no_alert_automations: None
 ) -> None:
     from prefect.automations import AutomationCore, EventTrigger, SendNotification
     from prefect.client.orchestration import get_client
@@ -246,15 +263,13 @@ def test_without_a_block_the_report_uses_the_alerts_block_or_none(
 
     seed(engine)
     _, received = report_hook
-    with get_client(sync_client=True) as client:
-        assert not [a for a in client.read_automations() if a.name.startswith("gradientlab: ")]
     result, _ = run_report(fleet_file)
     assert result["notified"] is None
     assert received == []
 
     with get_client(sync_client=True) as client:
         block = client.read_block_document_by_name("report-hook", "custom-webhook")
-        automation_id = client.create_automation(
+        client.create_automation(
             AutomationCore(
                 name="gradientlab: report test",
                 trigger=EventTrigger(
@@ -266,11 +281,7 @@ def test_without_a_block_the_report_uses_the_alerts_block_or_none(
                 actions=[SendNotification(block_document_id=block.id, subject="s", body="b")],
             )
         )
-    try:
-        result, _ = run_report(fleet_file)
-    finally:
-        with get_client(sync_client=True) as client:
-            client.delete_automation(automation_id)
+    result, _ = run_report(fleet_file)
     assert result["notified"] == "the alerts' block custom-webhook/report-hook"
     deadline = time.monotonic() + HANG_GUARD
     while not received and time.monotonic() < deadline:
