@@ -149,11 +149,17 @@ class ControlPlane:
 
 
 def _clean_env() -> dict[str, str]:
-    """This process's environment without its Prefect or GradientLab settings."""
+    """This process's environment without its Prefect or GradientLab settings.
+
+    Without PYTHONDONTWRITEBYTECODE too, which a machine may set (this one does): with it, each
+    of the dozen Python processes here (servers, workers, every flow run) compiles Prefect,
+    SQLAlchemy and the rest from source again, 20 to 40 s each on a busy 2-core machine; a
+    service machine keeps its compiled files like any Python installation."""
     return {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PREFECT_", "GRADIENTLAB_")) and k != "DATABASE_URL"
+        if not k.startswith(("PREFECT_", "GRADIENTLAB_"))
+        and k not in ("DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
     }
 
 
