@@ -14,11 +14,11 @@ from __future__ import annotations
 from prefect.blocks.system import Secret
 from prefect_gcp import GcpCredentials
 
-from tasks.blocks import AzureServicePrincipal, OciCredentials
+from tasks.blocks import AzureServicePrincipal, FleetFile, OciCredentials
 
 
 def main() -> None:
-    for block in (OciCredentials, AzureServicePrincipal, GcpCredentials, Secret):
+    for block in (OciCredentials, AzureServicePrincipal, GcpCredentials, Secret, FleetFile):
         block.register_type_and_schema()
         print(f"registered {block.get_block_type_slug()}")
 

@@ -70,6 +70,19 @@ class AzureServicePrincipal(Block):
         )
 
 
+class FleetFile(Block):
+    """The fleet file, kept in Prefect so that every worker reads the same one.
+
+    It holds no secret (passwords are `{env: ...}` or `{secret_block: ...}` references), so it
+    is plain text. Deployments name it as `fleet_path: block:NAME`."""
+
+    _block_type_name = "GradientLab Fleet File"
+    _block_type_slug = "gradientlab-fleet-file"
+
+    text: str = Field(description="The fleet file's YAML, as `gradientlab check` accepts it")
+    source: str = Field("", description="Where it was read from when it was saved")
+
+
 def load_cloud_credentials(kind: str, block_name: str) -> Any:
     """What `gradientlab.inventory.provider_for` needs for a cloud, from its block."""
     # Block.load is sync in a sync context; the casts tell the type checker so

@@ -9,8 +9,9 @@ from typing import Any, cast
 from prefect.blocks.system import Secret
 from sqlalchemy import Engine
 
-from gradientlab.config import Fleet, load_fleet
+from gradientlab.config import Fleet, FleetFileError, load_fleet, parse_fleet
 from gradientlab.gradient.errors import GradientError
+from gradientlab.remote import keys
 from gradientlab.store.database import make_engine, migrate
 
 # httpx logs each request URL at INFO; Firebase URLs carry the web API key as `?key=`.
@@ -22,7 +23,35 @@ def read_secret_block(name: str) -> str:
     return str(block.get())
 
 
+def use_operator_key_block() -> str | None:
+    """When `GRADIENTLAB_SSH_KEY_BLOCK` names a Secret block, SSH uses the key kept there (read
+    once per process, parsed in memory) instead of a key file. Returns the block's name."""
+    name = keys.key_block_name()
+    if name:
+        keys.read_operator_key_with(lambda: read_secret_block(name))
+    return name
+
+
+use_operator_key_block()  # every flow run imports this module before it opens a connection
+
+FLEET_BLOCK_PREFIX = "block:"
+
+
 def fleet_from(path: str) -> Fleet:
+    """The fleet from a file (`fleet.yaml`), or from a FleetFile block (`block:NAME`), which
+    every worker reads from Prefect rather than from its own disk."""
+    if path.startswith(FLEET_BLOCK_PREFIX):
+        from tasks.blocks import FleetFile
+
+        name = path.removeprefix(FLEET_BLOCK_PREFIX)
+        try:
+            block = cast(FleetFile, FleetFile.load(name))
+        except ValueError as exc:
+            raise FleetFileError(
+                f"{path}: no FleetFile block named {name!r} on this Prefect server "
+                f"(save one with `python -m deployments.fleet_block fleet.yaml --block {name}`)"
+            ) from exc
+        return parse_fleet(block.text, f"block {name}")
     return load_fleet(path)
 
 

@@ -1,9 +1,18 @@
-"""GradientLab's own SSH key: the operator identity the control plane logs in to hosts with."""
+"""GradientLab's own SSH key: the operator identity the control plane logs in to hosts with.
+
+On one machine it is a 0600 file in the data folder, made on first use. On a control plane of
+several machines every worker reads the same key from Prefect: `GRADIENTLAB_SSH_KEY_BLOCK` names
+a Secret block holding the private key, and the task layer (which may import Prefect; this module
+may not) hands this module a reader with `read_operator_key_with`. The key is then parsed in
+memory and never written to any worker's disk."""
 
 from __future__ import annotations
 
 import fcntl
+import io
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -11,6 +20,58 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gradientlab.paths import data_dir
+
+KEY_BLOCK_ENV = "GRADIENTLAB_SSH_KEY_BLOCK"
+
+_reader: Callable[[], str] | None = None
+_key: paramiko.PKey | None = None
+_key_lock = threading.Lock()
+
+
+class OperatorKeyUnavailable(RuntimeError):
+    """The operator key is configured to come from a Prefect block this process cannot read."""
+
+
+def read_operator_key_with(reader: Callable[[], str] | None) -> None:
+    """Take the private key (PEM or OpenSSH text) from `reader` instead of the key file; it is
+    called once, when the key is first needed. None goes back to the file."""
+    global _reader, _key
+    with _key_lock:
+        _reader, _key = reader, None
+
+
+def key_block_name() -> str | None:
+    return os.environ.get(KEY_BLOCK_ENV) or None
+
+
+def parse_private_key(text: str, source: str) -> paramiko.PKey:
+    """An unencrypted Ed25519, ECDSA or RSA private key from its text, in memory."""
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise OperatorKeyUnavailable(
+        f"{source}: not an unencrypted Ed25519, ECDSA or RSA private key "
+        "(store the whole key file, from its BEGIN line to its END line)"
+    )
+
+
+def _key_from_reader() -> paramiko.PKey | None:
+    global _key
+    if _reader is None:
+        name = key_block_name()
+        if name:  # never fall back on (or create) a key file when a block is configured
+            raise OperatorKeyUnavailable(
+                f"{KEY_BLOCK_ENV}={name}: the SSH key lives in that Prefect Secret block, and "
+                "this process cannot read blocks; run it as a flow, or start the connection "
+                "keeper with `python -m deployments.keeper`"
+            )
+        return None
+    with _key_lock:
+        if _key is None:
+            _key = parse_private_key(_reader(), f"the SSH key block {key_block_name() or ''}")
+        return _key
 
 
 def operator_key_path() -> Path:
@@ -45,10 +106,18 @@ def ensure_operator_key(path: Path | None = None) -> Path:
 
 
 def load_operator_key(path: Path | None = None) -> paramiko.PKey:
+    if path is None and (key := _key_from_reader()) is not None:
+        return key
     path = ensure_operator_key(path)
     return paramiko.Ed25519Key.from_private_key_file(str(path))
 
 
+def public_key_line(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()} gradientlab"
+
+
 def operator_public_key(path: Path | None = None) -> str:
+    if path is None and (key := _key_from_reader()) is not None:
+        return public_key_line(key)
     path = ensure_operator_key(path)
     return path.with_suffix(".pub").read_text().strip()
