@@ -29,11 +29,13 @@ system:
 	fi
 
 # uv installs the same pinned packages from PyPI in a fraction of pip's time; pip if uv fails.
+# Compiled once here: machines that set PYTHONDONTWRITEBYTECODE (this kind does) would otherwise
+# compile Prefect and SQLAlchemy from source in every process a test, the demo or a worker starts.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet uv || true
 	if [ -x $(VENV)/bin/uv ]; then \
-		$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'; \
+		$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'; \
 	else \
 		$(PY) -m pip install --quiet -e '.[dev]'; \
 	fi
