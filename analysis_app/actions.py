@@ -84,9 +84,17 @@ class ActionFailed(RuntimeError):
 
 
 def prefect_api_url() -> str:
+    """The Prefect server the app asks; without one, Prefect would start a temporary server of
+    its own that serves no flows, so the app refuses instead."""
     from prefect.settings import PREFECT_API_URL
 
-    return str(PREFECT_API_URL.value() or "no PREFECT_API_URL (an ephemeral server)")
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ActionFailed(
+            "PREFECT_API_URL is not set: start the app with it pointing at the Prefect server "
+            "that serves the flows (the demo's is http://127.0.0.1:4200/api)"
+        )
+    return str(url)
 
 
 def run_url(flow_run_id: UUID) -> str | None:
@@ -104,6 +112,7 @@ def start_run(action: Action, host: str) -> StartedRun:
 
     if not host:
         raise ActionFailed("no host given")
+    api = prefect_api_url()
     try:
         run = cast(  # a sync call from the page's script: the run, not a coroutine
             "FlowRun",
@@ -116,13 +125,13 @@ def start_run(action: Action, host: str) -> StartedRun:
         )
     except ObjectNotFound:
         raise ActionFailed(
-            f"the Prefect server at {prefect_api_url()} has no deployment {action.deployment!r}: "
+            f"the Prefect server at {api} has no deployment {action.deployment!r}: "
             "serve the flows (`python -m deployments.serve --fleet fleet.yaml`) or deploy them "
             "(`prefect deploy --all`), then try again"
         ) from None
     except httpx.HTTPError as exc:
         raise ActionFailed(
-            f"cannot reach the Prefect server at {prefect_api_url()} ({exc}): check that it runs "
+            f"cannot reach the Prefect server at {api} ({exc}): check that it runs "
             "and that PREFECT_API_URL points at it"
         ) from None
     return StartedRun(action.key, host, run.id, run.name, run_url(run.id))

@@ -150,7 +150,11 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
             stopper,
             ledger,
             lambda on_start: services.start_streamlit(
-                STREAMLIT_PORT, logs, {"DATABASE_URL": url}, on_start
+                STREAMLIT_PORT,
+                logs,
+                # the operator's actions ask this Prefect server (started next) to run flows
+                {"DATABASE_URL": url, **services.prefect_env(home / "prefect", PREFECT_PORT)},
+                on_start,
             ),
             "the analysis app",
         )

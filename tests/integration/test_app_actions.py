@@ -47,14 +47,11 @@ def runs_of(deployment_id: UUID) -> list[Any]:
 
 
 @pytest.fixture()
-def prefect_api(prefect_server: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The session server's URL in the environment: the page runs in its own thread, which
-    does not see the test harness's settings context."""
+def prefect_api(prefect_server: None) -> str:
+    """The session server's URL (the harness makes it every thread's setting, the page's too)."""
     from prefect.settings import PREFECT_API_URL
 
-    url = str(PREFECT_API_URL.value())
-    monkeypatch.setenv("PREFECT_API_URL", url)
-    return url
+    return str(PREFECT_API_URL.value())
 
 
 @pytest.fixture()
@@ -182,3 +179,16 @@ def test_an_undeployed_flow_is_explained(prefect_api: str, monkeypatch: pytest.M
     assert "Could not start health for edge-2" in error
     assert "has no deployment 'health/health'" in error
     assert "python -m deployments.serve" in error
+
+
+def test_without_a_prefect_server_the_app_says_so() -> None:
+    """Rather than start a temporary Prefect server of its own, which serves no flow."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from analysis_app.actions import RELEASE, ActionFailed, start_run
+
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(ActionFailed, match="PREFECT_API_URL is not set: start the app with"),
+    ):
+        start_run(RELEASE, "edge-3")
