@@ -22,6 +22,7 @@ from flows.poc_taps import poc_taps
 from flows.provision import provision, terminate
 from flows.release import release
 from flows.report import report
+from flows.prune_history import prune_history
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
 from gradientlab.remote.keeper import KeeperError, start_keeper, stop_keeper
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> None:
                 name="report",
                 parameters=params,
                 interval=timedelta(seconds=s.report_seconds),
+                concurrency_limit=ONE_AT_A_TIME,
+            ),
+            prune_history.to_deployment(
+                name="prune-history",
+                parameters=params,
+                interval=timedelta(seconds=s.prune_history_seconds),
                 concurrency_limit=ONE_AT_A_TIME,
             ),
             **RUNNER_OPTIONS,

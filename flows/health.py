@@ -43,6 +43,7 @@ from tasks.hosts import (
     sweep_fleet,
 )
 from tasks.network import network_lookup, network_reasons, network_view
+from tasks.rollups import refresh_health_rollups
 
 
 def send(alert: Alert) -> None:
@@ -79,6 +80,7 @@ def health(
     pool may run each), recording the network's state once. A check of named hosts leaves the
     network's state to the fleet-wide sweeps and keeps the fleet brake at the fleet's size."""
     logger = get_run_logger()
+    started = utcnow()
     fleet = fleet_from(fleet_path)
     records = host_records(engine())
     if hosts is not None:
@@ -201,6 +203,10 @@ def sweep(
     if errors and not outcomes:
         raise RuntimeError(f"no host's check could be recorded: {errors[0]}")
 
+    try:
+        refresh_health_rollups(started, utcnow())
+    except Exception as exc:  # noqa: BLE001 - `gradientlab refresh-rollups` catches up later
+        logger.error("the daily rollups were not refreshed: %s", exc)
     for alert in fleet_alerts + [a for o in outcomes for a in o.alerts]:
         logger.warning("alert %s for %s: %s", alert.event, alert.subject, alert.payload)
         send(alert)

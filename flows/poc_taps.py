@@ -3,7 +3,7 @@ the network reports them."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
@@ -13,16 +13,19 @@ from sqlalchemy import text
 from flows.rewards import known_client_ids
 from tasks.common import engine, fleet_from
 from tasks.network import ingest_node_stats, network_time
+from tasks.rollups import refresh_node_rollups
 from tasks.taps import tap_readiness
 
 
 @flow(name="poc-taps", log_prints=True)
 def poc_taps(fleet_path: str = "fleet.yaml", days: int = 2) -> list[dict[str, Any]]:
+    started = datetime.now(UTC)  # this machine's clock, as the upserts' updated_at
     fleet = fleet_from(fleet_path)
     # each host's NAT as a peer tapping it meets it; needs only SSH, not the network's API
     readiness = tap_readiness(fleet)
     now = network_time(fleet)
     ingest_node_stats(fleet, known_client_ids(), now, days)
+    refresh_node_rollups(started)
     with engine().connect() as conn:
         rows = conn.execute(
             text(

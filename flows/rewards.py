@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
@@ -17,6 +18,7 @@ from tasks.network import (
     network_time,
     snapshot_node_points,
 )
+from tasks.rollups import refresh_node_rollups
 
 
 def known_client_ids() -> list[str]:
@@ -29,6 +31,7 @@ def known_client_ids() -> list[str]:
 def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
     """Incremental and idempotent: `days` are backfilled on a first run, later runs read from
     the last complete day; a rerun with nothing new changes no row. One sign-in per run."""
+    started = datetime.now(UTC)  # this machine's clock, as the upserts' updated_at
     fleet = fleet_from(fleet_path)
     now = network_time(fleet)
     account = ingest_account_points(fleet, now, days)
@@ -36,6 +39,7 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
     snapshot = snapshot_node_points(sweep)
     client_ids = sorted(set(known_client_ids()) | {n.name for n in sweep.nodes})
     stats = ingest_node_stats(fleet, client_ids, now, days)
+    refresh_node_rollups(started)
     summary = {
         "account_points": account,
         "node_points": snapshot,

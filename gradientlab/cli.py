@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
@@ -41,12 +41,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print("no hosts yet: run `gradientlab demo` or the provision flow")
         return 0
+    now = datetime.now(UTC)
+    good_week = _good_share_last_days(engine, now.date(), GOOD_SHARE_DAYS)
     header = (
         "HOST", "PROVIDER", "ADDRESS", "NODE IP", "STATUS", "TODAY", "LAST CHECK",
-        "LOAD", "MEM FREE", "DISK FREE", "BROWSER", "RUNNER", "CLOCK",
+        f"GOOD {GOOD_SHARE_DAYS}D", "LOAD", "MEM FREE", "DISK FREE", "BROWSER", "RUNNER", "CLOCK",
     )  # fmt: skip
     table = [header]
-    now = datetime.now(UTC)
     notes = []
     for r in rows:
         status = r["status"] or "unknown"
@@ -78,6 +79,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 status,
                 points,
                 last,
+                good_week.get(r["host"], ""),
                 "" if r["load1"] is None else f"{r['load1']:.2f}",
                 _mib(r["mem_available_kib"]),
                 _mib(r["disk_free_kib"]),
@@ -99,6 +101,47 @@ def cmd_status(args: argparse.Namespace) -> int:
         print()
         print("\n".join(f"  warning: {s.warning}" for s in shared))
     return 0
+
+
+GOOD_SHARE_DAYS = 7
+
+
+def _good_share_last_days(engine: Engine, today: date, days: int) -> dict[str, str]:
+    """Each host's share of Good checks over the last `days` UTC days, from the daily rollups
+    (which outlive the raw samples retention prunes)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name, sum(r.good_samples) AS good, sum(r.samples) AS samples"
+                " FROM rollup_host_day r JOIN hosts h ON h.id = r.host_id"
+                " WHERE r.day > CAST(:today AS date) - :days GROUP BY h.name"
+            ),
+            {"today": today, "days": days},
+        )
+        return {r.name: f"{100 * r.good / r.samples:.0f}%" for r in rows if r.samples}
+
+
+def cmd_refresh_rollups(args: argparse.Namespace) -> int:
+    """Rebuild the daily rollups from the base tables (after rows were written outside the
+    flows, e.g. a restore or an import); idempotent."""
+    from gradientlab.store.database import make_engine, migrate
+    from gradientlab.store.rollups import refresh_rollups
+
+    engine = make_engine()
+    migrate(engine)
+    count = refresh_rollups(engine, since=args.since)
+    if not count.days:
+        print("nothing to roll up: the base tables are empty")
+    for family, days in count.days.items():
+        print(f"{family}: {days} day(s) rebuilt, {count.rows[family]} row(s)")
+    return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a day like 2025-03-14") from None
 
 
 def cmd_hosts_release(args: argparse.Namespace) -> int:
@@ -208,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
     doctor.add_argument("--host", help="also check this host: SSH, Chromium, its node's status")
     doctor.set_defaults(func=cmd_doctor)
+    refresh = sub.add_parser(
+        "refresh-rollups", help="bring the daily rollups up to date with the base tables"
+    )
+    refresh.add_argument(
+        "--since", type=_day, default=None, help="rebuild from this UTC day (default: all days)"
+    )
+    refresh.set_defaults(func=cmd_refresh_rollups)
     check = sub.add_parser("check", help="validate a fleet file")
     check.add_argument("fleet", type=Path)
     check.set_defaults(func=cmd_check)

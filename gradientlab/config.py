@@ -252,6 +252,13 @@ class ScheduleSettings(Strict):
     poc_taps_seconds: int = 3600
     check_updates_seconds: int = 86400  # asks the Web Store which extension version is current
     report_seconds: int = 86400  # the daily report: artifacts, and a notification if configured
+    prune_history_seconds: int = 86400  # rolls up, then prunes raw samples past retention
+
+
+class RetentionSettings(Strict):
+    """How long raw health samples are kept; their daily rollups are kept for ever."""
+
+    raw_samples_days: int = Field(default=90, ge=1)
 
 
 class Fleet(Strict):
@@ -263,6 +270,7 @@ class Fleet(Strict):
     runner: RunnerSettings = RunnerSettings()
     health: HealthSettings = HealthSettings()
     schedules: ScheduleSettings = ScheduleSettings()
+    retention: RetentionSettings = RetentionSettings()
     source: str = "<memory>"
 
     @field_validator("name")

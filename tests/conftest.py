@@ -72,7 +72,8 @@ def engine(database_url: str) -> Iterator[Engine]:
             text(
                 "TRUNCATE hosts, nodes, node_status_samples, node_daily_stats,"
                 " account_daily_points, node_daily_points, incidents, recovery_actions,"
-                " provision_plans"
+                " provision_plans, rollup_sample_days, rollup_fleet_day_status,"
+                " rollup_node_day, rollup_group_day, rollup_incident_day, rollup_step_day"
                 " RESTART IDENTITY CASCADE"
             )
         )

@@ -1,0 +1,378 @@
+"""Daily rollups and retention on a real Postgres: a rollup equals the raw aggregate, a refresh
+run twice changes nothing, and pruning never deletes a day that is not rolled up.
+
+Every time derives from `NOW`, the tests' own clock, never the database's `now()`."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from gradientlab import cli
+from gradientlab.store.fleet import insert_sample
+from gradientlab.store.retention import prune_samples, roll_up_then_prune, unrolled_days
+from gradientlab.store.rollups import (
+    refresh_after_health,
+    refresh_after_ingest,
+    refresh_rollups,
+)
+from tests.conftest import rows
+
+NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
+TODAY = NOW.date()
+ROLLUP_TABLES = (
+    "rollup_host_day",
+    "rollup_host_day_status",
+    "rollup_fleet_day_status",
+    "rollup_sample_days",
+    "rollup_node_day",
+    "rollup_group_day",
+    "rollup_incident_day",
+    "rollup_step_day",
+)
+
+
+def seed(engine: Engine) -> None:
+    """Three hosts (one without region), a node no host owns, 4 days of checks, points, stats,
+    and incidents with their recovery steps."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (id, name, provider, region, state) VALUES"
+                " (1, 'oci-1', 'oci', 'us-ashburn-1', 'running'),"
+                " (2, 'gcp-1', 'gcp', 'us-west1', 'running'),"
+                " (3, 'pi', 'static', NULL, 'running')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO nodes (host_id, client_id) VALUES (1, 'n-oci'), (2, 'n-gcp'),"
+                " (3, 'n-pi')"
+            )
+        )
+        statuses = ["Good", "Good", "Disconnected", "Unsupported"]
+        for day in range(4):
+            for host in (1, 2, 3):
+                for i in range(6):  # every 4 hours
+                    at = (
+                        NOW - timedelta(days=3 - day) - timedelta(hours=11) + timedelta(hours=4 * i)
+                    )
+                    insert_sample(
+                        conn,
+                        host,
+                        {
+                            "sampled_at": at,
+                            "status": statuses[(host + i + day) % 4],
+                            "reachable": i != 5,
+                            "load1": 0.5 * i,
+                            "mem_available_kib": 100_000 + 1000 * i,
+                            "browser_pss_kib": 300_000 + host,
+                        },
+                    )
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_points (client_id, day, points, taps)"
+                " VALUES (:c, :d, :p, :t)"
+            ),
+            [
+                {"c": c, "d": TODAY - timedelta(days=k), "p": p * (k + 1), "t": k}
+                for k in range(4)
+                for c, p in (
+                    ("n-oci", 0),
+                    ("n-gcp", 250_000),
+                    ("n-pi", 1_000_000),
+                    ("n-laptop", 50_000),
+                )
+            ],  # fmt: skip
+        )
+        conn.execute(
+            text(
+                "INSERT INTO node_daily_stats (client_id, day, duration, taps)"
+                " VALUES (:c, :d, :u, :t)"
+            ),
+            [
+                {"c": c, "d": TODAY - timedelta(days=k), "u": 3600 * (k + 2), "t": 2 * k}
+                for k in range(3)
+                for c in ("n-gcp", "n-pi", "n-stats-only")
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO incidents (id, host_id, kind, detected_at, status, recovered_at)"
+                " VALUES (1, 1, 'BrowserDown', :d1, 'recovered', :r1),"
+                " (2, 1, 'BrowserDown', :d2, 'recovered', :r2),"
+                " (3, 2, 'LoggedOut', :d2, 'failed', NULL),"
+                " (4, 3, 'Unreachable', :d3, 'open', NULL),"
+                " (5, NULL, 'NetworkDown', :d3, 'recovered', :r3)"
+            ),
+            {
+                "d1": NOW - timedelta(days=2),
+                "r1": NOW - timedelta(days=2) + timedelta(seconds=40),
+                "d2": NOW - timedelta(days=1),
+                "r2": NOW - timedelta(days=1) + timedelta(seconds=100),
+                "d3": NOW - timedelta(hours=1),
+                "r3": NOW - timedelta(minutes=30),
+            },
+        )
+        conn.execute(
+            text(
+                "INSERT INTO recovery_actions (incident_id, step, started_at, finished_at, ok)"
+                " VALUES (1, 'restart_browser', :a, :a + interval '5 s', true),"
+                " (2, 'restart_browser', :b, :b + interval '7 s', false),"
+                " (2, 'reboot_host', :b + interval '10 s', :b + interval '90 s', true),"
+                " (3, 'login', :b, :b + interval '3 s', false)"
+            ),
+            {"a": NOW - timedelta(days=2), "b": NOW - timedelta(days=1)},
+        )
+
+
+@pytest.fixture()
+def seeded(engine: Engine) -> Engine:
+    seed(engine)
+    return engine
+
+
+def snapshot(engine: Engine) -> dict[str, list[str]]:
+    """Every rollup row, less the time each was refreshed."""
+    return {
+        t: sorted(
+            map(repr, rows(engine, f"SELECT * FROM {t}" if t != "rollup_sample_days"
+                           else "SELECT day, samples, pruned_at FROM rollup_sample_days"))
+        )
+        for t in ROLLUP_TABLES
+    }  # fmt: skip
+
+
+def test_host_day_rollup_equals_the_raw_aggregate(seeded: Engine) -> None:
+    refresh_rollups(seeded)
+    rolled = rows(
+        seeded,
+        "SELECT host_id, day, samples, good_samples, reachable_samples, load1_max,"
+        " mem_available_kib_min, browser_pss_kib_max FROM rollup_host_day ORDER BY 1, 2",
+    )
+    raw = rows(
+        seeded,
+        "SELECT host_id, (sampled_at AT TIME ZONE 'UTC')::date, count(*),"
+        " count(*) FILTER (WHERE status IN ('Good', 'Excellent')), count(*) FILTER (WHERE"
+        " reachable), max(load1), min(mem_available_kib), max(browser_pss_kib)"
+        " FROM node_status_samples GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    assert rolled == raw
+    assert len(rolled) == 12  # 3 hosts x 4 days
+    by_status = rows(
+        seeded,
+        "SELECT host_id, day, status, samples FROM rollup_host_day_status ORDER BY 1, 2, 3",
+    )
+    assert by_status == rows(
+        seeded,
+        "SELECT host_id, (sampled_at AT TIME ZONE 'UTC')::date, status, count(*)"
+        " FROM node_status_samples GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    fleet = rows(
+        seeded,
+        "SELECT provider, region, sum(samples) FROM rollup_fleet_day_status"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    assert fleet == [
+        ("gcp", "us-west1", 24),
+        ("oci", "us-ashburn-1", 24),
+        ("static", "unknown", 24),
+    ]
+
+
+def test_node_day_rollups_equal_points_and_stats(seeded: Engine) -> None:
+    refresh_rollups(seeded)
+    per_node = dict(
+        rows(seeded, "SELECT client_id, sum(points_raw) FROM rollup_node_day GROUP BY 1")
+    )
+    assert per_node == dict(
+        rows(seeded, "SELECT client_id, sum(points) FROM node_daily_points GROUP BY 1")
+    ) | {"n-stats-only": 0}
+    labels = dict(
+        (c, (h, p, r))
+        for c, h, p, r in rows(
+            seeded, "SELECT DISTINCT client_id, host, provider, region FROM rollup_node_day"
+        )
+    )
+    assert labels["n-pi"] == ("pi", "static", "unknown")
+    assert labels["n-laptop"] == ("n-laptop", "not managed", "unknown")
+    groups = rows(
+        seeded,
+        "SELECT provider, sum(points_raw), sum(taps), sum(duration), sum(nodes)"
+        " FROM rollup_group_day GROUP BY 1 ORDER BY 1",
+    )
+    assert groups == [
+        ("gcp", 2_500_000, 6, 32_400, 4),
+        ("not managed", 500_000, 6, 32_400, 7),  # n-laptop 4 days, n-stats-only 3
+        ("oci", 0, 0, 0, 4),
+        ("static", 10_000_000, 6, 32_400, 4),
+    ]
+    earning = rows(seeded, "SELECT sum(earning_nodes) FROM rollup_group_day")
+    assert earning == [(12,)]  # n-gcp, n-pi and n-laptop on 4 days each
+
+
+def test_incident_and_step_rollups(seeded: Engine) -> None:
+    refresh_rollups(seeded)
+    incidents = rows(
+        seeded,
+        "SELECT host_id, kind, incidents, recovered, failed, open, recovery_seconds_sum"
+        " FROM rollup_incident_day ORDER BY day, host_id",
+    )
+    assert incidents == [
+        (1, "BrowserDown", 1, 1, 0, 0, 40.0),
+        (1, "BrowserDown", 1, 1, 0, 0, 100.0),
+        (2, "LoggedOut", 1, 0, 1, 0, 0.0),
+        (0, "NetworkDown", 1, 1, 0, 0, 1800.0),
+        (3, "Unreachable", 1, 0, 0, 1, 0.0),
+    ]
+    steps = rows(
+        seeded, "SELECT step, sum(tries), sum(ok), sum(failed) FROM rollup_step_day GROUP BY 1"
+    )
+    assert sorted(steps) == [("login", 1, 0, 1), ("reboot_host", 1, 1, 0),
+                             ("restart_browser", 2, 1, 1)]  # fmt: skip
+
+
+def test_refreshing_again_duplicates_nothing(seeded: Engine) -> None:
+    first = refresh_rollups(seeded)
+    before = snapshot(seeded)
+    again = refresh_rollups(seeded)
+    refresh_rollups(seeded, since=TODAY - timedelta(days=1))
+    assert snapshot(seeded) == before
+    assert first.rows == again.rows
+    assert first.days == {"samples": 4, "nodes": 4, "incidents": 3}
+
+
+def test_a_health_run_refreshes_the_day_of_an_incident_it_closed(seeded: Engine) -> None:
+    refresh_rollups(seeded)
+    later = NOW + timedelta(hours=10)  # after the day's last check
+    with seeded.begin() as conn:
+        conn.execute(
+            text("UPDATE incidents SET status = 'recovered', recovered_at = :t WHERE id = 4"),
+            {"t": later},
+        )
+        insert_sample(conn, 3, {"sampled_at": later, "status": "Good", "reachable": True})
+    count = refresh_after_health(seeded, later - timedelta(seconds=5), later)
+    assert count.days["samples"] >= 1
+    assert rows(seeded, "SELECT recovered, open FROM rollup_incident_day WHERE host_id = 3") == [
+        (1, 0)
+    ]
+    assert rows(
+        seeded,
+        "SELECT samples, last_status FROM rollup_host_day WHERE host_id = 3 AND day = :d".replace(
+            ":d", f"'{TODAY}'"
+        ),
+    ) == [(7, "Good")]
+
+
+def test_an_ingest_refreshes_only_the_days_it_changed(seeded: Engine) -> None:
+    refresh_rollups(seeded)
+    with seeded.begin() as conn:
+        for table in ("node_daily_points", "node_daily_stats"):  # written by an earlier run
+            conn.execute(text(f"UPDATE {table} SET updated_at = now() - interval '3 hours'"))
+        started = conn.execute(text("SELECT now()")).scalar_one()  # the upserts' own clock
+        conn.execute(
+            text(
+                "UPDATE node_daily_points SET points = 7, updated_at = now()"
+                " WHERE client_id = 'n-oci' AND day = :d"
+            ),
+            {"d": TODAY - timedelta(days=2)},
+        )
+    count = refresh_after_ingest(seeded, started)
+    assert count.days == {"nodes": 1}
+    assert rows(
+        seeded,
+        "SELECT sum(points_raw), sum(earning_nodes) FROM rollup_group_day WHERE provider = 'oci'",
+    ) == [(7, 1)]
+
+
+def old_samples(engine: Engine, day: date, per_host: int = 3) -> None:
+    with engine.begin() as conn:
+        for host in (1, 2):
+            for i in range(per_host):
+                insert_sample(
+                    conn,
+                    host,
+                    {
+                        "sampled_at": datetime.combine(day, datetime.min.time(), UTC)
+                        + timedelta(hours=1 + i),
+                        "status": "Good",
+                        "reachable": True,
+                    },
+                )
+
+
+def count_samples(engine: Engine, day: date) -> int:
+    return rows(
+        engine,
+        f"SELECT count(*) FROM node_status_samples WHERE (sampled_at AT TIME ZONE 'UTC')::date"
+        f" = '{day}'",
+    )[0][0]
+
+
+def test_pruning_keeps_days_not_rolled_up(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO hosts (id, name, provider) VALUES (1, 'a', 'x'), (2, 'b', 'x')")
+        )
+    old, older = TODAY - timedelta(days=40), TODAY - timedelta(days=41)
+    old_samples(engine, older)
+    old_samples(engine, old)
+    old_samples(engine, TODAY)
+
+    result = prune_samples(engine, keep_days=30, today=TODAY)
+    assert result.deleted == 0 and result.unrolled_days == [older, old]
+    assert count_samples(engine, older) == 6
+
+    refresh_rollups(engine)
+    old_samples(engine, old, per_host=1)  # arrives after the refresh: the day is not rolled up
+    assert unrolled_days(engine, TODAY - timedelta(days=30)) == [old]
+    result = prune_samples(engine, keep_days=30, today=TODAY)
+    assert result.pruned_days == [older] and result.deleted == 6
+    assert result.unrolled_days == [old]
+    assert count_samples(engine, older) == 0
+    assert count_samples(engine, old) == 8
+    assert count_samples(engine, TODAY) == 6
+    # the rollups of the pruned day stay, and a refresh does not rebuild them from nothing
+    refresh_rollups(engine)
+    assert rows(engine, f"SELECT sum(samples) FROM rollup_host_day WHERE day = '{older}'") == [(6,)]
+
+
+def test_the_scheduled_prune_rolls_up_first_and_keeps_each_hosts_latest_sample(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO hosts (id, name, provider) VALUES (1, 'a', 'x'), (2, 'b', 'x')")
+        )
+    old = TODAY - timedelta(days=100)
+    old_samples(engine, old)
+    old_samples(engine, TODAY - timedelta(days=1))
+    with engine.begin() as conn:  # host 2 was last checked long ago
+        conn.execute(
+            text("DELETE FROM node_status_samples WHERE host_id = 2 AND sampled_at > :d"),
+            {"d": datetime.combine(old + timedelta(days=1), datetime.min.time(), UTC)},
+        )
+    result = roll_up_then_prune(engine, keep_days=90, today=TODAY)
+    assert result.pruned_days == [old] and result.deleted == 5
+    assert rows(engine, "SELECT host_id FROM node_status_samples WHERE sampled_at < :d".replace(
+        ":d", f"'{TODAY - timedelta(days=90)}'")) == [(2,)]  # fmt: skip
+    assert rows(engine, f"SELECT sum(samples) FROM rollup_host_day WHERE day = '{old}'") == [(6,)]
+
+
+def test_retention_refuses_a_window_under_a_day(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="raw_samples_days must be at least 1"):
+        prune_samples(engine, keep_days=0, today=TODAY)
+
+
+def test_refresh_rollups_command(seeded: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["refresh-rollups"]) == 0
+    out = capsys.readouterr().out
+    assert "samples: 4 day(s) rebuilt, 12 row(s)" in out
+    assert rows(seeded, "SELECT count(*) FROM rollup_node_day") == [(19,)]
+    assert cli.main(["refresh-rollups", "--since", str(TODAY)]) == 0
+    assert "samples: 1 day(s) rebuilt, 3 row(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["refresh-rollups", "--since", "yesterday"])
+    assert "'yesterday' is not a day like 2025-03-14" in capsys.readouterr().err
