@@ -23,9 +23,11 @@ st.set_page_config(page_title="GradientLab", page_icon=":material/hub:", layout=
 require_sign_in()
 
 pages = [
-    st.Page(VIEWS / "points.py", title="Points", icon=":material/paid:", default=True),
+    st.Page(VIEWS / "fleet_now.py", title="Fleet now", icon=":material/hub:", default=True),
+    st.Page(VIEWS / "node.py", title="Node", icon=":material/dns:"),
+    st.Page(VIEWS / "rewards.py", title="Rewards", icon=":material/paid:"),
     st.Page(VIEWS / "uptime.py", title="Uptime & taps", icon=":material/timer:"),
     st.Page(VIEWS / "incidents.py", title="Incidents", icon=":material/healing:"),
-    st.Page(VIEWS / "cost.py", title="Cost per point", icon=":material/savings:"),
+    st.Page(VIEWS / "cost.py", title="Economics", icon=":material/savings:"),
 ]
 st.navigation(pages).run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -107,3 +108,129 @@ def host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd.
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def _host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd.DataFrame:
     return queries.host_costs(fleet_engine(url), selection, as_of)
+
+
+# ---- fleet scale: the rollups
+
+
+@unless_empty
+@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
+def fleet_now(url: str) -> pd.DataFrame:
+    return queries.fleet_now(fleet_engine(url))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def fleet_status_per_day(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.fleet_status_per_day(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def account_points_by_kind(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.account_points_by_kind(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def points_by_group(
+    url: str, selection: queries.FleetFilter, group: queries.Grouping
+) -> pd.DataFrame:
+    return queries.points_by_group(fleet_engine(url), selection, group)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def top_nodes_per_day(
+    url: str, selection: queries.FleetFilter, top: int, measure: str
+) -> pd.DataFrame:
+    return queries.top_nodes_per_day(fleet_engine(url), selection, top, measure)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_totals(
+    url: str,
+    selection: queries.FleetFilter,
+    order: str,
+    limit: int,
+    offset: int,
+    with_stats: bool = False,
+) -> pd.DataFrame:
+    return queries.node_totals(fleet_engine(url), selection, order, limit, offset, with_stats)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def selection_totals(url: str, selection: queries.FleetFilter) -> dict[str, Any]:
+    return queries.selection_totals(fleet_engine(url), selection)
+
+
+def node_days_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
+    """The full selection's node-days as CSV, made when the download button is clicked."""
+    return functools.partial(queries.node_days_csv, fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def incidents_by_cause(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.incidents_by_cause(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def incidents_per_day(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.incidents_per_day(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def recovery_time_bands(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.recovery_time_bands(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def recovery_step_success(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.recovery_step_success(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def incident_page(
+    url: str, selection: queries.FleetFilter, limit: int, offset: int
+) -> pd.DataFrame:
+    return queries.incident_page(fleet_engine(url), selection, limit, offset)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def status_shares(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.status_shares(fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
+def node_profile(url: str, host: str) -> dict[str, Any] | None:
+    return queries.node_profile(fleet_engine(url), host)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_days(url: str, host: str, start: date, end: date) -> pd.DataFrame:
+    return queries.node_days(fleet_engine(url), host, start, end)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_status_days(url: str, host: str, start: date, end: date) -> pd.DataFrame:
+    return queries.node_status_days(fleet_engine(url), host, start, end)
+
+
+def node_recent_checks(url: str, host: str, since: datetime) -> pd.DataFrame:
+    return _node_recent_checks(url, host, since.replace(second=0, microsecond=0))
+
+
+@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
+def _node_recent_checks(url: str, host: str, since: datetime) -> pd.DataFrame:
+    return queries.node_recent_checks(fleet_engine(url), host, since)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_tap_readiness(url: str, host: str) -> pd.DataFrame:
+    return queries.node_tap_readiness(fleet_engine(url), host)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def node_taps(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.node_taps(fleet_engine(url), selection)
+
+
+def incidents_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
+    """Every incident of the selection as CSV, made when the download button is clicked."""
+    return functools.partial(queries.incidents_csv, fleet_engine(url), selection)

@@ -3,10 +3,11 @@ database that is empty, unmigrated or out of reach."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
+from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
@@ -74,13 +75,66 @@ def _remember(key: str) -> None:
     st.session_state[f"kept_{key}"] = st.session_state[key]
 
 
+FILTER_COLUMNS = (("Provider", "provider"), ("Region", "region"), ("Host", "host"))
+
+
+def _read_url_once() -> None:
+    """A link reproduces a view: on a session's first page, the URL's `provider`, `region`,
+    `host` (each repeatable), `from` and `to` seed the filter."""
+    if st.session_state.get("_url_read"):
+        return
+    st.session_state["_url_read"] = True
+    for _, column in FILTER_COLUMNS:
+        values = st.query_params.get_all(column)
+        if values:
+            st.session_state[f"kept_filter_{column}"] = list(values)
+    for end in ("from", "to"):
+        value = st.query_params.get(end)
+        if value:
+            try:
+                st.session_state[f"url_{end}"] = date.fromisoformat(value)
+            except ValueError:
+                st.warning(
+                    f"The link's `{end}={value}` is not a day like 2025-03-14; showing the "
+                    "default days instead.",
+                    icon=":material/link_off:",
+                )
+
+
+def _write_url(selection: FleetFilter) -> None:
+    """Keep the URL in step with the filter, so that copying it shares this view."""
+    for column, chosen in (
+        ("provider", selection.providers),
+        ("region", selection.regions),
+        ("host", selection.hosts),
+    ):
+        if chosen:
+            st.query_params[column] = list(chosen)
+        elif column in st.query_params:
+            del st.query_params[column]
+    st.query_params["from"] = selection.start.isoformat()
+    st.query_params["to"] = selection.end.isoformat()
+
+
+def _default_days(first: date, last: date) -> tuple[date, date]:
+    start = st.session_state.pop("url_from", None)
+    end = st.session_state.pop("url_to", None)
+    if start is not None or end is not None:
+        end = min(max(end or last, first), last)
+        start = min(max(start or first, first), end)
+        return start, end
+    return max(first, last - timedelta(days=DEFAULT_DAYS - 1)), last
+
+
 def fleet_filter(choices: pd.DataFrame, days: tuple[date, date], page: str) -> FleetFilter:
-    """The sidebar: providers, regions and hosts (kept across pages) and this page's days."""
+    """The sidebar: providers, regions and hosts (kept across pages) and this page's days, all
+    kept in the URL's query string."""
+    _read_url_once()
     first, last = days
     picks: dict[str, list[str]] = {}
     with st.sidebar:
         st.header("Filter")
-        for label, column in (("Provider", "provider"), ("Region", "region"), ("Host", "host")):
+        for label, column in FILTER_COLUMNS:
             options = sorted(choices[column].unique())
             key = _remembered(f"filter_{column}")
             # A kept choice that is no longer in the data (a host terminated) is dropped.
@@ -93,26 +147,65 @@ def fleet_filter(choices: pd.DataFrame, days: tuple[date, date], page: str) -> F
                 placeholder=f"All {label.lower()}s",
             )
             _remember(key)
+        days_key = f"{page}_days"
+        default = _default_days(first, last)
         picked = st.date_input(
             "Days (UTC)",
-            value=(max(first, last - timedelta(days=DEFAULT_DAYS - 1)), last),
+            value=default,
             min_value=first,
             max_value=last,
-            key=f"{page}_days",
+            key=days_key,
         )
         if st.button("Reload data", icon=":material/refresh:", help="Read the database again"):
             st.cache_data.clear()
     # While the analyst is still picking the range, the widget holds a single day.
     start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (first, last)
-    return FleetFilter(
+    selection = FleetFilter(
         start, end, tuple(picks["provider"]), tuple(picks["region"]), tuple(picks["host"])
     )
+    _write_url(selection)
+    return selection
 
 
-def csv_download(frame: pd.DataFrame, file_name: str, key: str) -> None:
+NODE_PAGE = "node"
+
+
+def node_link(host: str) -> str:
+    """The node page for one host (or unmanaged node), as a link a table cell can hold."""
+    return f"{NODE_PAGE}?node={quote(host, safe='')}"
+
+
+def node_link_column(label: str = "Node") -> Any:
+    """A table column of `node_link`s that shows the host's name."""
+    return st.column_config.LinkColumn(label, display_text=r"node=(.*)$")
+
+
+def page_of(total: int, key: str, size: int = 50) -> tuple[int, int]:
+    """A page picker under a table: returns (limit, offset) for the query."""
+    pages = max(1, -(-total // size))
+    page = 1
+    if pages > 1:
+        page = int(
+            st.number_input(
+                f"Page (of {pages}, {size} rows each)",
+                min_value=1,
+                max_value=pages,
+                value=1,
+                step=1,
+                key=key,
+            )
+        )
+    return size, (page - 1) * size
+
+
+def csv_download(
+    frame: pd.DataFrame | Callable[[], bytes], file_name: str, key: str, label: str = "Download CSV"
+) -> None:
+    """A CSV button; given a callable, the CSV is made only when the button is clicked (the
+    full selection, streamed out of Postgres), never on every render."""
     st.download_button(
-        "Download CSV",
-        frame.to_csv(index=False).encode(),
+        label,
+        frame if callable(frame) else frame.to_csv(index=False).encode(),
         file_name=file_name,
         mime="text/csv",
         icon=":material/download:",

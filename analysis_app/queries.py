@@ -9,6 +9,8 @@ on its own clock, once per render, and never on the database server's `now()`.
 
 from __future__ import annotations
 
+import io
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -16,16 +18,16 @@ from typing import Any, Literal
 import pandas as pd
 from sqlalchemy import Engine, text
 
+from gradientlab.store.rollups import UNKNOWN_REGION as UNKNOWN_REGION
+from gradientlab.store.rollups import UNMANAGED_PROVIDER as UNMANAGED_PROVIDER
+
 POINT_SCALE = 100_000
 # node_daily_stats.duration is read as seconds of uptime.
 UPTIME_SECONDS_PER_UNIT = 1
 GOOD_STATUSES = ("Good", "Excellent")
 
-# Nodes the network lists but GradientLab does not manage still earn: label them, keep them.
-UNMANAGED_PROVIDER = "not managed"
-UNKNOWN_REGION = "unknown"
 
-DaySource = Literal["points", "stats", "incidents"]
+DaySource = Literal["points", "stats", "incidents", "checks"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ _DAY_BOUNDS_SQL: dict[DaySource, str] = {
         "SELECT (min(detected_at) AT TIME ZONE 'UTC')::date AS first,"
         " (max(detected_at) AT TIME ZONE 'UTC')::date AS last FROM incidents"
     ),
+    "checks": "SELECT min(day) AS first, max(day) AS last FROM rollup_host_day",
 }
 
 
@@ -131,10 +134,10 @@ def filter_choices(engine: Engine) -> pd.DataFrame:
                       WHERE n.host_id = h.id)
            OR EXISTS (SELECT 1 FROM incidents i WHERE i.host_id = h.id)
         UNION
-        SELECT p.client_id, :unmanaged, :unknown
-        FROM (SELECT DISTINCT client_id FROM node_daily_points
-              UNION SELECT DISTINCT client_id FROM node_daily_stats) p
-        WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.client_id = p.client_id)
+        SELECT DISTINCT r.client_id, :unmanaged, :unknown
+        FROM rollup_node_day r
+        WHERE r.host_id IS NULL
+          AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.client_id = r.client_id)
         ORDER BY host
         """,
         {"unknown": UNKNOWN_REGION, "unmanaged": UNMANAGED_PROVIDER},
@@ -236,11 +239,9 @@ def node_uptime_taps(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
     return frame
 
 
-def incidents(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
-    """Incidents detected in the selection, with recovery time and the steps tried in order."""
+def _incidents_sql(selection: FleetFilter, page: str) -> tuple[str, dict[str, Any]]:
     extra, params = _selection(selection)
-    frame = _frame(
-        engine,
+    return (
         f"""
         SELECT id, host, provider, region, kind, status, detected_at, recovered_at,
                recovery_seconds, actions, action_count, failed_actions, alerted_at, detail
@@ -267,9 +268,20 @@ def incidents(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
         ) i
         WHERE true {extra}
         ORDER BY detected_at DESC, id DESC
+        {page}
         """,
         {**_utc_bounds(selection), "unknown": UNKNOWN_REGION, **params},
     )
+
+
+def incidents(
+    engine: Engine, selection: FleetFilter, limit: int | None = None, offset: int = 0
+) -> pd.DataFrame:
+    """Incidents detected in the selection, newest first, with recovery time and the steps
+    tried in order; with `limit`, one page of them."""
+    page = "" if limit is None else "LIMIT :limit OFFSET :offset"
+    sql, params = _incidents_sql(selection, page)
+    frame = _frame(engine, sql, {**params, "limit": limit, "offset": offset})
     for column in ("detected_at", "recovered_at", "alerted_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
     frame["recovery_seconds"] = frame["recovery_seconds"].astype("float64")
@@ -436,4 +448,591 @@ def quarantined_hosts(engine: Engine) -> pd.DataFrame:
         {"unknown": UNKNOWN_REGION},
     )
     frame["quarantined_at"] = pd.to_datetime(frame["quarantined_at"], utc=True)
+    return frame
+
+
+# ------------------------------------------------------------------ fleet scale, from the rollups
+#
+# Charts get the rows they draw (per day per provider or region, or the top N nodes and "the
+# rest"), tables a page of rows with the totals beside it. Every query here reads the daily
+# rollups of sql/009_rollups.sql, which the flows refresh.
+
+Grouping = Literal["provider", "region"]
+THE_REST = "the rest"
+POINT_KINDS = ("node", "referral", "bonus", "boost")
+UNSUPPORTED_STATUSES = ("Unsupported", "Suspended")
+
+
+def _rollup_selection(selection: FleetFilter, alias: str = "") -> tuple[str, dict[str, Any]]:
+    """The provider/region/host choices on a rollup that carries host, provider and region."""
+    prefix = f"{alias}." if alias else ""
+    extra, params = _selection(selection)
+    for column in ("provider", "region", "host"):
+        extra = extra.replace(f"AND {column} =", f"AND {prefix}{column} =")
+    return extra, params
+
+
+def _host_selection(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
+    """The same choices on a rollup keyed by host_id, joined to `hosts h`."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if selection.providers:
+        clauses.append("AND h.provider = ANY(:providers)")
+        params["providers"] = list(selection.providers)
+    if selection.regions:
+        clauses.append(f"AND COALESCE(h.region, '{UNKNOWN_REGION}') = ANY(:regions)")
+        params["regions"] = list(selection.regions)
+    if selection.hosts:
+        clauses.append("AND h.name = ANY(:hosts)")
+        params["hosts"] = list(selection.hosts)
+    return " ".join(clauses), params
+
+
+def _days(selection: FleetFilter) -> dict[str, Any]:
+    return {"start": selection.start, "end": selection.end}
+
+
+def account_points_by_kind(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """The account's points per UTC day by kind, as /point/stats gives them: day, kind, points.
+    `node` is what the nodes earned (uptime and taps together: the API does not split them)."""
+    frame = _frame(
+        engine,
+        """
+        SELECT day, kind, sum(raw)::bigint AS points_raw
+        FROM account_daily_points,
+             LATERAL (VALUES ('node', node), ('referral', referral), ('bonus', bonus),
+                             ('boost', boost)) k(kind, raw)
+        WHERE day BETWEEN :start AND :end
+        GROUP BY day, kind
+        ORDER BY day, kind
+        """,
+        _days(selection),
+    )
+    frame["points"] = to_points(frame["points_raw"])
+    return frame
+
+
+def points_by_group(engine: Engine, selection: FleetFilter, group: Grouping) -> pd.DataFrame:
+    """Points, taps and uptime per UTC day per provider or region: day, <group>, nodes,
+    earning_nodes, points_raw, points, taps, uptime_hours (mean per node with stats)."""
+    if selection.hosts:  # rollup_group_day has no host: sum the chosen nodes' days
+        extra, params = _rollup_selection(selection)
+        source = f"""
+            SELECT day, {group}, count(*) AS nodes,
+                   count(*) FILTER (WHERE points_raw > 0) AS earning_nodes,
+                   sum(points_raw) AS points_raw, COALESCE(sum(taps), 0) AS taps,
+                   COALESCE(sum(duration), 0) AS duration, count(duration) AS stat_nodes
+            FROM rollup_node_day
+            WHERE day BETWEEN :start AND :end {extra}
+            GROUP BY day, {group}
+        """
+    else:
+        extra, params = _rollup_selection(selection)
+        source = f"""
+            SELECT day, {group}, sum(nodes) AS nodes, sum(earning_nodes) AS earning_nodes,
+                   sum(points_raw) AS points_raw, sum(taps) AS taps, sum(duration) AS duration,
+                   sum(stat_nodes) AS stat_nodes
+            FROM rollup_group_day
+            WHERE day BETWEEN :start AND :end {extra}
+            GROUP BY day, {group}
+        """
+    frame = _frame(
+        engine,
+        f"""
+        SELECT day, {group}, nodes::int, earning_nodes::int, points_raw::bigint, taps::bigint,
+               (duration::float8 * {UPTIME_SECONDS_PER_UNIT} / 3600
+                / NULLIF(stat_nodes, 0)) AS uptime_hours
+        FROM ({source}) g
+        ORDER BY day, {group}
+        """,
+        {**_days(selection), **params},
+    )
+    frame.insert(frame.columns.get_loc("points_raw") + 1, "points", to_points(frame["points_raw"]))
+    frame["uptime_hours"] = frame["uptime_hours"].astype("float64")
+    return frame
+
+
+def top_nodes_per_day(
+    engine: Engine, selection: FleetFilter, top: int = 10, measure: str = "points_raw"
+) -> pd.DataFrame:
+    """The `top` nodes by `measure` over the selection, each per UTC day, and every other node
+    summed as "the rest": day, node, value (points for points_raw)."""
+    if measure not in ("points_raw", "taps", "duration"):
+        raise ValueError(f"cannot rank nodes by {measure!r}")
+    extra, params = _rollup_selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        WITH sel AS (
+            SELECT day, host, {measure} AS value FROM rollup_node_day
+            WHERE day BETWEEN :start AND :end AND {measure} IS NOT NULL {extra}
+        ), top AS (
+            SELECT host, sum(value) AS total FROM sel GROUP BY host
+            ORDER BY total DESC, host LIMIT :top
+        )
+        SELECT s.day, COALESCE(t.host, :rest) AS node, sum(s.value)::bigint AS value,
+               t.host IS NULL AS rest
+        FROM sel s LEFT JOIN top t ON t.host = s.host
+        GROUP BY s.day, t.host
+        ORDER BY s.day, rest, node
+        """,
+        {**_days(selection), **params, "top": top, "rest": THE_REST},
+    )
+    if measure == "points_raw":
+        frame["value"] = to_points(frame["value"])
+    return frame
+
+
+NODE_ORDERS = {
+    "best": "points_raw DESC, host",
+    "worst": "points_raw ASC, host",
+    "most_zero_days": "zero_days DESC, host",
+    "host": "host",
+}
+
+
+def node_totals(
+    engine: Engine,
+    selection: FleetFilter,
+    order: str = "best",
+    limit: int = 50,
+    offset: int = 0,
+    with_stats: bool = False,
+) -> pd.DataFrame:
+    """One page of nodes with their totals over the selection: host, client_id, provider,
+    region, days, points_raw, points, zero_days, taps, uptime_hours; `with_stats`: only the
+    nodes the network gave uptime and taps for."""
+    if order not in NODE_ORDERS:
+        raise ValueError(f"nodes are ordered by one of {sorted(NODE_ORDERS)}, not {order!r}")
+    extra, params = _rollup_selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT host, client_id, provider, region, days, points_raw, zero_days, taps,
+               uptime_hours
+        FROM (
+            SELECT host, min(client_id) AS client_id, min(provider) AS provider,
+                   min(region) AS region, count(*) AS days, sum(points_raw)::bigint AS points_raw,
+                   count(*) FILTER (WHERE points_raw = 0) AS zero_days,
+                   COALESCE(sum(taps), 0)::bigint AS taps,
+                   (COALESCE(sum(duration), 0) * {UPTIME_SECONDS_PER_UNIT})::float8 / 3600
+                       AS uptime_hours
+            FROM rollup_node_day
+            WHERE day BETWEEN :start AND :end {extra}
+            GROUP BY host
+            {"HAVING count(duration) > 0" if with_stats else ""}
+        ) n
+        ORDER BY {NODE_ORDERS[order]}
+        LIMIT :limit OFFSET :offset
+        """,
+        {**_days(selection), **params, "limit": limit, "offset": offset},
+    )
+    frame.insert(frame.columns.get_loc("points_raw") + 1, "points", to_points(frame["points_raw"]))
+    return frame
+
+
+def selection_totals(engine: Engine, selection: FleetFilter) -> dict[str, Any]:
+    """The totals beside a page of nodes: nodes, node_days, points, zero_days (node-days
+    without a point), days_all_zero (days no selected node earned), taps, uptime_hours,
+    stat_node_days (node-days with uptime and taps), untapped_nodes (with stats, no tap)."""
+    extra, params = _rollup_selection(selection)
+    row = _frame(
+        engine,
+        f"""
+        SELECT count(DISTINCT host) AS nodes, count(*) AS node_days,
+               count(DISTINCT host) FILTER (WHERE duration IS NOT NULL) AS stat_nodes,
+               COALESCE(sum(points_raw), 0)::bigint AS points_raw,
+               count(*) FILTER (WHERE points_raw = 0) AS zero_days,
+               COALESCE(sum(taps), 0)::bigint AS taps,
+               (COALESCE(sum(duration), 0) * {UPTIME_SECONDS_PER_UNIT})::float8 / 3600
+                   AS uptime_hours,
+               count(duration) AS stat_node_days,
+               (SELECT count(*) FROM (
+                    SELECT host FROM rollup_node_day
+                    WHERE day BETWEEN :start AND :end {extra}
+                    GROUP BY host HAVING count(duration) > 0 AND COALESCE(sum(taps), 0) = 0) s)
+                   AS untapped_nodes,
+               (SELECT count(*) FROM (
+                    SELECT day FROM rollup_node_day
+                    WHERE day BETWEEN :start AND :end {extra}
+                    GROUP BY day HAVING sum(points_raw) = 0) z) AS days_all_zero
+        FROM rollup_node_day
+        WHERE day BETWEEN :start AND :end {extra}
+        """,
+        {**_days(selection), **params},
+    ).iloc[0]
+    return {
+        "nodes": int(row["nodes"]),
+        "node_days": int(row["node_days"]),
+        "points_raw": int(row["points_raw"]),
+        "points": int(row["points_raw"]) / POINT_SCALE,
+        "zero_days": int(row["zero_days"]),
+        "days_all_zero": int(row["days_all_zero"]),
+        "taps": int(row["taps"]),
+        "uptime_hours": float(row["uptime_hours"]),
+        "stat_node_days": int(row["stat_node_days"]),
+        "stat_nodes": int(row["stat_nodes"]),
+        "untapped_nodes": int(row["untapped_nodes"]),
+    }
+
+
+def node_taps(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Each selected node's taps and days with stats over the selection: host, taps,
+    node_days."""
+    extra, params = _rollup_selection(selection)
+    return _frame(
+        engine,
+        f"""
+        SELECT host, COALESCE(sum(taps), 0)::bigint AS taps, count(duration) AS node_days
+        FROM rollup_node_day
+        WHERE day BETWEEN :start AND :end {extra}
+        GROUP BY host
+        """,
+        {**_days(selection), **params},
+    ).astype({"taps": "int64", "node_days": "int64"})
+
+
+def node_days_csv(engine: Engine, selection: FleetFilter) -> bytes:
+    """Every node-day of the selection as CSV, streamed out of Postgres by COPY (the download
+    under the Rewards and Uptime pages): day, host, client_id, provider, region, points_raw,
+    listed_taps, duration, taps."""
+    extra, params = _rollup_selection(selection)
+    return _copy_csv(
+        engine,
+        f"""
+        SELECT day, host, client_id, provider, region, points_raw, listed_taps, duration, taps
+        FROM rollup_node_day
+        WHERE day BETWEEN :start AND :end {extra}
+        ORDER BY day, host
+        """,
+        {**_days(selection), **params},
+    )
+
+
+def _copy_csv(engine: Engine, sql: str, params: dict[str, Any]) -> bytes:
+    """COPY (query) TO STDOUT: Postgres writes the CSV; bound values are rendered by the
+    driver, as in every other query here."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        # psycopg2 binds %(name)s; the queries here are written with :name
+        query = re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
+        bound = cur.mogrify(query, params).decode()
+        out = io.BytesIO()
+        cur.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
+        raw.rollback()
+        return out.getvalue()
+    finally:
+        raw.close()
+
+
+# ---- the fleet now
+
+
+def fleet_now(engine: Engine) -> pd.DataFrame:
+    """`fleet_status` plus each host's quarantine, the reason for its verdict, and its host
+    metrics at the latest check."""
+    frame = _frame(
+        engine,
+        """
+        SELECT f.host, f.provider, COALESCE(f.region, :unknown) AS region, f.state,
+               f.client_id, f.ip, f.address, f.status, f.banned_reason, f.reason,
+               f.last_check, f.today_points AS today_points_raw, f.taps_today,
+               f.extension_version, f.quarantined_at, f.quarantine_reason,
+               f.load1, f.mem_available_kib, f.disk_free_kib,
+               COALESCE(f.browser_pss_kib, f.pss_kib) AS browser_pss_kib, f.health_period_s
+        FROM v_fleet_status f
+        ORDER BY f.host
+        """,
+        {"unknown": UNKNOWN_REGION},
+    )
+    frame["today_points_raw"] = frame["today_points_raw"].astype("Int64")
+    frame["today_points"] = to_points(frame["today_points_raw"].astype("Float64"))
+    for column in ("last_check", "quarantined_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    frame["health_period_s"] = frame["health_period_s"].astype("float64")
+    return frame
+
+
+def fleet_status_per_day(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Checks per UTC day by status, per provider: day, status, provider, hosts, samples."""
+    extra, params = _rollup_selection(selection)
+    return _frame(
+        engine,
+        f"""
+        SELECT day, status, provider, sum(hosts)::int AS hosts, sum(samples)::bigint AS samples
+        FROM rollup_fleet_day_status
+        WHERE day BETWEEN :start AND :end {extra.replace("AND host =", "AND NULL =")}
+        GROUP BY day, status, provider
+        ORDER BY day, status, provider
+        """,
+        {**_days(selection), **params},
+    )
+
+
+# ---- incidents
+
+
+def incidents_by_cause(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Incidents detected in the selection per cause (what the health check saw): kind,
+    incidents, recovered, failed, open, mean_recovery_s."""
+    extra, params = _host_selection(selection)
+    join = "JOIN hosts h ON h.id = r.host_id" if extra else ""
+    frame = _frame(
+        engine,
+        f"""
+        SELECT r.kind, sum(r.incidents)::int AS incidents, sum(r.recovered)::int AS recovered,
+               sum(r.failed)::int AS failed, sum(r.open)::int AS open,
+               sum(r.recovery_seconds_sum) / NULLIF(sum(r.recovered), 0) AS mean_recovery_s
+        FROM rollup_incident_day r {join}
+        WHERE r.day BETWEEN :start AND :end {extra}
+        GROUP BY r.kind
+        ORDER BY incidents DESC, r.kind
+        """,
+        {**_days(selection), **params},
+    )
+    frame["mean_recovery_s"] = frame["mean_recovery_s"].astype("float64")
+    return frame
+
+
+def incidents_per_day(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Incidents per UTC day of detection, per cause: day, kind, incidents."""
+    extra, params = _host_selection(selection)
+    join = "JOIN hosts h ON h.id = r.host_id" if extra else ""
+    return _frame(
+        engine,
+        f"""
+        SELECT r.day, r.kind, sum(r.incidents)::int AS incidents
+        FROM rollup_incident_day r {join}
+        WHERE r.day BETWEEN :start AND :end {extra}
+        GROUP BY r.day, r.kind
+        ORDER BY r.day, r.kind
+        """,
+        {**_days(selection), **params},
+    )
+
+
+# Upper bounds of the recovery-time bands, in seconds, and their labels.
+RECOVERY_BANDS: tuple[tuple[float, str], ...] = (
+    (30, "under 30 s"),
+    (60, "30 s – 1 min"),
+    (120, "1 – 2 min"),
+    (300, "2 – 5 min"),
+    (900, "5 – 15 min"),
+    (3600, "15 – 60 min"),
+    (float("inf"), "over 1 h"),
+)
+
+
+def recovery_time_bands(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """How long recovered incidents took, in bands: band, incidents (every band, in order)."""
+    extra, params = _host_selection(selection)
+    bounds = [b for b, _ in RECOVERY_BANDS[:-1]]
+    counted = _frame(
+        engine,
+        f"""
+        SELECT width_bucket(EXTRACT(EPOCH FROM i.recovered_at - i.detected_at)::float8,
+                            CAST(:bounds AS float8[])) AS band, count(*) AS incidents
+        FROM incidents i JOIN hosts h ON h.id = i.host_id
+        WHERE i.detected_at >= :since AND i.detected_at < :until AND i.status = 'recovered'
+          {extra}
+        GROUP BY 1
+        """,
+        {**_utc_bounds(selection), **params, "bounds": bounds},
+    )
+    found = dict(zip(counted["band"], counted["incidents"], strict=True))
+    return pd.DataFrame(
+        {
+            "band": [label for _, label in RECOVERY_BANDS],
+            "incidents": [int(found.get(i, 0)) for i in range(len(RECOVERY_BANDS))],
+        }
+    )
+
+
+def recovery_step_success(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Each recovery step's tries in the selection and how many worked: step, tries, ok,
+    failed, success_rate (ok over tries that ended), mean_seconds."""
+    extra, params = _host_selection(selection)
+    join = "JOIN hosts h ON h.id = r.host_id" if extra else ""
+    frame = _frame(
+        engine,
+        f"""
+        SELECT r.step, sum(r.tries)::int AS tries, sum(r.ok)::int AS ok,
+               sum(r.failed)::int AS failed,
+               sum(r.ok)::float8 / NULLIF(sum(r.ok) + sum(r.failed), 0) AS success_rate,
+               sum(r.seconds_sum) / NULLIF(sum(r.tries), 0) AS mean_seconds
+        FROM rollup_step_day r {join}
+        WHERE r.day BETWEEN :start AND :end {extra}
+        GROUP BY r.step
+        ORDER BY tries DESC, r.step
+        """,
+        {**_days(selection), **params},
+    )
+    for column in ("success_rate", "mean_seconds"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def incidents_csv(engine: Engine, selection: FleetFilter) -> bytes:
+    """Every incident of the selection as CSV, streamed out of Postgres by COPY."""
+    sql, params = _incidents_sql(selection, "")
+    return _copy_csv(engine, sql, params)
+
+
+def incident_page(
+    engine: Engine, selection: FleetFilter, limit: int = 50, offset: int = 0
+) -> pd.DataFrame:
+    """One page of the selection's incidents, newest first, with their steps in order."""
+    return incidents(engine, selection, limit=limit, offset=offset)
+
+
+# ---- economics
+
+
+def status_shares(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """Each host's checks in the selected days and the share that found it Unsupported:
+    host, samples, unsupported_samples, unsupported_share."""
+    extra, params = _host_selection(selection)
+    frame = _frame(
+        engine,
+        f"""
+        SELECT h.name AS host, sum(s.samples)::bigint AS samples,
+               (sum(s.samples) FILTER (WHERE s.status = ANY(:unsupported)))::bigint
+                   AS unsupported_samples
+        FROM rollup_host_day_status s JOIN hosts h ON h.id = s.host_id
+        WHERE s.day BETWEEN :start AND :end {extra}
+        GROUP BY h.name
+        """,
+        {**_days(selection), **params, "unsupported": list(UNSUPPORTED_STATUSES)},
+    )
+    frame["unsupported_samples"] = frame["unsupported_samples"].fillna(0).astype("int64")
+    frame["samples"] = frame["samples"].astype("int64")
+    frame["unsupported_share"] = (frame["unsupported_samples"] / frame["samples"]).astype("float64")
+    return frame
+
+
+def unsupported_costs(costs: pd.DataFrame, shares: pd.DataFrame) -> pd.DataFrame:
+    """What Unsupported nodes cost for nothing: each host's cost in the selection times the
+    share of its checks that found it Unsupported (the network pays an Unsupported node
+    nothing). Columns: host, provider, region, cost_usd, unsupported_share, wasted_usd, points."""
+    frame = costs[["host", "provider", "region", "cost_usd", "points"]].merge(
+        shares[["host", "unsupported_share"]], on="host", how="left"
+    )
+    frame["unsupported_share"] = frame["unsupported_share"].fillna(0.0)
+    frame["wasted_usd"] = frame["cost_usd"] * frame["unsupported_share"]
+    return frame[frame["unsupported_share"] > 0].sort_values(
+        ["wasted_usd", "host"], ascending=[False, True]
+    )
+
+
+# ---- one node
+
+
+def node_profile(engine: Engine, host: str) -> dict[str, Any] | None:
+    """One host or unmanaged node by name: its host row, node, versions and latest check."""
+    frame = _frame(
+        engine,
+        """
+        SELECT h.id AS host_id, h.name AS host, h.provider, COALESCE(h.region, :unknown)
+                   AS region, h.state, h.address, h.hourly_cost_usd::float8 AS hourly_cost_usd,
+               h.created_at, h.updated_at, h.quarantined_at, h.quarantine_reason,
+               n.client_id, n.extension_version, n.runner_version, n.browser, n.host_os,
+               n.deployed_at, f.status, f.banned_reason, f.reason, f.last_check, f.ip
+        FROM hosts h
+        LEFT JOIN nodes n ON n.host_id = h.id
+        LEFT JOIN v_fleet_status f ON f.host_id = h.id
+        WHERE h.name = :host
+        UNION ALL
+        SELECT NULL, r.client_id, :unmanaged, :unknown, NULL, NULL, 0, NULL, NULL, NULL, NULL,
+               r.client_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM (SELECT DISTINCT client_id FROM rollup_node_day
+              WHERE host_id IS NULL AND client_id = :host) r
+        WHERE NOT EXISTS (SELECT 1 FROM hosts WHERE name = :host)
+        """,
+        {"host": host, "unknown": UNKNOWN_REGION, "unmanaged": UNMANAGED_PROVIDER},
+    )
+    if frame.empty:
+        return None
+    return dict(frame.iloc[0])
+
+
+def node_days(engine: Engine, host: str, start: date, end: date) -> pd.DataFrame:
+    """A node's points, taps and uptime per UTC day, and its host's checks and metrics:
+    day, points, taps, uptime_hours, samples, good_share, load1_avg, mem_available_mib_min,
+    disk_free_gib_min, browser_pss_mib_avg, browser_pss_mib_max."""
+    frame = _frame(
+        engine,
+        f"""
+        WITH h AS (SELECT id FROM hosts WHERE name = :host)
+        SELECT COALESCE(p.day, m.day) AS day, p.points_raw, p.taps,
+               p.duration::float8 * {UPTIME_SECONDS_PER_UNIT} / 3600 AS uptime_hours,
+               m.samples, m.good_samples::float8 / NULLIF(m.samples, 0) AS good_share,
+               m.load1_avg, m.mem_available_kib_min::float8 / 1024 AS mem_available_mib_min,
+               m.disk_free_kib_min::float8 / 1048576 AS disk_free_gib_min,
+               m.browser_pss_kib_avg::float8 / 1024 AS browser_pss_mib_avg,
+               m.browser_pss_kib_max::float8 / 1024 AS browser_pss_mib_max
+        FROM (SELECT * FROM rollup_node_day WHERE host = :host
+              AND day BETWEEN :start AND :end) p
+        FULL JOIN (SELECT * FROM rollup_host_day WHERE host_id = (SELECT id FROM h)
+                   AND day BETWEEN :start AND :end) m ON m.day = p.day
+        ORDER BY 1
+        """,
+        {"host": host, "start": start, "end": end},
+    )
+    frame.insert(1, "points", to_points(frame["points_raw"].astype("Float64")))
+    for column in frame.columns[2:]:
+        if column not in ("day",):
+            frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def node_status_days(engine: Engine, host: str, start: date, end: date) -> pd.DataFrame:
+    """A host's checks per UTC day by status: day, status, samples, share."""
+    frame = _frame(
+        engine,
+        """
+        SELECT s.day, s.status, s.samples,
+               s.samples::float8 / sum(s.samples) OVER (PARTITION BY s.day) AS share
+        FROM rollup_host_day_status s JOIN hosts h ON h.id = s.host_id
+        WHERE h.name = :host AND s.day BETWEEN :start AND :end
+        ORDER BY s.day, s.status
+        """,
+        {"host": host, "start": start, "end": end},
+    )
+    frame["share"] = frame["share"].astype("float64")
+    return frame
+
+
+def node_recent_checks(engine: Engine, host: str, since: datetime) -> pd.DataFrame:
+    """A host's raw checks since `since` (kept for the retention window): sampled_at, status,
+    reason, decision."""
+    frame = _frame(
+        engine,
+        """
+        SELECT s.sampled_at, s.status, s.reason, s.decision
+        FROM node_status_samples s JOIN hosts h ON h.id = s.host_id
+        WHERE h.name = :host AND s.sampled_at >= :since
+        ORDER BY s.sampled_at
+        """,
+        {"host": host, "since": since},
+    )
+    frame["sampled_at"] = pd.to_datetime(frame["sampled_at"], utc=True)
+    return frame
+
+
+def node_tap_readiness(engine: Engine, host: str, limit: int = 20) -> pd.DataFrame:
+    """A host's latest STUN tests, newest first."""
+    frame = _frame(
+        engine,
+        """
+        SELECT t.checked_at, t.nat_type, t.udp_reachable, t.mapping, t.filtering,
+               t.mapped_address, t.mapped_port, t.rtt_ms, t.error
+        FROM tap_readiness t JOIN hosts h ON h.id = t.host_id
+        WHERE h.name = :host
+        ORDER BY t.checked_at DESC
+        LIMIT :limit
+        """,
+        {"host": host, "limit": limit},
+    )
+    frame["checked_at"] = pd.to_datetime(frame["checked_at"], utc=True)
     return frame

@@ -315,7 +315,8 @@ def _start(
     return start(record)
 
 
-APP_PAGES = ("", "uptime", "incidents", "cost")  # the paths st.navigation gives the pages
+# the paths st.navigation gives the pages
+APP_PAGES = ("", "node", "rewards", "uptime", "incidents", "cost")
 # a page whose script has run to its end, title drawn
 APP_RENDERED = '[data-testid="stApp"][data-test-script-state="notRunning"] h1'
 

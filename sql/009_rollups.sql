@@ -76,6 +76,7 @@ CREATE TABLE rollup_node_day (
 );
 CREATE INDEX rollup_node_day_client ON rollup_node_day (client_id, day);
 CREATE INDEX rollup_node_day_host ON rollup_node_day (host, day);
+CREATE INDEX rollup_node_day_unmanaged ON rollup_node_day (client_id) WHERE host_id IS NULL;
 
 -- rollup_node_day summed per day, provider and region: what charts at fleet scale draw.
 CREATE TABLE rollup_group_day (
@@ -105,6 +106,7 @@ CREATE TABLE rollup_incident_day (
     recovery_seconds_max double precision,
     PRIMARY KEY (day, host_id, kind)
 );
+CREATE INDEX rollup_incident_day_host ON rollup_incident_day (host_id, day);
 
 -- Recovery steps by the UTC day they started, per host and step: tries and how they ended.
 CREATE TABLE rollup_step_day (
@@ -117,3 +119,4 @@ CREATE TABLE rollup_step_day (
     seconds_sum double precision NOT NULL,
     PRIMARY KEY (day, host_id, step)
 );
+CREATE INDEX rollup_step_day_host ON rollup_step_day (host_id, day);

@@ -12,9 +12,12 @@ from analysis_app.components import (
     database_errors,
     fleet_filter,
     no_data_yet,
+    node_link,
+    node_link_column,
+    page_of,
     utc_now,
 )
-from analysis_app.queries import provider_costs
+from analysis_app.queries import provider_costs, unsupported_costs
 
 WHEN = "YYYY-MM-DD HH:mm"
 NO_POINTS_COLOUR = "#cf222e"
@@ -79,7 +82,7 @@ def per_point_chart(frame: pd.DataFrame, by: str, title: str) -> alt.LayerChart 
 
 url = data.current_database_url()
 now = utc_now()  # once per render: "today" for the days, "now" for the hours
-st.title("Cost per point")
+st.title("Economics")
 st.caption(
     "What does a point cost me? Each host's price per hour times the hours it existed in the "
     "selected UTC days (from its creation, up to now or its termination), against the points "
@@ -93,6 +96,7 @@ with database_errors(url):
         no_data_yet("Costs appear once the provision flow has created hosts.")
     selection = fleet_filter(data.filter_choices(url), bounds, page="cost")
     costs = data.host_costs(url, selection, as_of=now)
+    shares = data.status_shares(url, selection)
 
 if costs.empty:
     st.info("No hosts in the selected days and filters.", icon=":material/filter_alt_off:")
@@ -103,8 +107,9 @@ providers = ranked(provider_costs(costs))
 total_cost = float(costs["cost_usd"].sum())
 total_points = float(costs["points"].sum())
 idle = hosts[hosts["per_point_note"] == "no points"]
+wasted = unsupported_costs(costs, shares)
 
-cost_col, points_col, per_point_col, idle_col = st.columns(4)
+cost_col, points_col, per_point_col, idle_col, wasted_col = st.columns(5)
 cost_col.metric("Cost", usd(total_cost), border=True)
 points_col.metric("Points", f"{total_points:,.2f}", border=True)
 per_point_col.metric(
@@ -123,13 +128,32 @@ idle_col.metric(
     help="Hosts that cost money in the selected days while their node earned nothing.",
     border=True,
 )
+wasted_col.metric(
+    "Spent on Unsupported",
+    usd(float(wasted["wasted_usd"].sum())),
+    help="Each host's cost times the share of its checks that found it Unsupported: the "
+    "network pays an Unsupported node nothing.",
+    border=True,
+)
 
 st.subheader("Per host")
-st.altair_chart(per_point_chart(hosts, "host", "USD per point by host"))
+CHART_HOSTS = 20
+st.altair_chart(
+    per_point_chart(
+        hosts.head(CHART_HOSTS),
+        "host",
+        "USD per point by host"
+        if len(hosts) <= CHART_HOSTS
+        else f"The {CHART_HOSTS} hosts paying most per point (no points first)",
+    )
+)
+limit, offset = page_of(len(hosts), key="cost_page")
+page = hosts.iloc[offset : offset + limit]
 st.dataframe(
-    hosts[
+    page.assign(node=[node_link(h) for h in page["host"]])[
         [
             "host",
+            "node",
             "provider",
             "per_point",
             "cost_usd",
@@ -143,8 +167,21 @@ st.dataframe(
         ]
     ],
     hide_index=True,
+    column_order=[
+        "node",
+        "provider",
+        "per_point",
+        "cost_usd",
+        "points",
+        "hours",
+        "hourly_cost_usd",
+        "counted_from",
+        "counted_to",
+        "state",
+        "region",
+    ],  # fmt: skip
     column_config={
-        "host": "Host",
+        "node": node_link_column("Host"),
         "provider": "Provider",
         "region": "Region",
         "state": "State",
@@ -182,3 +219,65 @@ csv_download(
     f"cost_per_point_providers_{selection.start}_{selection.end}.csv",
     key="cost_providers_csv",
 )
+
+st.subheader("What Unsupported nodes cost for nothing")
+if wasted.empty:
+    st.success("No selected host was Unsupported in the selected days.", icon=":material/check:")
+else:
+    paid = wasted[wasted["wasted_usd"] > 0]
+    st.caption(
+        f"{len(wasted)} host(s) were Unsupported for some of the selected days"
+        + (f"; {len(paid)} of them cost money meanwhile." if len(paid) else ", all on free hosts.")
+        + " Move them to a supported address (not a data centre, proxy or IPv6) or stop them."
+    )
+    by_provider = wasted.groupby("provider", as_index=False).agg(
+        hosts=("host", "count"), wasted_usd=("wasted_usd", "sum"), cost_usd=("cost_usd", "sum")
+    )
+    st.dataframe(
+        by_provider,
+        hide_index=True,
+        column_config={
+            "provider": "Provider",
+            "hosts": st.column_config.NumberColumn("Unsupported hosts"),
+            "wasted_usd": st.column_config.NumberColumn("Spent while Unsupported", format="$%.2f"),
+            "cost_usd": st.column_config.NumberColumn("Their whole cost", format="$%.2f"),
+        },
+    )
+    st.dataframe(
+        wasted.head(50).assign(node=[node_link(h) for h in wasted.head(50)["host"]])[
+            [
+                "host",
+                "node",
+                "provider",
+                "region",
+                "unsupported_share",
+                "wasted_usd",
+                "cost_usd",
+                "points",
+            ]
+        ],
+        hide_index=True,
+        column_order=[
+            "node",
+            "provider",
+            "region",
+            "unsupported_share",
+            "wasted_usd",
+            "cost_usd",
+            "points",
+        ],
+        column_config={
+            "node": node_link_column("Host"),
+            "provider": "Provider",
+            "region": "Region",
+            "unsupported_share": st.column_config.ProgressColumn(
+                "Checks Unsupported", format="percent", min_value=0, max_value=1
+            ),
+            "wasted_usd": st.column_config.NumberColumn("Spent while Unsupported", format="$%.2f"),
+            "cost_usd": st.column_config.NumberColumn("Cost (USD)", format="$%.2f"),
+            "points": st.column_config.NumberColumn("Points", format="%.2f"),
+        },
+    )
+    csv_download(
+        wasted, f"unsupported_cost_{selection.start}_{selection.end}.csv", key="unsupported_csv"
+    )

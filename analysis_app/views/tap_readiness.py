@@ -31,16 +31,12 @@ def _tap_readiness(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
     return queries.tap_readiness(data.fleet_engine(url), selection)
 
 
-def readiness_beside_taps(readiness: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
-    """Each tested host's latest readiness with its taps and node-days in the same selection."""
-    taps = (
-        stats.groupby("host", as_index=False)
-        .agg(taps=("taps", "sum"), node_days=("day", "nunique"))
-        .astype({"taps": "int64", "node_days": "int64"})
-        if not stats.empty
-        else pd.DataFrame({"host": [], "taps": [], "node_days": []})
-    )
-    frame = readiness.merge(taps, on="host", how="left")
+def readiness_beside_taps(readiness: pd.DataFrame, taps: pd.DataFrame) -> pd.DataFrame:
+    """Each tested host's latest readiness with its taps and node-days in the same selection
+    (`taps`: host, taps, node_days, as `queries.node_taps` sums them)."""
+    if taps.empty:
+        taps = pd.DataFrame({"host": [], "taps": [], "node_days": []})
+    frame = readiness.merge(taps[["host", "taps", "node_days"]], on="host", how="left")
     frame["taps"] = frame["taps"].fillna(0).astype("int64")
     frame["node_days"] = frame["node_days"].fillna(0).astype("int64")
     frame["nat_type"] = frame["nat_type"].fillna("not measured")
@@ -53,24 +49,33 @@ def readiness_beside_taps(readiness: pd.DataFrame, stats: pd.DataFrame) -> pd.Da
 
 
 def readiness_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Taps per node-day by NAT type: one bar per type, readable at any fleet size."""
+    by_type = frame.groupby(["nat_type", "outlook"], as_index=False).agg(
+        nodes=("host", "count"), taps=("taps", "sum"), node_days=("node_days", "sum")
+    )
+    by_type["taps_per_node_day"] = by_type["taps"] / by_type["node_days"].where(
+        by_type["node_days"] > 0
+    )
+    by_type["taps_per_node_day"] = by_type["taps_per_node_day"].fillna(0.0)
     return (
-        alt.Chart(frame, title="Taps per node, by its NAT type")
+        alt.Chart(by_type, title="Taps per node-day, by NAT type")
         .mark_bar()
         .encode(
-            x=alt.X("taps:Q", title="Taps over the selected days"),
-            y=alt.Y("host:N", title=None, sort="-x"),
-            color=alt.Color("nat_type:N", title="NAT type"),
+            x=alt.X("taps_per_node_day:Q", title="Taps per node per day"),
+            y=alt.Y("nat_type:N", title=None, sort="-x"),
+            color=alt.Color("nat_type:N", title="NAT type", legend=None),
             tooltip=[
-                alt.Tooltip("host:N", title="Node"),
                 alt.Tooltip("nat_type:N", title="NAT type"),
                 alt.Tooltip("outlook:N", title="Tap outlook"),
+                alt.Tooltip("nodes:Q", title="Nodes"),
                 alt.Tooltip("taps:Q", title="Taps"),
+                alt.Tooltip("taps_per_node_day:Q", title="Per node-day", format=".1f"),
             ],
         )
     )
 
 
-def show_tap_readiness(url: str, selection: queries.FleetFilter, stats: pd.DataFrame) -> None:
+def show_tap_readiness(url: str, selection: queries.FleetFilter, taps: pd.DataFrame) -> None:
     st.subheader("Tap readiness")
     st.caption(
         "Each host's latest STUN test in the selected days, run from the host by the poc_taps "
@@ -86,7 +91,7 @@ def show_tap_readiness(url: str, selection: queries.FleetFilter, stats: pd.DataF
             icon=":material/network_check:",
         )
         return
-    frame = readiness_beside_taps(readiness, stats)
+    frame = readiness_beside_taps(readiness, taps).sort_values(["taps", "host"])
     st.altair_chart(readiness_chart(frame))
     shown = frame[
         [

@@ -1,51 +1,69 @@
-"""Are the nodes up, and where do taps fail? The network's uptime and taps per node per day."""
+"""Are the nodes up, and where do taps fail? The network's uptime and taps per node per day,
+per provider and for the nodes that tap most, and each host's NAT beside its taps."""
 
 from __future__ import annotations
+
+from datetime import date
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
-from analysis_app.components import csv_download, database_errors, fleet_filter, no_data_yet
+from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days
+from analysis_app.components import (
+    csv_download,
+    database_errors,
+    fleet_filter,
+    no_data_yet,
+    node_link,
+    node_link_column,
+    page_of,
+)
+from analysis_app.queries import THE_REST
 from analysis_app.views.tap_readiness import show_tap_readiness
 
+TOP_NODES = 10
 
-def uptime_chart(stats: pd.DataFrame) -> alt.Chart:
-    """A node-by-day grid: pale cells and gaps are the days a node was not up."""
-    frame = stats[["day", "host", "uptime_hours"]].assign(day=pd.to_datetime(stats["day"]))
-    return (
-        alt.Chart(frame, title="Hours online per node per day")
-        .mark_rect()
+
+def uptime_chart(per_day: pd.DataFrame, first: date, last: date) -> alt.Chart:
+    """Mean hours online per node per day, a line per provider."""
+    frame = per_day.dropna(subset=["uptime_hours"]).assign(
+        band=lambda f: day_labels(f["day"], first, last)
+    )
+    chart = (
+        alt.Chart(
+            frame[["band", "provider", "uptime_hours"]],
+            title="Hours online per node per day, by provider",
+        )
+        .mark_line(point=True)
         .encode(
-            x=alt.X("utcyearmonthdate(day):O", title="Day (UTC)", axis=alt.Axis(format="%b %d")),
-            y=alt.Y("host:N", title=None),
-            color=alt.Color(
-                "uptime_hours:Q",
-                title="Hours",
-                scale=alt.Scale(domain=[0, 24], scheme="greens"),
-            ),
-            tooltip=[
-                alt.Tooltip("utcyearmonthdate(day):T", title="Day"),
-                alt.Tooltip("host:N", title="Node"),
-                alt.Tooltip("uptime_hours:Q", title="Hours", format=".1f"),
-            ],
+            x=day_x("band", first, last),
+            y=alt.Y("uptime_hours:Q", title="Hours", scale=alt.Scale(domain=[0, 24])),
+            color=alt.Color("provider:N", title="Provider"),
+            tooltip=["band", "provider", alt.Tooltip("uptime_hours:Q", format=".1f")],
         )
     )
+    return sized_for_days(chart, first, last)
 
 
-def taps_chart(stats: pd.DataFrame) -> alt.Chart:
-    totals = stats.groupby(["host", "provider"], as_index=False)["taps"].sum()
-    return (
-        alt.Chart(totals, title="Taps per node over the selected days")
+def taps_chart(top: pd.DataFrame, first: date, last: date) -> alt.Chart:
+    frame = top.assign(band=day_labels(top["day"], first, last))
+    order = [*sorted(set(frame["node"]) - {THE_REST}), THE_REST]
+    chart = (
+        alt.Chart(
+            frame[["band", "node", "value"]],
+            title=f"Taps per day: the {TOP_NODES} nodes with most, and the rest",
+        )
         .mark_bar()
         .encode(
-            x=alt.X("taps:Q", title="Taps"),
-            y=alt.Y("host:N", title=None, sort="x"),
-            color=alt.Color("provider:N", title="Provider"),
-            tooltip=["host", "provider", alt.Tooltip("taps:Q", title="Taps")],
+            x=day_x("band", first, last),
+            y=alt.Y("sum(value):Q", title="Taps"),
+            color=alt.Color("node:N", title="Node", sort=order),
+            tooltip=["band", "node", alt.Tooltip("sum(value):Q", title="Taps")],
         )
     )
+    return sized_for_days(chart, first, last)
 
 
 url = data.current_database_url()
@@ -61,50 +79,70 @@ with database_errors(url):
     if bounds is None:
         no_data_yet("Uptime and taps come from the rewards flow's node statistics.")
     selection = fleet_filter(data.filter_choices(url), bounds, page="uptime")
-    stats = data.node_uptime_taps(url, selection)
+    totals = data.selection_totals(url, selection)
 
-if stats.empty:
+if totals["stat_node_days"] == 0:
     st.info(
         "No node statistics in the selected days and filters.", icon=":material/filter_alt_off:"
     )
     st.stop()
 
-node_days = len(stats)
-never_tapped = stats.groupby("host")["taps"].sum().eq(0).sum()
 uptime_col, taps_col, silent_col = st.columns(3)
 uptime_col.metric(
     "Mean uptime per node-day",
-    f"{stats['uptime_hours'].mean():.1f} h",
+    f"{totals['uptime_hours'] / totals['stat_node_days']:.1f} h",
     help="Average of each node's daily uptime over the selected days.",
     border=True,
 )
-taps_col.metric("Taps", f"{int(stats['taps'].sum()):,}", border=True)
+taps_col.metric("Taps", f"{totals['taps']:,}", border=True)
 silent_col.metric(
     "Nodes without a tap",
-    int(never_tapped),
+    totals["untapped_nodes"],
     help="Up on some of the selected days but never tapped: check their NAT type.",
     border=True,
 )
 
+with database_errors(url):
+    per_day = data.points_by_group(url, selection, "provider")
+    top = data.top_nodes_per_day(url, selection, TOP_NODES, "taps")
 left, right = st.columns(2)
-left.altair_chart(uptime_chart(stats))
-right.altair_chart(taps_chart(stats))
+left.altair_chart(
+    uptime_chart(per_day, selection.start, selection.end),
+    width=day_chart_width(selection.start, selection.end),
+)
+right.altair_chart(
+    taps_chart(top, selection.start, selection.end),
+    width=day_chart_width(selection.start, selection.end),
+)
 
+limit, offset = page_of(totals["stat_nodes"], key="uptime_page")
+with database_errors(url):
+    nodes = data.node_totals(url, selection, "host", limit, offset, with_stats=True)
 st.dataframe(
-    stats[
-        ["day", "host", "provider", "region", "client_id", "uptime_hours", "taps", "duration"]
-    ].sort_values(["day", "host"], ascending=[False, True]),
+    nodes.assign(
+        node=[node_link(h) for h in nodes["host"]], taps_per_day=nodes["taps"] / nodes["days"]
+    )[["host", "node", "provider", "region", "uptime_hours", "taps", "taps_per_day", "days"]],
     hide_index=True,
+    column_order=["node", "provider", "region", "uptime_hours", "taps", "taps_per_day", "days"],
     column_config={
-        "day": st.column_config.DateColumn("Day (UTC)"),
-        "host": "Host",
+        "node": node_link_column("Node"),
         "provider": "Provider",
         "region": "Region",
-        "client_id": "Node id",
         "uptime_hours": st.column_config.NumberColumn("Uptime (h)", format="%.1f"),
         "taps": st.column_config.NumberColumn("Taps"),
-        "duration": st.column_config.NumberColumn("Duration (as reported)"),
+        "taps_per_day": st.column_config.NumberColumn("Taps per day", format="%.1f"),
+        "days": st.column_config.NumberColumn("Days"),
     },
 )
-csv_download(stats, f"uptime_taps_{selection.start}_{selection.end}.csv", key="uptime_csv")
-show_tap_readiness(url, selection, stats)
+st.caption(
+    f"Rows {offset + 1}–{offset + len(nodes)} of {totals['stat_nodes']:,} nodes; "
+    f"{totals['taps']:,} taps and {totals['uptime_hours']:,.0f} hours online in all."
+)
+csv_download(
+    data.node_days_csv(url, selection),
+    f"uptime_taps_{selection.start}_{selection.end}.csv",
+    key="uptime_csv",
+)
+with database_errors(url):
+    taps = data.node_taps(url, selection)
+show_tap_readiness(url, selection, taps)

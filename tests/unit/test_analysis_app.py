@@ -10,17 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Node, UnknownElement
+from streamlit.testing.v1.element_tree import Node
 
 from analysis_app import components, queries
 from analysis_app.components import NO_DATA_MESSAGE
 from analysis_app.queries import FleetFilter
+from gradientlab.store.rollups import refresh_rollups
 
 APP = Path(__file__).resolve().parents[2] / "analysis_app" / "app.py"
 # The reference clock: mid-morning, so that every "minutes/hours ago" below stays on TODAY.
@@ -137,6 +139,22 @@ def seed_fleet(engine: Engine) -> None:
                 "t4": now - timedelta(minutes=9),
             },
         )
+        conn.execute(
+            text(
+                "INSERT INTO account_daily_points (account, day, node, referral, bonus, boost)"
+                " VALUES ('me', :d0, 4734567, 100000, 0, 0), ('me', :d1, 5875000, 0, 1000000, 0),"
+                " ('me', :d2, 1525000, 0, 0, 50000)"
+            ),
+            {"d0": DAYS[0], "d1": DAYS[1], "d2": DAYS[2]},
+        )
+        conn.execute(
+            text(
+                "UPDATE hosts SET quarantined_at = :t, quarantine_reason = 'reboot budget spent'"
+                " WHERE name = 'home-pi'"
+            ),
+            {"t": now - timedelta(hours=1)},
+        )
+    refresh_rollups(engine)
 
 
 @pytest.fixture()
@@ -371,6 +389,17 @@ def seed_costs(engine: Engine) -> None:
                 for day, points in zip(DAYS, per_day, strict=True)
             ],
         )
+        # gcp-idle: Unsupported at half of its checks, so half its cost earned nothing
+        conn.execute(
+            text(
+                "INSERT INTO node_status_samples (host_id, sampled_at, status, reachable)"
+                " SELECT id, :t, s, true FROM hosts,"
+                " unnest(ARRAY['Unsupported', 'Good', 'Unsupported', 'Good']) s"
+                " WHERE name = 'gcp-idle'"
+            ),
+            {"t": at_hour(DAYS[1], 12)},
+        )
+    refresh_rollups(engine)
 
 
 @pytest.fixture()
@@ -509,55 +538,138 @@ def charts(at: AppTest) -> list[Node]:
     return list(at.get("vega_lite_chart"))
 
 
-def test_points_page_shows_chart_table_and_csv(seeded: Engine) -> None:
+def table(at: AppTest, index: int, key: str = "host") -> pd.DataFrame:
+    return at.dataframe[index].value.set_index(key)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def chart_rows(chart: Node) -> list[dict[str, Any]]:
+    """The rows a chart draws (Streamlit sends them beside the spec, as Arrow)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    (dataset,) = chart.proto.datasets
+    return list(convert_arrow_bytes_to_pandas_df(dataset.data.data).to_dict("records"))
+
+
+def url_values(at: AppTest, key: str) -> list[str]:
+    value = at.query_params[key]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def test_fleet_now_counts_verdicts_earners_and_quarantine(seeded: Engine) -> None:
     at = run_app()
 
-    assert at.title[0].value == "Points"
-    assert len(charts(at)) == 1
-    points = at.dataframe[0].value
-    gcp = points[points["client_id"] == "node-gcp"].sort_values("day")
-    assert gcp["points"].tolist() == [raw / 100_000 for raw in RAW_POINTS["node-gcp"]]
-    assert "points_raw" not in points.columns
-    assert {b.key for b in at.download_button} == {"points_csv", "fleet_csv"}
-
-
-def test_points_page_shows_fleet_status_and_why_a_node_is_unsupported(seeded: Engine) -> None:
-    at = run_app()
-
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Nodes Good"] == "1 / 3"
-    assert metrics["Unsupported"] == "1"
-    assert metrics["Points today"] == f"{(75_000 + 1_200_000 + 0) / 100_000:,.2f}"
-    assert metrics["Last check"] == "3 min ago"
-    assert any(BANNED_REASON in w.value and "oci-ashburn-1" in w.value for w in at.warning)
-    fleet = at.dataframe[1].value.set_index("host")
+    assert at.title[0].value == "Fleet now"
+    assert metrics(at) == {
+        "Nodes Good": "1 / 3",
+        "Unsupported": "1",
+        "Earning": "2 / 3",  # gcp and pi listed points today, oci none
+        "Quarantined": "1",
+        "Last check": "3 min ago",
+    }
+    fleet = table(at, -1)
     assert fleet.loc["oci-ashburn-1", "status_shown"] == f"Unsupported: {BANNED_REASON}"
     assert fleet.loc["home-pi", "status_shown"] == "Disconnected"
     assert fleet.loc["gcp-west-1", "today_points"] == 0.75
+    assert fleet.loc["gcp-west-1", "node"] == "node?node=gcp-west-1"
     assert "old-vm" not in fleet.index
+    # problems first: Unsupported, then Disconnected, then Good
+    assert fleet.index.tolist() == ["oci-ashburn-1", "home-pi", "gcp-west-1"]
+    quarantined = at.dataframe[1].value
+    assert quarantined["node"].tolist() == ["node?node=home-pi"]
+    assert quarantined["quarantine_reason"].tolist() == ["reboot budget spent"]
+    by_region = at.dataframe[0].value.set_index("region")
+    assert by_region.loc["us-west1", "Good"] == 1
+    assert len(at.get("vega_lite_chart")) == 2  # verdicts by provider, checks per day
+    assert {b.key for b in at.download_button} == {"fleet_csv"}
 
 
-def test_points_page_names_the_day_once_the_page_clock_has_moved_on(
-    seeded: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(components, "utc_now", lambda: NOW + timedelta(days=1))
-
-    at = run_app()
-
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics[f"Points on {TODAY:%Y-%m-%d}"] == f"{(75_000 + 1_200_000) / 100_000:,.2f}"
-    assert metrics["Last check"] == "1 day ago"
-
-
-def test_points_page_sidebar_filter(seeded: Engine) -> None:
+def test_fleet_now_sidebar_filter_and_the_url(seeded: Engine) -> None:
     at = run_app()
 
     at.sidebar.multiselect(key="filter_provider").set_value(["gcp"]).run()
 
     assert not at.exception
-    assert set(at.dataframe[0].value["host"]) == {"gcp-west-1"}
-    assert at.dataframe[1].value["host"].tolist() == ["gcp-west-1"]
-    assert {m.label: m.value for m in at.metric}["Nodes Good"] == "1 / 1"
+    assert table(at, -1).index.tolist() == ["gcp-west-1"]
+    assert metrics(at)["Nodes Good"] == "1 / 1"
+    assert url_values(at, "provider") == ["gcp"]
+
+
+def test_a_link_reproduces_a_view(seeded: Engine) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["provider"] = ["static", "gcp"]
+    at.query_params["from"] = str(DAYS[1])
+    at.query_params["to"] = str(DAYS[1])
+    at.switch_page("views/rewards.py").run()
+
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.multiselect(key="filter_provider").value == ["static", "gcp"]
+    assert at.sidebar.date_input(key="rewards_days").value == (DAYS[1], DAYS[1])
+    assert metrics(at)["Points"] == f"{(2_500_000 + 2_875_000) / 100_000:,.2f}"
+
+
+def test_a_link_with_a_bad_day_says_so(seeded: Engine) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["from"] = "last-week"
+    at.run()
+
+    assert any("`from=last-week` is not a day" in w.value for w in at.warning)
+
+
+def test_rewards_page_by_kind_provider_best_worst_and_zero_days(seeded: Engine) -> None:
+    at = run_app("views/rewards.py")
+
+    assert at.title[0].value == "Rewards"
+    all_points = sum(sum(v) for v in RAW_POINTS.values()) / 100_000
+    assert metrics(at) == {
+        "Points": f"{all_points:,.2f}",
+        "Nodes": "4",
+        "Node-days without a point": "3",  # node-oci on each day
+        "Days no node earned": "0",
+    }
+    kinds, by_provider = (chart_rows(c) for c in charts(at))
+    kind_rows = {(r["date"], r["by"]): r["points"] for r in kinds}
+    assert kind_rows[(str(DAYS[1]), "bonus")] == 10.0
+    assert kind_rows[(str(DAYS[0]), "node")] == 47.34567
+    assert {(r["date"], r["by"]): r["points"] for r in by_provider}[
+        (str(DAYS[0]), "gcp")
+    ] == 12.34567
+    best, worst, every = (at.dataframe[i].value for i in range(3))
+    assert best["host"].tolist()[:2] == ["home-pi", "gcp-west-1"]
+    assert worst["host"].tolist()[0] == "oci-ashburn-1"
+    assert worst.set_index("host").loc["oci-ashburn-1", "zero_days"] == 3
+    assert every.set_index("host").loc["laptop-node", "points"] == 12.5
+    assert every.set_index("host").loc["laptop-node", "node"] == "node?node=laptop-node"
+    assert [b.key for b in at.download_button] == ["rewards_csv"]
+
+
+def test_rewards_page_cumulative_and_top_nodes(seeded: Engine) -> None:
+    at = run_app("views/rewards.py")
+
+    at.toggle(key="rewards_cumulative").set_value(True).run()
+    at.segmented_control(key="rewards_group").set_value("Top 10 nodes").run()
+
+    assert not at.exception
+    rows = {(r["date"], r["by"]): r["points"] for r in chart_rows(charts(at)[1])}
+    pi = [sum(RAW_POINTS["node-pi"][: i + 1]) / 100_000 for i in range(3)]
+    assert [rows[(str(d), "home-pi")] for d in DAYS] == pytest.approx(pi)
+    assert '"Points, cumulative"' in charts(at)[1].proto.spec
+
+
+def test_the_full_selection_downloads_as_csv(seeded: Engine) -> None:
+    csv = queries.node_days_csv(seeded, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",)))
+    lines = csv.decode().splitlines()
+    assert lines[0] == ("day,host,client_id,provider,region,points_raw,listed_taps,duration,taps")
+    assert lines[1:] == [
+        f"{DAYS[0]},gcp-west-1,node-gcp,gcp,us-west1,1234567,0,43200,12",
+        f"{DAYS[1]},gcp-west-1,node-gcp,gcp,us-west1,2500000,1,43200,12",
+        f"{DAYS[2]},gcp-west-1,node-gcp,gcp,us-west1,75000,2,43200,12",
+    ]
+    incidents_csv = queries.incidents_csv(seeded, FleetFilter(DAYS[0], DAYS[-1]))
+    assert "restart_browser ✗ → login ✓" in incidents_csv.decode()
 
 
 def test_sidebar_filter_follows_the_analyst_to_other_pages(seeded: Engine) -> None:
@@ -571,19 +683,15 @@ def test_sidebar_filter_follows_the_analyst_to_other_pages(seeded: Engine) -> No
     assert set(at.dataframe[0].value["host"]) == {"home-pi"}
 
 
-def test_points_page_colours_by_provider(seeded: Engine) -> None:
-    at = run_app()
-
-    at.segmented_control(key="points_group").set_value("Provider").run()
-
-    assert not at.exception
-    chart = charts(at)[0]
-    assert isinstance(chart, UnknownElement)
-    assert '"Provider"' in chart.proto.spec
-
-
 def test_empty_database_shows_no_data_message(engine: Engine) -> None:
-    for page in (None, "views/uptime.py", "views/incidents.py", "views/cost.py"):
+    for page in (
+        None,
+        "views/rewards.py",
+        "views/uptime.py",
+        "views/incidents.py",
+        "views/cost.py",
+        "views/node.py",
+    ):
         at = run_app(page)
         assert any(NO_DATA_MESSAGE in info.value for info in at.info), page
         assert not charts(at)
@@ -606,10 +714,17 @@ def test_uptime_page(seeded: Engine) -> None:
 
     assert at.title[0].value == "Uptime & taps"
     assert len(charts(at)) == 2
-    stats = at.dataframe[0].value
-    assert set(stats["host"]) == {"oci-ashburn-1", "gcp-west-1", "home-pi"}
-    assert stats.loc[stats["host"] == "gcp-west-1", "uptime_hours"].tolist() == [12.0] * 3
-    assert {m.label: m.value for m in at.metric}["Nodes without a tap"] == "1"
+    nodes = table(at, 0)
+    assert set(nodes.index) == {"oci-ashburn-1", "gcp-west-1", "home-pi"}
+    assert nodes.loc["gcp-west-1", "uptime_hours"] == 36.0  # 12 h on each of three days
+    assert nodes.loc["home-pi", "taps_per_day"] == 30.0
+    assert metrics(at) == {
+        "Mean uptime per node-day": f"{(24 + 12 + 20) / 3:.1f} h",
+        "Taps": f"{3 * (12 + 30):,}",
+        "Nodes without a tap": "1",
+    }
+    rows = chart_rows(charts(at)[1])
+    assert {r["node"] for r in rows} == {"gcp-west-1", "home-pi", "oci-ashburn-1"}
     assert [b.key for b in at.download_button] == ["uptime_csv"]
 
 
@@ -618,19 +733,66 @@ def test_incidents_page(seeded: Engine) -> None:
 
     assert at.title[0].value == "Incidents"
     assert len(charts(at)) == 2
-    found = at.dataframe[0].value.set_index("host")
+    assert metrics(at) == {
+        "Incidents": "2",
+        "Open now": "1",
+        "Mean recovery": "42 s",
+        "Recovery failed": "0",
+    }
+    causes, steps, found = (at.dataframe[i].value for i in range(3))
+    assert causes.set_index("kind").loc["BrowserDown", "recovered"] == 1
+    assert causes.set_index("kind").loc["LoggedOut", "open"] == 1
+    steps = steps.set_index("step")
+    assert steps.loc["login", "tries"] == 2 and steps.loc["login", "ok"] == 1
+    assert steps.loc["login", "success_rate"] == 1.0  # the unfinished try is not a failure
+    assert steps.loc["restart_browser", "success_rate"] == 0.0
+    found = found.set_index("host")
     assert found.loc["home-pi", "recovery_seconds"] == pytest.approx(42.0)
     assert found.loc["home-pi", "actions"] == "restart_browser ✗ → login ✓"
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Open now"] == "1"
-    assert metrics["Median recovery"] == "42 s"
-    assert {b.key for b in at.download_button} == {"incidents_csv", "steps_csv"}
+    counted = {r["band"]: r["incidents"] for r in chart_rows(charts(at)[1])}
+    assert counted["30 s – 1 min"] == 1 and sum(counted.values()) == 1
+    assert [b.key for b in at.download_button] == ["incidents_csv"]
+
+
+def test_node_page_from_a_link(seeded: Engine) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["node"] = "home-pi"
+    at.switch_page("views/node.py").run()
+
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.subheader[0].value == "home-pi"
+    assert metrics(at) == {
+        "Status": "Disconnected",
+        "Points": f"{sum(RAW_POINTS['node-pi']) / 100_000:,.2f}",
+        "Checks Good": "0%",
+        "Incidents": "1",
+        "Cost": "$0.00",
+    }
+    assert any("reboot budget spent" in e.value for e in at.error)
+    incidents = at.dataframe[-1].value if not at.dataframe[-1].value.empty else None
+    assert incidents is not None
+    versions = at.dataframe[0].value.set_index("what")
+    assert versions.loc["Extension", "value"] == "1.2.2"
+    steps = at.dataframe[1].value
+    assert steps["actions"].tolist() == ["restart_browser ✗ → login ✓"]
+    assert any("poc_taps flow" in i.value for i in at.info)
+
+
+def test_node_page_names_an_unknown_node(seeded: Engine) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["node"] = "no-such-host"
+    at.switch_page("views/node.py").run()
+
+    assert any("No host or node is named `no-such-host`" in w.value for w in at.warning)
+    at.selectbox(key="node_pick").set_value("laptop-node").run()
+    assert metrics(at)["Points"] == f"{sum(RAW_POINTS['laptop-node']) / 100_000:,.2f}"
+    assert url_values(at, "node") == ["laptop-node"]
 
 
 def test_cost_page_shows_charts_tables_and_csv(priced: Engine) -> None:
     at = run_app("views/cost.py")
 
-    assert at.title[0].value == "Cost per point"
+    assert at.title[0].value == "Economics"
     assert len(charts(at)) == 2
     hosts = at.dataframe[0].value.set_index("host")
     assert set(hosts.index) == {
@@ -655,7 +817,16 @@ def test_cost_page_shows_charts_tables_and_csv(priced: Engine) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Paid hosts without points"] == "2"
     assert metrics["Points"] == "52.00"  # 6 + 35 + 4 + 7: laptop-node is not ours
-    assert [b.key for b in at.download_button] == ["cost_hosts_csv", "cost_providers_csv"]
+    gcp_idle_cost = hosts.loc["gcp-idle", "cost_usd"]
+    assert metrics["Spent on Unsupported"] == f"${gcp_idle_cost / 2:.3g}"  # half its checks
+    wasted = at.dataframe[-1].value.set_index("host")
+    assert wasted.index.tolist() == ["gcp-idle"]
+    assert wasted.loc["gcp-idle", "unsupported_share"] == 0.5
+    assert [b.key for b in at.download_button] == [
+        "cost_hosts_csv",
+        "cost_providers_csv",
+        "unsupported_csv",
+    ]
 
 
 def test_cost_page_sidebar_filter(priced: Engine) -> None:

@@ -10,11 +10,15 @@ import json
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
+from analysis_app.charts import time_x
+from gradientlab.store.rollups import refresh_rollups
+
 # the same page clock and per-test cache as the app's other tests (autouse fixtures)
-from tests.unit.test_analysis_app import NOW, TODAY, fresh_cache, page_clock, run_app
+from tests.unit.test_analysis_app import APP, NOW, TODAY, fresh_cache, page_clock, run_app
 
 __all__ = ["fresh_cache", "page_clock"]
 
@@ -44,6 +48,7 @@ def add_points(engine: Engine, days: list[date], hosts: tuple[str, ...]) -> None
             ),
             [{"c": f"node-{h}", "d": d, "p": 250_000} for d in days for h in hosts],
         )
+    refresh_rollups(engine)  # as the rewards flow does after it writes
 
 
 def add_check(
@@ -68,6 +73,7 @@ def add_incidents(engine: Engine, detected: list[tuple[datetime, float]]) -> Non
             ),
             [{"d": d, "r": d + timedelta(seconds=s)} for d, s in detected],
         )
+    refresh_rollups(engine)  # as the health flow does after it writes
 
 
 def specs(at: AppTest) -> list[dict[str, Any]]:
@@ -85,7 +91,7 @@ def test_one_day_of_points_is_one_band_labelled_by_its_date(engine: Engine) -> N
     add_hosts(engine, "demo-1", "demo-2", "demo-3")
     add_points(engine, [TODAY], ("demo-1", "demo-2", "demo-3"))
 
-    at = run_app()
+    at = run_app("views/rewards.py")
 
     (points,) = specs(at)
     x = x_of(points)
@@ -99,9 +105,9 @@ def test_a_year_of_points_is_a_band_per_day_in_order(engine: Engine) -> None:
     days = [TODAY - timedelta(days=i) for i in range(365)]
     add_points(engine, days, ("demo-1",))
 
-    at = run_app()
+    at = run_app("views/rewards.py")
     # the whole year, not the default last 30 days
-    at.sidebar.date_input(key="points_days").set_value((days[-1], TODAY)).run()
+    at.sidebar.date_input(key="rewards_days").set_value((days[-1], TODAY)).run()
 
     (points,) = specs(at)
     domain = x_of(points)["scale"]["domain"]
@@ -115,7 +121,7 @@ def test_days_without_points_stay_as_gaps(engine: Engine) -> None:
     add_hosts(engine, "demo-1")
     add_points(engine, [TODAY - timedelta(days=3), TODAY], ("demo-1",))
 
-    (points,) = specs(run_app())
+    (points,) = specs(run_app("views/rewards.py"))
 
     assert x_of(points)["scale"]["domain"] == ["Mar 11", "Mar 12", "Mar 13", "Mar 14"]
 
@@ -133,31 +139,26 @@ def test_incidents_per_day_is_a_band_per_day(engine: Engine) -> None:
 # --- time axes -------------------------------------------------------------------------------
 
 
-def test_recoveries_seconds_apart_read_as_clock_time(engine: Engine) -> None:
+def test_checks_seconds_apart_read_as_clock_time(engine: Engine) -> None:
     add_hosts(engine, "demo-1")
-    first = NOW - timedelta(minutes=2)
-    add_incidents(engine, [(first, 4.0), (first + timedelta(milliseconds=927), 6.0)])
+    add_check(engine, 1, timedelta(minutes=2), "Good", 30)
+    add_check(engine, 1, timedelta(minutes=2, milliseconds=-927), "Disconnected", 30)
 
-    _, recovery = specs(run_app("views/incidents.py"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["node"] = "demo-1"
+    at.switch_page("views/node.py").run()
 
-    x = x_of(recovery)
+    (recent,) = specs(at)  # no rollups yet: only the raw checks of the last hours
+    x = x_of(recent)
     assert x["axis"]["format"] == "%H:%M"  # never ".927"
     low, high = (datetime.fromisoformat(end) for end in x["scale"]["domain"])
     assert high - low >= timedelta(hours=1)  # padded to an hour of clock time
-    assert low < first < high
+    assert low < NOW - timedelta(minutes=2) < high
 
 
-def test_a_year_of_recoveries_reads_as_days(engine: Engine) -> None:
-    add_hosts(engine, "demo-1")
-    add_incidents(engine, [(NOW - timedelta(days=300), 30.0), (NOW - timedelta(hours=1), 5.0)])
-
-    at = run_app("views/incidents.py")
-    at.sidebar.date_input(key="incidents_days").set_value(
-        (TODAY - timedelta(days=300), TODAY)
-    ).run()
-
-    _, recovery = specs(at)
-    assert x_of(recovery)["axis"]["format"] == "%b %d"
+def test_a_year_of_moments_reads_as_days() -> None:
+    moments = pd.Series([NOW - timedelta(days=300), NOW - timedelta(hours=1)])
+    assert time_x("t", moments, "When").to_dict()["axis"]["format"] == "%b %d"
 
 
 # --- staleness -------------------------------------------------------------------------------

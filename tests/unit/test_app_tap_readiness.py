@@ -17,7 +17,7 @@ from analysis_app.queries import FleetFilter
 from gradientlab.node.readiness import TapCheck
 from gradientlab.node.stun import Behaviour, NatType, TapReadiness
 from gradientlab.store.taps import record_tap_readiness
-from tests.unit.test_analysis_app import DAYS, NOW, run_app, seed_fleet
+from tests.unit.test_analysis_app import DAYS, NOW, chart_rows, run_app, seed_fleet
 
 SERVER = "stun.example:3478"
 
@@ -96,6 +96,9 @@ def test_uptime_page_shows_readiness_beside_taps(tested: Engine) -> None:
     assert [s.value for s in at.subheader] == ["Tap readiness"]
     assert len(at.get("vega_lite_chart")) == 3  # uptime, taps, taps by NAT type
     readiness = at.dataframe[1].value.set_index("host")
+    rows = {r["nat_type"]: r for r in chart_rows(at.get("vega_lite_chart")[2])}
+    assert rows["port-restricted-cone"]["taps_per_node_day"] == 12.0
+    assert rows["not measured"]["nodes"] == 1
     assert readiness.loc["gcp-west-1", "nat_type"] == "port-restricted-cone"
     assert readiness.loc["gcp-west-1", "taps"] == 36  # 12 taps on each of the three days
     assert readiness.loc["gcp-west-1", "mapped"] == "198.51.100.7:40000"

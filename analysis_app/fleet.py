@@ -1,0 +1,90 @@
+"""How the fleet's latest checks read: a status as the popup shows it, stale checks, ages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from analysis_app.queries import FleetFilter
+from gradientlab.freshness import is_stale
+
+# Text colours for the status cell, in the popup's own terms.
+STATUS_COLOURS = {
+    "Good": "#1a7f37",
+    "Excellent": "#1a7f37",
+    "Disconnected": "#bc4c00",
+    "Unsupported": "#cf222e",
+    "Suspended": "#cf222e",
+    "Stale": "#6e7781",
+}
+
+
+def status_label(
+    status: str | None, banned_reason: str | None, stale_since: str | None = None
+) -> str:
+    """The status as the popup shows it, with the reason when the network gives one; a stale
+    check (`stale_since`: how long ago) is shown as such, never as the node's state now."""
+    if status is None or pd.isna(status):
+        return "Not checked yet"
+    label = str(status)
+    if banned_reason and not pd.isna(banned_reason):
+        label = f"{status}: {banned_reason}"
+    if stale_since:
+        return f"Stale: last check {stale_since} said {label}"
+    return label
+
+
+def status_colour(label: str) -> str:
+    colour = STATUS_COLOURS.get(label.split(":", 1)[0])
+    return f"color: {colour}; font-weight: 600" if colour else ""
+
+
+def age(moment: pd.Timestamp, now: datetime) -> str:
+    """How long ago, in the largest whole unit: "4 min ago", "3 h ago", "2 days ago"."""
+    seconds = max(0, int((now - moment.to_pydatetime()).total_seconds()))
+    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return "just now"
+
+
+def stale_checks(fleet: pd.DataFrame, now: datetime) -> pd.Series:
+    """True where a host's latest check is older than two of its health periods."""
+    ages = (pd.Timestamp(now) - fleet["last_check"]).dt.total_seconds()
+    return pd.Series(
+        [
+            not pd.isna(a) and is_stale(a, None if pd.isna(p) else p)
+            for a, p in zip(ages, fleet["health_period_s"], strict=True)
+        ],
+        index=fleet.index,
+        dtype=bool,
+    )
+
+
+def verdicts(fleet: pd.DataFrame, now: datetime) -> pd.Series:
+    """Each host's verdict now: its latest status, "Stale" when that is too old to tell, "Not
+    checked yet" when there is none."""
+    stale = stale_checks(fleet, now)
+    return pd.Series(
+        [
+            "Not checked yet" if pd.isna(s) else "Stale" if old else str(s)
+            for s, old in zip(fleet["status"], stale, strict=True)
+        ],
+        index=fleet.index,
+        dtype=object,
+    )
+
+
+def selected(frame: pd.DataFrame, selection: FleetFilter) -> pd.DataFrame:
+    """Apply the sidebar's provider/region/host choices to an already loaded frame."""
+    keep = pd.Series(True, index=frame.index)
+    for column, chosen in (
+        ("provider", selection.providers),
+        ("region", selection.regions),
+        ("host", selection.hosts),
+    ):
+        if chosen:
+            keep &= frame[column].isin(chosen)
+    return frame[keep]
