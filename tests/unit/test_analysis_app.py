@@ -39,9 +39,11 @@ RAW_POINTS = {
 BANNED_REASON = "Data center IP address"
 
 
-def seed_fleet(engine: Engine) -> None:
-    """Three live hosts, one terminated; an Unsupported cloud VM; points, stats, incidents."""
-    now = NOW
+def seed_fleet(engine: Engine, now: datetime = NOW) -> None:
+    """Three live hosts, one terminated; an Unsupported cloud VM; points, stats, incidents;
+    the three days up to `now`'s, checks minutes before it."""
+    today = now.date()
+    DAYS = [today - timedelta(days=2), today - timedelta(days=1), today]  # noqa: N806
     with engine.begin() as conn:
         conn.execute(
             text(
