@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 
 from gradientlab.store.rollups import UNKNOWN_REGION as UNKNOWN_REGION
 from gradientlab.store.rollups import UNMANAGED_PROVIDER as UNMANAGED_PROVIDER
+from gradientlab.store.rollups import UNSUPPORTED_STATUSES as UNSUPPORTED_STATUSES
 
 POINT_SCALE = 100_000
 # node_daily_stats.duration is read as seconds of uptime.
@@ -460,7 +461,6 @@ def quarantined_hosts(engine: Engine) -> pd.DataFrame:
 Grouping = Literal["provider", "region"]
 THE_REST = "the rest"
 POINT_KINDS = ("node", "referral", "bonus", "boost")
-UNSUPPORTED_STATUSES = ("Unsupported", "Suspended")
 
 
 def _rollup_selection(selection: FleetFilter, alias: str = "") -> tuple[str, dict[str, Any]]:
@@ -897,13 +897,12 @@ def status_shares(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
         engine,
         f"""
         SELECT h.name AS host, sum(s.samples)::bigint AS samples,
-               (sum(s.samples) FILTER (WHERE s.status = ANY(:unsupported)))::bigint
-                   AS unsupported_samples
-        FROM rollup_host_day_status s JOIN hosts h ON h.id = s.host_id
+               sum(s.unsupported_samples)::bigint AS unsupported_samples
+        FROM rollup_host_day s JOIN hosts h ON h.id = s.host_id
         WHERE s.day BETWEEN :start AND :end {extra}
         GROUP BY h.name
         """,
-        {**_days(selection), **params, "unsupported": list(UNSUPPORTED_STATUSES)},
+        {**_days(selection), **params},
     )
     frame["unsupported_samples"] = frame["unsupported_samples"].fillna(0).astype("int64")
     frame["samples"] = frame["samples"].astype("int64")

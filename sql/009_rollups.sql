@@ -9,6 +9,7 @@ CREATE TABLE rollup_host_day (
     day                  date NOT NULL,
     samples              integer NOT NULL,
     good_samples         integer NOT NULL,     -- Good or Excellent
+    unsupported_samples  integer NOT NULL,     -- Unsupported or Suspended: earning nothing
     reachable_samples    integer NOT NULL,
     first_at             timestamptz NOT NULL,
     last_at              timestamptz NOT NULL,

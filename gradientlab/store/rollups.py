@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, text
 UNMANAGED_PROVIDER = "not managed"
 UNKNOWN_REGION = "unknown"
 GOOD_STATUSES = ("Good", "Excellent")
+UNSUPPORTED_STATUSES = ("Unsupported", "Suspended")
 # Recovery steps and incident closures land within this long of the run that touched them.
 TOUCH_MARGIN = timedelta(hours=1)
 
@@ -93,12 +94,14 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
         text(
             """
             INSERT INTO rollup_host_day (
-                host_id, day, samples, good_samples, reachable_samples, first_at, last_at,
+                host_id, day, samples, good_samples, unsupported_samples, reachable_samples,
+                first_at, last_at,
                 last_status, load1_avg, load1_max, mem_total_kib, mem_available_kib_min,
                 mem_available_kib_avg, disk_total_kib, disk_free_kib_min, browser_pss_kib_avg,
                 browser_pss_kib_max, runner_pss_kib_avg, taps_today_max, uptime_today_max)
             SELECT host_id, day, count(*),
                    count(*) FILTER (WHERE status = ANY(:good)),
+                   count(*) FILTER (WHERE status = ANY(:unsupported)),
                    count(*) FILTER (WHERE reachable),
                    min(sampled_at), max(sampled_at),
                    (array_agg(status ORDER BY sampled_at DESC))[1],
@@ -110,7 +113,7 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
             GROUP BY host_id, day
             """
         ),
-        {"good": list(GOOD_STATUSES)},
+        {"good": list(GOOD_STATUSES), "unsupported": list(UNSUPPORTED_STATUSES)},
     ).rowcount
     conn.execute(
         text(

@@ -149,14 +149,17 @@ def test_host_day_rollup_equals_the_raw_aggregate(seeded: Engine) -> None:
     refresh_rollups(seeded)
     rolled = rows(
         seeded,
-        "SELECT host_id, day, samples, good_samples, reachable_samples, load1_max,"
+        "SELECT host_id, day, samples, good_samples, unsupported_samples, reachable_samples,"
+        " load1_max,"
         " mem_available_kib_min, browser_pss_kib_max FROM rollup_host_day ORDER BY 1, 2",
     )
     raw = rows(
         seeded,
         "SELECT host_id, (sampled_at AT TIME ZONE 'UTC')::date, count(*),"
-        " count(*) FILTER (WHERE status IN ('Good', 'Excellent')), count(*) FILTER (WHERE"
-        " reachable), max(load1), min(mem_available_kib), max(browser_pss_kib)"
+        " count(*) FILTER (WHERE status IN ('Good', 'Excellent')),"
+        " count(*) FILTER (WHERE status IN ('Unsupported', 'Suspended')),"
+        " count(*) FILTER (WHERE reachable), max(load1), min(mem_available_kib),"
+        " max(browser_pss_kib)"
         " FROM node_status_samples GROUP BY 1, 2 ORDER BY 1, 2",
     )
     assert rolled == raw
