@@ -4,7 +4,7 @@ alert. One host's trouble is that host's verdict; the run itself does not fail f
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 from uuid import UUID
 
@@ -80,7 +80,6 @@ def health(
     pool may run each), recording the network's state once. A check of named hosts leaves the
     network's state to the fleet-wide sweeps and keeps the fleet brake at the fleet's size."""
     logger = get_run_logger()
-    started = utcnow()
     fleet = fleet_from(fleet_path)
     records = host_records(engine())
     if hosts is not None:
@@ -102,9 +101,21 @@ def health(
             logger.warning("shard %s of the last sweep is still running; this one is skipped", part)
             return []
     if len(records) > fleet.health.shard_hosts:
-        dispatch_shards(fleet, fleet_path, recover, [r.name for r in records])
+        started = utcnow()
+        try:
+            dispatch_shards(fleet, fleet_path, recover, [r.name for r in records])
+        finally:
+            refresh_rollups_after(started)  # once for every shard's checks
         return []
     return sweep(fleet, records, recover)
+
+
+def refresh_rollups_after(started: datetime) -> None:
+    """The daily rollups of what this run wrote; a failure is logged, never the run's."""
+    try:
+        refresh_health_rollups(started, utcnow())
+    except Exception as exc:  # noqa: BLE001 - `gradientlab refresh-rollups` catches up later
+        get_run_logger().error("the daily rollups were not refreshed: %s", exc)
 
 
 def sweep(
@@ -119,6 +130,7 @@ def sweep(
     of `fleet_size` hosts, which the brake counts)."""
     logger = get_run_logger()
     fleet_level = part is None and not named
+    started = utcnow()
     policy = fleet.health
     listed, api_error = network_view(fleet)
     network: dict[str, NetworkNode] = {item.name: item for item in listed}
@@ -203,10 +215,8 @@ def sweep(
     if errors and not outcomes:
         raise RuntimeError(f"no host's check could be recorded: {errors[0]}")
 
-    try:
-        refresh_health_rollups(started, utcnow())
-    except Exception as exc:  # noqa: BLE001 - `gradientlab refresh-rollups` catches up later
-        logger.error("the daily rollups were not refreshed: %s", exc)
+    if part is None:  # a shard's dispatcher refreshes once all shards are done
+        refresh_rollups_after(started)
     for alert in fleet_alerts + [a for o in outcomes for a in o.alerts]:
         logger.warning("alert %s for %s: %s", alert.event, alert.subject, alert.payload)
         send(alert)

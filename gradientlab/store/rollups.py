@@ -39,6 +39,12 @@ def utc_start(day: date) -> datetime:
     return datetime.combine(day, time.min, UTC)
 
 
+def _serialised(conn: Connection, family: str) -> None:
+    """One refresh of a rollup family at a time (sharded health runs, a CLI refresh, prune):
+    two that rebuilt the same day at once would collide on its keys."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(7172, hashtext(:f))"), {"f": family})
+
+
 def _span(first: date, last: date) -> dict[str, object]:
     return {
         "first": first,
@@ -56,6 +62,7 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
     from `first` to `last`, except days retention has pruned. Returns host-day rows written."""
     if last < first:
         return 0
+    _serialised(conn, "samples")
     params = _span(first, last)
     pruned = [
         r.day
@@ -158,6 +165,7 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
     """Rebuild rollup_node_day and rollup_group_day for the days from `first` to `last`."""
     if last < first:
         return 0
+    _serialised(conn, "nodes")
     params = {**_span(first, last), "unmanaged": UNMANAGED_PROVIDER, "unknown": UNKNOWN_REGION}
     conn.execute(text("DELETE FROM rollup_node_day WHERE day BETWEEN :first AND :last"), params)
     conn.execute(text("DELETE FROM rollup_group_day WHERE day BETWEEN :first AND :last"), params)
@@ -211,6 +219,7 @@ def refresh_incident_days(conn: Connection, first: date, last: date) -> int:
     started) for the days from `first` to `last`."""
     if last < first:
         return 0
+    _serialised(conn, "incidents")
     params = _span(first, last)
     conn.execute(text("DELETE FROM rollup_incident_day WHERE day BETWEEN :first AND :last"), params)
     conn.execute(text("DELETE FROM rollup_step_day WHERE day BETWEEN :first AND :last"), params)
