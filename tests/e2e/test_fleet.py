@@ -123,6 +123,13 @@ def test_fleet_end_to_end(
     assert float(seconds) > 0  # a recovery time was recorded; how long it takes is bench/'s
     actions = rows(engine, "SELECT step, ok FROM recovery_actions")
     assert actions and all(ok for _, ok in actions)
+    # the health flow refreshed the daily rollups the app reads
+    assert rows(engine, "SELECT kind, incidents, recovered FROM rollup_incident_day") == [
+        ("BrowserDown", 1, 1)
+    ]
+    assert rows(engine, "SELECT sum(samples) FROM rollup_host_day") == rows(
+        engine, "SELECT count(*) FROM node_status_samples"
+    )
 
     # rewards: rows land; a second run adds none
     summary = rewards(fleet_path=str(fleet_file))
@@ -142,6 +149,7 @@ def test_fleet_end_to_end(
     assert again["node_stats"]["inserted"] == 0
     after = {t: rows(engine, f"SELECT {keys[t]} FROM {t} ORDER BY {keys[t]}") for t in tables}
     assert after == before
+    assert rows(engine, "SELECT sum(points_raw) FROM rollup_node_day") == [(points,)]
 
     # a 5xx storm: the task retries, then fails naming the endpoint; nothing half-written
     snapshot = {t: rows(engine, f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in tables}

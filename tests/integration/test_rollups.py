@@ -6,11 +6,13 @@ Every time derives from `NOW`, the tests' own clock, never the database's `now()
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
 from gradientlab import cli
+from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.store.fleet import insert_sample
 from gradientlab.store.retention import prune_samples, roll_up_then_prune, unrolled_days
 from gradientlab.store.rollups import (
@@ -379,3 +381,16 @@ def test_refresh_rollups_command(seeded: Engine, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         cli.main(["refresh-rollups", "--since", "yesterday"])
     assert "'yesterday' is not a day like 2025-03-14" in capsys.readouterr().err
+
+
+def test_a_retention_window_under_a_day_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "account: {email: a@b.c, password: {env: X}}\n"
+        "providers: {local: {kind: local}}\n"
+        "retention: {raw_samples_days: 0}\n"
+    )
+    with pytest.raises(FleetFileError, match=r"fleet.yaml:3: retention.raw_samples_days"):
+        load_fleet(fleet)
+    fleet.write_text(fleet.read_text().replace("0}", "30}"))
+    assert load_fleet(fleet).retention.raw_samples_days == 30
