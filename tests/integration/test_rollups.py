@@ -394,3 +394,36 @@ def test_a_retention_window_under_a_day_is_refused_where_it_is_written(tmp_path:
         load_fleet(fleet)
     fleet.write_text(fleet.read_text().replace("0}", "30}"))
     assert load_fleet(fleet).retention.raw_samples_days == 30
+
+
+def test_the_prune_history_flow_keeps_the_fleet_files_window(
+    engine: Engine, prefect_server: None, tmp_path: Path
+) -> None:
+    from flows.prune_history import prune_history
+
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO hosts (id, name, provider) VALUES (1, 'a', 'x'), (2, 'b', 'x')")
+        )
+    today = datetime.now(UTC).date()  # the flow prunes by this machine's clock
+    old_samples(engine, today - timedelta(days=20))
+    old_samples(engine, today - timedelta(days=5))
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "account: {email: a@b.c, password: {env: X}}\n"
+        "providers: {local: {kind: local}}\n"
+        "retention: {raw_samples_days: 10}\n"
+    )
+
+    summary = prune_history(fleet_path=str(fleet))
+
+    assert summary == {
+        "cutoff": str(today - timedelta(days=10)),
+        "pruned_days": 1,
+        "deleted": 6,
+        "unrolled_days": 0,
+    }
+    assert count_samples(engine, today - timedelta(days=5)) == 6
+    assert rows(
+        engine, f"SELECT sum(samples) FROM rollup_host_day WHERE day = '{today - timedelta(20)}'"
+    ) == [(6,)]
