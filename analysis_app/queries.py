@@ -639,25 +639,28 @@ def selection_totals(engine: Engine, selection: FleetFilter) -> dict[str, Any]:
     row = _frame(
         engine,
         f"""
-        SELECT count(DISTINCT host) AS nodes, count(*) AS node_days,
-               count(DISTINCT host) FILTER (WHERE duration IS NOT NULL) AS stat_nodes,
+        WITH sel AS (  -- read once: the CTE is used twice, so Postgres materialises it
+            SELECT host, day, points_raw, taps, duration FROM rollup_node_day
+            WHERE day BETWEEN :start AND :end {extra}
+        ), per_host AS (
+            SELECT host, count(*) AS days, sum(points_raw) AS points_raw,
+                   count(*) FILTER (WHERE points_raw = 0) AS zero_days,
+                   COALESCE(sum(taps), 0) AS taps, COALESCE(sum(duration), 0) AS duration,
+                   count(duration) AS stat_days
+            FROM sel GROUP BY host
+        )
+        SELECT count(*) AS nodes, COALESCE(sum(days), 0) AS node_days,
+               count(*) FILTER (WHERE stat_days > 0) AS stat_nodes,
                COALESCE(sum(points_raw), 0)::bigint AS points_raw,
-               count(*) FILTER (WHERE points_raw = 0) AS zero_days,
+               COALESCE(sum(zero_days), 0) AS zero_days,
                COALESCE(sum(taps), 0)::bigint AS taps,
                (COALESCE(sum(duration), 0) * {UPTIME_SECONDS_PER_UNIT})::float8 / 3600
                    AS uptime_hours,
-               count(duration) AS stat_node_days,
-               (SELECT count(*) FROM (
-                    SELECT host FROM rollup_node_day
-                    WHERE day BETWEEN :start AND :end {extra}
-                    GROUP BY host HAVING count(duration) > 0 AND COALESCE(sum(taps), 0) = 0) s)
-                   AS untapped_nodes,
-               (SELECT count(*) FROM (
-                    SELECT day FROM rollup_node_day
-                    WHERE day BETWEEN :start AND :end {extra}
-                    GROUP BY day HAVING sum(points_raw) = 0) z) AS days_all_zero
-        FROM rollup_node_day
-        WHERE day BETWEEN :start AND :end {extra}
+               COALESCE(sum(stat_days), 0) AS stat_node_days,
+               count(*) FILTER (WHERE stat_days > 0 AND taps = 0) AS untapped_nodes,
+               (SELECT count(*) FROM (SELECT day FROM sel GROUP BY day
+                                      HAVING sum(points_raw) = 0) z) AS days_all_zero
+        FROM per_host
         """,
         {**_days(selection), **params},
     ).iloc[0]
@@ -730,19 +733,26 @@ def _copy_csv(engine: Engine, sql: str, params: dict[str, Any]) -> bytes:
 
 
 def fleet_now(engine: Engine) -> pd.DataFrame:
-    """`fleet_status` plus each host's quarantine, the reason for its verdict, and its host
-    metrics at the latest check."""
+    """Each live host's latest check (host_latest_sample, kept by a trigger), its quarantine,
+    and its node's points on its latest listed day."""
     frame = _frame(
         engine,
         """
-        SELECT f.host, f.provider, COALESCE(f.region, :unknown) AS region, f.state,
-               f.client_id, f.ip, f.address, f.status, f.banned_reason, f.reason,
-               f.last_check, f.today_points AS today_points_raw, f.taps_today,
-               f.extension_version, f.quarantined_at, f.quarantine_reason,
-               f.load1, f.mem_available_kib, f.disk_free_kib,
-               COALESCE(f.browser_pss_kib, f.pss_kib) AS browser_pss_kib, f.health_period_s
-        FROM v_fleet_status f
-        ORDER BY f.host
+        SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region, h.state,
+               n.client_id, s.ip, h.address, s.status, s.banned_reason, s.reason,
+               s.sampled_at AS last_check, p.points AS today_points_raw, s.taps_today,
+               n.extension_version, h.quarantined_at, h.quarantine_reason,
+               s.load1, s.mem_available_kib, s.disk_free_kib,
+               COALESCE(s.browser_pss_kib, s.pss_kib) AS browser_pss_kib, s.health_period_s
+        FROM hosts h
+        LEFT JOIN nodes n ON n.host_id = h.id
+        LEFT JOIN host_latest_sample s ON s.host_id = h.id
+        LEFT JOIN LATERAL (
+            SELECT points FROM node_daily_points d WHERE d.client_id = n.client_id
+            ORDER BY day DESC LIMIT 1
+        ) p ON true
+        WHERE h.state <> 'terminated'
+        ORDER BY h.name
         """,
         {"unknown": UNKNOWN_REGION},
     )

@@ -118,6 +118,7 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
                    avg(runner_pss_kib)::bigint, max(taps_today), max(uptime_today)
             FROM rollup_samples_in_days
             GROUP BY host_id, day
+            ORDER BY day, host_id  -- a day's rows together: the pages read days
             """
         ),
         {"good": list(GOOD_STATUSES), "unsupported": list(UNSUPPORTED_STATUSES)},
@@ -129,6 +130,7 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
             SELECT host_id, day, status, count(*), min(sampled_at), max(sampled_at)
             FROM rollup_samples_in_days
             GROUP BY host_id, day, status
+            ORDER BY day, host_id
             """
         )
     )
@@ -189,6 +191,7 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
             ) d
             LEFT JOIN nodes n ON n.client_id = d.client_id
             LEFT JOIN hosts h ON h.id = n.host_id
+            ORDER BY d.day, d.client_id  -- a day's rows together: the pages read days
             """
         ),
         params,
