@@ -734,7 +734,7 @@ def _copy_csv(engine: Engine, sql: str, params: dict[str, Any]) -> bytes:
 
 def fleet_now(engine: Engine) -> pd.DataFrame:
     """Each live host's latest check (host_latest_sample, kept by a trigger), its quarantine,
-    and its node's points on its latest listed day."""
+    and its node's points on its latest listed day of the last week."""
     frame = _frame(
         engine,
         """
@@ -747,10 +747,14 @@ def fleet_now(engine: Engine) -> pd.DataFrame:
         FROM hosts h
         LEFT JOIN nodes n ON n.host_id = h.id
         LEFT JOIN host_latest_sample s ON s.host_id = h.id
-        LEFT JOIN LATERAL (
-            SELECT points FROM node_daily_points d WHERE d.client_id = n.client_id
-            ORDER BY day DESC LIMIT 1
-        ) p ON true
+        LEFT JOIN (
+            -- each node's latest listed day within the last week of the rollup: a few
+            -- thousand rows side by side, not a probe per node
+            SELECT DISTINCT ON (client_id) client_id, points_raw AS points
+            FROM rollup_node_day
+            WHERE day > (SELECT max(day) FROM rollup_node_day) - 7
+            ORDER BY client_id, day DESC
+        ) p ON p.client_id = n.client_id
         WHERE h.state <> 'terminated'
         ORDER BY h.name
         """,

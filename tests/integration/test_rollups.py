@@ -427,3 +427,26 @@ def test_the_prune_history_flow_keeps_the_fleet_files_window(
     assert rows(
         engine, f"SELECT sum(samples) FROM rollup_host_day WHERE day = '{today - timedelta(20)}'"
     ) == [(6,)]
+
+
+def test_each_hosts_latest_check_follows_every_write(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO hosts (id, name, provider) VALUES (1, 'a', 'x'), (2, 'b', 'x')")
+        )
+        insert_sample(conn, 1, {"sampled_at": NOW, "status": "Good", "reachable": True})
+        # a late row for an earlier moment does not replace a newer check
+        insert_sample(
+            conn, 1, {"sampled_at": NOW - timedelta(hours=1), "status": "Disconnected",
+                      "reachable": True},
+        )  # fmt: skip
+    old_samples(engine, TODAY - timedelta(days=3))  # several rows in one statement per host
+
+    latest = "SELECT host_id, status, sampled_at FROM host_latest_sample ORDER BY host_id"
+    last_old = datetime.combine(TODAY - timedelta(days=3), datetime.min.time(), UTC) + timedelta(
+        hours=3
+    )
+    assert rows(engine, latest) == [(1, "Good", NOW), (2, "Good", last_old)]
+    with engine.begin() as conn:  # the latest check goes: the one before it comes back
+        conn.execute(text("DELETE FROM node_status_samples WHERE sampled_at = :t"), {"t": NOW})
+    assert rows(engine, latest)[0] == (1, "Disconnected", NOW - timedelta(hours=1))
