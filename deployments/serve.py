@@ -20,9 +20,9 @@ from flows.deploy import check_updates, deploy
 from flows.health import health
 from flows.poc_taps import poc_taps
 from flows.provision import provision, terminate
+from flows.prune_history import prune_history
 from flows.release import release
 from flows.report import report
-from flows.prune_history import prune_history
 from flows.rewards import rewards
 from gradientlab.config import load_fleet
 from gradientlab.remote.keeper import KeeperError, start_keeper, stop_keeper

@@ -26,6 +26,7 @@ from analysis_app.queries import GOOD_STATUSES, FleetFilter
 from gradientlab.freshness import STALE_AFTER_PERIODS
 
 REFRESH_SECONDS = 15
+RELEASE_BUTTONS = 20  # the oldest quarantines first would need a page of their own beyond this
 VERDICT_ORDER = [
     "Good",
     "Excellent",
@@ -182,6 +183,13 @@ def live_fleet(url: str, selection: FleetFilter) -> None:
                 "quarantine_reason": "Why",
             },
         )
+        try:  # an operator's release button per quarantined host, where the app offers it
+            from analysis_app.actions import render_release_action
+        except ImportError:
+            pass
+        else:
+            for host in quarantined["host"].head(RELEASE_BUTTONS):
+                render_release_action(host)
 
     st.subheader("Every node")
     ordered = fleet.assign(

@@ -196,7 +196,7 @@ incidents_col.metric("Incidents", len(found), border=True)
 cost_col.metric("Cost", f"${cost:,.2f}", help="Its hourly price over the chosen days.", border=True)
 
 try:  # the operator's actions for this node, where the app offers them
-    from analysis_app.actions import render_node_actions  # type: ignore[import-not-found]
+    from analysis_app.actions import render_node_actions
 except ImportError:
     pass
 else:
