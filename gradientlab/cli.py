@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from gradientlab.app_users import AppUsersError
+from gradientlab.binding import UnsafeBinding
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
 from gradientlab.providers.base import ProviderError
@@ -237,6 +240,58 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _read_new_password(name: str) -> str:
+    """From the terminal (asked twice, not echoed) or one line of stdin; never from argv."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Again: ") != first:
+            raise AppUsersError("the two passwords differ; nothing changed")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_app_user_add(args: argparse.Namespace) -> int:
+    from gradientlab import app_users
+
+    user = app_users.add_user(args.name, args.role, _read_new_password(args.name))
+    print(f"{user.name}: {user.role} in {app_users.users_file()}")
+    return 0
+
+
+def cmd_app_user_remove(args: argparse.Namespace) -> int:
+    from gradientlab import app_users
+
+    app_users.remove_user(args.name)
+    print(f"removed {args.name} from {app_users.users_file()}")
+    return 0
+
+
+def cmd_app_user_list(args: argparse.Namespace) -> int:
+    from gradientlab import app_users
+
+    users = app_users.load_users()
+    if not users:
+        print(f"no users in {app_users.users_file()}")
+    for user in sorted(users.values(), key=lambda u: u.name):
+        print(f"{user.name}\t{user.role}")
+    return 0
+
+
+def cmd_prefect_server(args: argparse.Namespace) -> int:
+    """Prefect's server, in the foreground (for a service manager); beyond loopback only with
+    its auth string set in the environment."""
+    import os
+
+    from gradientlab.binding import PREFECT_SERVER_AUTH_VAR, check_prefect_server_binding
+
+    check_prefect_server_binding(args.host, os.environ.get(PREFECT_SERVER_AUTH_VAR))
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    argv = [prefect, "server", "start", "--host", args.host, "--port", str(args.port)]
+    os.execv(prefect, argv + (["--workers", str(args.workers)] if args.workers else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradientlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,10 +329,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     release.add_argument("host")
     release.set_defaults(func=cmd_hosts_release)
+    app_user = sub.add_parser("app-user", help="who may sign in to the analysis app")
+    app_user_sub = app_user.add_subparsers(dest="app_user_command", required=True)
+    add = app_user_sub.add_parser(
+        "add", help="add a user or change one's role and password (read from a prompt or stdin)"
+    )
+    add.add_argument("name")
+    add.add_argument("--role", choices=("viewer", "operator"), required=True)
+    add.set_defaults(func=cmd_app_user_add)
+    remove = app_user_sub.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    remove.set_defaults(func=cmd_app_user_remove)
+    app_user_sub.add_parser("list", help="users and their roles").set_defaults(
+        func=cmd_app_user_list
+    )
+    server = sub.add_parser(
+        "prefect-server",
+        help="run Prefect's server; beyond loopback only with PREFECT_SERVER_API_AUTH_STRING set",
+    )
+    server.add_argument("--host", default=os.environ.get("PREFECT_SERVER_API_HOST", "127.0.0.1"))
+    server.add_argument(
+        "--port", type=int, default=int(os.environ.get("PREFECT_SERVER_API_PORT", "4200"))
+    )
+    server.add_argument("--workers", type=int, default=None, help="server processes")
+    server.set_defaults(func=cmd_prefect_server)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (FleetFileError, ProviderError, KeyError) as exc:
+    except (FleetFileError, ProviderError, KeyError, AppUsersError, UnsafeBinding) as exc:
         print(f"gradientlab: {exc}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradientlab.binding import (
+    PREFECT_CLIENT_AUTH_VAR,
+    PREFECT_SERVER_AUTH_VAR,
+    UnsafeBinding,
+    check_prefect_server_binding,
+)
 from gradientlab.paths import PROJECT_ROOT
 
 
@@ -209,28 +215,53 @@ def wait_http(service: Service, url: str, timeout: float = 120) -> None:
     )
 
 
-def prefect_env(home: Path, port: int) -> dict[str, str]:
-    return {
+def prefect_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """The environment of a Prefect server on `host:port` and of its clients on this machine.
+
+    The auth string is never put on a command line: the server reads
+    `PREFECT_SERVER_API_AUTH_STRING` from its environment, and clients here get the same value
+    as `PREFECT_API_AUTH_STRING` unless they have their own."""
+    # a server on every address is reached here through loopback
+    client_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    if ":" in client_host:
+        client_host = f"[{client_host}]"
+    env = {
         "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_URL": f"http://{client_host}:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
     }
+    auth = os.environ.get(PREFECT_SERVER_AUTH_VAR)
+    if auth and not os.environ.get(PREFECT_CLIENT_AUTH_VAR):
+        env[PREFECT_CLIENT_AUTH_VAR] = auth
+    return env
 
 
 def start_prefect_server(
-    home: Path, port: int, log_dir: Path, on_start: OnStart | None = None
+    home: Path,
+    port: int,
+    log_dir: Path,
+    on_start: OnStart | None = None,
+    host: str = "127.0.0.1",
 ) -> Service:
+    """Prefect's server on `host:port`. Beyond loopback only with its auth string set (in this
+    process's environment), otherwise `ServiceError` before anything starts."""
+    try:
+        check_prefect_server_binding(host, os.environ.get(PREFECT_SERVER_AUTH_VAR))
+    except UnsafeBinding as exc:
+        raise ServiceError(str(exc)) from None
     prefect = str(Path(sys.executable).with_name("prefect"))
+    env = prefect_env(home, port, host)
     service = start(
         "prefect-server",
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [prefect, "server", "start", "--host", host, "--port", str(port)],
         log_dir,
-        prefect_env(home, port),
+        env,
         on_start,
     )
-    wait_http(service, f"http://127.0.0.1:{port}/api/health", timeout=180)
+    # /api/health answers without credentials, by Prefect's design (for probes)
+    wait_http(service, f"{env['PREFECT_API_URL']}/health", timeout=180)
     return service
 
 

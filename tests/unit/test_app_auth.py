@@ -1,0 +1,289 @@
+"""Sign-in before any page of the analysis app: the real app through AppTest, on a real
+Postgres, with the listen address and the users file each test sets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from sqlalchemy import Engine
+from streamlit import config
+from streamlit.testing.v1 import AppTest
+
+from analysis_app import auth
+from gradientlab import app_users
+from gradientlab.app_users import AppUsersError, FailedSignIns
+
+APP = Path(__file__).resolve().parents[2] / "analysis_app" / "app.py"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture()
+def users_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "app-users.toml"
+    monkeypatch.setenv(app_users.USERS_FILE_VAR, str(path))
+    return path
+
+
+@pytest.fixture()
+def listen_on() -> Iterator[object]:
+    before = config.get_option("server.address")
+
+    def set_address(address: str) -> None:
+        config.set_option("server.address", address)
+
+    yield set_address
+    config.set_option("server.address", before)
+    auth.failed_sign_ins.clear()
+    st.cache_data.clear()
+
+
+def run(at: AppTest | None = None) -> AppTest:
+    at = (at if at is not None else AppTest.from_file(APP, default_timeout=60)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def sign_in(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input[0].input(name)
+    at.text_input[1].input(password)
+    at.button[0].click()
+    return run(at)
+
+
+def page_shown(at: AppTest) -> bool:
+    return any(t.value == "Points" for t in at.title)
+
+
+# --- the users file ------------------------------------------------------------------------
+
+
+def test_users_file_keeps_only_salted_hashes_readable_by_its_owner(users_path: Path) -> None:
+    app_users.add_user("alice", "operator", PASSWORD)
+    app_users.add_user("bob", "viewer", PASSWORD)
+
+    text = users_path.read_text()
+    assert PASSWORD not in text
+    assert users_path.stat().st_mode & 0o777 == 0o600
+    users = app_users.load_users()
+    assert {u.name: u.role for u in users.values()} == {"alice": "operator", "bob": "viewer"}
+    assert users["alice"].password_hash != users["bob"].password_hash  # own salt each
+    assert app_users.authenticate(users, "alice", PASSWORD) == users["alice"]
+    assert app_users.authenticate(users, "alice", PASSWORD + "x") is None
+    assert app_users.authenticate(users, "carol", PASSWORD) is None
+
+    app_users.remove_user("bob")
+    assert set(app_users.load_users()) == {"alice"}
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "password", "wrong"),
+    [
+        ("alice", "admin", PASSWORD, "role 'admin'"),
+        ("al ice", "viewer", PASSWORD, "user name 'al ice'"),
+        ("alice", "viewer", "short", "at least 12 characters"),
+    ],
+)
+def test_bad_user_requests_say_what_is_wrong(
+    users_path: Path, name: str, role: str, password: str, wrong: str
+) -> None:
+    with pytest.raises(AppUsersError, match=wrong):
+        app_users.add_user(name, role, password)
+    assert not users_path.exists()
+
+
+def test_a_hand_edited_users_file_names_the_file_and_user(users_path: Path) -> None:
+    users_path.write_text('[users.alice]\nrole = "root"\npassword = "x"\n')
+    with pytest.raises(AppUsersError, match=r"app-users.toml: \[users.alice\]: role 'root'"):
+        app_users.load_users()
+    users_path.write_text('[users.alice]\nrole = "viewer"\npassword = "hunter2"\n')
+    with pytest.raises(AppUsersError, match="must be a hash"):
+        app_users.load_users()
+
+
+def test_failed_attempts_lock_a_name_for_the_window() -> None:
+    now = [1000.0]
+    limiter = FailedSignIns(limit=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert limiter.wait_seconds("alice") == 0
+        limiter.failed("alice")
+    assert limiter.wait_seconds("alice") == pytest.approx(60)
+    assert limiter.wait_seconds("bob") == 0
+    now[0] += 59
+    assert limiter.wait_seconds("alice") == pytest.approx(1)
+    now[0] += 1
+    assert limiter.wait_seconds("alice") == 0
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def test_on_loopback_with_nobody_configured_the_app_opens_as_operator(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    listen_on("127.0.0.1")  # type: ignore[operator]
+    at = run()
+    assert page_shown(at)
+    assert at.session_state["gradientlab_role"] == "operator"
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "", "192.0.2.7", "gradientlab.example"])
+def test_beyond_loopback_with_nobody_configured_no_page_is_shown(
+    engine: Engine, users_path: Path, listen_on: object, address: str
+) -> None:
+    listen_on(address)  # type: ignore[operator]
+    at = run()
+    assert not page_shown(at)
+    message = at.error[0].value
+    assert "no sign-in is configured" in message
+    assert "gradientlab app-user add" in message and "[auth]" in message
+
+
+def test_beyond_loopback_users_sign_in_with_their_role_and_out_again(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    app_users.add_user("alice", "operator", PASSWORD)
+    app_users.add_user("bob", "viewer", PASSWORD)
+    listen_on("0.0.0.0")  # type: ignore[operator]
+
+    at = run()
+    assert not page_shown(at)
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+
+    at = sign_in(at, "bob", "not the password")
+    assert "Wrong user name or password" in at.error[0].value
+    assert not page_shown(at)
+
+    at = sign_in(at, "bob", PASSWORD)
+    assert page_shown(at)
+    assert at.session_state["gradientlab_role"] == "viewer"
+
+    sign_out = next(b for b in at.sidebar.button if b.label == "Sign out")
+    sign_out.click()
+    at = run(at)
+    assert not page_shown(at)
+
+    at = sign_in(at, "alice", PASSWORD)
+    assert page_shown(at)
+    assert at.session_state["gradientlab_role"] == "operator"
+
+
+def test_users_configured_on_loopback_still_sign_in(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    app_users.add_user("alice", "viewer", PASSWORD)
+    listen_on("127.0.0.1")  # type: ignore[operator]
+    at = run()
+    assert not page_shown(at)
+    assert sign_in(at, "alice", PASSWORD).session_state["gradientlab_role"] == "viewer"
+
+
+def test_a_removed_user_is_signed_out_at_the_next_rerun(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    app_users.add_user("alice", "operator", PASSWORD)
+    app_users.add_user("bob", "viewer", PASSWORD)
+    listen_on("0.0.0.0")  # type: ignore[operator]
+    at = sign_in(run(), "alice", PASSWORD)
+    assert page_shown(at)
+
+    app_users.remove_user("alice")
+    at = run(at)
+    assert not page_shown(at)
+    assert "gradientlab_role" not in at.session_state
+
+
+def test_repeated_failures_lock_the_name_even_with_the_right_password(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    app_users.add_user("alice", "operator", PASSWORD)
+    listen_on("0.0.0.0")  # type: ignore[operator]
+    at = run()
+    for _ in range(auth.failed_sign_ins().limit):
+        at = sign_in(at, "alice", "guess " * 3)
+    at = sign_in(at, "alice", PASSWORD)
+    assert not page_shown(at)
+    assert "Too many failed attempts for 'alice'" in at.error[0].value
+
+
+def test_a_broken_users_file_shows_no_page(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    users_path.write_text("[users\n")
+    listen_on("127.0.0.1")  # type: ignore[operator]
+    at = run()
+    assert not page_shown(at)
+    assert "not valid TOML" in at.error[0].value
+
+
+OIDC = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "a-long-random-cookie-secret-for-the-test-only",
+    "client_id": "gradientlab",
+    "client_secret": "test-only",
+    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+}
+
+
+def test_with_oidc_configured_the_visitor_signs_in_with_the_provider_first(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    app_users.add_user("alice", "operator", PASSWORD)  # OIDC comes first
+    listen_on("0.0.0.0")  # type: ignore[operator]
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = OIDC
+    at = run(at)
+    assert not page_shown(at)
+    assert not at.text_input  # no local form
+    assert [b.label for b in at.button] == ["Sign in"]
+
+
+@pytest.mark.parametrize(
+    ("roles", "email", "verified", "role"),
+    [
+        ({"Alice@Example.com": "operator"}, "alice@example.com", True, "operator"),
+        ({"alice@example.com": "operator"}, "bob@example.com", True, "viewer"),
+        ({"alice@example.com": "operator"}, "alice@example.com", False, "viewer"),
+        ({"*": "none"}, "mallory@example.com", True, "none"),
+        ({}, None, None, "viewer"),
+    ],
+)
+def test_oidc_roles_come_from_the_email_mapping(
+    roles: dict[str, str],
+    email: str | None,
+    verified: bool | None,
+    role: str,
+) -> None:
+    assert auth.oidc_role(roles, email, verified) == role
+
+
+@pytest.mark.parametrize(
+    ("email", "role"), [("alice@example.com", "operator"), ("bob@example.com", "viewer")]
+)
+def test_an_oidc_user_gets_the_role_mapped_to_their_email(
+    engine: Engine, users_path: Path, listen_on: object, email: str, role: str
+) -> None:
+    listen_on("0.0.0.0")  # type: ignore[operator]
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = OIDC
+    at.secrets["gradientlab"] = {"roles": {"alice@example.com": "operator"}}
+    at.user = {"is_logged_in": True, "email": email, "email_verified": True}
+    at = run(at)
+    assert page_shown(at)
+    assert at.session_state["gradientlab_role"] == role
+    assert any(b.label == "Sign out" for b in at.sidebar.button)
+
+
+def test_an_oidc_user_nobody_listed_is_refused_when_others_are_none(
+    engine: Engine, users_path: Path, listen_on: object
+) -> None:
+    listen_on("0.0.0.0")  # type: ignore[operator]
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = OIDC
+    at.secrets["gradientlab"] = {"roles": {"*": "none", "alice@example.com": "viewer"}}
+    at.user = {"is_logged_in": True, "email": "mallory@example.com", "email_verified": True}
+    at = run(at)
+    assert not page_shown(at)
+    assert "mallory@example.com may not use this app" in at.error[0].value
