@@ -17,6 +17,7 @@ import paramiko
 from gradientlab.config import HostSettings
 from gradientlab.paths import data_dir
 from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
+from gradientlab.providers.sudo import POWER_OFF, REBOOT, sudoers_rule
 from gradientlab.remote.executor import RemoteError, SshExecutor, SshTarget, fingerprint
 
 
@@ -195,16 +196,17 @@ class SshInventoryProvider:
         if not result.ok:
             raise ProviderError(
                 f"{name}: {what} failed ({result.stderr.strip() or result.exit_code}); allow "
-                f"`{record.ssh_user}` to run it with sudo without a password, e.g. "
-                f"`{record.ssh_user} ALL=(root) NOPASSWD: /usr/sbin/reboot`"
+                f"`{record.ssh_user}` to run it with sudo without a password: put the line "
+                f"`{sudoers_rule(record.ssh_user)}` in /etc/sudoers.d/gradientlab "
+                "(`visudo -f` checks it)"
             )
         return record
 
     def reboot(self, name: str) -> HostRecord:
-        return self._sudo(name, "sudo -n /usr/sbin/reboot", "reboot")
+        return self._sudo(name, REBOOT.command_line(), "reboot")
 
     def stop(self, name: str) -> HostRecord:
-        record = self._sudo(name, "sudo -n /usr/sbin/poweroff", "power off")
+        record = self._sudo(name, POWER_OFF.command_line(), "power off")
         return replace(record, state="stopped")
 
     def start(self, name: str) -> HostRecord:
