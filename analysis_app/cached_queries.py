@@ -17,7 +17,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from analysis_app import queries
-from gradientlab.store.database import database_url, make_engine
+from gradientlab.store.database import database_url, make_engine, normalise_url
 
 TTL_SECONDS = 60
 # The fleet as it stands is read again sooner: health runs every few seconds in the demo.
@@ -30,8 +30,14 @@ def _embedded_database_url() -> str:
     return database_url()
 
 
+APP_DATABASE_URL_VAR = "GRADIENTLAB_APP_DATABASE_URL"
+
+
 def current_database_url() -> str:
-    """`DATABASE_URL` when set, otherwise the embedded Postgres GradientLab starts."""
+    """`GRADIENTLAB_APP_DATABASE_URL` (the read-only role `gradientlab db-roles` makes) when
+    set, then `DATABASE_URL`, otherwise the embedded Postgres GradientLab starts."""
+    if os.environ.get(APP_DATABASE_URL_VAR):
+        return normalise_url(os.environ[APP_DATABASE_URL_VAR])
     if os.environ.get("DATABASE_URL"):
         return database_url()
     return _embedded_database_url()

@@ -15,6 +15,7 @@ from gradientlab.binding import UnsafeBinding
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
 from gradientlab.providers.base import ProviderError
+from gradientlab.store.roles import RoleSetupError
 
 
 def _mib(kib: int | None) -> str:
@@ -292,6 +293,36 @@ def cmd_prefect_server(args: argparse.Namespace) -> int:
     os.execv(prefect, argv + (["--workers", str(args.workers)] if args.workers else []))
 
 
+def cmd_db_roles(args: argparse.Namespace) -> int:
+    """The app's read-only role and the flows' read-write role, on DATABASE_URL's database."""
+    from sqlalchemy.engine import make_url
+
+    from gradientlab.store.database import database_url, make_engine
+    from gradientlab.store.roles import ensure_roles
+
+    app_password = flows_password = None
+    if args.passwords:
+        app_password = _read_new_password(args.app_role)
+        flows_password = _read_new_password(args.flows_role)
+    engine = make_engine()
+    try:
+        setup = ensure_roles(engine, args.app_role, args.flows_role, app_password, flows_password)
+    finally:
+        engine.dispose()
+    for name in setup.migrations_applied:
+        print(f"applied {name}")
+    for role in (args.app_role, args.flows_role):
+        print(f"{role}: {'created' if role in setup.created else 'exists'}, grants set")
+    url = make_url(database_url())
+    for var, role in (
+        ("GRADIENTLAB_APP_DATABASE_URL", args.app_role),
+        ("DATABASE_URL", args.flows_role),
+    ):
+        shown = url.set(username=role, password="PASSWORD" if args.passwords else None)
+        print(f"{var}={shown.render_as_string(hide_password=False)}  # for {role}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradientlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -353,10 +384,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.add_argument("--workers", type=int, default=None, help="server processes")
     server.set_defaults(func=cmd_prefect_server)
+    db_roles = sub.add_parser(
+        "db-roles",
+        help="make the app's read-only and the flows' read-write database roles (as the owner)",
+    )
+    db_roles.add_argument("--app-role", default="gradientlab_app")
+    db_roles.add_argument("--flows-role", default="gradientlab_flows")
+    db_roles.add_argument(
+        "--passwords",
+        action="store_true",
+        help="set both roles' passwords, read from a prompt or from two lines of stdin",
+    )
+    db_roles.set_defaults(func=cmd_db_roles)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (FleetFileError, ProviderError, KeyError, AppUsersError, UnsafeBinding) as exc:
+    except (
+        FleetFileError,
+        ProviderError,
+        KeyError,
+        AppUsersError,
+        UnsafeBinding,
+        RoleSetupError,
+    ) as exc:
         print(f"gradientlab: {exc}", file=sys.stderr)
         return 2
 
