@@ -20,6 +20,7 @@ whole life; a second one refuses before it touches the browser or the profile.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -36,6 +37,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -67,7 +69,7 @@ except ImportError:
     )
     import pages  # type: ignore[no-redef]
 
-RUNNER_VERSION = "3"
+RUNNER_VERSION = "4"  # 4: DevTools over a pipe and a private socket, no TCP port
 UNIT_NAME = "gradientlab-node.service"  # the systemd user unit deploy writes
 EXIT_LOCKED = 3  # `run` while another runner holds runner.lock
 # popup states after which the runner stops re-reading the popup every few seconds
@@ -190,8 +192,9 @@ def chromium_flags(config: dict[str, Any], paths: Paths) -> list[str]:
     flags = [
         "--headless=new",
         f"--user-data-dir={paths.profile}",
-        "--remote-debugging-address=127.0.0.1",
-        "--remote-debugging-port=0",
+        # DevTools over the pipe the runner holds (fds 3 and 4), never a TCP port that every
+        # local user could reach; the runner bridges it to a socket only its user can open
+        "--remote-debugging-pipe",
         f"--disable-extensions-except={ext}",
         f"--load-extension={ext}",
         "--no-first-run",
@@ -226,57 +229,317 @@ def clear_stale_singleton_lock(profile: Path) -> bool:
     return True
 
 
-def devtools_port(profile: Path) -> int | None:
-    try:
-        first = (profile / "DevToolsActivePort").read_text().splitlines()[0]
-        return int(first)
-    except (OSError, ValueError, IndexError):
-        return None
+def devtools_socket(paths: Paths) -> Path:
+    """Where the runner offers the browser's DevTools: a Unix socket only its user can open. A
+    socket's path is limited to 107 bytes; a longer home gets a private folder under /tmp."""
+    path = paths.home / "devtools.sock"
+    if len(str(path)) < 100:
+        return path
+    digest = hashlib.sha256(str(paths.home.resolve()).encode()).hexdigest()[:12]
+    return Path(f"/tmp/gradientlab-{os.getuid()}-{digest}") / "devtools.sock"
+
+
+def devtools_endpoint(paths: Paths) -> str | None:
+    """The WebSocket URL Playwright connects to (`ws+unix://`), or None without a browser."""
+    path = devtools_socket(paths)
+    return f"ws+unix://{path}:/devtools/browser" if path.is_socket() else None
+
+
+class DevToolsBridge:
+    """Carries DevTools messages between Chromium's `--remote-debugging-pipe` (NUL-terminated
+    JSON on two pipes the runner holds) and one WebSocket client at a time on a Unix socket
+    that only the runner's user may open (mode 0600). When a client leaves, the sessions it
+    attached are detached, as Chromium does itself when a DevTools WebSocket closes."""
+
+    WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    OWN_IDS = 1_000_000_000  # ids of the bridge's own commands; clients count from 1
+
+    def __init__(self, path: Path, to_browser: int, from_browser: int) -> None:
+        self.path = path
+        self.to_browser = to_browser
+        self.from_browser = from_browser
+        self.server: socket.socket | None = None
+        self.client: socket.socket | None = None
+        self.sessions: set[str] = set()
+        self.stopping = False
+        self.answered: set[int] = set()
+        self.next_id = self.OWN_IDS
+        self.write_lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self.changed = threading.Condition(self.state_lock)
+
+    def start(self) -> None:
+        folder = self.path.parent
+        if folder != folder.parent and not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        info = folder.stat()
+        if info.st_uid != os.getuid() or (
+            folder.name.startswith("gradientlab-") and info.st_mode & 0o077
+        ):
+            raise RuntimeError(f"{folder} must belong to this user only, for the DevTools socket")
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is born 0600: no moment open to others
+        try:
+            server.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        server.listen(4)
+        server.settimeout(0.5)
+        self.server = server
+        for target in (self._pump_from_browser, self._serve):
+            threading.Thread(target=target, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for sock in (self.server, self.client):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        for fd in (self.to_browser, self.from_browser):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with self.changed:
+            self.changed.notify_all()
+
+    def command(self, method: str, params: dict[str, Any] | None = None) -> int:
+        with self.state_lock:
+            self.next_id += 1
+            ident = self.next_id
+        self._send({"id": ident, "method": method, "params": params or {}})
+        return ident
+
+    def wait_answer(self, ident: int, timeout: float, alive: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while ident not in self.answered:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stopping or not alive():
+                    return False
+                self.changed.wait(min(left, 0.1))
+            return True
+
+    def _send(self, message: dict[str, Any] | bytes) -> None:
+        data = message if isinstance(message, bytes) else json.dumps(message).encode()
+        data += b"\0"
+        with self.write_lock:
+            while data:
+                data = data[os.write(self.to_browser, data) :]
+
+    def _pump_from_browser(self) -> None:
+        pending = b""
+        while not self.stopping:
+            try:
+                chunk = os.read(self.from_browser, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return  # the browser is gone
+            pending += chunk
+            *messages, pending = pending.split(b"\0")
+            for raw in messages:
+                self._from_browser(raw)
+
+    def _from_browser(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return
+        ident = message.get("id")
+        if isinstance(ident, int) and ident > self.OWN_IDS:
+            with self.changed:
+                self.answered.add(ident)
+                self.changed.notify_all()
+            return
+        method, params = message.get("method"), message.get("params") or {}
+        with self.state_lock:
+            if method == "Target.attachedToTarget":
+                self.sessions.add(str(params.get("sessionId")))
+            elif method == "Target.detachedFromTarget":
+                self.sessions.discard(str(params.get("sessionId")))
+            client = self.client
+        if client is not None:
+            with contextlib.suppress(OSError):
+                _ws_send(client, raw)
+
+    def _serve(self) -> None:
+        while not self.stopping and self.server is not None:
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                client.settimeout(10)
+                _ws_handshake(client, self.WS_GUID)
+                client.settimeout(None)
+                with self.state_lock:
+                    self.client = client
+                while not self.stopping:
+                    message = _ws_receive(client)
+                    if message is None:
+                        break
+                    self._send(message)
+            except (OSError, EOFError, ValueError):
+                pass
+            finally:
+                with self.state_lock:
+                    self.client = None
+                    left_attached, self.sessions = self.sessions, set()
+                with contextlib.suppress(OSError):
+                    client.close()
+            with contextlib.suppress(OSError):
+                self._forget_client(left_attached)
+
+    def _forget_client(self, sessions: set[str]) -> None:
+        """What a closing DevTools WebSocket undoes in Chromium: its sessions and watches."""
+        if self.stopping:
+            return
+        self.command("Target.setAutoAttach", {"autoAttach": False, "waitForDebuggerOnStart": False})
+        self.command("Target.setDiscoverTargets", {"discover": False})
+        for session in sessions:
+            self.command("Target.detachFromTarget", {"sessionId": session})
+
+
+def _ws_handshake(client: socket.socket, guid: str) -> None:
+    request = b""
+    while b"\r\n\r\n" not in request:
+        chunk = client.recv(4096)
+        if not chunk or len(request) > 65536:
+            raise EOFError("no WebSocket request")
+        request += chunk
+    headers = {}
+    for line in request.decode("latin-1").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    key = headers.get("sec-websocket-key")
+    if not key:
+        raise ValueError("not a WebSocket request")
+    accept = base64.b64encode(hashlib.sha1((key + guid).encode()).digest()).decode()
+    client.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+    )
+
+
+def _recv_exact(client: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = client.recv(n - len(data))
+        if not chunk:
+            raise EOFError("the DevTools client went away")
+        data += chunk
+    return data
+
+
+def _ws_receive(client: socket.socket) -> bytes | None:
+    """One whole message from the client (continuations joined); None when it closes."""
+    parts: list[bytes] = []
+    while True:
+        first, second = _recv_exact(client, 2)
+        opcode, length = first & 0x0F, second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack(">H", _recv_exact(client, 2))
+        elif length == 127:
+            (length,) = struct.unpack(">Q", _recv_exact(client, 8))
+        mask = _recv_exact(client, 4) if second & 0x80 else bytes(4)
+        payload = _recv_exact(client, length)
+        if any(mask):
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        if opcode == 0x8:
+            return None
+        if opcode == 0x9:
+            _ws_send(client, payload, opcode=0xA)
+            continue
+        if opcode == 0xA:
+            continue
+        parts.append(payload)
+        if first & 0x80:
+            return b"".join(parts)
+
+
+def _ws_send(client: socket.socket, payload: bytes, opcode: int = 0x1) -> None:
+    n = len(payload)
+    if n < 126:
+        header = struct.pack(">BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        header = struct.pack(">BBH", 0x80 | opcode, 126, n)
+    else:
+        header = struct.pack(">BBQ", 0x80 | opcode, 127, n)
+    client.sendall(header + payload)
 
 
 class Browser:
     def __init__(self, config: dict[str, Any], paths: Paths) -> None:
         self.config = config
         self.paths = paths
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: SpawnedProcess | None = None
         self.started_at: str | None = None
+        self.bridge: DevToolsBridge | None = None
 
     def launch(self, timeout: float = 30) -> None:
         self.paths.profile.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            (self.paths.profile / "DevToolsActivePort").unlink()
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
         if not self.paths.current_extension.exists():
             raise RuntimeError(
                 f"no extension at {self.paths.current_extension}; run install-extension"
             )
         self.forget_stale_service_worker()
-        args = [
-            self.config.get("chromium", "/usr/bin/chromium"),
-            *chromium_flags(self.config, self.paths),
-        ]
-        args.append("about:blank")
-        chrome_log = open(self.paths.chrome_log, "wb")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=chrome_log,
-            stderr=chrome_log,
-            start_new_session=True,
+        chromium = str(self.config.get("chromium", "/usr/bin/chromium"))
+        if shutil.which(chromium) is None:
+            raise RuntimeError(f"no chromium to run at {chromium!r} (`chromium` in config.json)")
+        # the DevTools pipe: Chromium reads commands on fd 3 and writes answers on fd 4
+        to_browser_r, to_browser_w = _high_fds(*os.pipe())
+        from_browser_r, from_browser_w = _high_fds(*os.pipe())
+        args = [chromium, *chromium_flags(self.config, self.paths), "about:blank"]
+        (chrome_log,) = _high_fds(
+            os.open(self.paths.chrome_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         )
-        chrome_log.close()
+        try:
+            # posix_spawn, not fork + preexec_fn: the runner has threads (the DevTools bridge)
+            self.proc = SpawnedProcess(
+                os.posix_spawn(
+                    shutil.which(chromium) or chromium,
+                    args,
+                    dict(os.environ),
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, chrome_log, 1),
+                        (os.POSIX_SPAWN_DUP2, chrome_log, 2),
+                        (os.POSIX_SPAWN_DUP2, to_browser_r, 3),
+                        (os.POSIX_SPAWN_DUP2, from_browser_w, 4),
+                    ],
+                    setsid=True,
+                ),
+                args,
+            )
+        finally:
+            for fd in (chrome_log, to_browser_r, from_browser_w):
+                os.close(fd)
+        self.bridge = DevToolsBridge(devtools_socket(self.paths), to_browser_w, from_browser_r)
         self.paths.browser_pid.write_text(str(self.proc.pid))
         self.started_at = now_iso()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"chromium exited with {self.proc.returncode} at start; "
-                    f"see {self.paths.chrome_log}"
-                )
-            if devtools_port(self.paths.profile):
+        self.bridge.start()
+        try:
+            asked = self.bridge.command("Browser.getVersion")
+        except OSError:  # the pipe closed: the browser has exited, or is about to
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        else:
+            if self.bridge.wait_answer(asked, timeout, self.alive):
                 return
-            time.sleep(0.1)
-        raise RuntimeError(f"chromium did not open its DevTools port in {timeout:.0f}s")
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"chromium exited with {self.proc.returncode} at start; see {self.paths.chrome_log}"
+            )
+        raise RuntimeError(f"chromium did not answer on its DevTools pipe in {timeout:.0f}s")
 
     def forget_stale_service_worker(self) -> None:
         """Chromium keeps an unpacked extension's service worker scripts in the profile and does
@@ -304,6 +567,9 @@ class Browser:
     def reap(self) -> None:
         """A browser killed hard leaves its renderers and zygotes behind, holding the profile:
         end its whole process group before a new browser starts."""
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -328,8 +594,51 @@ class Browser:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
         with contextlib.suppress(OSError):
             self.paths.browser_pid.unlink()
+
+
+class SpawnedProcess:
+    """A child started with `os.posix_spawn`, with the part of Popen's interface the runner
+    uses: pid, poll(), wait(timeout), returncode."""
+
+    def __init__(self, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+
+def _high_fds(*fds: int) -> tuple[int, ...]:
+    """The same pipes above fd 9 and closed at exec, so that putting them on 3 and 4 in the
+    child never clobbers one with the other."""
+    moved = []
+    for fd in fds:
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+        os.close(fd)
+    return tuple(moved)
 
 
 # ---------------------------------------------------------------- attached work (Playwright)
@@ -351,12 +660,12 @@ def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> di
     login: "if-needed" logs in when the popup says Logged out; "always" logs in first."""
     from playwright.sync_api import sync_playwright
 
-    port = devtools_port(paths.profile)
-    if port is None:
-        raise RuntimeError("the browser is not running (no DevTools port)")
+    endpoint = devtools_endpoint(paths)
+    if endpoint is None:
+        raise RuntimeError("the browser is not running (no DevTools socket)")
     result: dict[str, Any] = {"logged_in_now": False}
     with sync_playwright() as pw:
-        browser = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}", timeout=15000)
+        browser = pw.chromium.connect_over_cdp(endpoint, timeout=15000)
         try:
             context = browser.contexts[0]
             ext_id = find_extension_id(context, config)
@@ -376,7 +685,7 @@ def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> di
                     with contextlib.suppress(Exception):
                         page.close()
         finally:
-            browser.close()  # over CDP this detaches; Chromium keeps running
+            browser.close()  # this detaches; Chromium keeps running
     return result
 
 
@@ -786,8 +1095,9 @@ class Runner:
         try:
             self.browser.launch()
         except Exception as exc:  # noqa: BLE001 - reported, retried on the next loop
-            self.events.add("browser_start_failed", str(exc))
+            # the status first: whoever sees the event finds the error already there
             self.write_status(browser_alive=False, last_error=str(exc))
+            self.events.add("browser_start_failed", str(exc))
             self._sleep(5)
             return
         self.events.add(
@@ -1155,8 +1465,6 @@ def archive_contents(archive: zipfile.ZipFile) -> tuple[dict[str, Any], str]:
 
 def cmd_install_extension(paths: Paths) -> dict[str, Any]:
     """Fetch the CRX by id (one cached copy), unpack it, point `current` at it."""
-    import base64
-
     config = load_config(paths)
     ext_id = config["extension_id"]
     url = config["extension_source"].format(

@@ -471,16 +471,33 @@ def test_a_download_that_is_not_a_crx_does_not_replace_the_cached_copy(home: Hom
 RUNNER_PY = Path(runner.__file__).resolve()
 
 FAKE_CHROMIUM = """#!/bin/sh
-# stands in for chromium: says its version, or opens a "DevTools port" no one answers and idles
-dir=
+# stands in for chromium: says its version, or answers its DevTools pipe (fds 3 and 4) with only
+# its version (every other command fails) and idles
 for a in "$@"; do
   case "$a" in
     --version) echo "Chromium 156.0.1.2 built for tests"; exit 0;;
-    --user-data-dir=*) dir="${a#--user-data-dir=}";;
   esac
 done
-printf '9\\n/devtools/browser/test\\n' > "$dir/DevToolsActivePort"
-exec "{python}" -c "import time; time.sleep(600)" "$@"  # idles, its arguments kept
+exec "{python}" -c '{devtools}' "$@"  # its arguments kept
+"""
+
+FAKE_DEVTOOLS = """
+import json, os, time
+pending = b""
+while True:
+    chunk = os.read(3, 65536)
+    if not chunk:
+        break
+    pending += chunk
+    *messages, pending = pending.split(b"\\0")
+    for raw in messages:
+        m = json.loads(raw)
+        if m.get("method") == "Browser.getVersion":
+            answer = {"id": m["id"], "result": {"product": "FakeChromium/156"}}
+        else:
+            answer = {"id": m.get("id"), "error": {"code": -32601, "message": "fake chromium"}}
+        os.write(4, json.dumps(answer).encode() + b"\\0")
+time.sleep(600)  # idles on, like a browser whose runner died
 """
 
 
@@ -493,7 +510,9 @@ class Node:
         self.paths.home.mkdir(parents=True)
         chromium = root / "bin" / "chromium"
         chromium.parent.mkdir()
-        chromium.write_text(FAKE_CHROMIUM.replace("{python}", sys.executable))
+        chromium.write_text(
+            FAKE_CHROMIUM.replace("{python}", sys.executable).replace("{devtools}", FAKE_DEVTOOLS)
+        )
         chromium.chmod(0o755)
         if browser:  # without an extension the runner cannot start a browser (and says so)
             (self.paths.extensions / "1.0.0").mkdir(parents=True)
