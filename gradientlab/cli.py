@@ -290,7 +290,11 @@ def cmd_prefect_server(args: argparse.Namespace) -> int:
     check_prefect_server_binding(args.host, os.environ.get(PREFECT_SERVER_AUTH_VAR))
     prefect = str(Path(sys.executable).with_name("prefect"))
     argv = [prefect, "server", "start", "--host", args.host, "--port", str(args.port)]
-    os.execv(prefect, argv + (["--workers", str(args.workers)] if args.workers else []))
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    if args.no_services:
+        argv.append("--no-services")
+    os.execv(prefect, argv)
 
 
 def cmd_db_roles(args: argparse.Namespace) -> int:
@@ -383,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=int(os.environ.get("PREFECT_SERVER_API_PORT", "4200"))
     )
     server.add_argument("--workers", type=int, default=None, help="server processes")
+    server.add_argument(
+        "--no-services",
+        action="store_true",
+        help="the API and UI only (Prefect's background services run elsewhere)",
+    )
     server.set_defaults(func=cmd_prefect_server)
     db_roles = sub.add_parser(
         "db-roles",
