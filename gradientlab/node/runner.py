@@ -330,6 +330,18 @@ class DevToolsBridge:
                 data = data[os.write(self.to_browser, data) :]
 
     def _pump_from_browser(self) -> None:
+        try:
+            self._pump()
+        finally:
+            # the browser is gone: its client must hear it now, as it would from a DevTools
+            # WebSocket that Chromium closes, not wait out its own timeouts
+            with self.state_lock:
+                client = self.client
+            if client is not None:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+
+    def _pump(self) -> None:
         pending = b""
         while not self.stopping:
             try:
