@@ -323,10 +323,14 @@ class LocalProvider:
         )
         if proc.returncode != 0:
             raise ProviderError(f"{name}: sshd did not start: {proc.stderr.strip()}")
+        # sshd listens before it daemonizes and writes its pid file: wait for both, or the host
+        # would read as stopped for a moment after it was started
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:
-                if s.connect_ex((record.address, record.ssh_port)) == 0:
+                if s.connect_ex((record.address, record.ssh_port)) == 0 and pid_alive(
+                    self._sshd_pid(name)
+                ):
                     break
             time.sleep(0.05)
         else:
