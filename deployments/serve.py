@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -43,6 +44,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     fleet = load_fleet(args.fleet)
     params = {"fleet_path": args.fleet}
+
+    def scheduled(flow: Any, name: str, seconds: int) -> Any:
+        """A deployment on an interval, one run at a time (a late run is cancelled)."""
+        return flow.to_deployment(
+            name=name,
+            parameters=params,
+            interval=timedelta(seconds=seconds),
+            concurrency_limit=ONE_AT_A_TIME,
+        )
+
     s = fleet.schedules
     try:
         keeper = start_keeper(exit_with=os.getpid())
@@ -55,46 +66,16 @@ def main(argv: list[str] | None = None) -> None:
             # one deploy at a time; each host's deploy and recovery also share a per-host lock
             deploy.to_deployment(name="deploy", parameters=params, concurrency_limit=ONE_AT_A_TIME),
             terminate.to_deployment(name="terminate", parameters=params),
-            health.to_deployment(
-                name="health",
-                parameters=params,
-                interval=timedelta(seconds=s.health_seconds),
-                concurrency_limit=ONE_AT_A_TIME,
-            ),
+            scheduled(health, "health", s.health_seconds),
             # a large fleet's sweep starts one run of this per shard (health.shard_hosts)
             health.to_deployment(name="health-shard", parameters=params),
-            rewards.to_deployment(
-                name="rewards",
-                parameters=params,
-                interval=timedelta(seconds=s.rewards_seconds),
-                concurrency_limit=ONE_AT_A_TIME,
-            ),
-            poc_taps.to_deployment(
-                name="poc-taps",
-                parameters=params,
-                interval=timedelta(seconds=s.poc_taps_seconds),
-                concurrency_limit=ONE_AT_A_TIME,
-            ),
-            check_updates.to_deployment(
-                name="check-updates",
-                parameters=params,
-                interval=timedelta(seconds=s.check_updates_seconds),
-                concurrency_limit=ONE_AT_A_TIME,
-            ),
+            scheduled(rewards, "rewards", s.rewards_seconds),
+            scheduled(poc_taps, "poc-taps", s.poc_taps_seconds),
+            scheduled(check_updates, "check-updates", s.check_updates_seconds),
             # an operator's hand-back of a quarantined host (the app's "release" action)
             release.to_deployment(name="release"),
-            report.to_deployment(
-                name="report",
-                parameters=params,
-                interval=timedelta(seconds=s.report_seconds),
-                concurrency_limit=ONE_AT_A_TIME,
-            ),
-            prune_history.to_deployment(
-                name="prune-history",
-                parameters=params,
-                interval=timedelta(seconds=s.prune_history_seconds),
-                concurrency_limit=ONE_AT_A_TIME,
-            ),
+            scheduled(report, "report", s.report_seconds),
+            scheduled(prune_history, "prune-history", s.prune_history_seconds),
             **RUNNER_OPTIONS,
         )
     finally:
