@@ -50,7 +50,9 @@ def to_points(raw: pd.Series) -> pd.Series:
 def _frame(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(text(sql), params or {})
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        # plain tuples: pandas builds a frame from them several times faster than from Rows
+        rows = [tuple(row) for row in result.fetchall()]
+        return pd.DataFrame.from_records(rows, columns=list(result.keys()))
 
 
 def _selection(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
@@ -123,20 +125,19 @@ def host_day_bounds(engine: Engine, today: date) -> tuple[date, date] | None:
 def filter_choices(engine: Engine) -> pd.DataFrame:
     """Every host an analyst can pick, with its provider and region.
 
-    Live hosts, terminated hosts that left points or incidents behind, and nodes the network
-    reports that no host owns."""
+    Live hosts, terminated hosts that left points, stats or incidents behind (as rolled up),
+    and nodes the network reports that no host owns."""
     return _frame(
         engine,
         """
         SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region
         FROM hosts h
         WHERE h.state <> 'terminated'
-           OR EXISTS (SELECT 1 FROM nodes n JOIN node_daily_points p ON p.client_id = n.client_id
-                      WHERE n.host_id = h.id)
-           OR EXISTS (SELECT 1 FROM incidents i WHERE i.host_id = h.id)
+           OR EXISTS (SELECT 1 FROM rollup_node r WHERE r.host_id = h.id)
+           OR EXISTS (SELECT 1 FROM rollup_incident_day i WHERE i.host_id = h.id)
         UNION
-        SELECT DISTINCT r.client_id, :unmanaged, :unknown
-        FROM rollup_node_day r
+        SELECT r.client_id, :unmanaged, :unknown
+        FROM rollup_node r
         WHERE r.host_id IS NULL
           AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.client_id = r.client_id)
         ORDER BY host
@@ -328,12 +329,13 @@ def host_costs(engine: Engine, selection: FleetFilter, as_of: datetime) -> pd.Da
     A host costs `hourly_cost_usd` for each hour it existed inside the days: from `created_at`
     (or the first day) to `as_of` (the caller's now, timezone-aware), the end of the last day,
     or, once terminated, its `updated_at`, whichever comes first. Points are its node's
-    `node_daily_points` on those days.
+    `node_daily_points` on those days, as rolled up (rollup_node_day's running totals).
     Columns: host, provider, region, state, client_id, hourly_cost_usd, counted_from, counted_to,
     hours, cost_usd, points_raw, points, usd_per_point (NaN without points), per_point_note."""
     if as_of.tzinfo is None:
         raise ValueError(f"as_of must carry its timezone, got {as_of!r}")
     extra, params = _selection(selection)
+    ranged, _ = _node_range(FleetFilter(selection.start, selection.end))
     frame = _frame(
         engine,
         f"""
@@ -360,11 +362,7 @@ def host_costs(engine: Engine, selection: FleetFilter, as_of: datetime) -> pd.Da
                                   WHEN h.state = 'planned' THEN h.created_at END)
                            AS counted_to
             ) w
-            LEFT JOIN LATERAL (
-                SELECT sum(d.points)::bigint AS points_raw
-                FROM node_daily_points d
-                WHERE d.client_id = n.client_id AND d.day BETWEEN :start AND :end
-            ) p ON true
+            LEFT JOIN ({ranged}) p ON p.client_id = n.client_id
         ) c
         WHERE (seconds > 0 OR points_raw > 0) {extra}
         ORDER BY host
@@ -552,31 +550,110 @@ def points_by_group(engine: Engine, selection: FleetFilter, group: Grouping) -> 
     return frame
 
 
+_RUNNING = ("points_raw", "days", "zero_days", "taps", "duration", "stat_days")
+
+
+def _node_range(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
+    """Each selected node's totals over the selection's days, from the running totals of
+    sql/011: its totals on the last day minus those on the day before the first. Columns:
+    client_id, host, provider, region, days, points_raw, zero_days, taps, duration, stat_days;
+    only nodes with a row in the days. The filters match a node's host, provider and region
+    as its latest day has them.
+
+    A node listed on both edge days (nearly every node) is read by two range scans of the
+    primary key, one per edge day; only a node missing there is looked up on its own, by the
+    last row before the edge (an index-only probe)."""
+    extra, params = _rollup_selection(selection, "n")
+    running = ", ".join(f"cum_{c}" for c in _RUNNING)
+
+    def edge(name: str, equal: str, before: str, only_if: str = "") -> str:
+        return f"""
+        LEFT JOIN (SELECT client_id, {running} FROM rollup_node_day WHERE day = {equal}) {name}0
+            ON {name}0.client_id = n.client_id
+        LEFT JOIN LATERAL (
+            SELECT {running} FROM rollup_node_day r
+            WHERE {name}0.client_id IS NULL {only_if}
+              AND r.client_id = n.client_id AND r.day {before}
+            ORDER BY r.day DESC LIMIT 1
+        ) {name}1 ON true"""
+
+    totals = ",\n".join(
+        f"COALESCE(e0.cum_{c}, e1.cum_{c}, 0) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
+        for c in _RUNNING
+    )
+    return (
+        f"""
+        SELECT * FROM (
+            SELECT n.client_id, n.host, n.provider, n.region, {totals}
+            FROM rollup_node n
+            {edge("e", "CAST(:end AS date)", "<= :end")}
+            {edge("s", "CAST(:start AS date) - 1", "< :start", "AND n.first_day < :start")}
+            WHERE n.first_day <= :end AND n.last_day >= :start {extra}
+        ) ranged
+        WHERE days > 0
+        """,
+        {**_days(selection), **params},
+    )
+
+
+# What ranks nodes per measure, and what counts the nodes that have it on a day.
+_MEASURES = {
+    "points_raw": ("points_raw", "nodes"),
+    "taps": ("taps", "stat_nodes"),
+    "duration": ("duration", "stat_nodes"),
+}
+
+
 def top_nodes_per_day(
     engine: Engine, selection: FleetFilter, top: int = 10, measure: str = "points_raw"
 ) -> pd.DataFrame:
     """The `top` nodes by `measure` over the selection, each per UTC day, and every other node
-    summed as "the rest": day, node, value (points for points_raw)."""
-    if measure not in ("points_raw", "taps", "duration"):
+    summed as "the rest": day, node, value (points for points_raw).
+
+    The top nodes come from the running totals, their days from the index on (host, day), and
+    "the rest" is each day's total (rollup_group_day, or the chosen hosts' days) less theirs."""
+    if measure not in _MEASURES:
         raise ValueError(f"cannot rank nodes by {measure!r}")
-    extra, params = _rollup_selection(selection)
+    ranked, params = _node_range(selection)
+    counted = _MEASURES[measure][1]
+    rows_extra, _ = _rollup_selection(selection)
+    if selection.hosts:  # rollup_group_day has no host: the chosen hosts' own days
+        day_totals = f"""
+            SELECT day, sum({measure}) AS value, count({measure}) AS n
+            FROM rollup_node_day
+            WHERE day BETWEEN :start AND :end {rows_extra}
+            GROUP BY day
+        """
+    else:
+        day_totals = f"""
+            SELECT day, sum({measure}) AS value, sum({counted}) AS n
+            FROM rollup_group_day
+            WHERE day BETWEEN :start AND :end {rows_extra}
+            GROUP BY day
+        """
     frame = _frame(
         engine,
         f"""
-        WITH sel AS (
-            SELECT day, host, {measure} AS value FROM rollup_node_day
-            WHERE day BETWEEN :start AND :end AND {measure} IS NOT NULL {extra}
-        ), top AS (
-            SELECT host, sum(value) AS total FROM sel GROUP BY host
-            ORDER BY total DESC, host LIMIT :top
+        WITH top AS (
+            SELECT host, sum({measure}) AS total FROM ({ranked}) r
+            {"" if measure == "points_raw" else "WHERE stat_days > 0"}
+            GROUP BY host ORDER BY total DESC, host LIMIT :top
+        ), top_days AS (
+            SELECT r.day, r.host, sum(r.{measure}) AS value, count(*) AS n
+            FROM rollup_node_day r JOIN top t ON t.host = r.host
+            WHERE r.day BETWEEN :start AND :end AND r.{measure} IS NOT NULL
+            GROUP BY r.day, r.host
+        ), top_per_day AS (
+            SELECT day, sum(value) AS value, sum(n) AS n FROM top_days GROUP BY day
         )
-        SELECT s.day, COALESCE(t.host, :rest) AS node, sum(s.value)::bigint AS value,
-               t.host IS NULL AS rest
-        FROM sel s LEFT JOIN top t ON t.host = s.host
-        GROUP BY s.day, t.host
-        ORDER BY s.day, rest, node
+        SELECT day, host AS node, value::bigint AS value, false AS rest FROM top_days
+        UNION ALL
+        SELECT a.day, :rest, (COALESCE(a.value, 0) - COALESCE(t.value, 0))::bigint, true
+        FROM ({day_totals}) a LEFT JOIN top_per_day t ON t.day = a.day
+        WHERE a.n - COALESCE(t.n, 0) > 0
+        ORDER BY day, rest, node
         """,
-        {**_days(selection), **params, "top": top, "rest": THE_REST},
+        {**params, "top": top, "rest": THE_REST},
     )
     if measure == "points_raw":
         frame["value"] = to_points(frame["value"])
@@ -604,28 +681,22 @@ def node_totals(
     nodes the network gave uptime and taps for."""
     if order not in NODE_ORDERS:
         raise ValueError(f"nodes are ordered by one of {sorted(NODE_ORDERS)}, not {order!r}")
-    extra, params = _rollup_selection(selection)
+    ranged, params = _node_range(selection)
     frame = _frame(
         engine,
         f"""
-        SELECT host, client_id, provider, region, days, points_raw, zero_days, taps,
-               uptime_hours
-        FROM (
-            SELECT host, min(client_id) AS client_id, min(provider) AS provider,
-                   min(region) AS region, count(*) AS days, sum(points_raw)::bigint AS points_raw,
-                   count(*) FILTER (WHERE points_raw = 0) AS zero_days,
-                   COALESCE(sum(taps), 0)::bigint AS taps,
-                   (COALESCE(sum(duration), 0) * {UPTIME_SECONDS_PER_UNIT})::float8 / 3600
-                       AS uptime_hours
-            FROM rollup_node_day
-            WHERE day BETWEEN :start AND :end {extra}
-            GROUP BY host
-            {"HAVING count(duration) > 0" if with_stats else ""}
-        ) n
+        SELECT host, min(client_id) AS client_id, min(provider) AS provider,
+               min(region) AS region, sum(days)::bigint AS days,
+               sum(points_raw)::bigint AS points_raw, sum(zero_days)::bigint AS zero_days,
+               sum(taps)::bigint AS taps,
+               (sum(duration) * {UPTIME_SECONDS_PER_UNIT})::float8 / 3600 AS uptime_hours
+        FROM ({ranged}) r
+        GROUP BY host
+        {"HAVING sum(stat_days) > 0" if with_stats else ""}
         ORDER BY {NODE_ORDERS[order]}
         LIMIT :limit OFFSET :offset
         """,
-        {**_days(selection), **params, "limit": limit, "offset": offset},
+        {**params, "limit": limit, "offset": offset},
     )
     frame.insert(frame.columns.get_loc("points_raw") + 1, "points", to_points(frame["points_raw"]))
     return frame
@@ -635,19 +706,17 @@ def selection_totals(engine: Engine, selection: FleetFilter) -> dict[str, Any]:
     """The totals beside a page of nodes: nodes, node_days, points, zero_days (node-days
     without a point), days_all_zero (days no selected node earned), taps, uptime_hours,
     stat_node_days (node-days with uptime and taps), untapped_nodes (with stats, no tap)."""
-    extra, params = _rollup_selection(selection)
+    ranged, params = _node_range(selection)
+    rows_extra, _ = _rollup_selection(selection)
+    per_day = "rollup_node_day" if selection.hosts else "rollup_group_day"
     row = _frame(
         engine,
         f"""
-        WITH sel AS (  -- read once: the CTE is used twice, so Postgres materialises it
-            SELECT host, day, points_raw, taps, duration FROM rollup_node_day
-            WHERE day BETWEEN :start AND :end {extra}
-        ), per_host AS (
-            SELECT host, count(*) AS days, sum(points_raw) AS points_raw,
-                   count(*) FILTER (WHERE points_raw = 0) AS zero_days,
-                   COALESCE(sum(taps), 0) AS taps, COALESCE(sum(duration), 0) AS duration,
-                   count(duration) AS stat_days
-            FROM sel GROUP BY host
+        WITH per_host AS (
+            SELECT host, sum(days) AS days, sum(points_raw) AS points_raw,
+                   sum(zero_days) AS zero_days, sum(taps) AS taps, sum(duration) AS duration,
+                   sum(stat_days) AS stat_days
+            FROM ({ranged}) r GROUP BY host
         )
         SELECT count(*) AS nodes, COALESCE(sum(days), 0) AS node_days,
                count(*) FILTER (WHERE stat_days > 0) AS stat_nodes,
@@ -658,11 +727,13 @@ def selection_totals(engine: Engine, selection: FleetFilter) -> dict[str, Any]:
                    AS uptime_hours,
                COALESCE(sum(stat_days), 0) AS stat_node_days,
                count(*) FILTER (WHERE stat_days > 0 AND taps = 0) AS untapped_nodes,
-               (SELECT count(*) FROM (SELECT day FROM sel GROUP BY day
-                                      HAVING sum(points_raw) = 0) z) AS days_all_zero
+               (SELECT count(*) FROM (SELECT day FROM {per_day}
+                                      WHERE day BETWEEN :start AND :end {rows_extra}
+                                      GROUP BY day HAVING sum(points_raw) = 0) z)
+                   AS days_all_zero
         FROM per_host
         """,
-        {**_days(selection), **params},
+        params,
     ).iloc[0]
     return {
         "nodes": int(row["nodes"]),
@@ -682,16 +753,15 @@ def selection_totals(engine: Engine, selection: FleetFilter) -> dict[str, Any]:
 def node_taps(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
     """Each selected node's taps and days with stats over the selection: host, taps,
     node_days."""
-    extra, params = _rollup_selection(selection)
+    ranged, params = _node_range(selection)
     return _frame(
         engine,
         f"""
-        SELECT host, COALESCE(sum(taps), 0)::bigint AS taps, count(duration) AS node_days
-        FROM rollup_node_day
-        WHERE day BETWEEN :start AND :end {extra}
+        SELECT host, sum(taps)::bigint AS taps, sum(stat_days)::bigint AS node_days
+        FROM ({ranged}) r
         GROUP BY host
         """,
-        {**_days(selection), **params},
+        params,
     ).astype({"taps": "int64", "node_days": "int64"})
 
 
@@ -740,21 +810,16 @@ def fleet_now(engine: Engine) -> pd.DataFrame:
         """
         SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region, h.state,
                n.client_id, s.ip, h.address, s.status, s.banned_reason, s.reason,
-               s.sampled_at AS last_check, p.points AS today_points_raw, s.taps_today,
+               s.sampled_at AS last_check, p.last_points_raw AS today_points_raw, s.taps_today,
                n.extension_version, h.quarantined_at, h.quarantine_reason,
                s.load1, s.mem_available_kib, s.disk_free_kib,
                COALESCE(s.browser_pss_kib, s.pss_kib) AS browser_pss_kib, s.health_period_s
         FROM hosts h
         LEFT JOIN nodes n ON n.host_id = h.id
         LEFT JOIN host_latest_sample s ON s.host_id = h.id
-        LEFT JOIN (
-            -- each node's latest listed day within the last week of the rollup: a few
-            -- thousand rows side by side, not a probe per node
-            SELECT DISTINCT ON (client_id) client_id, points_raw AS points
-            FROM rollup_node_day
-            WHERE day > (SELECT max(day) FROM rollup_node_day) - 7
-            ORDER BY client_id, day DESC
-        ) p ON p.client_id = n.client_id
+        LEFT JOIN rollup_node p  -- the node's latest listed day, if within the last week
+            ON p.client_id = n.client_id
+           AND p.last_day > (SELECT max(last_day) FROM rollup_node) - 7
         WHERE h.state <> 'terminated'
         ORDER BY h.name
         """,

@@ -120,7 +120,7 @@ def seed_history(
             text(
                 "TRUNCATE hosts, nodes, node_status_samples, node_daily_stats,"
                 " account_daily_points, node_daily_points, incidents, recovery_actions,"
-                " rollup_sample_days, rollup_fleet_day_status, rollup_node_day,"
+                " rollup_sample_days, rollup_fleet_day_status, rollup_node_day, rollup_node,"
                 " rollup_group_day, rollup_incident_day, rollup_step_day"
                 " RESTART IDENTITY CASCADE"
             )

@@ -73,7 +73,8 @@ def engine(database_url: str) -> Iterator[Engine]:
                 "TRUNCATE hosts, nodes, node_status_samples, node_daily_stats,"
                 " account_daily_points, node_daily_points, incidents, recovery_actions,"
                 " provision_plans, rollup_sample_days, rollup_fleet_day_status,"
-                " rollup_node_day, rollup_group_day, rollup_incident_day, rollup_step_day"
+                " rollup_node_day, rollup_node, rollup_group_day, rollup_incident_day,"
+                " rollup_step_day"
                 " RESTART IDENTITY CASCADE"
             )
         )
@@ -101,10 +102,10 @@ def add_host(engine: Engine, name: str) -> int:
     )
 
 
-def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+def rows(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     """Every row of a query, as plain tuples."""
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
+        return [tuple(r) for r in conn.execute(text(sql), params or {})]
 
 
 # ---------------------------------------------------------------- the sandbox and a fleet on it

@@ -163,8 +163,26 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
 # ------------------------------------------------------------------ points, uptime and taps
 
 
+# A rollup_node_day row's running totals: the node's rows up to and including its day.
+_RUNNING_COLUMNS = "cum_points_raw, cum_days, cum_zero_days, cum_taps, cum_duration, cum_stat_days"
+
+
+def _running_sums(rows: str, base: str) -> str:
+    """The running totals over `rows` in window `w`, on top of `base`'s (NULL: none before)."""
+    return f"""
+        COALESCE({base}.cum_points_raw, 0) + sum({rows}.points_raw) OVER w,
+        COALESCE({base}.cum_days, 0) + count(*) OVER w,
+        COALESCE({base}.cum_zero_days, 0)
+            + count(*) FILTER (WHERE {rows}.points_raw = 0) OVER w,
+        COALESCE({base}.cum_taps, 0) + COALESCE(sum({rows}.taps) OVER w, 0),
+        COALESCE({base}.cum_duration, 0) + COALESCE(sum({rows}.duration) OVER w, 0),
+        COALESCE({base}.cum_stat_days, 0) + count({rows}.duration) OVER w"""
+
+
 def refresh_node_days(conn: Connection, first: date, last: date) -> int:
-    """Rebuild rollup_node_day and rollup_group_day for the days from `first` to `last`."""
+    """Rebuild rollup_node_day and rollup_group_day for the days from `first` to `last`, with
+    each node's running totals (carried on from its last row before `first`, and carried into
+    any rows after `last`), and rollup_node for every node whose rows changed."""
     if last < first:
         return 0
     _serialised(conn, "nodes")
@@ -173,14 +191,8 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
     conn.execute(text("DELETE FROM rollup_group_day WHERE day BETWEEN :first AND :last"), params)
     written = conn.execute(
         text(
-            """
-            INSERT INTO rollup_node_day (day, client_id, host_id, host, provider, region,
-                                         points_raw, listed_taps, duration, taps)
-            SELECT d.day, d.client_id, h.id, COALESCE(h.name, d.client_id),
-                   COALESCE(h.provider, :unmanaged),
-                   CASE WHEN h.id IS NULL THEN :unknown ELSE COALESCE(h.region, :unknown) END,
-                   d.points_raw, d.listed_taps, d.duration, d.taps
-            FROM (
+            f"""
+            WITH d AS (
                 SELECT COALESCE(p.day, s.day) AS day, COALESCE(p.client_id, s.client_id)
                            AS client_id,
                        COALESCE(p.points, 0) AS points_raw, COALESCE(p.taps, 0) AS listed_taps,
@@ -188,14 +200,34 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
                 FROM (SELECT * FROM node_daily_points WHERE day BETWEEN :first AND :last) p
                 FULL JOIN (SELECT * FROM node_daily_stats WHERE day BETWEEN :first AND :last) s
                     ON s.client_id = p.client_id AND s.day = p.day
-            ) d
+            ), before AS (  -- each node's totals up to `first`: its last row before it
+                SELECT c.client_id, b.*
+                FROM (SELECT DISTINCT client_id FROM d) c
+                LEFT JOIN LATERAL (
+                    SELECT {_RUNNING_COLUMNS} FROM rollup_node_day r
+                    WHERE r.client_id = c.client_id AND r.day < :first
+                    ORDER BY r.day DESC LIMIT 1
+                ) b ON true
+            )
+            INSERT INTO rollup_node_day (day, client_id, host_id, host, provider, region,
+                                         points_raw, listed_taps, duration, taps,
+                                         {_RUNNING_COLUMNS})
+            SELECT d.day, d.client_id, h.id, COALESCE(h.name, d.client_id),
+                   COALESCE(h.provider, :unmanaged),
+                   CASE WHEN h.id IS NULL THEN :unknown ELSE COALESCE(h.region, :unknown) END,
+                   d.points_raw, d.listed_taps, d.duration, d.taps,
+                   {_running_sums("d", "b")}
+            FROM d
+            JOIN before b ON b.client_id = d.client_id
             LEFT JOIN nodes n ON n.client_id = d.client_id
             LEFT JOIN hosts h ON h.id = n.host_id
+            WINDOW w AS (PARTITION BY d.client_id ORDER BY d.day)
             ORDER BY d.day, d.client_id  -- a day's rows together: the pages read days
             """
         ),
         params,
     ).rowcount
+    _carry_running_totals(conn, last)
     conn.execute(
         text(
             """
@@ -211,7 +243,81 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
         ),
         params,
     )
+    _refresh_nodes(conn, first)
     return written
+
+
+def _carry_running_totals(conn: Connection, last: date) -> None:
+    """After a past stretch was rebuilt, the rows after it take the new totals on (a refresh of
+    the latest days, the usual case, has none)."""
+    later = conn.execute(
+        text("SELECT 1 FROM rollup_node_day WHERE day > :last LIMIT 1"), {"last": last}
+    ).first()
+    if later is None:
+        return
+    conn.execute(
+        text(
+            f"""
+            UPDATE rollup_node_day r
+            SET (cum_points_raw, cum_days, cum_zero_days, cum_taps, cum_duration,
+                 cum_stat_days) = (c.p, c.d, c.z, c.t, c.u, c.s)
+            FROM (
+                SELECT a.client_id, a.day, {_running_sums("a", "b")}
+                FROM (SELECT * FROM rollup_node_day WHERE day > :last) a
+                LEFT JOIN LATERAL (
+                    SELECT {_RUNNING_COLUMNS} FROM rollup_node_day x
+                    WHERE x.client_id = a.client_id AND x.day <= :last
+                    ORDER BY x.day DESC LIMIT 1
+                ) b ON true
+                WINDOW w AS (PARTITION BY a.client_id ORDER BY a.day)
+            ) AS c(client_id, day, p, d, z, t, u, s)
+            WHERE r.client_id = c.client_id AND r.day = c.day
+              AND (r.cum_points_raw, r.cum_days, r.cum_zero_days, r.cum_taps, r.cum_duration,
+                   r.cum_stat_days) IS DISTINCT FROM (c.p, c.d, c.z, c.t, c.u, c.s)
+            """
+        ),
+        {"last": last},
+    )
+
+
+def _refresh_nodes(conn: Connection, first: date) -> None:
+    """rollup_node again for every node with rows from `first` on, or that had some."""
+    conn.execute(
+        text(
+            """
+            INSERT INTO rollup_node (client_id, host_id, host, provider, region, first_day,
+                                     last_day, last_points_raw)
+            SELECT t.client_id, l.host_id, l.host, l.provider, l.region, f.day, l.day,
+                   l.points_raw
+            FROM (SELECT client_id FROM rollup_node WHERE last_day >= :first
+                  UNION SELECT DISTINCT client_id FROM rollup_node_day WHERE day >= :first) t
+            CROSS JOIN LATERAL (
+                SELECT * FROM rollup_node_day r WHERE r.client_id = t.client_id
+                ORDER BY r.day DESC LIMIT 1
+            ) l
+            CROSS JOIN LATERAL (
+                SELECT r.day FROM rollup_node_day r WHERE r.client_id = t.client_id
+                ORDER BY r.day LIMIT 1
+            ) f
+            ON CONFLICT (client_id) DO UPDATE SET
+                host_id = EXCLUDED.host_id, host = EXCLUDED.host,
+                provider = EXCLUDED.provider, region = EXCLUDED.region,
+                first_day = EXCLUDED.first_day, last_day = EXCLUDED.last_day,
+                last_points_raw = EXCLUDED.last_points_raw
+            """
+        ),
+        {"first": first},
+    )
+    conn.execute(  # a node whose every row went (its days were rebuilt without it)
+        text(
+            """
+            DELETE FROM rollup_node n
+            WHERE n.last_day >= :first
+              AND NOT EXISTS (SELECT 1 FROM rollup_node_day r WHERE r.client_id = n.client_id)
+            """
+        ),
+        {"first": first},
+    )
 
 
 # ------------------------------------------------------------------ incidents and recovery

@@ -18,6 +18,7 @@ from gradientlab.store.retention import prune_samples, roll_up_then_prune, unrol
 from gradientlab.store.rollups import (
     refresh_after_health,
     refresh_after_ingest,
+    refresh_node_days,
     refresh_rollups,
 )
 from tests.conftest import rows
@@ -30,6 +31,7 @@ ROLLUP_TABLES = (
     "rollup_fleet_day_status",
     "rollup_sample_days",
     "rollup_node_day",
+    "rollup_node",
     "rollup_group_day",
     "rollup_incident_day",
     "rollup_step_day",
@@ -290,6 +292,85 @@ def test_an_ingest_refreshes_only_the_days_it_changed(seeded: Engine) -> None:
         seeded,
         "SELECT sum(points_raw), sum(earning_nodes) FROM rollup_group_day WHERE provider = 'oci'",
     ) == [(7, 1)]
+
+
+RANGE_COLUMNS = (
+    "count(*), sum(points_raw), count(*) FILTER (WHERE points_raw = 0), "
+    "COALESCE(sum(taps), 0), COALESCE(sum(duration), 0), count(duration)"
+)
+
+
+def assert_running_totals_match_the_rows(engine: Engine) -> None:
+    """Every node's totals over every range of days, read from the running totals as the app
+    reads them, equal the same sums over its rows; rollup_node names each node's first and
+    latest day."""
+    from analysis_app.queries import FleetFilter, _node_range
+
+    first, last = rows(engine, "SELECT min(day), max(day) FROM rollup_node_day")[0]
+    span = [first + timedelta(days=i) for i in range((last - first).days + 3)]
+    for start in [first - timedelta(days=1), *span]:
+        for end in span:
+            if end < start:
+                continue
+            sql, params = _node_range(FleetFilter(start, end))
+            got = rows(
+                engine,
+                "SELECT client_id, days, points_raw, zero_days, taps, duration, stat_days"
+                f" FROM ({sql}) r ORDER BY client_id",
+                params,
+            )
+            want = rows(
+                engine,
+                f"SELECT client_id, {RANGE_COLUMNS} FROM rollup_node_day"
+                " WHERE day BETWEEN :s AND :e GROUP BY client_id ORDER BY client_id",
+                {"s": start, "e": end},
+            )
+            assert got == want, (start, end)
+    assert rows(
+        engine,
+        "SELECT client_id, first_day, last_day, last_points_raw FROM rollup_node ORDER BY 1",
+    ) == rows(
+        engine,
+        "SELECT DISTINCT ON (client_id) client_id, min(day) OVER (PARTITION BY client_id),"
+        " day, points_raw FROM rollup_node_day ORDER BY client_id, day DESC",
+    )
+
+
+def test_running_totals_follow_every_refresh(seeded: Engine) -> None:
+    refresh_rollups(seeded)
+    assert_running_totals_match_the_rows(seeded)
+
+    # a past day changes (a late correction) and a node is no longer listed on another: the
+    # refresh of those days alone carries the new totals into the days after them
+    with seeded.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE node_daily_points SET points = 123 WHERE client_id = 'n-gcp' AND day = :d"
+            ),
+            {"d": TODAY - timedelta(days=2)},
+        )
+        conn.execute(
+            text("DELETE FROM node_daily_points WHERE client_id = 'n-pi' AND day = :d"),
+            {"d": TODAY - timedelta(days=1)},
+        )
+        conn.execute(
+            text("DELETE FROM node_daily_stats WHERE client_id = 'n-pi' AND day = :d"),
+            {"d": TODAY - timedelta(days=1)},
+        )
+    for day in (TODAY - timedelta(days=2), TODAY - timedelta(days=1)):  # one day at a time
+        with seeded.begin() as conn:
+            refresh_node_days(conn, day, day)
+    assert rows(seeded, "SELECT count(*) FROM rollup_node_day WHERE client_id = 'n-pi'") == [(3,)]
+    assert_running_totals_match_the_rows(seeded)
+
+    # a node whose only days are rebuilt without it leaves rollup_node
+    with seeded.begin() as conn:
+        conn.execute(text("DELETE FROM node_daily_stats WHERE client_id = 'n-stats-only'"))
+    refresh_rollups(seeded, since=TODAY - timedelta(days=3))
+    assert rows(seeded, "SELECT count(*) FROM rollup_node WHERE client_id = 'n-stats-only'") == [
+        (0,)
+    ]
+    assert_running_totals_match_the_rows(seeded)
 
 
 def old_samples(engine: Engine, day: date, per_host: int = 3) -> None:

@@ -274,6 +274,7 @@ def test_filter_choices_keep_terminated_hosts_that_earned(seeded: Engine) -> Non
             ),
             {"day": DAYS[0]},
         )
+    refresh_rollups(seeded)  # as the rewards flow does after it writes points
 
     assert "old-vm" in set(queries.filter_choices(seeded)["host"])
     points = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[0], hosts=("old-vm",)))
