@@ -8,14 +8,16 @@ the Prefect UI. Only operators see the buttons (`auth.current_role()`); viewers 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
+import pandas as pd
 import streamlit as st
 
 from analysis_app import auth
+from analysis_app.queries import UNMANAGED_PROVIDER
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -163,17 +165,52 @@ def _show(action: Action, host: str) -> None:
         )
 
 
-def render_node_actions(node_name: str) -> None:
-    """Operator buttons for one node's host (`node_name` is the host's name as the app lists
-    it): run health for it, deploy it. Nothing for viewers."""
+def _given(value: Any) -> bool:
+    return value is not None and not (not isinstance(value, str) and pd.isna(value))
+
+
+# Hosts the flows cannot reach yet or any more (as `store.fleet.host_records` leaves them out).
+UNREACHABLE_STATES = ("terminated", "creating")
+
+
+def node_actions(profile: Mapping[str, Any]) -> tuple[tuple[Action, ...], str | None]:
+    """The buttons a node's page offers (`profile` as `queries.node_profile` reads it), and why
+    there are none: health and deploy for a live host of the fleet, release too while it is
+    quarantined; nothing for a node no host of ours runs, or a host gone or not made yet."""
+    host, state = profile["host"], profile.get("state")
+    if profile.get("provider") == UNMANAGED_PROVIDER or not _given(profile.get("host_id")):
+        return (), (
+            f"No actions for {host}: it is not managed. The network lists this node under the "
+            "account, but no host of this fleet runs it, so there is nothing to check, deploy "
+            "or release from here."
+        )
+    if state == "terminated":
+        return (), f"No actions for {host}: the host is terminated, nothing runs there any more."
+    if state in UNREACHABLE_STATES or not _given(profile.get("address")):
+        return (), (
+            f"No actions for {host} yet: the host is {state or 'not created'} and has no "
+            "address to reach; the provision flow finishes it."
+        )
+    quarantined = _given(profile.get("quarantined_at"))
+    return ((HEALTH, DEPLOY, RELEASE) if quarantined else (HEALTH, DEPLOY)), None
+
+
+def render_node_actions(profile: Mapping[str, Any]) -> None:
+    """Operator buttons for one node's host (`profile` as `queries.node_profile` reads it):
+    run health for it, deploy it, release it while quarantined; for a node without them, a
+    caption saying why. Nothing for viewers."""
     if auth.current_role() != "operator":
         return
-    columns = st.columns(2)
-    for column, action in zip(columns, (HEALTH, DEPLOY), strict=True):
+    actions, why_none = node_actions(profile)
+    if why_none:
+        st.caption(why_none)
+        return
+    host = str(profile["host"])
+    for column, action in zip(st.columns(len(actions)), actions, strict=True):
         with column:
-            _button(action, node_name)
-    for action in (HEALTH, DEPLOY):
-        _show(action, node_name)
+            _button(action, host)
+    for action in actions:
+        _show(action, host)
 
 
 def render_release_action(host_name: str) -> None:

@@ -232,11 +232,23 @@ def node_tap_readiness(url: str, host: str) -> pd.DataFrame:
     return queries.node_tap_readiness(fleet_engine(url), host)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def node_taps(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.node_taps(fleet_engine(url), selection)
-
-
 def incidents_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
     """Every incident of the selection as CSV, made when the download button is clicked."""
     return functools.partial(queries.incidents_csv, fleet_engine(url), selection)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def tap_readiness(
+    url: str, selection: queries.FleetFilter, order: str, limit: int, offset: int
+) -> pd.DataFrame:
+    return queries.tap_readiness(fleet_engine(url), selection, limit, offset, order)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def tap_readiness_summary(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
+    return queries.tap_readiness_summary(fleet_engine(url), selection)
+
+
+def tap_readiness_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
+    """Every selected host's latest test as CSV, made when the download button is clicked."""
+    return functools.partial(queries.tap_readiness_csv, fleet_engine(url), selection)

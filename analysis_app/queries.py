@@ -397,17 +397,16 @@ def provider_costs(costs: pd.DataFrame) -> pd.DataFrame:
     return _per_point(frame)
 
 
-def tap_readiness(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
-    """Each selected host's latest STUN test in the selected days (poc_taps), with how many
-    tests it had there and how many found UDP blocked or could not run: host, provider,
-    region, client_id, checked_at, nat_type, udp_reachable, mapped_address, mapped_port,
-    behind_nat, rfc5780, mapping, filtering, stun_server, error, tests, blocked_tests,
-    failed_tests."""
+TAP_READINESS_ORDERS = {"host": "host", "fewest_taps": "taps, host"}
+
+
+def _tap_readiness_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
+    """Each selected host's latest STUN test in the selected days, its tests there, and its
+    node's taps and node-days with stats on those days (rollup_node_day, as `node_taps`)."""
     extra, params = _selection(selection)
-    frame = _frame(
-        engine,
+    return (
         f"""
-        SELECT * FROM (
+        WITH latest AS (
             SELECT DISTINCT ON (t.host_id)
                    h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region,
                    n.client_id, t.checked_at, t.nat_type, t.udp_reachable, t.mapped_address,
@@ -422,14 +421,72 @@ def tap_readiness(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
             WHERE t.checked_at >= :since AND t.checked_at < :until
             WINDOW w AS (PARTITION BY t.host_id)
             ORDER BY t.host_id, t.checked_at DESC
-        ) r
-        WHERE true {extra}
-        ORDER BY host
+        )
+        SELECT r.*, COALESCE(x.taps, 0)::bigint AS taps,
+               COALESCE(x.node_days, 0)::bigint AS node_days
+        FROM (SELECT * FROM latest WHERE true {extra}) r
+        LEFT JOIN LATERAL (
+            SELECT sum(d.taps) AS taps, count(d.duration) AS node_days
+            FROM rollup_node_day d
+            WHERE d.host = r.host AND d.day BETWEEN :start AND :end
+        ) x ON true
         """,
-        {**_utc_bounds(selection), "unknown": UNKNOWN_REGION, **params},
+        {**_utc_bounds(selection), **_days(selection), "unknown": UNKNOWN_REGION, **params},
+    )
+
+
+def tap_readiness(
+    engine: Engine,
+    selection: FleetFilter,
+    limit: int | None = None,
+    offset: int = 0,
+    order: str = "host",
+) -> pd.DataFrame:
+    """Each selected host's latest STUN test in the selected days (poc_taps), with how many
+    tests it had there and how many found UDP blocked or could not run, and its node's taps
+    there: host, provider, region, client_id, checked_at, nat_type, udp_reachable,
+    mapped_address, mapped_port, behind_nat, rfc5780, mapping, filtering, stun_server, error,
+    tests, blocked_tests, failed_tests, taps, node_days. By host, or `fewest_taps` first;
+    with `limit`, one page of them (`tap_readiness_summary` counts them all)."""
+    if order not in TAP_READINESS_ORDERS:
+        raise ValueError(
+            f"tap readiness is ordered by one of {sorted(TAP_READINESS_ORDERS)}, not {order!r}"
+        )
+    sql, params = _tap_readiness_sql(selection)
+    page = "" if limit is None else "LIMIT :limit OFFSET :offset"
+    frame = _frame(
+        engine,
+        f"{sql} ORDER BY {TAP_READINESS_ORDERS[order]} {page}",
+        {**params, "limit": limit, "offset": offset},
     )
     frame["checked_at"] = pd.to_datetime(frame["checked_at"], utc=True)
     return frame
+
+
+def tap_readiness_summary(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
+    """The selected hosts' latest tests per NAT type (NULL where the test did not run): nat_type,
+    hosts, udp_blocked, not_run, taps, node_days. Its hosts add up to `tap_readiness`'s rows."""
+    sql, params = _tap_readiness_sql(selection)
+    return _frame(
+        engine,
+        f"""
+        SELECT nat_type, count(*) AS hosts,
+               count(*) FILTER (WHERE udp_reachable IS FALSE) AS udp_blocked,
+               count(*) FILTER (WHERE udp_reachable IS NULL) AS not_run,
+               sum(taps)::bigint AS taps, sum(node_days)::bigint AS node_days
+        FROM ({sql}) s
+        GROUP BY nat_type
+        ORDER BY hosts DESC, nat_type NULLS LAST
+        """,
+        params,
+    ).astype({c: "int64" for c in ("hosts", "udp_blocked", "not_run", "taps", "node_days")})
+
+
+def tap_readiness_csv(engine: Engine, selection: FleetFilter) -> bytes:
+    """Every selected host's latest test (`tap_readiness`'s columns) as CSV, by host, streamed
+    out of Postgres by COPY."""
+    sql, params = _tap_readiness_sql(selection)
+    return _copy_csv(engine, f"{sql} ORDER BY host", params)
 
 
 def quarantined_hosts(engine: Engine) -> pd.DataFrame:

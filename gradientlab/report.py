@@ -1,8 +1,10 @@
 """The daily report: the fleet now, what it earned, what went wrong, what it cost.
 
-Plain functions from the analysis app's query frames (`analysis_app.queries`, the same numbers
-the app shows) to a `FleetReport`: its markdown, its tables and a short summary for a
-notification. The report's own clock (`as_of`) decides what is stale; nothing here reads one."""
+Plain functions to a `FleetReport` (its markdown, its tables and a short summary for a
+notification) from the frames the analysis app's pages read (`analysis_app.queries`: the
+Fleet now, Rewards, Incidents and Economics pages' own queries, so the report's numbers are
+the ones the app shows for the same days). The report's own clock (`as_of`) decides what is
+stale; nothing here reads one."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ POINT_SCALE = 100_000  # the API's integers per point; the frames carry both raw
 GOOD_STATUSES = ("Good", "Excellent")
 STALE = "stale"
 NEVER_CHECKED = "never checked"
-BEST_AND_WORST = 5
+BEST_AND_WORST = 5  # nodes named in the report's best and worst lines
 
 
 def points_text(points: float) -> str:
@@ -96,25 +98,28 @@ def check_state(status: Any, last_check: Any, health_period_s: Any, as_of: datet
 
 
 def fleet_section(
-    status: pd.DataFrame, quarantined: pd.DataFrame, earning: set[str], as_of: datetime
+    fleet_now: pd.DataFrame, as_of: datetime
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
-    """`fleet_status` and `quarantined_hosts` frames: the verdicts now, per provider and region."""
-    if status.empty:
+    """The Fleet now page's frame (`fleet_now`): the verdicts on the report's clock, per
+    provider and region; earning as the page counts it (points on the node's latest listed
+    day); the quarantined hosts."""
+    if fleet_now.empty:
         return "No live hosts.", [], []
     states = [
         check_state(s, c, p, as_of)
         for s, c, p in zip(
-            status["status"], status["last_check"], status["health_period_s"], strict=True
+            fleet_now["status"], fleet_now["last_check"], fleet_now["health_period_s"], strict=True
         )
     ]
-    frame = status.assign(state_now=states)
+    frame = fleet_now.assign(
+        state_now=states, earning=fleet_now["today_points_raw"].fillna(0).astype("int64") > 0
+    )
     counts = frame["state_now"].value_counts()
     by_state = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: (-i[1], i[0])))
-    earning_nodes = int(frame["client_id"].isin(earning).sum())
-    nodes = int(frame["client_id"].notna().sum())
+    quarantined = frame[frame["quarantined_at"].notna()].sort_values(["quarantined_at", "host"])
     headline = (
-        f"{len(frame)} hosts: {by_state}; {earning_nodes} of {nodes} nodes "
-        f"earned points; {len(quarantined)} quarantined."
+        f"{len(frame)} hosts: {by_state}; {int(frame['earning'].sum())} of {len(frame)} "
+        f"earning (points on their latest listed day); {len(quarantined)} quarantined."
     )
     table = []
     for (provider, region), group in frame.groupby(["provider", "region"], sort=True):
@@ -129,7 +134,7 @@ def fleet_section(
                     for h, s in zip(group["host"], group["state_now"], strict=True)
                     if s not in GOOD_STATUSES
                 ),
-                "earning": int(group["client_id"].isin(earning).sum()),
+                "earning": int(group["earning"].sum()),
             }
         )
     notes = [
@@ -143,102 +148,99 @@ def fleet_section(
     return headline, table, notes
 
 
-def earnings_section(
-    points: pd.DataFrame, status: pd.DataFrame
-) -> tuple[str, list[dict[str, Any]], list[str], set[str]]:
-    """`node_points` for the period: totals per provider, best and worst nodes, nodes at zero.
-    Also returns the client ids that earned."""
-    per_node = (
-        points.groupby(["host", "client_id", "provider"], as_index=False)["points_raw"].sum()
-        if not points.empty
-        else pd.DataFrame(columns=["host", "client_id", "provider", "points_raw"])
+def _nodes_text(nodes: pd.DataFrame) -> str:
+    return ", ".join(
+        f"{h} {points_text(p / POINT_SCALE)}"
+        for h, p in zip(nodes["host"], nodes["points_raw"], strict=True)
     )
-    earning = set(per_node.loc[per_node["points_raw"] > 0, "client_id"])
-    total_raw = int(per_node["points_raw"].sum()) if not per_node.empty else 0
-    days = points["day"].nunique() if not points.empty else 0
+
+
+def earnings_section(
+    totals: dict[str, Any], by_provider: pd.DataFrame, best: pd.DataFrame, worst: pd.DataFrame
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """The Rewards page's numbers: `selection_totals` for the headline, `points_by_group` by
+    provider summed over the days, and the best and worst nodes of `node_totals`."""
+    if totals["node_days"] == 0:
+        return "The network listed no points for these days.", [], []
+    days = totals["days_all_zero"]
     headline = (
-        f"{points_text(total_raw / POINT_SCALE)} points from {len(earning)} nodes"
-        f" over {days} day{'s' if days != 1 else ''} with points."
+        f"{points_text(totals['points_raw'] / POINT_SCALE)} points from {totals['nodes']} "
+        f"nodes over {totals['node_days']} node-days; {totals['zero_days']} node-days "
+        f"without a point; {days} day{'s' if days != 1 else ''} no node earned."
     )
     table = []
-    if not per_node.empty:
-        by_provider = per_node.groupby("provider", as_index=False).agg(
-            nodes=("client_id", "nunique"), points_raw=("points_raw", "sum")
+    if not by_provider.empty:
+        summed = by_provider.groupby("provider", as_index=False).agg(
+            node_days=("nodes", "sum"),
+            earning_node_days=("earning_nodes", "sum"),
+            points_raw=("points_raw", "sum"),
+            taps=("taps", "sum"),
         )
-        for r in by_provider.sort_values(
+        for r in summed.sort_values(
             ["points_raw", "provider"], ascending=[False, True]
         ).itertuples():
             table.append(
                 {
                     "provider": r.provider,
-                    "nodes": int(r.nodes),
+                    "node-days": int(r.node_days),
+                    "earning node-days": int(r.earning_node_days),
                     "points": round(int(r.points_raw) / POINT_SCALE, 2),
                     "points_raw": int(r.points_raw),
+                    "taps": int(r.taps),
                 }
             )
-    ranked = per_node.sort_values(["points_raw", "host"], ascending=[False, True])
     notes = []
-    best = ranked[ranked["points_raw"] > 0].head(BEST_AND_WORST)
-    if not best.empty:
-        notes.append(
-            "best: "
-            + ", ".join(
-                f"{h} {points_text(p / POINT_SCALE)}"
-                for h, p in zip(best["host"], best["points_raw"], strict=True)
-            )
-        )
-    listed = set(per_node["client_id"])
-    zero = set(per_node.loc[per_node["points_raw"] <= 0, "host"])
-    if not status.empty:  # managed nodes the network listed no points for
-        zero |= {
-            h
-            for h, c in zip(status["host"], status["client_id"], strict=True)
-            if isinstance(c, str) and c not in listed
-        }
-    if zero:
-        notes.append(f"no points: {', '.join(sorted(zero))}")
-    return headline, table, notes, earning
+    earned = best[best["points_raw"] > 0]
+    if not earned.empty:
+        notes.append(f"best: {_nodes_text(earned)}")
+    if not worst.empty:
+        notes.append(f"worst: {_nodes_text(worst)}")
+    return headline, table, notes
 
 
-def incidents_section(incidents: pd.DataFrame) -> tuple[str, list[dict[str, Any]], list[str]]:
-    """`incidents` detected in the period, by kind, with how they ended and recovery times."""
-    if incidents.empty:
+def incidents_section(
+    causes: pd.DataFrame, steps: pd.DataFrame
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """The Incidents page's numbers: `incidents_by_cause` (detected in the period, by cause,
+    how they stand) and `recovery_step_success` (how often each step worked)."""
+    if causes.empty:
         return "No incidents.", [], []
-    recovered = incidents["recovery_seconds"].dropna()
-    statuses = incidents["status"].value_counts()
-    headline = (
-        f"{len(incidents)} incidents ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})"
-    )
-    if not recovered.empty:
-        headline += f"; median recovery {age_text(float(recovered.median()))}"
+    total, recovered = int(causes["incidents"].sum()), int(causes["recovered"].sum())
+    stand = {
+        "recovered": recovered,
+        "open": int(causes["open"].sum()),
+        "failed": int(causes["failed"].sum()),
+    }
+    headline = f"{total} incidents ({', '.join(f'{n} {s}' for s, n in stand.items() if n)})"
+    if recovered:
+        mean = float((causes["mean_recovery_s"].fillna(0) * causes["recovered"]).sum()) / recovered
+        headline += f"; mean recovery {age_text(mean)}"
     headline += "."
-    table = []
-    for kind, group in incidents.groupby("kind", sort=True):
-        times = group["recovery_seconds"].dropna()
-        table.append(
-            {
-                "kind": kind,
-                "incidents": len(group),
-                "recovered": int((group["status"] == "recovered").sum()),
-                "open": int((group["status"] == "open").sum()),
-                "failed": int((group["status"] == "failed").sum()),
-                "median recovery s": round(float(times.median()), 1) if not times.empty else None,
-                "max recovery s": round(float(times.max()), 1) if not times.empty else None,
-            }
-        )
-    table.sort(key=lambda r: (-r["incidents"], r["kind"]))
+    table = [
+        {
+            "kind": r.kind,
+            "incidents": int(r.incidents),
+            "recovered": int(r.recovered),
+            "open": int(r.open),
+            "failed": int(r.failed),
+            "mean recovery s": None if pd.isna(r.mean_recovery_s) else round(r.mean_recovery_s, 1),
+        }
+        for r in causes.itertuples()
+    ]
     notes = [
-        f"{r.host}: {r.kind}, still {r.status}" + (f" after {r.actions}" if r.actions else "")
-        for r in incidents.itertuples()
-        if r.status != "recovered"
+        f"{r.step}: worked {int(r.ok)} of {int(r.tries)} tries"
+        + ("" if pd.isna(r.success_rate) else f" ({r.success_rate:.0%} of those that ended)")
+        for r in steps.itertuples()
     ]
     return headline, table, notes
 
 
 def cost_section(
-    host_costs: pd.DataFrame, provider_costs: pd.DataFrame
+    host_costs: pd.DataFrame, provider_costs: pd.DataFrame, unsupported: pd.DataFrame
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
-    """`host_costs` and `provider_costs` for the period: what the fleet cost per point."""
+    """The Economics page's numbers: `host_costs` and `provider_costs` for the period (what
+    the fleet cost per point) and `unsupported_costs` (what Unsupported nodes cost for
+    nothing)."""
     if host_costs.empty:
         return "No host cost anything.", [], []
     cost = float(host_costs["cost_usd"].sum())
@@ -268,6 +270,16 @@ def cost_section(
         if not paying.empty
         else []
     )
+    wasted = unsupported[unsupported["wasted_usd"] > 0]
+    if not wasted.empty:
+        notes.append(
+            f"spent while Unsupported: {usd_text(float(wasted['wasted_usd'].sum()))} ("
+            + ", ".join(
+                f"{h} {usd_text(w)}"
+                for h, w in zip(wasted["host"], wasted["wasted_usd"], strict=True)
+            )
+            + ")"
+        )
     return headline, table, notes
 
 
@@ -277,24 +289,27 @@ def build_report(
     end: date,
     as_of: datetime,
     *,
-    status: pd.DataFrame,
-    quarantined: pd.DataFrame,
-    points: pd.DataFrame,
-    incidents: pd.DataFrame,
+    fleet_now: pd.DataFrame,
+    totals: dict[str, Any],
+    by_provider: pd.DataFrame,
+    best: pd.DataFrame,
+    worst: pd.DataFrame,
+    causes: pd.DataFrame,
+    steps: pd.DataFrame,
     host_costs: pd.DataFrame,
     provider_costs: pd.DataFrame,
+    unsupported: pd.DataFrame,
 ) -> FleetReport:
-    """The report for the UTC days `start`..`end` from the app's query frames."""
+    """The report for the UTC days `start`..`end` from the frames the app's pages read."""
     if as_of.tzinfo is None:
         raise ValueError(f"as_of must carry its timezone, got {as_of!r}")
     if end < start:
         raise ValueError(f"the report's period ends ({end}) before it starts ({start})")
-    earned, earned_table, earned_notes, earning = earnings_section(points, status)
     sections = {
-        "Fleet": fleet_section(status, quarantined, earning, as_of),
-        "Earnings": (earned, earned_table, earned_notes),
-        "Incidents": incidents_section(incidents),
-        "Cost": cost_section(host_costs, provider_costs),
+        "Fleet": fleet_section(fleet_now, as_of),
+        "Earnings": earnings_section(totals, by_provider, best, worst),
+        "Incidents": incidents_section(causes, steps),
+        "Cost": cost_section(host_costs, provider_costs, unsupported),
     }
     return FleetReport(
         fleet=fleet,

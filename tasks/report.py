@@ -1,14 +1,14 @@
-"""The report's reads: the analysis app's own queries (the same numbers the app shows), and
-the notification block a summary goes through."""
+"""The report's reads: the queries the analysis app's pages call (Fleet now, Rewards,
+Incidents, Economics), so the report shows the app's numbers for the same days, and the
+notification block a summary goes through."""
 
 from __future__ import annotations
 
 import inspect
 from datetime import date, datetime
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
-import pandas as pd
 from prefect import task
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
@@ -19,22 +19,28 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from analysis_app import queries
 from deployments.alerts import PREFIX as ALERTS_PREFIX
+from gradientlab.report import BEST_AND_WORST
 from tasks.common import engine
 
 
 @task(name="read-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def read_report(start: date, end: date, as_of: datetime) -> dict[str, pd.DataFrame]:
-    """Every frame the report is built from, for the UTC days `start`..`end`."""
+def read_report(start: date, end: date, as_of: datetime) -> dict[str, Any]:
+    """Everything the report is built from, for the UTC days `start`..`end`: the pages'
+    queries over the daily rollups (which the flows keep up to date), never the base tables."""
     eng = engine()
     selection = queries.FleetFilter(start=start, end=end)
     costs = queries.host_costs(eng, selection, as_of)
     return {
-        "status": queries.fleet_status(eng),
-        "quarantined": queries.quarantined_hosts(eng),
-        "points": queries.node_points(eng, selection),
-        "incidents": queries.incidents(eng, selection),
+        "fleet_now": queries.fleet_now(eng),
+        "totals": queries.selection_totals(eng, selection),
+        "by_provider": queries.points_by_group(eng, selection, "provider"),
+        "best": queries.node_totals(eng, selection, "best", BEST_AND_WORST, 0),
+        "worst": queries.node_totals(eng, selection, "worst", BEST_AND_WORST, 0),
+        "causes": queries.incidents_by_cause(eng, selection),
+        "steps": queries.recovery_step_success(eng, selection),
         "host_costs": costs,
         "provider_costs": queries.provider_costs(costs),
+        "unsupported": queries.unsupported_costs(costs, queries.status_shares(eng, selection)),
     }
 
 

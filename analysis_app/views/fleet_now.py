@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
+from analysis_app.actions import render_release_action
 from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days
 from analysis_app.components import (
     csv_download,
@@ -183,13 +184,8 @@ def live_fleet(url: str, selection: FleetFilter) -> None:
                 "quarantine_reason": "Why",
             },
         )
-        try:  # an operator's release button per quarantined host, where the app offers it
-            from analysis_app.actions import render_release_action
-        except ImportError:
-            pass
-        else:
-            for host in quarantined["host"].head(RELEASE_BUTTONS):
-                render_release_action(host)
+        for host in quarantined["host"].head(RELEASE_BUTTONS):  # the operator's, only
+            render_release_action(host)
 
     st.subheader("Every node")
     ordered = fleet.assign(

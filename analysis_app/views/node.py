@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
+from analysis_app.actions import render_node_actions
 from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days, time_x
 from analysis_app.components import database_errors, no_data_yet, utc_now
 from analysis_app.fleet import age, status_label
@@ -195,12 +196,7 @@ good_col.metric("Checks Good", "—" if not samples else f"{good / samples:.0%}"
 incidents_col.metric("Incidents", len(found), border=True)
 cost_col.metric("Cost", f"${cost:,.2f}", help="Its hourly price over the chosen days.", border=True)
 
-try:  # the operator's actions for this node, where the app offers them
-    from analysis_app.actions import render_node_actions
-except ImportError:
-    pass
-else:
-    render_node_actions(host)
+render_node_actions(profile)
 
 st.subheader("Status")
 if statuses.empty and recent.empty:

@@ -1,5 +1,7 @@
 """Why do a node's taps fail? Its host's NAT, as the latest STUN test in the selected days
-found it (the poc_taps flow runs one per host per run), beside the taps the network counted."""
+found it (the poc_taps flow runs one per host per run), beside the taps the network counted:
+a chart per NAT type and a page of hosts, fewest taps first, read from Postgres a page at a
+time, with the full selection as a CSV made when asked for."""
 
 from __future__ import annotations
 
@@ -9,7 +11,13 @@ import streamlit as st
 
 from analysis_app import cached_queries as data
 from analysis_app import queries
-from analysis_app.components import csv_download, database_errors
+from analysis_app.components import (
+    csv_download,
+    database_errors,
+    node_link,
+    node_link_column,
+    page_of,
+)
 from gradientlab.node.stun import NatType
 
 # What each NAT type means for a peer trying to tap the node, in an operator's words.
@@ -26,39 +34,36 @@ TAP_OUTLOOK: dict[str, str] = {
 NOT_MEASURED = "unknown — the test did not run (see error)"
 
 
-@st.cache_data(ttl=data.TTL_SECONDS, show_spinner=False)
-def _tap_readiness(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.tap_readiness(data.fleet_engine(url), selection)
+def with_outlook(frame: pd.DataFrame) -> pd.DataFrame:
+    """`nat_type` named where the test did not run, and what it means for taps."""
+    nat_type = frame["nat_type"].fillna("not measured")
+    return frame.assign(nat_type=nat_type, outlook=nat_type.map(TAP_OUTLOOK).fillna(NOT_MEASURED))
 
 
-def readiness_beside_taps(readiness: pd.DataFrame, taps: pd.DataFrame) -> pd.DataFrame:
-    """Each tested host's latest readiness with its taps and node-days in the same selection
-    (`taps`: host, taps, node_days, as `queries.node_taps` sums them)."""
-    if taps.empty:
-        taps = pd.DataFrame({"host": [], "taps": [], "node_days": []})
-    frame = readiness.merge(taps[["host", "taps", "node_days"]], on="host", how="left")
-    frame["taps"] = frame["taps"].fillna(0).astype("int64")
-    frame["node_days"] = frame["node_days"].fillna(0).astype("int64")
-    frame["nat_type"] = frame["nat_type"].fillna("not measured")
-    frame["outlook"] = frame["nat_type"].map(TAP_OUTLOOK).fillna(NOT_MEASURED)
+def readiness_rows(page: pd.DataFrame) -> pd.DataFrame:
+    """A page of `queries.tap_readiness` as the table shows it: the outlook, the address peers
+    see, the link to each node's page."""
+    frame = with_outlook(page)
     frame["mapped"] = [
         f"{a}:{int(p)}" if isinstance(a, str) and pd.notna(p) else ""
         for a, p in zip(frame["mapped_address"], frame["mapped_port"], strict=True)
     ]
+    frame["node"] = [node_link(h) for h in frame["host"]]
     return frame
 
 
-def readiness_chart(frame: pd.DataFrame) -> alt.Chart:
-    """Taps per node-day by NAT type: one bar per type, readable at any fleet size."""
-    by_type = frame.groupby(["nat_type", "outlook"], as_index=False).agg(
-        nodes=("host", "count"), taps=("taps", "sum"), node_days=("node_days", "sum")
-    )
-    by_type["taps_per_node_day"] = by_type["taps"] / by_type["node_days"].where(
-        by_type["node_days"] > 0
-    )
-    by_type["taps_per_node_day"] = by_type["taps_per_node_day"].fillna(0.0)
+def readiness_chart(summary: pd.DataFrame) -> alt.Chart:
+    """Taps per node-day by NAT type (`queries.tap_readiness_summary`): one bar per type,
+    readable at any fleet size."""
+    by_type = with_outlook(summary).rename(columns={"hosts": "nodes"})
+    by_type["taps_per_node_day"] = (
+        by_type["taps"] / by_type["node_days"].where(by_type["node_days"] > 0)
+    ).fillna(0.0)
     return (
-        alt.Chart(by_type, title="Taps per node-day, by NAT type")
+        alt.Chart(
+            by_type[["nat_type", "outlook", "nodes", "taps", "taps_per_node_day"]],
+            title="Taps per node-day, by NAT type",
+        )
         .mark_bar()
         .encode(
             x=alt.X("taps_per_node_day:Q", title="Taps per node per day"),
@@ -75,7 +80,12 @@ def readiness_chart(frame: pd.DataFrame) -> alt.Chart:
     )
 
 
-def show_tap_readiness(url: str, selection: queries.FleetFilter, taps: pd.DataFrame) -> None:
+COLUMNS = ["node", "nat_type", "outlook", "taps", "udp_reachable", "mapped", "mapping",
+           "filtering", "checked_at", "tests", "blocked_tests", "failed_tests",
+           "error"]  # fmt: skip
+
+
+def show_tap_readiness(url: str, selection: queries.FleetFilter) -> None:
     st.subheader("Tap readiness")
     st.caption(
         "Each host's latest STUN test in the selected days, run from the host by the poc_taps "
@@ -84,37 +94,24 @@ def show_tap_readiness(url: str, selection: queries.FleetFilter, taps: pd.DataFr
         "are up but rarely tapped."
     )
     with database_errors(url):
-        readiness = _tap_readiness(url, selection)
-    if readiness.empty:
+        summary = data.tap_readiness_summary(url, selection)
+    if summary.empty:
         st.info(
             "No tap-readiness test in the selected days: the poc_taps flow runs one per host.",
             icon=":material/network_check:",
         )
         return
-    frame = readiness_beside_taps(readiness, taps).sort_values(["taps", "host"])
-    st.altair_chart(readiness_chart(frame))
-    shown = frame[
-        [
-            "host",
-            "nat_type",
-            "outlook",
-            "taps",
-            "udp_reachable",
-            "mapped",
-            "mapping",
-            "filtering",
-            "checked_at",
-            "tests",
-            "blocked_tests",
-            "failed_tests",
-            "error",
-        ]
-    ]
+    st.altair_chart(readiness_chart(summary))
+    hosts = int(summary["hosts"].sum())
+    limit, offset = page_of(hosts, key="tap_readiness_page")
+    with database_errors(url):
+        page = readiness_rows(data.tap_readiness(url, selection, "fewest_taps", limit, offset))
     st.dataframe(
-        shown,
+        page[["host", *COLUMNS]],
         hide_index=True,
+        column_order=COLUMNS,  # the host's name is the link's text
         column_config={
-            "host": "Host",
+            "node": node_link_column("Host"),
             "nat_type": "NAT type",
             "outlook": "Tap outlook",
             "taps": st.column_config.NumberColumn("Taps"),
@@ -129,6 +126,14 @@ def show_tap_readiness(url: str, selection: queries.FleetFilter, taps: pd.DataFr
             "error": "Error",
         },
     )
+    st.caption(
+        f"Rows {offset + 1}–{offset + len(page)} of {hosts:,} tested hosts, fewest taps first; "
+        f"at their latest test {int(summary['udp_blocked'].sum()):,} had UDP blocked and "
+        f"{int(summary['not_run'].sum()):,} could not be tested."
+    )
     csv_download(
-        shown, f"tap_readiness_{selection.start}_{selection.end}.csv", key="tap_readiness_csv"
+        data.tap_readiness_csv(url, selection),
+        f"tap_readiness_{selection.start}_{selection.end}.csv",
+        key="tap_readiness_csv",
+        label="Download every host's tap readiness (CSV)",
     )

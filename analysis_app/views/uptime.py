@@ -143,6 +143,4 @@ csv_download(
     f"uptime_taps_{selection.start}_{selection.end}.csv",
     key="uptime_csv",
 )
-with database_errors(url):
-    taps = data.node_taps(url, selection)
-show_tap_readiness(url, selection, taps)
+show_tap_readiness(url, selection)

@@ -1,7 +1,9 @@
 """The app's operator actions on the session's Prefect server: each button asks Prefect for a
 run of the deployed flow (never the flow itself), with the host as its parameter, and shows the
 run's link; viewers see no button. The release deployment is served by a real runner process,
-so its run really ends the quarantine in Postgres."""
+so its run really ends the quarantine in Postgres. A node page offers the buttons only for a
+live host of the fleet (Release only while it is quarantined), and says why a node no host of
+ours runs has none."""
 
 from __future__ import annotations
 
@@ -15,25 +17,34 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
+from analysis_app import components, queries
 from tests.conftest import add_host, rows
+from tests.unit.test_analysis_app import APP, NOW, seed_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 180  # seconds for the served release run to finish; never a timing claim
 
 
-def actions_page(host: str) -> None:
-    """The parts of a node page and of the quarantine table that carry the actions."""
-    from analysis_app.actions import render_node_actions, render_release_action
+def node_buttons(profile: dict[str, object]) -> None:
+    """The part of a node page that carries the actions (run as a script: its annotations
+    name builtins only)."""
+    from analysis_app.actions import render_node_actions
 
-    render_node_actions(host)
-    render_release_action(host)
+    render_node_actions(profile)
 
 
-def page(host: str) -> AppTest:
-    return AppTest.from_function(actions_page, args=(host,), default_timeout=60)
+def live_host(host: str, **fields: Any) -> dict[str, Any]:
+    """A node page's profile of a running host of the fleet (`queries.node_profile`'s keys)."""
+    return {"host_id": 7, "host": host, "provider": "local", "state": "running",
+            "address": "127.0.0.9", "quarantined_at": None, **fields}  # fmt: skip
+
+
+def page(profile: dict[str, Any]) -> AppTest:
+    return AppTest.from_function(node_buttons, args=(profile,), default_timeout=60)
 
 
 def runs_of(deployment_id: UUID) -> list[Any]:
@@ -109,9 +120,10 @@ def test_viewers_see_no_buttons(monkeypatch: pytest.MonkeyPatch) -> None:
     from analysis_app import auth
 
     monkeypatch.setattr(auth, "current_role", lambda: "viewer")
-    at = page("edge-1").run()
+    at = page(live_host("edge-1", quarantined_at=NOW)).run()
     assert not at.exception
     assert len(at.button) == 0
+    assert not at.caption
 
 
 def test_operator_buttons_start_runs_with_the_host_and_link_them(
@@ -130,7 +142,9 @@ def test_operator_buttons_start_runs_with_the_host_and_link_them(
                 " WHERE name = 'edge-1'"
             )
         )
-    at = page("edge-1").run()
+    profile = queries.node_profile(engine, "edge-1")
+    assert profile is not None
+    at = page(profile).run()
     assert [b.label for b in at.button] == ["Run health", "Deploy", "Release"]
 
     for i, (action, parameters) in enumerate(
@@ -172,7 +186,7 @@ def test_an_undeployed_flow_is_explained(prefect_api: str, monkeypatch: pytest.M
     from analysis_app import auth
 
     monkeypatch.setattr(auth, "current_role", lambda: "operator")
-    at = page("edge-2").run()
+    at = page(live_host("edge-2")).run()
     at.button[0].click().run()
     assert not at.exception
     [error] = [e.value for e in at.error]
@@ -192,3 +206,60 @@ def test_without_a_prefect_server_the_app_says_so() -> None:
         pytest.raises(ActionFailed, match="PREFECT_API_URL is not set: start the app with"),
     ):
         start_run(RELEASE, "edge-3")
+
+
+def test_buttons_follow_what_the_host_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis_app import auth
+    from analysis_app.actions import DEPLOY, HEALTH, RELEASE, node_actions
+
+    monkeypatch.setattr(auth, "current_role", lambda: "operator")
+    assert node_actions(live_host("a")) == ((HEALTH, DEPLOY), None)
+    quarantined = live_host("a", quarantined_at=NOW)
+    assert node_actions(quarantined) == ((HEALTH, DEPLOY, RELEASE), None)
+    unmanaged = {"host_id": None, "host": "laptop", "provider": queries.UNMANAGED_PROVIDER,
+                 "state": None, "address": None, "quarantined_at": None}  # fmt: skip
+    for profile, why in (
+        (unmanaged, "No actions for laptop: it is not managed."),
+        (live_host("gone", state="terminated"), "No actions for gone: the host is terminated"),
+        (live_host("new", state="creating", address=None), "the host is creating and has no"),
+    ):
+        actions, reason = node_actions(profile)
+        assert actions == () and reason is not None and why in reason, reason
+        at = page(profile).run()
+        assert not at.exception and len(at.button) == 0
+        assert [c.value for c in at.caption] == [reason]
+
+
+@pytest.fixture()
+def node_page_as_operator(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The app tests' fleet, the page's clock at their reference time, an operator."""
+    from analysis_app import auth
+
+    seed_fleet(engine)
+    monkeypatch.setattr(components, "utc_now", lambda: NOW)
+    monkeypatch.setattr(auth, "current_role", lambda: "operator")
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+@pytest.mark.parametrize(
+    ("node", "buttons"),
+    [
+        ("gcp-west-1", ["Run health", "Deploy"]),
+        ("home-pi", ["Run health", "Deploy", "Release"]),  # quarantined
+        ("laptop-node", []),  # the network lists it; no host of ours runs it
+    ],
+)
+def test_the_node_page_offers_only_actions_that_can_work(
+    node_page_as_operator: None, node: str, buttons: list[str]
+) -> None:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["node"] = node
+    at.switch_page("views/node.py").run()
+
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.subheader[0].value == node
+    assert [b.label for b in at.button] == buttons
+    not_managed = [c.value for c in at.caption if "it is not managed" in c.value]
+    assert len(not_managed) == (0 if buttons else 1)

@@ -1,5 +1,6 @@
 """The report flow on the real Postgres and the session's Prefect server: its artifacts carry
-the analysis app's own numbers, and its summary reaches a webhook through a notification block.
+the numbers the app's Fleet now, Rewards, Incidents and Economics pages show for the same days
+(the same queries), and its summary reaches a webhook through a notification block.
 
 Every row and clock derive from one reference time far from the real date, handed to the flow
 as `as_of`: a report that read the real clock would see other days and fail on any run."""
@@ -20,6 +21,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from analysis_app import queries
+from analysis_app.fleet import stale_checks, verdicts
+from gradientlab.report import BEST_AND_WORST, points_text
+from gradientlab.store.rollups import refresh_rollups
 
 NOW = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
 END = NOW.date() - timedelta(days=1)  # the report's period: the two days before NOW's day
@@ -30,8 +34,9 @@ Webhook = tuple[str, list[dict[str, Any]]]
 
 
 def seed(engine: Engine) -> None:
-    """Three live hosts (one quarantined, one checked long ago), one node the network lists
-    that no host owns, points inside and outside the period, incidents, costs."""
+    """Three live hosts (one quarantined, one checked long ago, one Unsupported inside the
+    period), one node the network lists that no host owns, points inside and outside the
+    period, incidents, costs; then the rollups the pages read, as the flows keep them."""
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -77,6 +82,7 @@ def seed(engine: Engine) -> None:
                 " VALUES (:h, :at, :s, true, 300)"
             ),
             [
+                {"h": 1, "at": NOW - timedelta(days=1, hours=12), "s": "Unsupported"},  # in it
                 {"h": 1, "at": NOW - timedelta(minutes=2), "s": "Unsupported"},
                 {"h": 2, "at": NOW - timedelta(minutes=3), "s": "Good"},
                 {"h": 3, "at": NOW - timedelta(hours=3), "s": "Good"},  # stale
@@ -107,6 +113,7 @@ def seed(engine: Engine) -> None:
             ),
             {"t": end_of_period + timedelta(hours=5, minutes=1)},
         )
+    refresh_rollups(engine)
 
 
 @pytest.fixture()
@@ -199,50 +206,88 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
     engine: Engine, report_hook: Webhook, fleet_file: str
 ) -> None:
     seed(engine)
+    # what the pages read for the same days: Rewards, Incidents, Economics, Fleet now
     selection = queries.FleetFilter(start=START, end=END)
-    app_points = queries.node_points(engine, selection)
-    app_costs = queries.host_costs(engine, selection, NOW)
-    app_incidents = queries.incidents(engine, selection)
+    totals = queries.selection_totals(engine, selection)
+    by_provider = queries.points_by_group(engine, selection, "provider")
+    best = queries.node_totals(engine, selection, "best", BEST_AND_WORST, 0)
+    worst = queries.node_totals(engine, selection, "worst", BEST_AND_WORST, 0)
+    causes = queries.incidents_by_cause(engine, selection)
+    steps = queries.recovery_step_success(engine, selection)
+    costs = queries.host_costs(engine, selection, NOW)
+    unsupported = queries.unsupported_costs(costs, queries.status_shares(engine, selection))
+    fleet_now = queries.fleet_now(engine)
 
     result, run_id = run_report(fleet_file, notify_block="custom-webhook/report-hook")
     found = artifacts(run_id)
+    headlines, markdown = result["headlines"], found["report"]
 
-    # earnings: per provider, the same sums as the app's points query for the same days
+    # earnings: the Rewards page's totals, per-provider sums, best and worst nodes
+    assert headlines["Earnings"] == (
+        f"{points_text(totals['points'])} points from {totals['nodes']} nodes over "
+        f"{totals['node_days']} node-days; {totals['zero_days']} node-days without a point; "
+        f"{totals['days_all_zero']} days no node earned."
+    )
+    assert totals["points_raw"] == 1_234_567 + 2_500_000 + 3_000_000 + 2_875_000 + 1_000_000
+    assert totals["nodes"] == 4 and totals["zero_days"] == 2  # node-oci on both days
     earnings = {r["provider"]: r for r in found["report-earnings"]}
-    per_provider = app_points.groupby("provider")["points_raw"].sum()
+    per_provider = by_provider.groupby("provider")["points_raw"].sum()
     assert {p: r["points_raw"] for p, r in earnings.items()} == {
         p: int(v) for p, v in per_provider.items()
     }
     assert earnings["static"]["points_raw"] == 5_875_000  # inside the period only
     assert earnings[queries.UNMANAGED_PROVIDER]["points_raw"] == 1_000_000
-    total = app_points["points_raw"].sum() / queries.POINT_SCALE
-    assert f"{total:,.2f} points from 3 nodes" in result["headlines"]["Earnings"]
-    # cost: the app's provider roll-up of its host costs
-    app_provider_costs = queries.provider_costs(app_costs).set_index("provider")
+    assert sum(r["points_raw"] for r in earnings.values()) == totals["points_raw"]
+    best_line = ", ".join(
+        f"{h} {points_text(p)}" for h, p in zip(best["host"], best["points"], strict=True)
+    )
+    worst_line = ", ".join(
+        f"{h} {points_text(p)}" for h, p in zip(worst["host"], worst["points"], strict=True)
+    )
+    assert best["host"].tolist() == ["pi-c", "gcp-b", "laptop-node", "oci-a"]
+    assert f"- best: {best_line.removesuffix(', oci-a 0.00')}" in markdown  # earners only
+    assert f"- worst: {worst_line}" in markdown
+    # incidents: the Incidents page's counts by cause and its recovery steps
+    incidents = {r["kind"]: r for r in found["report-incidents"]}
+    assert {k: (r["incidents"], r["recovered"], r["open"], r["failed"])
+            for k, r in incidents.items()} == {
+        r.kind: (r.incidents, r.recovered, r.open, r.failed) for r in causes.itertuples()
+    }  # fmt: skip
+    assert (incidents["BrowserDown"]["recovered"], incidents["BrowserDown"]["failed"]) == (1, 1)
+    assert incidents["BrowserDown"]["mean recovery s"] == 90.0
+    assert "LoggedOut" in incidents  # detected inside the period; the one before it is not
+    assert int(causes["incidents"].sum()) == 3
+    assert steps["step"].tolist() == ["restart_browser"]
+    assert "- restart_browser: worked 0 of 1 tries (0% of those that ended)" in markdown
+    # cost: the Economics page's provider roll-up and what Unsupported cost for nothing
+    app_provider_costs = queries.provider_costs(costs).set_index("provider")
     cost = {r["provider"]: r for r in found["report-cost"]}
     assert set(cost) == set(app_provider_costs.index)
     for provider, row in cost.items():
         assert row["cost usd"] == round(float(app_provider_costs.at[provider, "cost_usd"]), 4)
     assert cost["oci"]["cost usd"] == 0.48  # 48 hours at $0.01
     assert cost["oci"]["usd per point"] == "no points"
-    # incidents: the app's incidents in the period, by kind and how they ended
-    incidents = {r["kind"]: r for r in found["report-incidents"]}
-    assert {k: r["incidents"] for k, r in incidents.items()} == (
-        app_incidents.groupby("kind").size().to_dict()
+    assert unsupported["host"].tolist() == ["oci-a"]
+    assert "- paid for no points: oci-a $0.48" in markdown
+    assert "- spent while Unsupported: $0.48 (oci-a $0.48)" in markdown  # its only checks
+    # the fleet now, on the report's clock, counted as the Fleet now page counts it
+    good = int(
+        (fleet_now["status"].isin(queries.GOOD_STATUSES) & ~stale_checks(fleet_now, NOW)).sum()
     )
-    assert (incidents["BrowserDown"]["recovered"], incidents["BrowserDown"]["failed"]) == (1, 1)
-    assert incidents["BrowserDown"]["median recovery s"] == 90.0
-    # the fleet now, on the report's clock: the quarantined host's last check is stale
+    earning = int((fleet_now["today_points"].fillna(0) > 0).sum())
     fleet = {(r["provider"], r["region"]): r for r in found["report-fleet"]}
+    assert sum(r["good"] for r in fleet.values()) == good == 1
+    assert sum(r["earning"] for r in fleet.values()) == earning == 2
+    assert sorted(verdicts(fleet_now, NOW)) == ["Good", "Stale", "Unsupported"]
     assert fleet[("gcp", "us-west1")]["good"] == 1
     assert fleet[("static", queries.UNKNOWN_REGION)]["not good"] == "pi-c (stale)"
     assert fleet[("oci", "us-ashburn-1")]["not good"] == "oci-a (Unsupported)"
-    assert result["headlines"]["Fleet"].startswith("3 hosts: 1 Good, 1 Unsupported, 1 stale;")
-    assert "2 of 3 nodes earned points; 1 quarantined" in result["headlines"]["Fleet"]
-    markdown = found["report"]
+    assert headlines["Fleet"] == (
+        "3 hosts: 1 Good, 1 Unsupported, 1 stale; 2 of 3 earning (points on their latest "
+        "listed day); 1 quarantined."
+    )
     assert "# GradientLab report for fleet lab-report, 2025-03-12 to 2025-03-13" in markdown
     assert "quarantined: pi-c for 3h 0m (recovery budget spent on BrowserDown)" in markdown
-    assert "paid for no points: oci-a $0.48" in markdown
 
     # the summary went through the block, once, with every headline
     _, received = report_hook

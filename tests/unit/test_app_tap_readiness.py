@@ -1,6 +1,8 @@
 """Tap readiness in the analysis app on a real Postgres: the query picks each host's latest test
-in the selected days and follows the sidebar filters; the Uptime & taps page shows it beside
-each node's taps. Rows and clocks derive from the app tests' fixed reference time."""
+in the selected days and follows the sidebar filters, a page at a time with a summary per NAT
+type beside it; the Uptime & taps page shows it beside each node's taps, paged like the other
+tables, with the full selection as CSV. Rows and clocks derive from the app tests' fixed
+reference time."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 import streamlit as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from analysis_app import components, queries
 from analysis_app.queries import FleetFilter
@@ -91,6 +93,54 @@ def test_readiness_follows_the_sidebar_filters_and_days(tested: Engine) -> None:
     assert queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1], hosts=("x",))).empty
 
 
+def test_each_host_carries_its_nodes_taps_and_pages_come_fewest_taps_first(
+    tested: Engine,
+) -> None:
+    days = FleetFilter(DAYS[0], DAYS[-1])
+    every = queries.tap_readiness(tested, days).set_index("host")
+    assert every.loc["gcp-west-1", ["taps", "node_days"]].tolist() == [36, 3]  # 12 a day
+    assert every.loc["oci-ashburn-1", ["taps", "node_days"]].tolist() == [0, 3]
+    first = queries.tap_readiness(tested, days, limit=1, offset=0, order="fewest_taps")
+    second = queries.tap_readiness(tested, days, limit=1, offset=1, order="fewest_taps")
+    assert (first["host"].tolist(), second["host"].tolist()) == (["oci-ashburn-1"], ["gcp-west-1"])
+    assert queries.tap_readiness(tested, days, limit=1, offset=1)["host"].tolist() == [
+        "oci-ashburn-1"  # by host unless asked otherwise
+    ]
+    assert queries.tap_readiness(tested, days, limit=5, offset=2).empty
+    with pytest.raises(ValueError, match="not 'taps'"):
+        queries.tap_readiness(tested, days, order="taps")
+
+
+def test_the_summary_counts_every_selected_host_per_nat_type(tested: Engine) -> None:
+    summary = queries.tap_readiness_summary(tested, FleetFilter(DAYS[0], DAYS[-1]))
+    rows = {r["nat_type"] if isinstance(r["nat_type"], str) else None: r for r in
+            summary.to_dict("records")}  # fmt: skip
+    assert set(rows) == {"port-restricted-cone", None}
+    assert (rows[None]["hosts"], rows[None]["not_run"], rows[None]["taps"]) == (1, 1, 0)
+    assert rows["port-restricted-cone"]["taps"] == 36
+    assert rows["port-restricted-cone"]["node_days"] == 3
+    first_day = queries.tap_readiness_summary(tested, FleetFilter(DAYS[0], DAYS[0]))
+    assert first_day.set_index("nat_type")["udp_blocked"].to_dict() == {
+        "symmetric": 0,
+        "udp-blocked": 1,
+    }
+    assert first_day["hosts"].sum() == len(
+        queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0]))
+    )
+    only_gcp = FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",))
+    assert queries.tap_readiness_summary(tested, only_gcp)["hosts"].tolist() == [1]
+
+
+def test_the_full_selection_downloads_as_csv(tested: Engine) -> None:
+    csv = queries.tap_readiness_csv(tested, FleetFilter(DAYS[0], DAYS[-1])).decode()
+    header, *lines = csv.splitlines()
+    assert header.split(",") == list(
+        queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0])).columns
+    )
+    assert [line.split(",")[0] for line in lines] == ["gcp-west-1", "oci-ashburn-1"]
+    assert lines[0].endswith(",3,2,0,36,3")  # tests, blocked, failed, taps, node-days
+
+
 def test_uptime_page_shows_readiness_beside_taps(tested: Engine) -> None:
     at = run_app("views/uptime.py")
     assert [s.value for s in at.subheader] == ["Tap readiness"]
@@ -99,13 +149,60 @@ def test_uptime_page_shows_readiness_beside_taps(tested: Engine) -> None:
     rows = {r["nat_type"]: r for r in chart_rows(at.get("vega_lite_chart")[2])}
     assert rows["port-restricted-cone"]["taps_per_node_day"] == 12.0
     assert rows["not measured"]["nodes"] == 1
+    assert readiness.index.tolist() == ["oci-ashburn-1", "gcp-west-1"]  # fewest taps first
     assert readiness.loc["gcp-west-1", "nat_type"] == "port-restricted-cone"
     assert readiness.loc["gcp-west-1", "taps"] == 36  # 12 taps on each of the three days
     assert readiness.loc["gcp-west-1", "mapped"] == "198.51.100.7:40000"
+    assert readiness.loc["gcp-west-1", "node"] == "node?node=gcp-west-1"
     assert readiness.loc["oci-ashburn-1", "nat_type"] == "not measured"
     assert readiness.loc["oci-ashburn-1", "outlook"].startswith("unknown — the test did not run")
     assert readiness.loc["oci-ashburn-1", "taps"] == 0
+    assert any(
+        c.value.startswith("Rows 1–2 of 2 tested hosts, fewest taps first; at their latest test "
+                           "0 had UDP blocked and 1 could not be tested.")
+        for c in at.caption
+    )  # fmt: skip
     assert [b.key for b in at.download_button] == ["uptime_csv", "tap_readiness_csv"]
+    assert not at.number_input  # one page: no page picker
+
+
+@pytest.fixture()
+def many_tested(tested: Engine) -> Engine:
+    """Sixty more tested hosts without node statistics: the readiness table needs two pages."""
+    names = [f"edge-{i:02d}" for i in range(60)]
+    with tested.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (id, name, provider, region, state, created_at, updated_at)"
+                " VALUES (:id, :n, 'local', 'lab', 'running', :c, :c)"
+            ),
+            [{"id": 100 + i, "n": n, "c": NOW - timedelta(days=30)} for i, n in enumerate(names)],
+        )
+    record_tap_readiness(
+        tested,
+        [
+            TapCheck(n, NOW - timedelta(hours=1), SERVER, result=nat(NatType.FULL_CONE))
+            for n in names
+        ],
+    )
+    return tested
+
+
+def test_the_readiness_table_is_paged_with_its_totals_beside_it(many_tested: Engine) -> None:
+    at = run_app("views/uptime.py")
+    readiness = at.dataframe[1].value
+    assert len(readiness) == 50
+    assert readiness["host"].tolist()[:3] == ["edge-00", "edge-01", "edge-02"]  # 0 taps, by name
+    assert any(c.value.startswith("Rows 1–50 of 62 tested hosts") for c in at.caption)
+    rows = {r["nat_type"]: r for r in chart_rows(at.get("vega_lite_chart")[2])}
+    assert rows["full-cone"]["nodes"] == 60
+
+    at.number_input(key="tap_readiness_page").set_value(2).run()
+    assert not at.exception
+    second = at.dataframe[1].value
+    assert second["host"].tolist()[-1] == "gcp-west-1"  # the most taps: last
+    assert len(second) == 12
+    assert any(c.value.startswith("Rows 51–62 of 62 tested hosts") for c in at.caption)
 
 
 def test_uptime_page_without_readiness_says_which_flow_fills_it(engine: Engine) -> None:

@@ -1,8 +1,9 @@
-"""The daily report built from frames shaped like the app's queries: no database needed."""
+"""The daily report built from frames shaped like the app pages' queries: no database needed."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -13,25 +14,44 @@ AS_OF = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
 DAY = date(2025, 3, 13)
 
 
-def frames(**overrides: pd.DataFrame) -> dict[str, pd.DataFrame]:
+EMPTY_TOTALS = {  # `selection_totals` of days without a node listed
+    "nodes": 0, "node_days": 0, "points_raw": 0, "points": 0.0, "zero_days": 0,
+    "days_all_zero": 0, "taps": 0, "uptime_hours": 0.0, "stat_node_days": 0, "stat_nodes": 0,
+    "untapped_nodes": 0,
+}  # fmt: skip
+NODE_COLUMNS = ["host", "client_id", "provider", "region", "days", "points_raw", "points",
+                "zero_days", "taps", "uptime_hours"]  # fmt: skip
+
+
+def frames(**overrides: Any) -> dict[str, Any]:
+    """Empty frames shaped like the pages' queries, with `overrides`."""
     empty = {
-        "status": pd.DataFrame(
+        "fleet_now": pd.DataFrame(
             columns=["host", "provider", "region", "client_id", "status", "last_check",
+                     "today_points_raw", "quarantined_at", "quarantine_reason",
                      "health_period_s"]
         ),
-        "quarantined": pd.DataFrame(
-            columns=["host", "provider", "region", "quarantined_at", "quarantine_reason"]
+        "totals": EMPTY_TOTALS,
+        "by_provider": pd.DataFrame(
+            columns=["day", "provider", "nodes", "earning_nodes", "points_raw", "points", "taps",
+                     "uptime_hours"]
         ),
-        "points": pd.DataFrame(
-            columns=["day", "host", "client_id", "provider", "region", "points_raw", "points"]
+        "best": pd.DataFrame(columns=NODE_COLUMNS),
+        "worst": pd.DataFrame(columns=NODE_COLUMNS),
+        "causes": pd.DataFrame(
+            columns=["kind", "incidents", "recovered", "failed", "open", "mean_recovery_s"]
         ),
-        "incidents": pd.DataFrame(
-            columns=["id", "host", "kind", "status", "recovery_seconds", "actions"]
+        "steps": pd.DataFrame(
+            columns=["step", "tries", "ok", "failed", "success_rate", "mean_seconds"]
         ),
         "host_costs": pd.DataFrame(columns=["host", "provider", "cost_usd", "points_raw"]),
         "provider_costs": pd.DataFrame(
             columns=["provider", "hosts", "hours", "cost_usd", "points", "usd_per_point",
                      "per_point_note"]
+        ),
+        "unsupported": pd.DataFrame(
+            columns=["host", "provider", "region", "cost_usd", "unsupported_share",
+                     "wasted_usd", "points"]
         ),
     }  # fmt: skip
     return {**empty, **overrides}
@@ -41,7 +61,7 @@ def test_an_empty_fleet_reports_that_there_is_nothing_yet() -> None:
     report = build_report("lab", DAY, DAY, AS_OF, **frames())
     assert report.headlines == {
         "Fleet": "No live hosts.",
-        "Earnings": "0.00 points from 0 nodes over 0 days with points.",
+        "Earnings": "The network listed no points for these days.",
         "Incidents": "No incidents.",
         "Cost": "No host cost anything.",
     }
@@ -56,8 +76,8 @@ def test_a_check_older_than_two_periods_is_stale_not_the_state_now() -> None:
     assert check_state(None, None, None, AS_OF) == NEVER_CHECKED
 
 
-def test_nodes_without_points_and_hosts_paid_for_nothing_are_named() -> None:
-    status = pd.DataFrame(
+def test_verdicts_earners_best_worst_and_hosts_paid_for_nothing_are_named() -> None:
+    fleet_now = pd.DataFrame(
         {
             "host": ["a", "b", "c"],
             "provider": ["oci", "oci", "gcp"],
@@ -65,47 +85,101 @@ def test_nodes_without_points_and_hosts_paid_for_nothing_are_named() -> None:
             "client_id": ["node-a", "node-b", None],
             "status": ["Good", "Disconnected", None],
             "last_check": [AS_OF - timedelta(minutes=1)] * 2 + [None],
+            "today_points_raw": pd.array([250_000, 0, None], dtype="Int64"),
+            "quarantined_at": [None, AS_OF - timedelta(hours=2), None],
+            "quarantine_reason": [None, "reboot budget spent", None],
             "health_period_s": [300.0, 300.0, None],
         }
     )
-    points = pd.DataFrame(
-        {
-            "day": [DAY, DAY],
-            "host": ["a", "b"],
-            "client_id": ["node-a", "node-b"],
-            "provider": ["oci", "oci"],
-            "region": ["r1", "r1"],
-            "points_raw": [250_000, 0],
-        }
-    )
+    totals = {**EMPTY_TOTALS, "nodes": 2, "node_days": 2, "points_raw": 250_000, "zero_days": 1}
+    by_provider = pd.DataFrame(
+        {"day": [DAY], "provider": ["oci"], "nodes": [2], "earning_nodes": [1],
+         "points_raw": [250_000], "points": [2.5], "taps": [3], "uptime_hours": [20.0]}
+    )  # fmt: skip
+    nodes = pd.DataFrame({"host": ["a", "b"], "points_raw": [250_000, 0]})
     costs = pd.DataFrame(
         {"host": ["a", "b"], "provider": ["oci", "oci"], "cost_usd": [0.24, 0.24],
          "points_raw": [250_000, 0]}
     )  # fmt: skip
+    unsupported = pd.DataFrame({"host": ["b"], "wasted_usd": [0.12]})
     report = build_report(
-        "lab", DAY, DAY, AS_OF, **frames(status=status, points=points, host_costs=costs)
+        "lab",
+        DAY,
+        DAY,
+        AS_OF,
+        **frames(
+            fleet_now=fleet_now,
+            totals=totals,
+            by_provider=by_provider,
+            best=nodes,
+            worst=nodes.iloc[::-1],
+            host_costs=costs,
+            unsupported=unsupported,
+        ),
     )
     assert report.headlines["Fleet"] == (
-        "3 hosts: 1 Disconnected, 1 Good, 1 never checked; 1 of 2 nodes earned points; "
-        "0 quarantined."
+        "3 hosts: 1 Disconnected, 1 Good, 1 never checked; 1 of 3 earning (points on their "
+        "latest listed day); 1 quarantined."
     )
-    assert report.notes["Earnings"] == ["best: a 2.50", "no points: b"]
+    assert report.notes["Fleet"][0] == (
+        "quarantined: b for 2h 0m (reboot budget spent); release it once fixed"
+    )
+    assert report.headlines["Earnings"] == (
+        "2.50 points from 2 nodes over 2 node-days; 1 node-days without a point; "
+        "0 days no node earned."
+    )
+    assert report.tables["Earnings"] == [
+        {"provider": "oci", "node-days": 2, "earning node-days": 1, "points": 2.5,
+         "points_raw": 250_000, "taps": 3}
+    ]  # fmt: skip
+    assert report.notes["Earnings"] == ["best: a 2.50", "worst: b 0.00, a 2.50"]
     assert report.headlines["Cost"] == "$0.48 for 2.50 points ($0.192 per point)."
-    assert report.notes["Cost"] == ["paid for no points: b $0.24"]
+    assert report.notes["Cost"] == [
+        "paid for no points: b $0.24",
+        "spent while Unsupported: $0.12 (b $0.12)",
+    ]
     assert {r["provider"]: r["not good"] for r in report.tables["Fleet"]} == {
         "gcp": "c (never checked)",
         "oci": "b (Disconnected)",
     }
 
 
-def test_table_cells_cannot_break_the_markdown_table() -> None:
-    incidents = pd.DataFrame(
-        {"id": [1], "host": ["a"], "kind": ["Odd|kind"], "status": ["open"],
-         "recovery_seconds": [float("nan")], "actions": ["login ✗"]}
+def test_incidents_by_cause_and_recovery_steps() -> None:
+    causes = pd.DataFrame(
+        {"kind": ["BrowserDown", "LoggedOut"], "incidents": [3, 1], "recovered": [2, 0],
+         "failed": [1, 0], "open": [0, 1], "mean_recovery_s": [45.0, float("nan")]}
     )  # fmt: skip
-    markdown = build_report("lab", DAY, DAY, AS_OF, **frames(incidents=incidents)).markdown()
-    assert "| Odd\\|kind | 1 | 0 | 1 | 0 |  |  |" in markdown
-    assert "- a: Odd|kind, still open after login ✗" in markdown
+    steps = pd.DataFrame(
+        {"step": ["restart_browser", "login"], "tries": [3, 1], "ok": [2, 0], "failed": [1, 0],
+         "success_rate": [2 / 3, float("nan")], "mean_seconds": [10.0, float("nan")]}
+    )  # fmt: skip
+    report = build_report("lab", DAY, DAY, AS_OF, **frames(causes=causes, steps=steps))
+    assert report.headlines["Incidents"] == (
+        "4 incidents (2 recovered, 1 open, 1 failed); mean recovery 45s."
+    )
+    assert report.tables["Incidents"][1] == {
+        "kind": "LoggedOut", "incidents": 1, "recovered": 0, "open": 1, "failed": 0,
+        "mean recovery s": None,
+    }  # fmt: skip
+    assert report.notes["Incidents"] == [
+        "restart_browser: worked 2 of 3 tries (67% of those that ended)",
+        "login: worked 0 of 1 tries",
+    ]
+
+
+def test_table_cells_cannot_break_the_markdown_table() -> None:
+    causes = pd.DataFrame(
+        {"kind": ["Odd|kind"], "incidents": [1], "recovered": [0], "failed": [0], "open": [1],
+         "mean_recovery_s": [float("nan")]}
+    )  # fmt: skip
+    steps = pd.DataFrame(
+        {"step": ["log|in"], "tries": [1], "ok": [0], "failed": [0],
+         "success_rate": [float("nan")], "mean_seconds": [float("nan")]}
+    )  # fmt: skip
+    built = build_report("lab", DAY, DAY, AS_OF, **frames(causes=causes, steps=steps))
+    markdown = built.markdown()
+    assert "| Odd\\|kind | 1 | 0 | 1 | 0 |  |" in markdown
+    assert "- log|in: worked 0 of 1 tries" in markdown
 
 
 def test_a_bad_period_or_a_naive_clock_is_refused() -> None:
