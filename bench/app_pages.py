@@ -10,10 +10,14 @@ Reads the database `DATABASE_URL` names as it is: seed it first with `bench.seed
 - queries: each page's queries exactly as the page runs them on its default view (the last 30
   days of its data, no filter), uncached, run `--repeat` times: p50 and p95 of the page's total
   and of each query. The Rewards page is also timed over the whole year.
-- render: Streamlit started on a free port; each page opened in a fresh browser context (an
-  empty browser cache). "first" is the page's first load after the app started (its queries
-  not cached yet); "warm" the median of `--loads` more. A page counts as drawn when its script
-  has finished and every chart is drawn.
+- render: Streamlit started on a free port. "first" is the page's first load after the app
+  started, in a fresh browser context (an empty browser cache, the page's queries not cached
+  yet). "warm" is the median of `--loads` reloads in one browser context, as an analyst who
+  comes back sees it (the browser has Streamlit's scripts, the app has the page's data);
+  "new visitor" the median of `--loads` loads each in a fresh context (the browser fetches and
+  compiles Streamlit's scripts again). A page counts as drawn when its script has finished and
+  every chart is drawn. Beside them, the same three for an empty page (a title and nothing
+  else) say what Streamlit itself costs on this machine.
 
 Goals (issue 9): queries p95 < 50 ms, warm render < 1 s, first load < 3 s. One JSON line per
 figure."""
@@ -24,6 +28,7 @@ import argparse
 import json
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -180,24 +185,53 @@ def free_port() -> int:
 
 
 def load(browser: Any, url: str) -> float:
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    """One load in a fresh browser context: nothing cached in the browser."""
+    context = browser.new_context(viewport=VIEWPORT)
     try:
-        page = context.new_page()
-        started = time.perf_counter()
-        page.goto(url)
-        page.wait_for_function(DRAWN, timeout=180_000)
-        return time.perf_counter() - started
+        return drawn(context.new_page(), url)
     finally:
         context.close()
+
+
+def drawn(page: Any, url: str) -> float:
+    started = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(DRAWN, timeout=180_000)
+    return time.perf_counter() - started
+
+
+VIEWPORT = {"width": 1400, "height": 1100}
+EMPTY_PAGE = """import streamlit as st
+
+st.title("An empty page")
+"""
+
+
+def time_page(browser: Any, name: str, url: str, loads: int) -> None:
+    first = load(browser, url)
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        drawn(page, url)  # the browser fetches Streamlit's scripts once
+        warm = [drawn(page, url) for _ in range(loads)]
+    finally:
+        context.close()
+    new_visitor = [load(browser, url) for _ in range(loads)]
+    emit(
+        f"{name} render warm (s)",
+        statistics.median(warm),
+        first_load_s=round(first, 3),
+        new_visitor_s=round(statistics.median(new_visitor), 3),
+        runs=[round(t, 3) for t in warm],
+        goal_warm_s=GOAL_WARM_S,
+        goal_first_s=GOAL_FIRST_S,
+    )
 
 
 def time_renders(url: str, node: str, loads: int) -> None:
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
     logs = Path(tempfile.mkdtemp(prefix="gradientlab-bench-app-pages-"))
-    base = f"http://127.0.0.1:{port}"
-    app = services.start_streamlit(port, logs, {"DATABASE_URL": url})
     paths = {
         "fleet_now": "",
         "node": f"node?node={node}",
@@ -206,23 +240,44 @@ def time_renders(url: str, node: str, loads: int) -> None:
         "incidents": "incidents",
         "cost": "cost",
     }
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
+    empty = logs / "empty_page.py"
+    empty.write_text(EMPTY_PAGE)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
+        port = free_port()
+        app = services.start_streamlit(port, logs, {"DATABASE_URL": url})
+        try:
             for page, path in paths.items():
-                first = load(browser, f"{base}/{path}")
-                warm = [load(browser, f"{base}/{path}") for _ in range(loads)]
-                emit(
-                    f"{page} render warm (s)",
-                    statistics.median(warm),
-                    first_load_s=round(first, 3),
-                    runs=[round(t, 3) for t in warm],
-                    goal_warm_s=GOAL_WARM_S,
-                    goal_first_s=GOAL_FIRST_S,
-                )
-            browser.close()
-    finally:
-        app.stop()
+                time_page(browser, page, f"http://127.0.0.1:{port}/{path}", loads)
+        finally:
+            app.stop()
+        port = free_port()
+        floor = services.start(
+            "streamlit",
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(empty),
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            logs / "empty",
+            {},
+        )
+        services.wait_http(floor, f"http://127.0.0.1:{port}/_stcore/health", timeout=120)
+        try:
+            time_page(browser, "empty page (Streamlit alone)", f"http://127.0.0.1:{port}/", loads)
+        finally:
+            floor.stop()
+        browser.close()
 
 
 def main() -> None:
