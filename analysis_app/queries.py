@@ -398,40 +398,95 @@ def provider_costs(costs: pd.DataFrame) -> pd.DataFrame:
 
 
 TAP_READINESS_ORDERS = {"host": "host", "fewest_taps": "taps, host"}
+_TAP_COUNTS = ("tests", "blocked_tests", "failed_tests")
+_TAP_EDGE = "latest_id, latest_nat_type, latest_udp_reachable, " + ", ".join(
+    f"cum_{c}" for c in _TAP_COUNTS
+)
 
 
-def _tap_readiness_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
-    """Each selected host's latest STUN test in the selected days, its tests there, and its
-    node's taps and node-days with stats on those days (rollup_node_day, as `node_taps`)."""
-    extra, params = _selection(selection)
+def _tap_hosts_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
+    """Each selected host with a STUN test in the selected days, from the running totals of
+    rollup_tap_day (sql/012): its tests there (the totals on its last day up to the range's
+    end minus those before the range's first day), its latest test's id, nat_type and
+    udp_reachable, and its node's taps and node-days with stats there (`_node_range`, by host).
+    Columns: host_id, host, provider, region, client_id, latest_id, nat_type, udp_reachable,
+    tests, blocked_tests, failed_tests, taps, node_days.
+
+    A host tested on the range's last day and on the day before its first (nearly every host:
+    poc_taps runs several times a day) is read by two range scans of the primary key, one per
+    edge day; only a host missing there is looked up on its own, by its last row before the
+    edge (an index-only probe)."""
+    extra, params = _host_selection(selection)
+    ranged, range_params = _node_range(FleetFilter(selection.start, selection.end))
+
+    def edge(name: str, equal: str, before: str, only_if: str = "") -> str:
+        return f"""
+        LEFT JOIN (SELECT host_id, day, {_TAP_EDGE} FROM rollup_tap_day WHERE day = {equal})
+            {name}0 ON {name}0.host_id = h.id
+        LEFT JOIN LATERAL (
+            SELECT r.day, {_TAP_EDGE} FROM rollup_tap_day r
+            WHERE {name}0.host_id IS NULL {only_if} AND r.host_id = h.id AND r.day {before}
+            ORDER BY r.day DESC LIMIT 1
+        ) {name}1 ON true"""
+
+    counts = ",\n".join(
+        f"COALESCE(e0.cum_{c}, e1.cum_{c}) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
+        for c in _TAP_COUNTS
+    )
     return (
         f"""
-        WITH latest AS (
-            SELECT DISTINCT ON (t.host_id)
-                   h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region,
-                   n.client_id, t.checked_at, t.nat_type, t.udp_reachable, t.mapped_address,
-                   t.mapped_port, t.behind_nat, t.rfc5780, t.mapping, t.filtering,
-                   t.stun_server, t.error,
-                   count(*) OVER w AS tests,
-                   count(*) FILTER (WHERE t.udp_reachable IS FALSE) OVER w AS blocked_tests,
-                   count(*) FILTER (WHERE t.udp_reachable IS NULL) OVER w AS failed_tests
-            FROM tap_readiness t
-            JOIN hosts h ON h.id = t.host_id
-            LEFT JOIN nodes n ON n.host_id = t.host_id
-            WHERE t.checked_at >= :since AND t.checked_at < :until
-            WINDOW w AS (PARTITION BY t.host_id)
-            ORDER BY t.host_id, t.checked_at DESC
-        )
-        SELECT r.*, COALESCE(x.taps, 0)::bigint AS taps,
+        SELECT b.*, COALESCE(x.taps, 0)::bigint AS taps,
                COALESCE(x.node_days, 0)::bigint AS node_days
-        FROM (SELECT * FROM latest WHERE true {extra}) r
-        LEFT JOIN LATERAL (
-            SELECT sum(d.taps) AS taps, count(d.duration) AS node_days
-            FROM rollup_node_day d
-            WHERE d.host = r.host AND d.day BETWEEN :start AND :end
-        ) x ON true
+        FROM (
+            SELECT h.id AS host_id, h.name AS host, h.provider,
+                   COALESCE(h.region, :unknown) AS region, n.client_id,
+                   COALESCE(e0.latest_id, e1.latest_id) AS latest_id,
+                   COALESCE(e0.latest_nat_type, e1.latest_nat_type) AS nat_type,
+                   COALESCE(e0.latest_udp_reachable, e1.latest_udp_reachable) AS udp_reachable,
+                   {counts}
+            FROM hosts h
+            {edge("e", "CAST(:end AS date)", "<= :end")}
+            {
+            edge(
+                "s",
+                "CAST(:start AS date) - 1",
+                "< :start",
+                "AND :start > (SELECT min(day) FROM rollup_tap_day)",
+            )
+        }
+            LEFT JOIN nodes n ON n.host_id = h.id
+            WHERE COALESCE(e0.day, e1.day) >= :start {extra}
+        ) b
+        LEFT JOIN (
+            SELECT host, sum(taps) AS taps, sum(stat_days) AS node_days
+            FROM ({ranged}) r
+            GROUP BY host
+        ) x ON x.host = b.host
         """,
-        {**_utc_bounds(selection), **_days(selection), "unknown": UNKNOWN_REGION, **params},
+        {**range_params, "unknown": UNKNOWN_REGION, **params},
+    )
+
+
+def _tap_readiness_sql(
+    selection: FleetFilter, order: str = "host", paged: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Each selected host's latest STUN test in the selected days, its tests there, and its
+    node's taps and node-days with stats on those days, in `order`; with `paged`, only the
+    page (:limit, :offset) reads its hosts' latest tests."""
+    hosts, params = _tap_hosts_sql(selection)
+    by = TAP_READINESS_ORDERS[order]
+    page = "LIMIT :limit OFFSET :offset" if paged else ""
+    return (
+        f"""
+        SELECT b.host, b.provider, b.region, b.client_id, t.checked_at, t.nat_type,
+               t.udp_reachable, t.mapped_address, t.mapped_port, t.behind_nat, t.rfc5780,
+               t.mapping, t.filtering, t.stun_server, t.error,
+               b.tests, b.blocked_tests, b.failed_tests, b.taps, b.node_days
+        FROM (SELECT * FROM ({hosts}) h ORDER BY {by} {page}) b
+        JOIN tap_readiness t ON t.id = b.latest_id
+        ORDER BY {", ".join(f"b.{c.strip()}" for c in by.split(","))}
+        """,
+        params,
     )
 
 
@@ -447,18 +502,14 @@ def tap_readiness(
     there: host, provider, region, client_id, checked_at, nat_type, udp_reachable,
     mapped_address, mapped_port, behind_nat, rfc5780, mapping, filtering, stun_server, error,
     tests, blocked_tests, failed_tests, taps, node_days. By host, or `fewest_taps` first;
-    with `limit`, one page of them (`tap_readiness_summary` counts them all)."""
+    with `limit`, one page of them (`tap_readiness_summary` counts them all). Read from
+    rollup_tap_day, which the poc_taps flow and `gradientlab refresh-rollups` keep."""
     if order not in TAP_READINESS_ORDERS:
         raise ValueError(
             f"tap readiness is ordered by one of {sorted(TAP_READINESS_ORDERS)}, not {order!r}"
         )
-    sql, params = _tap_readiness_sql(selection)
-    page = "" if limit is None else "LIMIT :limit OFFSET :offset"
-    frame = _frame(
-        engine,
-        f"{sql} ORDER BY {TAP_READINESS_ORDERS[order]} {page}",
-        {**params, "limit": limit, "offset": offset},
-    )
+    sql, params = _tap_readiness_sql(selection, order, paged=limit is not None)
+    frame = _frame(engine, sql, {**params, "limit": limit, "offset": offset})
     frame["checked_at"] = pd.to_datetime(frame["checked_at"], utc=True)
     return frame
 
@@ -466,7 +517,7 @@ def tap_readiness(
 def tap_readiness_summary(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
     """The selected hosts' latest tests per NAT type (NULL where the test did not run): nat_type,
     hosts, udp_blocked, not_run, taps, node_days. Its hosts add up to `tap_readiness`'s rows."""
-    sql, params = _tap_readiness_sql(selection)
+    sql, params = _tap_hosts_sql(selection)
     return _frame(
         engine,
         f"""
@@ -486,7 +537,7 @@ def tap_readiness_csv(engine: Engine, selection: FleetFilter) -> bytes:
     """Every selected host's latest test (`tap_readiness`'s columns) as CSV, by host, streamed
     out of Postgres by COPY."""
     sql, params = _tap_readiness_sql(selection)
-    return _copy_csv(engine, f"{sql} ORDER BY host", params)
+    return _copy_csv(engine, sql, params)
 
 
 def quarantined_hosts(engine: Engine) -> pd.DataFrame:
@@ -1162,10 +1213,13 @@ def node_tap_readiness(engine: Engine, host: str, limit: int = 20) -> pd.DataFra
         """
         SELECT t.checked_at, t.nat_type, t.udp_reachable, t.mapping, t.filtering,
                t.mapped_address, t.mapped_port, t.rtt_ms, t.error
-        FROM tap_readiness t JOIN hosts h ON h.id = t.host_id
+        FROM hosts h
+        CROSS JOIN LATERAL (  -- a backward read of (host_id, checked_at): a year is 1,460 tests
+            SELECT * FROM tap_readiness t WHERE t.host_id = h.id
+            ORDER BY t.checked_at DESC LIMIT :limit
+        ) t
         WHERE h.name = :host
         ORDER BY t.checked_at DESC
-        LIMIT :limit
         """,
         {"host": host, "limit": limit},
     )

@@ -9,7 +9,7 @@ Reads the database `DATABASE_URL` names as it is: seed it first with `bench.seed
 
 - queries: each page's queries exactly as the page runs them on its default view (the last 30
   days of its data, no filter), uncached, run `--repeat` times: p50 and p95 of the page's total
-  and of each query. The Rewards page is also timed over the whole year.
+  and of each query. The Rewards and Uptime pages are also timed over the whole year.
 - render: Streamlit started on a free port. "first" is the page's first load after the app
   started, in a fresh browser context (an empty browser cache, the page's queries not cached
   yet). "warm" is the median of `--loads` reloads in one browser context, as an analyst who
@@ -76,6 +76,7 @@ def page_queries(engine: Engine, now: datetime, node: str) -> dict[str, dict[str
     points = default_view(engine, "points")
     year = default_view(engine, "points", days=365)
     stats = default_view(engine, "stats")
+    stats_year = default_view(engine, "stats", days=365)
     incidents = default_view(engine, "incidents")
     today = now.date()
     cost_bounds = queries.host_day_bounds(engine, today)
@@ -93,6 +94,20 @@ def page_queries(engine: Engine, now: datetime, node: str) -> dict[str, dict[str
             "best_nodes": lambda e: queries.node_totals(e, sel, "best", 10, 0),
             "worst_nodes": lambda e: queries.node_totals(e, sel, "worst", 10, 0),
             "node_page": lambda e: queries.node_totals(e, sel, "best", 50, 0),
+        }
+
+    def uptime(sel: FleetFilter) -> dict[str, Query]:
+        return {
+            "day_bounds": lambda e: queries.day_bounds(e, "stats"),
+            "filter_choices": queries.filter_choices,
+            "selection_totals": lambda e: queries.selection_totals(e, sel),
+            "points_by_group": lambda e: queries.points_by_group(e, sel, "provider"),
+            "top_nodes_by_taps": lambda e: queries.top_nodes_per_day(e, sel, 10, "taps"),
+            "node_page": lambda e: queries.node_totals(e, sel, "host", 50, 0, with_stats=True),
+            "tap_readiness": lambda e: queries.tap_readiness(
+                e, sel, limit=50, offset=0, order="fewest_taps"
+            ),
+            "tap_readiness_summary": lambda e: queries.tap_readiness_summary(e, sel),
         }
 
     return {
@@ -117,16 +132,8 @@ def page_queries(engine: Engine, now: datetime, node: str) -> dict[str, dict[str
         },
         "rewards": rewards(points),
         "rewards_year": rewards(year),
-        "uptime": {
-            "day_bounds": lambda e: queries.day_bounds(e, "stats"),
-            "filter_choices": queries.filter_choices,
-            "selection_totals": lambda e: queries.selection_totals(e, stats),
-            "points_by_group": lambda e: queries.points_by_group(e, stats, "provider"),
-            "top_nodes_by_taps": lambda e: queries.top_nodes_per_day(e, stats, 10, "taps"),
-            "node_page": lambda e: queries.node_totals(e, stats, "host", 50, 0, with_stats=True),
-            "node_taps": lambda e: queries.node_taps(e, stats),
-            "tap_readiness": lambda e: queries.tap_readiness(e, stats),
-        },
+        "uptime": uptime(stats),
+        "uptime_year": uptime(stats_year),
         "incidents": {
             "day_bounds": lambda e: queries.day_bounds(e, "incidents"),
             "filter_choices": queries.filter_choices,

@@ -2,13 +2,14 @@
 
     DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/gradientlab_bench \\
         .venv/bin/python -m bench.seed_history [--hosts 1000] [--days 365] \\
-        [--samples 10000000] [--incidents 20000] [--seed 7]
+        [--samples 10000000] [--incidents 20000] [--tap-runs-per-day 4] [--seed 7]
 
 Creates the database `DATABASE_URL` names when it does not exist, migrates it, and refuses to
 write into one that already has hosts unless `--replace` (which empties the fleet tables first).
 Hosts go through `store.fleet.upsert_host`, points and stats through `store.rewards.upsert`
 (COPY and merge), status samples, incidents and recovery steps through `store.bulk.copy_rows`
-(COPY), then `store.rollups.refresh_rollups` builds the daily rollups. The history ends at this
+(COPY), tap-readiness tests (one per host per poc_taps run) through `store.bulk.copy_rows`
+too, then `store.rollups.refresh_rollups` builds the daily rollups. The history ends at this
 machine's clock, so the app's "now" pages show it as current.
 
 Prints one JSON line per figure: rows written and seconds per step."""
@@ -51,6 +52,27 @@ STEPS = {
     "Unreachable": ("reboot_host", "alert"),
 }
 BANNED_REASON = "Data center IP address"
+# NAT types a host's tap-readiness tests find, by where it runs: cloud VMs mostly sit behind a
+# 1:1 NAT or a firewall, home hosts behind a router that restricts ports or maps per peer.
+NAT_MIX: dict[str, dict[str, float]] = {
+    "cloud": {"full-cone": 0.45, "firewall": 0.25, "open": 0.15, "port-restricted-cone": 0.1,
+              "udp-blocked": 0.05},
+    "static": {"port-restricted-cone": 0.5, "symmetric": 0.25, "restricted-cone": 0.12,
+               "full-cone": 0.05, "basic-only": 0.03, "udp-blocked": 0.05},
+}  # fmt: skip
+EI, AD, APD = "endpoint-independent", "address-dependent", "address-and-port-dependent"
+# nat_type: (behind_nat, mapping, filtering), as gradientlab/node/stun.py classifies them
+NAT_PARTS: dict[str, tuple[bool | None, str | None, str | None]] = {
+    "open": (False, EI, EI),
+    "firewall": (False, EI, APD),
+    "full-cone": (True, EI, EI),
+    "restricted-cone": (True, EI, AD),
+    "port-restricted-cone": (True, EI, APD),
+    "symmetric": (True, APD, APD),
+    "basic-only": (True, None, None),
+    "udp-blocked": (None, None, None),
+}
+STUN_SERVER = "stun.gradient.network:3478"
 POINT_SCALE = 100_000
 
 
@@ -87,11 +109,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--samples", type=int, default=10_000_000)
     parser.add_argument("--incidents", type=int, default=20_000)
+    parser.add_argument(
+        "--tap-runs-per-day", type=int, default=4, help="poc_taps runs a day, evenly spaced"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--replace", action="store_true", help="empty the fleet tables first")
     args = parser.parse_args(argv)
     seed_history(
-        database_url(), args.hosts, args.days, args.samples, args.incidents, args.seed, args.replace
+        database_url(),
+        args.hosts,
+        args.days,
+        args.samples,
+        args.incidents,
+        args.seed,
+        args.replace,
+        tap_runs_per_day=args.tap_runs_per_day,
     )
 
 
@@ -104,6 +136,7 @@ def seed_history(
     seed: int = 7,
     replace: bool = False,
     now: datetime | None = None,
+    tap_runs_per_day: int = 4,
 ) -> None:
     rng = np.random.default_rng(seed)
     now = now or datetime.now(UTC)
@@ -121,7 +154,8 @@ def seed_history(
                 "TRUNCATE hosts, nodes, node_status_samples, node_daily_stats,"
                 " account_daily_points, node_daily_points, incidents, recovery_actions,"
                 " rollup_sample_days, rollup_fleet_day_status, rollup_node_day, rollup_node,"
-                " rollup_group_day, rollup_incident_day, rollup_step_day"
+                " rollup_group_day, rollup_incident_day, rollup_step_day, tap_readiness,"
+                " rollup_tap_day"
                 " RESTART IDENTITY CASCADE"
             )
         )
@@ -294,6 +328,10 @@ def seed_history(
         bulk.copy_rows(engine, "incidents", incident_rows, only=bulk.INCIDENT_COLUMNS[:-1])
         bulk.copy_rows(engine, "recovery_actions", action_rows, only=bulk.ACTION_COLUMNS[:-1])
 
+    # ---------------------------------------------------------------- tap readiness
+    with step("tap_readiness_s", runs_per_day=tap_runs_per_day) as info:
+        info["rows"] = seed_tap_readiness(engine, rng, hosts, start, now, tap_runs_per_day)
+
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     with step("refresh_rollups_s") as info:
@@ -302,6 +340,85 @@ def seed_history(
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     engine.dispose()
+
+
+def seed_tap_readiness(
+    engine: Any,
+    rng: np.random.Generator,
+    hosts: list[dict[str, Any]],
+    start: datetime,
+    now: datetime,
+    runs_per_day: int,
+) -> int:
+    """One STUN test per host per poc_taps run, `runs_per_day` runs a day from `start` to `now`
+    (a run stamps every host's test with its start, as tasks/taps.py does). Each host keeps the
+    NAT type its provider makes likely; a few tests could not run (SSH down: an error, no
+    result) and a few found UDP blocked for a while. Returns the rows written."""
+    if runs_per_day <= 0:
+        return 0
+    every = timedelta(days=1) / runs_per_day
+    runs = int((now - start) / every) + 1
+    run_at = pd.Timestamp(start) + pd.to_timedelta(np.arange(runs) * every.total_seconds(), "s")
+    run_at = run_at[run_at <= pd.Timestamp(now)]
+    runs = len(run_at)
+    written = 0
+    chunk = max(1, 200_000 // max(runs, 1))
+    for lo in range(0, len(hosts), chunk):
+        group = hosts[lo : lo + chunk]
+        n = runs * len(group)
+        kinds = []
+        for h in group:
+            mix = NAT_MIX["static" if h["name"].startswith("static-") else "cloud"]
+            kinds.append(rng.choice(list(mix), p=np.array(list(mix.values()))))
+        nat = np.repeat(np.array(kinds, dtype=object), runs)
+        flaky = np.repeat([h["flaky"] for h in group], runs)
+        roll = rng.random(n)
+        failed = roll < 0.005 + flaky / 10  # the test did not run: SSH down
+        blocked = ~failed & (roll < 0.01 + flaky / 10)  # no UDP answer for a run
+        nat = np.where(blocked, "udp-blocked", nat)
+        nat = np.where(failed, None, nat)
+        host_ids = np.repeat([h["id"] for h in group], runs)
+        names = np.repeat(np.array([h["name"] for h in group], dtype=object), runs)
+        reachable = pd.array(nat != "udp-blocked", dtype="boolean")
+        reachable[failed] = pd.NA
+        measured = ~failed & (nat != "udp-blocked")
+        parts = [NAT_PARTS.get(k, (None, None, None)) for k in nat]
+        behind = pd.array([p[0] for p in parts], dtype="boolean")
+        mapped = pd.array(np.where(measured, rng.integers(1024, 65535, n), 0), dtype="Int64")
+        mapped[~measured] = pd.NA
+        error = np.where(
+            failed,
+            names + ": no TCP connection within 5s",
+            np.where(nat == "udp-blocked", f"no answer from {STUN_SERVER} over UDP", None),
+        )
+        frame = pd.DataFrame(
+            {
+                "host_id": host_ids,
+                "checked_at": np.tile(run_at.tz_convert(None).to_numpy(), len(group)),
+                "run_id": [f"bench-taps-{k}" for k in np.tile(np.arange(runs), len(group))],
+                "stun_server": STUN_SERVER,
+                "udp_reachable": reachable,
+                "local_address": np.where(measured, [f"10.0.{i % 250}.2" for i in host_ids], None),
+                "local_port": pd.array(np.where(measured, 40000, 0), dtype="Int64"),
+                "mapped_address": np.where(
+                    measured, [f"203.0.{i % 250}.{i // 250 + 1}" for i in host_ids], None
+                ),
+                "mapped_port": mapped,
+                "behind_nat": behind,
+                "rfc5780": measured & (nat != "basic-only"),
+                "mapping": [p[1] for p in parts],
+                "filtering": [p[2] for p in parts],
+                "nat_type": nat,
+                "rtt_ms": np.where(measured, np.round(rng.gamma(3.0, 12.0, n), 1), np.nan),
+                "error": error,
+            }
+        )
+        frame.loc[~measured, "local_port"] = pd.NA
+        buf = io.StringIO()
+        frame.to_csv(buf, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S.%f+00")
+        buf.seek(0)
+        written += bulk.copy_rows(engine, "tap_readiness", buf, only=list(frame.columns))
+    return written
 
 
 if __name__ == "__main__":

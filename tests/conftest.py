@@ -74,7 +74,7 @@ def engine(database_url: str) -> Iterator[Engine]:
                 " account_daily_points, node_daily_points, incidents, recovery_actions,"
                 " provision_plans, rollup_sample_days, rollup_fleet_day_status,"
                 " rollup_node_day, rollup_node, rollup_group_day, rollup_incident_day,"
-                " rollup_step_day"
+                " rollup_step_day, tap_readiness, rollup_tap_day"
                 " RESTART IDENTITY CASCADE"
             )
         )

@@ -1,7 +1,7 @@
-"""Bulk writes of fleet history with COPY: an import or a restore of months of checks and
-incidents, where one INSERT per row would take hours. The flows write row by row through
-gradientlab/store/fleet.py; after a bulk write, `gradientlab refresh-rollups` brings the daily
-rollups up to date."""
+"""Bulk writes of fleet history with COPY: an import or a restore of months of checks,
+incidents and tap-readiness tests, where one INSERT per row would take hours. The flows write
+row by row through gradientlab/store/fleet.py and gradientlab/store/taps.py; after a bulk
+write, `gradientlab refresh-rollups` brings the daily rollups up to date."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ from gradientlab.store.fleet import SAMPLE_COLUMNS
 INCIDENT_COLUMNS = ("id", "host_id", "kind", "last_kind", "detected_at", "status", "recovered_at",
                     "alerted_at", "confirmed_at", "sweeps", "detail")  # fmt: skip
 ACTION_COLUMNS = ("incident_id", "step", "started_at", "finished_at", "ok", "detail")
+TAP_COLUMNS = ("host_id", "checked_at", "run_id", "stun_server", "udp_reachable", "local_address",
+               "local_port", "mapped_address", "mapped_port", "behind_nat", "rfc5780", "mapping",
+               "filtering", "nat_type", "rtt_ms", "error", "notes")  # fmt: skip
 _TABLES: dict[str, tuple[str, ...]] = {
     "node_status_samples": ("host_id", *SAMPLE_COLUMNS),
     "incidents": INCIDENT_COLUMNS,
     "recovery_actions": ACTION_COLUMNS,
+    "tap_readiness": TAP_COLUMNS,
 }
 
 

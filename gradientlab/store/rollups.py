@@ -1,4 +1,5 @@
-"""Daily rollups of the fleet's history, kept in the `rollup_*` tables of sql/009_rollups.sql.
+"""Daily rollups of the fleet's history, kept in the `rollup_*` tables of sql/009_rollups.sql (and
+sql/012_tap_readiness_rollup.sql for tap readiness).
 
 Each rollup is rebuilt per UTC day: the day's rows are deleted and inserted again from the base
 tables in one transaction, so refreshing twice changes nothing and a late row for a past day is
@@ -9,6 +10,7 @@ is left of them (see gradientlab/store/retention.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -163,20 +165,83 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
 # ------------------------------------------------------------------ points, uptime and taps
 
 
+@dataclass(frozen=True)
+class _Running:
+    """A rollup's running totals: its table, the key a total runs along (by day), and each
+    total's column with the window expression over rows `{r}` (window `w`) that adds to it."""
+
+    table: str
+    key: str
+    sums: dict[str, str]
+
+    @property
+    def columns(self) -> str:
+        return ", ".join(self.sums)
+
+    def over(self, rows: str, base: str) -> str:
+        """The running totals over `rows` in window `w`, on top of `base`'s (NULL: none
+        before)."""
+        return ",\n".join(
+            f"COALESCE({base}.{c}, 0) + {e.format(r=rows)}" for c, e in self.sums.items()
+        )
+
+    def before(self, keys: str, first: str = ":first") -> str:
+        """Each key of `keys` (a query of one column, `key`) with its totals up to `first`:
+        its last row before it (NULLs when it has none)."""
+        return f"""
+            SELECT c.{self.key}, b.*
+            FROM ({keys}) c
+            LEFT JOIN LATERAL (
+                SELECT {self.columns} FROM {self.table} r
+                WHERE r.{self.key} = c.{self.key} AND r.day < {first}
+                ORDER BY r.day DESC LIMIT 1
+            ) b ON true"""
+
+    def carry(self, conn: Connection, last: date) -> None:
+        """After a past stretch up to `last` was rebuilt, the rows after it take the new totals
+        on (a refresh of the latest days, the usual case, has none)."""
+        later = conn.execute(
+            text(f"SELECT 1 FROM {self.table} WHERE day > :last LIMIT 1"), {"last": last}
+        ).first()
+        if later is None:
+            return
+        new = ", ".join(f"c.{c}" for c in self.sums)
+        conn.execute(
+            text(
+                f"""
+                UPDATE {self.table} t
+                SET ({self.columns}) = ({new})
+                FROM (
+                    SELECT a.{self.key}, a.day, {self.over("a", "b")}
+                    FROM (SELECT * FROM {self.table} WHERE day > :last) a
+                    LEFT JOIN LATERAL (
+                        SELECT {self.columns} FROM {self.table} x
+                        WHERE x.{self.key} = a.{self.key} AND x.day <= :last
+                        ORDER BY x.day DESC LIMIT 1
+                    ) b ON true
+                    WINDOW w AS (PARTITION BY a.{self.key} ORDER BY a.day)
+                ) AS c({self.key}, day, {self.columns})
+                WHERE t.{self.key} = c.{self.key} AND t.day = c.day
+                  AND ({", ".join(f"t.{c}" for c in self.sums)}) IS DISTINCT FROM ({new})
+                """
+            ),
+            {"last": last},
+        )
+
+
 # A rollup_node_day row's running totals: the node's rows up to and including its day.
-_RUNNING_COLUMNS = "cum_points_raw, cum_days, cum_zero_days, cum_taps, cum_duration, cum_stat_days"
-
-
-def _running_sums(rows: str, base: str) -> str:
-    """The running totals over `rows` in window `w`, on top of `base`'s (NULL: none before)."""
-    return f"""
-        COALESCE({base}.cum_points_raw, 0) + sum({rows}.points_raw) OVER w,
-        COALESCE({base}.cum_days, 0) + count(*) OVER w,
-        COALESCE({base}.cum_zero_days, 0)
-            + count(*) FILTER (WHERE {rows}.points_raw = 0) OVER w,
-        COALESCE({base}.cum_taps, 0) + COALESCE(sum({rows}.taps) OVER w, 0),
-        COALESCE({base}.cum_duration, 0) + COALESCE(sum({rows}.duration) OVER w, 0),
-        COALESCE({base}.cum_stat_days, 0) + count({rows}.duration) OVER w"""
+_NODE_RUNNING = _Running(
+    "rollup_node_day",
+    "client_id",
+    {
+        "cum_points_raw": "sum({r}.points_raw) OVER w",
+        "cum_days": "count(*) OVER w",
+        "cum_zero_days": "count(*) FILTER (WHERE {r}.points_raw = 0) OVER w",
+        "cum_taps": "COALESCE(sum({r}.taps) OVER w, 0)",
+        "cum_duration": "COALESCE(sum({r}.duration) OVER w, 0)",
+        "cum_stat_days": "count({r}.duration) OVER w",
+    },
+)
 
 
 def refresh_node_days(conn: Connection, first: date, last: date) -> int:
@@ -201,22 +266,16 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
                 FULL JOIN (SELECT * FROM node_daily_stats WHERE day BETWEEN :first AND :last) s
                     ON s.client_id = p.client_id AND s.day = p.day
             ), before AS (  -- each node's totals up to `first`: its last row before it
-                SELECT c.client_id, b.*
-                FROM (SELECT DISTINCT client_id FROM d) c
-                LEFT JOIN LATERAL (
-                    SELECT {_RUNNING_COLUMNS} FROM rollup_node_day r
-                    WHERE r.client_id = c.client_id AND r.day < :first
-                    ORDER BY r.day DESC LIMIT 1
-                ) b ON true
+                {_NODE_RUNNING.before("SELECT DISTINCT client_id FROM d")}
             )
             INSERT INTO rollup_node_day (day, client_id, host_id, host, provider, region,
                                          points_raw, listed_taps, duration, taps,
-                                         {_RUNNING_COLUMNS})
+                                         {_NODE_RUNNING.columns})
             SELECT d.day, d.client_id, h.id, COALESCE(h.name, d.client_id),
                    COALESCE(h.provider, :unmanaged),
                    CASE WHEN h.id IS NULL THEN :unknown ELSE COALESCE(h.region, :unknown) END,
                    d.points_raw, d.listed_taps, d.duration, d.taps,
-                   {_running_sums("d", "b")}
+                   {_NODE_RUNNING.over("d", "b")}
             FROM d
             JOIN before b ON b.client_id = d.client_id
             LEFT JOIN nodes n ON n.client_id = d.client_id
@@ -227,7 +286,7 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
         ),
         params,
     ).rowcount
-    _carry_running_totals(conn, last)
+    _NODE_RUNNING.carry(conn, last)
     conn.execute(
         text(
             """
@@ -245,39 +304,6 @@ def refresh_node_days(conn: Connection, first: date, last: date) -> int:
     )
     _refresh_nodes(conn, first)
     return written
-
-
-def _carry_running_totals(conn: Connection, last: date) -> None:
-    """After a past stretch was rebuilt, the rows after it take the new totals on (a refresh of
-    the latest days, the usual case, has none)."""
-    later = conn.execute(
-        text("SELECT 1 FROM rollup_node_day WHERE day > :last LIMIT 1"), {"last": last}
-    ).first()
-    if later is None:
-        return
-    conn.execute(
-        text(
-            f"""
-            UPDATE rollup_node_day r
-            SET (cum_points_raw, cum_days, cum_zero_days, cum_taps, cum_duration,
-                 cum_stat_days) = (c.p, c.d, c.z, c.t, c.u, c.s)
-            FROM (
-                SELECT a.client_id, a.day, {_running_sums("a", "b")}
-                FROM (SELECT * FROM rollup_node_day WHERE day > :last) a
-                LEFT JOIN LATERAL (
-                    SELECT {_RUNNING_COLUMNS} FROM rollup_node_day x
-                    WHERE x.client_id = a.client_id AND x.day <= :last
-                    ORDER BY x.day DESC LIMIT 1
-                ) b ON true
-                WINDOW w AS (PARTITION BY a.client_id ORDER BY a.day)
-            ) AS c(client_id, day, p, d, z, t, u, s)
-            WHERE r.client_id = c.client_id AND r.day = c.day
-              AND (r.cum_points_raw, r.cum_days, r.cum_zero_days, r.cum_taps, r.cum_duration,
-                   r.cum_stat_days) IS DISTINCT FROM (c.p, c.d, c.z, c.t, c.u, c.s)
-            """
-        ),
-        {"last": last},
-    )
 
 
 def _refresh_nodes(conn: Connection, first: date) -> None:
@@ -318,6 +344,67 @@ def _refresh_nodes(conn: Connection, first: date) -> None:
         ),
         {"first": first},
     )
+
+
+# ------------------------------------------------------------------ tap readiness
+
+
+# A rollup_tap_day row's running totals: the host's tests up to and including its day.
+_TAP_RUNNING = _Running(
+    "rollup_tap_day",
+    "host_id",
+    {
+        "cum_tests": "sum({r}.tests) OVER w",
+        "cum_blocked_tests": "sum({r}.blocked_tests) OVER w",
+        "cum_failed_tests": "sum({r}.failed_tests) OVER w",
+    },
+)
+
+
+def refresh_tap_days(conn: Connection, first: date, last: date) -> int:
+    """Rebuild rollup_tap_day (sql/012) for the days from `first` to `last`: each host's tests
+    per UTC day, its last test that day, and its running totals (carried on from its last row
+    before `first`, and into any rows after `last`). Returns host-day rows written."""
+    if last < first:
+        return 0
+    _serialised(conn, "taps")
+    params = _span(first, last)
+    conn.execute(text("DELETE FROM rollup_tap_day WHERE day BETWEEN :first AND :last"), params)
+    written = conn.execute(
+        text(
+            f"""
+            WITH t AS MATERIALIZED (
+                SELECT id, host_id, (checked_at AT TIME ZONE 'UTC')::date AS day, checked_at,
+                       udp_reachable, nat_type
+                FROM tap_readiness
+                WHERE checked_at >= :since AND checked_at < :until
+            ), d AS (
+                SELECT host_id, day, count(*) AS tests,
+                       count(*) FILTER (WHERE udp_reachable IS FALSE) AS blocked_tests,
+                       count(*) FILTER (WHERE udp_reachable IS NULL) AS failed_tests
+                FROM t GROUP BY host_id, day
+            ), l AS (
+                SELECT DISTINCT ON (host_id, day) host_id, day, id, nat_type, udp_reachable
+                FROM t ORDER BY host_id, day, checked_at DESC
+            ), before AS (  -- each host's totals up to `first`: its last row before it
+                {_TAP_RUNNING.before("SELECT DISTINCT host_id FROM d")}
+            )
+            INSERT INTO rollup_tap_day (host_id, day, tests, blocked_tests, failed_tests,
+                                        latest_id, latest_nat_type, latest_udp_reachable,
+                                        {_TAP_RUNNING.columns})
+            SELECT d.host_id, d.day, d.tests, d.blocked_tests, d.failed_tests, l.id,
+                   l.nat_type, l.udp_reachable, {_TAP_RUNNING.over("d", "b")}
+            FROM d
+            JOIN l ON l.host_id = d.host_id AND l.day = d.day
+            JOIN before b ON b.host_id = d.host_id
+            WINDOW w AS (PARTITION BY d.host_id ORDER BY d.day)
+            ORDER BY d.day, d.host_id  -- a day's rows together: the page reads edge days
+            """
+        ),
+        params,
+    ).rowcount
+    _TAP_RUNNING.carry(conn, last)
+    return written
 
 
 # ------------------------------------------------------------------ incidents and recovery
@@ -388,51 +475,48 @@ def _runs(days: list[date]) -> list[tuple[date, date]]:
 # ------------------------------------------------------------------ what the callers use
 
 
+# Each rollup family: the first and last UTC day its base tables have rows for, and its refresh.
+_FAMILIES: tuple[tuple[str, str, Callable[[Connection, date, date], int]], ...] = (
+    (
+        "samples",
+        "SELECT (min(sampled_at) AT TIME ZONE 'UTC')::date,"
+        " (max(sampled_at) AT TIME ZONE 'UTC')::date FROM node_status_samples",
+        refresh_sample_days,
+    ),
+    (
+        "nodes",
+        "SELECT min(day), max(day) FROM (SELECT day FROM node_daily_points"
+        " UNION ALL SELECT day FROM node_daily_stats) d",
+        refresh_node_days,
+    ),
+    (
+        "incidents",
+        "SELECT (min(t) AT TIME ZONE 'UTC')::date, (max(t) AT TIME ZONE 'UTC')::date"
+        " FROM (SELECT min(detected_at) AS t FROM incidents"
+        " UNION ALL SELECT max(detected_at) FROM incidents"
+        " UNION ALL SELECT min(started_at) FROM recovery_actions"
+        " UNION ALL SELECT max(started_at) FROM recovery_actions) b",
+        refresh_incident_days,
+    ),
+    (
+        "taps",
+        "SELECT (min(checked_at) AT TIME ZONE 'UTC')::date,"
+        " (max(checked_at) AT TIME ZONE 'UTC')::date FROM tap_readiness",
+        refresh_tap_days,
+    ),
+)
+
+
 def refresh_rollups(engine: Engine, since: date | None = None) -> RefreshCount:
     """Bring every rollup up to date: rebuild each day from `since` (default: the first day any
     base table has rows for) to the last day any has. Idempotent; one transaction per family."""
     count = RefreshCount()
-    with engine.begin() as conn:
-        first, last = conn.execute(
-            text(
-                "SELECT (min(sampled_at) AT TIME ZONE 'UTC')::date,"
-                " (max(sampled_at) AT TIME ZONE 'UTC')::date FROM node_status_samples"
-            )
-        ).one()
-        if first is not None:
-            start = max(first, since) if since else first
-            count.add(
-                "samples", max((last - start).days + 1, 0), refresh_sample_days(conn, start, last)
-            )
-    with engine.begin() as conn:
-        first, last = conn.execute(
-            text(
-                "SELECT min(day), max(day) FROM (SELECT day FROM node_daily_points"
-                " UNION ALL SELECT day FROM node_daily_stats) d"
-            )
-        ).one()
-        if first is not None:
-            start = max(first, since) if since else first
-            count.add(
-                "nodes", max((last - start).days + 1, 0), refresh_node_days(conn, start, last)
-            )
-    with engine.begin() as conn:
-        first, last = conn.execute(
-            text(
-                "SELECT (min(t) AT TIME ZONE 'UTC')::date, (max(t) AT TIME ZONE 'UTC')::date"
-                " FROM (SELECT min(detected_at) AS t FROM incidents"
-                " UNION ALL SELECT max(detected_at) FROM incidents"
-                " UNION ALL SELECT min(started_at) FROM recovery_actions"
-                " UNION ALL SELECT max(started_at) FROM recovery_actions) b"
-            )
-        ).one()
-        if first is not None:
-            start = max(first, since) if since else first
-            count.add(
-                "incidents",
-                max((last - start).days + 1, 0),
-                refresh_incident_days(conn, start, last),
-            )
+    for family, bounds, refresh in _FAMILIES:
+        with engine.begin() as conn:
+            first, last = conn.execute(text(bounds)).one()
+            if first is not None:
+                start = max(first, since) if since else first
+                count.add(family, max((last - start).days + 1, 0), refresh(conn, start, last))
     return count
 
 
@@ -465,15 +549,25 @@ def refresh_after_health(engine: Engine, since: datetime, until: datetime) -> Re
 
 def refresh_after_ingest(engine: Engine, since: datetime) -> RefreshCount:
     """The rollups of points, uptime and taps for the days a rewards or poc-taps run changed
-    rows of since `since` (the upserts stamp `updated_at` only on rows that changed)."""
+    rows of since `since` (the upserts stamp `updated_at` only on rows that changed), and of
+    tap readiness for the days of the tests checked since `since` (a poc-taps run's)."""
     count = RefreshCount()
-    with engine.begin() as conn:
-        days = _days(
-            conn,
+    touched = (
+        (
+            "nodes",
             "SELECT day FROM node_daily_points WHERE updated_at >= :since"
             " UNION SELECT day FROM node_daily_stats WHERE updated_at >= :since",
-            {"since": since - TOUCH_MARGIN},
-        )
-        for a, b in _runs(days):
-            count.add("nodes", (b - a).days + 1, refresh_node_days(conn, a, b))
+            refresh_node_days,
+        ),
+        (
+            "taps",
+            "SELECT DISTINCT (checked_at AT TIME ZONE 'UTC')::date FROM tap_readiness"
+            " WHERE checked_at >= :since",
+            refresh_tap_days,
+        ),
+    )
+    for family, sql, refresh in touched:
+        with engine.begin() as conn:
+            for a, b in _runs(_days(conn, sql, {"since": since - TOUCH_MARGIN})):
+                count.add(family, (b - a).days + 1, refresh(conn, a, b))
     return count

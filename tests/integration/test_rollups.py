@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -20,6 +21,7 @@ from gradientlab.store.rollups import (
     refresh_after_ingest,
     refresh_node_days,
     refresh_rollups,
+    refresh_tap_days,
 )
 from tests.conftest import rows
 
@@ -35,6 +37,7 @@ ROLLUP_TABLES = (
     "rollup_group_day",
     "rollup_incident_day",
     "rollup_step_day",
+    "rollup_tap_day",
 )
 
 
@@ -371,6 +374,155 @@ def test_running_totals_follow_every_refresh(seeded: Engine) -> None:
         (0,)
     ]
     assert_running_totals_match_the_rows(seeded)
+
+
+# The Uptime page's tap readiness as it was read before rollup_tap_day: every test in the
+# range, each host's latest by DISTINCT ON, and its node's taps summed over rollup_node_day.
+RAW_TAP_READINESS = """
+    WITH latest AS (
+        SELECT DISTINCT ON (t.host_id)
+               h.name AS host, h.provider, COALESCE(h.region, 'unknown') AS region,
+               n.client_id, t.checked_at, t.nat_type, t.udp_reachable, t.mapped_address,
+               t.mapped_port, t.behind_nat, t.rfc5780, t.mapping, t.filtering,
+               t.stun_server, t.error,
+               count(*) OVER w AS tests,
+               count(*) FILTER (WHERE t.udp_reachable IS FALSE) OVER w AS blocked_tests,
+               count(*) FILTER (WHERE t.udp_reachable IS NULL) OVER w AS failed_tests
+        FROM tap_readiness t
+        JOIN hosts h ON h.id = t.host_id
+        LEFT JOIN nodes n ON n.host_id = t.host_id
+        WHERE t.checked_at >= :since AND t.checked_at < :until
+        WINDOW w AS (PARTITION BY t.host_id)
+        ORDER BY t.host_id, t.checked_at DESC
+    )
+    SELECT r.*, COALESCE(x.taps, 0)::bigint AS taps,
+           COALESCE(x.node_days, 0)::bigint AS node_days
+    FROM (SELECT * FROM latest WHERE provider = ANY(:providers)) r
+    LEFT JOIN LATERAL (
+        SELECT sum(d.taps) AS taps, count(d.duration) AS node_days
+        FROM rollup_node_day d
+        WHERE d.host = r.host AND d.day BETWEEN :start AND :end
+    ) x ON true
+    ORDER BY host
+"""
+NAT_TYPES = ("full-cone", "symmetric", "udp-blocked", None)
+
+
+def tap_tests(engine: Engine, host_id: int, days_ago: list[int], hours: tuple[int, ...]) -> None:
+    """A test per hour of `hours` on each day `days_ago` before TODAY: NAT types in turn, some
+    that found UDP blocked, some that could not run (udp_reachable NULL, an error)."""
+    with engine.begin() as conn:
+        for k in days_ago:
+            for i, hour in enumerate(hours):
+                nat = NAT_TYPES[(host_id + k + i) % len(NAT_TYPES)]
+                conn.execute(
+                    text(
+                        "INSERT INTO tap_readiness (host_id, checked_at, stun_server,"
+                        " udp_reachable, mapped_address, mapped_port, nat_type, error)"
+                        " VALUES (:h, :t, 'stun.example:3478', :u, :m, :p, :n, :e)"
+                    ),
+                    {
+                        "h": host_id,
+                        "t": datetime.combine(TODAY - timedelta(days=k), datetime.min.time(), UTC)
+                        + timedelta(hours=hour, minutes=host_id),
+                        "u": None if nat is None else nat != "udp-blocked",
+                        "m": f"198.51.100.{host_id}" if nat not in (None, "udp-blocked") else None,
+                        "p": 40000 + k if nat not in (None, "udp-blocked") else None,
+                        "n": nat,
+                        "e": "no TCP connection" if nat is None else None,
+                    },
+                )
+
+
+def plain(frame: Any) -> list[dict[str, Any]]:
+    """A frame's rows with every missing value as None, whatever pandas' dtype for it."""
+    return [
+        {k: None if v is None or v != v else v for k, v in row.items()}  # NaN != NaN
+        for row in frame.astype(object).to_dict("records")
+    ]
+
+
+def assert_tap_readiness_matches_the_raw_tests(engine: Engine) -> None:
+    """For every range of days around the tests, and with a provider filter: the app's tap
+    readiness (rollup_tap_day's running totals, `_node_range` for taps), its pages and its
+    summary equal what the raw tests and rollup_node_day give."""
+    import pandas as pd
+
+    from analysis_app import queries
+    from analysis_app.queries import FleetFilter
+
+    first, last = rows(
+        engine,
+        "SELECT (min(checked_at) AT TIME ZONE 'UTC')::date,"
+        " (max(checked_at) AT TIME ZONE 'UTC')::date FROM tap_readiness",
+    )[0]
+    span = [first + timedelta(days=i) for i in range(-1, (last - first).days + 2)]
+    checked = 0
+    for start in span:
+        for end in span:
+            if end < start:
+                continue
+            for providers in ((), ("oci", "static")):
+                selection = FleetFilter(start, end, providers=providers)
+                want = queries._frame(
+                    engine,
+                    RAW_TAP_READINESS,
+                    {
+                        **queries._utc_bounds(selection),
+                        "start": start,
+                        "end": end,
+                        "providers": list(providers or ("oci", "gcp", "static")),
+                    },
+                )
+                want["checked_at"] = pd.to_datetime(want["checked_at"], utc=True)
+                got = queries.tap_readiness(engine, selection)
+                assert list(got.columns) == list(want.columns)
+                assert plain(got) == plain(want), selection
+                checked += len(got)
+                by_taps = want.sort_values(["taps", "host"])
+                page = queries.tap_readiness(engine, selection, 2, 1, "fewest_taps")
+                assert plain(page) == plain(by_taps.iloc[1:3]), selection
+                summary = queries.tap_readiness_summary(engine, selection)
+                assert summary["hosts"].sum() == len(want)
+                for row in summary.to_dict("records"):
+                    of_type = want[
+                        want["nat_type"].isna()
+                        if row["nat_type"] is None or pd.isna(row["nat_type"])
+                        else want["nat_type"] == row["nat_type"]
+                    ]
+                    assert (row["hosts"], row["udp_blocked"], row["not_run"], row["taps"],
+                            row["node_days"]) == (
+                        len(of_type),
+                        int((of_type["udp_reachable"] == False).sum()),  # noqa: E712
+                        int(of_type["udp_reachable"].isna().sum()),
+                        int(of_type["taps"].sum()),
+                        int(of_type["node_days"].sum()),
+                    ), (selection, row)  # fmt: skip
+    assert checked > 0
+
+
+def test_tap_readiness_from_the_rollup_equals_the_raw_tests(seeded: Engine) -> None:
+    # oci-1 tested on most days (not 2 days ago), gcp-1 only early, pi first and last
+    tap_tests(seeded, 1, [4, 3, 1, 0], (1, 9, 17))
+    tap_tests(seeded, 2, [3, 2], (2, 14))
+    tap_tests(seeded, 3, [4, 0], (23,))
+    count = refresh_rollups(seeded)
+    assert count.days["taps"] == 5
+    assert rows(seeded, "SELECT count(*), sum(tests) FROM rollup_tap_day") == [(8, 18)]
+    assert_tap_readiness_matches_the_raw_tests(seeded)
+
+    # a poc_taps run stores its tests and refreshes what it touched (the flow's refresh path)
+    started = datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(hours=20)
+    tap_tests(seeded, 2, [0], (20, 21))
+    assert refresh_after_ingest(seeded, started).days["taps"] == 1
+    # a late test on a past day: refreshing that day carries the totals into the days after
+    tap_tests(seeded, 3, [2], (5,))
+    with seeded.begin() as conn:
+        refresh_tap_days(conn, TODAY - timedelta(days=2), TODAY - timedelta(days=2))
+    assert_tap_readiness_matches_the_raw_tests(seeded)
+    before = snapshot(seeded)
+    refresh_rollups(seeded)
+    assert snapshot(seeded) == before  # nothing left for a full refresh to change
 
 
 def old_samples(engine: Engine, day: date, per_host: int = 3) -> None:

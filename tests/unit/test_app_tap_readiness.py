@@ -18,6 +18,7 @@ from analysis_app import components, queries
 from analysis_app.queries import FleetFilter
 from gradientlab.node.readiness import TapCheck
 from gradientlab.node.stun import Behaviour, NatType, TapReadiness
+from gradientlab.store.rollups import refresh_rollups
 from gradientlab.store.taps import record_tap_readiness
 from tests.unit.test_analysis_app import DAYS, NOW, chart_rows, run_app, seed_fleet
 
@@ -67,6 +68,7 @@ def tested(engine: Engine) -> Engine:
         TapCheck("home-pi", NOW - timedelta(days=40), SERVER, result=nat(NatType.OPEN)),
     ]
     record_tap_readiness(engine, checks)
+    refresh_rollups(engine)  # as poc_taps does after it stores its tests
     return engine
 
 
@@ -185,6 +187,7 @@ def many_tested(tested: Engine) -> Engine:
             for n in names
         ],
     )
+    refresh_rollups(tested)
     return tested
 
 
