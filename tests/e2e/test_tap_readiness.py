@@ -82,3 +82,28 @@ def test_poc_taps_stores_each_hosts_tap_readiness(
     ]
     latest = rows(engine, "SELECT host, nat_type FROM v_tap_readiness_latest ORDER BY host")
     assert latest == [("lost-1", None), ("taps-1", "open")]
+
+
+def test_the_uptime_page_reads_what_poc_taps_stored(
+    prefect_server: None, engine: Engine, sandbox: Any, fleet_file: Path
+) -> None:
+    """The flow refreshes the tap-readiness rollup after its tests: the app's query (which
+    reads only the rollup and the tests it points at) has every host's latest test at once."""
+    from analysis_app import queries
+    from analysis_app.queries import FleetFilter
+    from flows.poc_taps import poc_taps
+    from flows.provision import provision
+
+    provision(fleet_path=str(fleet_file), approve=True)
+    poc_taps(fleet_path=str(fleet_file))
+    poc_taps(fleet_path=str(fleet_file))
+    first, last = rows(
+        engine,
+        "SELECT (min(checked_at) AT TIME ZONE 'UTC')::date,"
+        " (max(checked_at) AT TIME ZONE 'UTC')::date FROM tap_readiness",
+    )[0]
+    readiness = queries.tap_readiness(engine, FleetFilter(first, last)).set_index("host")
+    assert readiness["tests"].to_dict() == {"taps-1": 2}
+    assert readiness.loc["taps-1", "nat_type"] == "open"
+    summary = queries.tap_readiness_summary(engine, FleetFilter(first, last))
+    assert summary[["nat_type", "hosts"]].values.tolist() == [["open", 1]]
