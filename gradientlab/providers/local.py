@@ -369,10 +369,20 @@ class LocalProvider:
         return not subprocess.run(["pgrep", "-u", record.ssh_user], capture_output=True).returncode
 
     def _kill_user_processes(self, record: HostRecord) -> None:
-        subprocess.run(["pkill", "-KILL", "-u", record.ssh_user], capture_output=True)
-        deadline = time.monotonic() + 5
+        """Kill every process of the host's user, again until none is left: a process may fork
+        between one kill and the next, and a Ctrl-C pressed again during a stop reaches the
+        terminal's whole process group, so pkill runs in a session of its own."""
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if subprocess.run(["pgrep", "-u", record.ssh_user], capture_output=True).returncode:
+            subprocess.run(
+                ["pkill", "-KILL", "-u", record.ssh_user],
+                capture_output=True,
+                start_new_session=True,
+            )
+            left = subprocess.run(
+                ["pgrep", "-u", record.ssh_user], capture_output=True, start_new_session=True
+            )
+            if left.returncode:
                 return
             time.sleep(0.05)
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,9 @@ RUN = textwrap.dedent(
             subprocess.Popen(  # the host's own work, deaf to SIGTERM
                 ["/bin/sh", "-c", "trap '' TERM INT HUP; while :; do sleep 1; done"],
                 user=record.ssh_user, start_new_session=True, cwd="/",
+                # not the run's output pipe: the test reads that to its end
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         slow = demo._start(
             stopper,
@@ -84,7 +89,46 @@ def fleet_path(tmp_path: Path, base_address: str) -> Iterator[Path]:
         provider.terminate(name)
 
 
-def start_run(fleet_path: Path, home: Path) -> subprocess.Popen[str]:
+class Output:
+    """The run's output, read by a thread, so that a test waits for a line with a deadline and
+    never hangs on a run that went quiet."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def line(self, timeout: float = 120) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(
+                f"the run printed nothing for {timeout:.0f} s (exit code {self.proc.poll()});"
+                f" so far:\n{''.join(self.seen)}"
+            )
+        if line is None:
+            return ""
+        self.seen.append(line)
+        return line
+
+    def rest(self, timeout: float = 120) -> str:
+        """Everything else it prints, up to its end."""
+        out = []
+        while line := self.line(timeout):
+            out.append(line)
+        return "".join(out)
+
+
+def start_run(fleet_path: Path, home: Path) -> tuple[subprocess.Popen[str], Output]:
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN, str(fleet_path), str(home)],
         stdout=subprocess.PIPE,
@@ -92,13 +136,11 @@ def start_run(fleet_path: Path, home: Path) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
+    output = Output(proc)
+    while line := output.line():
         if line.strip() == "READY":
-            return proc
-    pytest.fail(f"the run did not start:\n{''.join(lines)}")
+            return proc, output
+    pytest.fail(f"the run did not start:\n{''.join(output.seen)}")
 
 
 def host_processes(fleet_path: Path) -> dict[str, set[int]]:
@@ -129,21 +171,20 @@ def ledger_groups(home: Path) -> dict[str, int]:
 def test_a_second_and_third_signal_during_shutdown_do_not_abandon_it(
     fleet_path: Path, tmp_path: Path
 ) -> None:
-    proc = start_run(fleet_path, tmp_path)
+    proc, run_output = start_run(fleet_path, tmp_path)
     groups = ledger_groups(tmp_path)
     hosts = host_processes(fleet_path)
     assert all(len(pids) >= 2 for pids in hosts.values()), hosts  # sshd and the host's work
-    assert proc.stdout is not None
 
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-    assert "stopping everything" in proc.stdout.readline()
+    assert "stopping everything" in run_output.line()
     # people press Ctrl-C again, and service managers send SIGTERM: keep at it until it exits
     sent = 0
     while proc.poll() is None:
         os.killpg(proc.pid, (signal.SIGTERM, signal.SIGINT)[sent % 2])
         sent += 1
         time.sleep(0.25)
-    output = proc.stdout.read()
+    output = run_output.rest()
 
     assert proc.returncode == 0, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
@@ -158,7 +199,7 @@ def test_a_second_and_third_signal_during_shutdown_do_not_abandon_it(
 def test_what_a_killed_run_left_running_is_stopped_by_the_next(
     fleet_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    proc = start_run(fleet_path, tmp_path)
+    proc, _ = start_run(fleet_path, tmp_path)
     groups = ledger_groups(tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to stop anything
     proc.wait()
