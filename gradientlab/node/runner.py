@@ -1519,6 +1519,10 @@ def cmd_install_extension(paths: Paths) -> dict[str, Any]:
     loaded_key = json.loads((target / "manifest.json").read_text()).get("key")
     loaded_id = extension_id_of_key(base64.b64decode(loaded_key)) if loaded_key else None
     current = paths.current_extension
+    # the version the running browser loaded: its files stay until the next install, so that
+    # a browser still running from them does not lose its extension (and exit) before the
+    # deploy restarts the runner on the new one
+    previous = os.readlink(current) if current.is_symlink() else None
     if not current.is_symlink() or os.readlink(current) != version:
         tmp_link = paths.extensions / ".current.tmp"
         with contextlib.suppress(OSError):
@@ -1527,7 +1531,7 @@ def cmd_install_extension(paths: Paths) -> dict[str, Any]:
         os.replace(tmp_link, current)
         changed = True
     for old in paths.extensions.iterdir():
-        if old.is_dir() and not old.is_symlink() and old.name not in (version,):
+        if old.is_dir() and not old.is_symlink() and old.name not in (version, previous):
             shutil.rmtree(old, ignore_errors=True)
     return {
         "version": version,

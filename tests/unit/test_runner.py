@@ -378,9 +378,15 @@ def test_a_new_version_switches_current_and_removes_the_old_one(home: Home) -> N
     assert result["changed"] is True
     assert result["version"] == "1.1.0"
     assert home.current() == "1.1.0"
-    assert home.version_dirs() == ["1.1.0"]
-    assert not (home.paths.extensions / "1.0.0").exists()
+    # the browser still running until the runner restarts loaded 1.0.0: its files stay
+    assert home.version_dirs() == ["1.0.0", "1.1.0"]
     assert home.manifest()["version"] == "1.1.0"
+
+    home.publish(crx3(extension_zip("1.2.0"), SANDBOX_KEY))
+    home.install()
+    assert home.current() == "1.2.0"
+    assert home.version_dirs() == ["1.1.0", "1.2.0"]  # the one before last is gone
+    assert not (home.paths.extensions / "1.0.0").exists()
 
 
 def test_a_failed_download_falls_back_to_the_cached_copy(home: Home) -> None:
