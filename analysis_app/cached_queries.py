@@ -75,22 +75,6 @@ def filter_choices(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def node_points(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.node_points(fleet_engine(url), selection)
-
-
-@unless_empty
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def fleet_status(url: str) -> pd.DataFrame:
-    return queries.fleet_status(fleet_engine(url))
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def node_uptime_taps(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.node_uptime_taps(fleet_engine(url), selection)
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def incidents(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
     return queries.incidents(fleet_engine(url), selection)
 

@@ -540,24 +540,6 @@ def tap_readiness_csv(engine: Engine, selection: FleetFilter) -> bytes:
     return _copy_csv(engine, sql, params)
 
 
-def quarantined_hosts(engine: Engine) -> pd.DataFrame:
-    """Live hosts GradientLab has stopped recovering until a person releases them: host,
-    provider, region, quarantined_at, quarantine_reason, oldest first."""
-    frame = _frame(
-        engine,
-        """
-        SELECT h.name AS host, h.provider, COALESCE(h.region, :unknown) AS region,
-               h.quarantined_at, h.quarantine_reason
-        FROM hosts h
-        WHERE h.quarantined_at IS NOT NULL AND h.state <> 'terminated'
-        ORDER BY h.quarantined_at, h.name
-        """,
-        {"unknown": UNKNOWN_REGION},
-    )
-    frame["quarantined_at"] = pd.to_datetime(frame["quarantined_at"], utc=True)
-    return frame
-
-
 # ------------------------------------------------------------------ fleet scale, from the rollups
 #
 # Charts get the rows they draw (per day per provider or region, or the top N nodes and "the
@@ -856,21 +838,6 @@ def selection_totals(engine: Engine, selection: FleetFilter) -> dict[str, Any]:
         "stat_nodes": int(row["stat_nodes"]),
         "untapped_nodes": int(row["untapped_nodes"]),
     }
-
-
-def node_taps(engine: Engine, selection: FleetFilter) -> pd.DataFrame:
-    """Each selected node's taps and days with stats over the selection: host, taps,
-    node_days."""
-    ranged, params = _node_range(selection)
-    return _frame(
-        engine,
-        f"""
-        SELECT host, sum(taps)::bigint AS taps, sum(stat_days)::bigint AS node_days
-        FROM ({ranged}) r
-        GROUP BY host
-        """,
-        params,
-    ).astype({"taps": "int64", "node_days": "int64"})
 
 
 def node_days_csv(engine: Engine, selection: FleetFilter) -> bytes:
