@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
+import altair as alt
 import pandas as pd
 
 from analysis_app.queries import FleetFilter
@@ -18,6 +20,49 @@ STATUS_COLOURS = {
     "Suspended": "#cf222e",
     "Stale": "#6e7781",
 }
+
+
+# Each status's colour in charts, in legend order: earning greens first, then what the
+# network says (orange, red), then what went wrong on the host (browns and purples), then what
+# GradientLab cannot tell (greys). A status not listed here is drawn grey.
+STATUS_CHART_COLOURS = {
+    "Excellent": "#116329",
+    "Good": "#2da44e",
+    "Starting": "#8fd19e",
+    "Disconnected": "#fb8f44",
+    "Unsupported": "#cf222e",
+    "Suspended": "#82071e",
+    "LoggedOut": "#d4a72c",
+    "BrowserDown": "#bf8700",
+    "BrowserHung": "#9a6700",
+    "RunnerDown": "#a0522d",
+    "RunnerCrashLoop": "#6e3b1a",
+    "PageChanged": "#8250df",
+    "Unreachable": "#6639ba",
+    "DiskFull": "#bc4c00",
+    "MemoryLow": "#953800",
+    "AuthRefused": "#a475f9",
+    "HostKeyChanged": "#4c2889",
+    "HostKeyInvalid": "#4c2889",
+    "ProbeInvalid": "#57606a",
+    "Provisioning": "#54aeff",
+    "NotDeployed": "#0969da",
+    "Stale": "#8c959f",
+    "Not checked yet": "#d0d7de",
+}
+OTHER_STATUS_COLOUR = "#6e7781"
+
+
+def status_scale(statuses: Iterable[str]) -> alt.Scale:
+    """A colour scale for the statuses a chart draws: Good is green and Unsupported red on
+    every chart, whatever else the chart holds."""
+    present = set(statuses)
+    domain = [s for s in STATUS_CHART_COLOURS if s in present]
+    domain += sorted(present - set(domain))
+    return alt.Scale(
+        domain=domain,
+        range=[STATUS_CHART_COLOURS.get(s, OTHER_STATUS_COLOUR) for s in domain],
+    )
 
 
 def status_label(

@@ -22,7 +22,15 @@ from analysis_app.components import (
     page_of,
     utc_now,
 )
-from analysis_app.fleet import age, selected, stale_checks, status_colour, status_label, verdicts
+from analysis_app.fleet import (
+    age,
+    selected,
+    stale_checks,
+    status_colour,
+    status_label,
+    status_scale,
+    verdicts,
+)
 from analysis_app.queries import GOOD_STATUSES, FleetFilter
 from gradientlab.freshness import STALE_AFTER_PERIODS
 
@@ -53,7 +61,7 @@ def verdict_chart(fleet: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("size:Q", title="Nodes"),
             y=alt.Y("provider:N", title=None),
-            color=alt.Color("verdict:N", title="Verdict", sort=VERDICT_ORDER),
+            color=alt.Color("verdict:N", title="Verdict", scale=status_scale(counts["verdict"])),
             tooltip=["provider", "verdict", alt.Tooltip("size:Q", title="Nodes")],
         )
     )
@@ -71,7 +79,7 @@ def status_days_chart(per_day: pd.DataFrame, start: date, end: date) -> alt.Char
             y=alt.Y(
                 "samples:Q", stack="normalize", title="Share of checks", axis=alt.Axis(format="%")
             ),
-            color=alt.Color("status:N", title="Status", sort=VERDICT_ORDER),
+            color=alt.Color("status:N", title="Status", scale=status_scale(frame["status"])),
             tooltip=["band", "status", alt.Tooltip("samples:Q", title="Checks")],
         )
     )
@@ -100,11 +108,13 @@ def live_fleet(url: str, selection: FleetFilter) -> None:
     last_check = fleet["last_check"].max() if not fleet.empty else pd.NaT
 
     cols = st.columns(5)
+    # counts alone, the fleet's size in their help: "512 / 1000" does not fit five cards
+    of_all = f"Of {len(fleet):,} node{'' if len(fleet) == 1 else 's'}"
     cols[0].metric(
         "Nodes Good",
-        f"{good} / {len(fleet)}",
+        f"{good:,}",
         border=True,
-        help="Good at a check younger than two health periods.",
+        help=f"{of_all}, Good at a check younger than two health periods.",
     )
     cols[1].metric(
         "Unsupported",
@@ -115,9 +125,9 @@ def live_fleet(url: str, selection: FleetFilter) -> None:
     )
     cols[2].metric(
         "Earning",
-        f"{earning} / {len(fleet)}",
+        f"{earning:,}",
         border=True,
-        help="Nodes with points on their latest listed day.",
+        help=f"{of_all}, those with points on their latest listed day.",
     )
     cols[3].metric(
         "Quarantined",
@@ -126,8 +136,8 @@ def live_fleet(url: str, selection: FleetFilter) -> None:
         help="Recovery gave up on these hosts; a person releases them.",
     )
     cols[4].metric(
-        "Last check",
-        "never" if pd.isna(last_check) else age(last_check, now),
+        "Since last check",
+        "never" if pd.isna(last_check) else age(last_check, now).removesuffix(" ago"),
         help=None if pd.isna(last_check) else f"{last_check:%Y-%m-%d %H:%M:%S} UTC",
         border=True,
     )

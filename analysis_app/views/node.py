@@ -15,7 +15,7 @@ from analysis_app import cached_queries as data
 from analysis_app.actions import render_node_actions
 from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days, time_x
 from analysis_app.components import database_errors, no_data_yet, utc_now
-from analysis_app.fleet import age, status_label
+from analysis_app.fleet import age, status_label, status_scale
 from analysis_app.queries import FleetFilter
 
 WINDOWS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365}
@@ -52,7 +52,7 @@ def status_days_chart(days: pd.DataFrame, first: date, last: date) -> alt.Chart:
             y=alt.Y(
                 "samples:Q", stack="normalize", title="Share of checks", axis=alt.Axis(format="%")
             ),
-            color=alt.Color("status:N", title="Status"),
+            color=alt.Color("status:N", title="Status", scale=status_scale(shown["status"])),
             tooltip=["band", "status", alt.Tooltip("samples:Q", title="Checks")],
         )
     )
@@ -66,7 +66,7 @@ def recent_chart(checks: pd.DataFrame) -> alt.Chart:
         .encode(
             x=time_x("sampled_at", checks["sampled_at"], "Checked (UTC)"),
             y=alt.Y("status:N", title=None),
-            color=alt.Color("status:N", legend=None),
+            color=alt.Color("status:N", legend=None, scale=status_scale(checks["status"])),
             tooltip=[
                 alt.Tooltip("sampled_at:T", format="%Y-%m-%d %H:%M:%S"),
                 "status",

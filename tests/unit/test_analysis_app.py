@@ -567,12 +567,15 @@ def test_fleet_now_counts_verdicts_earners_and_quarantine(seeded: Engine) -> Non
 
     assert at.title[0].value == "Fleet now"
     assert metrics(at) == {
-        "Nodes Good": "1 / 3",
+        "Nodes Good": "1",
         "Unsupported": "1",
-        "Earning": "2 / 3",  # gcp and pi listed points today, oci none
+        "Earning": "2",  # gcp and pi listed points today, oci none
         "Quarantined": "1",
-        "Last check": "3 min ago",
+        "Since last check": "3 min",
     }
+    helps = {m.label: m.help for m in at.metric}
+    assert helps["Nodes Good"].startswith("Of 3 nodes")
+    assert helps["Earning"].startswith("Of 3 nodes")
     fleet = table(at, -1)
     assert fleet.loc["oci-ashburn-1", "status_shown"] == f"Unsupported: {BANNED_REASON}"
     assert fleet.loc["home-pi", "status_shown"] == "Disconnected"
@@ -597,7 +600,8 @@ def test_fleet_now_sidebar_filter_and_the_url(seeded: Engine) -> None:
 
     assert not at.exception
     assert table(at, -1).index.tolist() == ["gcp-west-1"]
-    assert metrics(at)["Nodes Good"] == "1 / 1"
+    assert metrics(at)["Nodes Good"] == "1"
+    assert {m.label: m.help for m in at.metric}["Nodes Good"].startswith("Of 1 node,")
     assert url_values(at, "provider") == ["gcp"]
 
 
