@@ -109,7 +109,8 @@ total_points = float(costs["points"].sum())
 idle = hosts[hosts["per_point_note"] == "no points"]
 wasted = unsupported_costs(costs, shares)
 
-cost_col, points_col, per_point_col, idle_col, wasted_col = st.columns(5)
+# two rows: at fleet scale five cards in one row cut their figures and labels short
+cost_col, points_col, per_point_col = st.columns(3)
 cost_col.metric("Cost", usd(total_cost), border=True)
 points_col.metric("Points", f"{total_points:,.2f}", border=True)
 per_point_col.metric(
@@ -122,6 +123,7 @@ per_point_col.metric(
     help="All the selected hosts' cost divided by all their points.",
     border=True,
 )
+idle_col, wasted_col = st.columns(2)
 idle_col.metric(
     "Paid hosts without points",
     len(idle),
@@ -138,15 +140,25 @@ wasted_col.metric(
 
 st.subheader("Per host")
 CHART_HOSTS = 20
-st.altair_chart(
-    per_point_chart(
-        hosts.head(CHART_HOSTS),
-        "host",
-        "USD per point by host"
-        if len(hosts) <= CHART_HOSTS
-        else f"The {CHART_HOSTS} hosts paying most per point (no points first)",
-    )
-)
+if len(hosts) <= CHART_HOSTS:
+    st.altair_chart(per_point_chart(hosts, "host", "USD per point by host"))
+else:
+    # at fleet scale the hosts paying for nothing would fill the chart with labels and no
+    # bar: they are counted above and come first in the table; the chart prices the rest
+    priced = hosts[hosts["per_point_note"] == ""]
+    if not priced.empty:
+        st.altair_chart(
+            per_point_chart(
+                priced.head(CHART_HOSTS),
+                "host",
+                f"The {min(CHART_HOSTS, len(priced))} hosts paying most per point",
+            )
+        )
+    if len(idle):
+        st.caption(
+            f"{len(idle):,} paid host(s) earned no point in the selected days: they come "
+            "first in the table."
+        )
 limit, offset = page_of(len(hosts), key="cost_page")
 page = hosts.iloc[offset : offset + limit]
 st.dataframe(

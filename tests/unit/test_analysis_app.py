@@ -7,6 +7,7 @@ day and fail on every run, not only around midnight."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -834,6 +835,50 @@ def test_cost_page_shows_charts_tables_and_csv(priced: Engine) -> None:
         "cost_providers_csv",
         "unsupported_csv",
     ]
+
+
+def test_cost_page_at_fleet_scale_charts_the_priced_hosts(priced: Engine) -> None:
+    """Past 20 hosts, the ones paying for no point would fill the chart with labels and no
+    bar: the chart prices the hosts that earned, the page counts the others."""
+    with priced.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO hosts (name, provider, region, state, hourly_cost_usd, created_at,"
+                " updated_at) SELECT 'vm-' || lpad(i::text, 2, '0'), 'gcp', 'us-west1',"
+                " 'running', 0.01 * i, :created, :created FROM generate_series(1, 24) i"
+            ),
+            {"created": at_hour(DAYS[0], -24)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO nodes (host_id, client_id)"
+                " SELECT id, 'node-' || name FROM hosts WHERE name LIKE 'vm-%'"
+            )
+        )
+        conn.execute(  # each earns 1 point a day: the dearest point is the dearest host's
+            text(
+                "INSERT INTO node_daily_points (client_id, day, points)"
+                " SELECT 'node-' || name, d, 100000 FROM hosts, unnest(CAST(:days AS date[])) d"
+                " WHERE name LIKE 'vm-%'"
+            ),
+            {"days": list(DAYS)},
+        )
+    refresh_rollups(priced)
+
+    at = run_app("views/cost.py")
+
+    chart = charts(at)[0]
+    spec = json.loads(chart.proto.spec)
+    assert spec["layer"][0]["title"] == "The 20 hosts paying most per point"
+    rows = chart_rows(chart)
+    drawn = {r["host"] for r in rows}
+    assert len(drawn) == 20 and "vm-24" in drawn  # the dearest first
+    assert not {"oci-idle", "gcp-idle"} & drawn  # paying for nothing: not in the chart
+    assert {r["per_point"] for r in rows} != {"no points"}
+    assert any("2 paid host(s) earned no point" in c.value for c in at.caption)
+    assert {m.label: m.value for m in at.metric}["Paid hosts without points"] == "2"
+    hosts = at.dataframe[0].value
+    assert hosts["host"].tolist()[:2] == ["oci-idle", "gcp-idle"]  # first in the table
 
 
 def test_cost_page_sidebar_filter(priced: Engine) -> None:
