@@ -86,9 +86,9 @@ def test_the_app_role_reads_everything_and_changes_nothing(
 
         # the app's own queries, as its pages run them
         selection = FleetFilter(date(2025, 1, 1), date(2025, 1, 31))
-        assert queries.node_points(app_engine, selection).empty
-        assert queries.fleet_status(app_engine).empty
-        assert queries.node_uptime_taps(app_engine, selection).empty
+        assert queries.node_totals(app_engine, selection).empty
+        assert queries.fleet_now(app_engine).empty
+        assert queries.selection_totals(app_engine, selection)["nodes"] == 0
         assert queries.incidents(app_engine, selection).empty
         assert queries.filter_choices(app_engine).empty
         queries.host_costs(app_engine, selection, datetime.now(UTC))

@@ -187,59 +187,60 @@ def whole_range() -> FleetFilter:
 # --- queries -------------------------------------------------------------------------------
 
 
-def test_node_points_divides_raw_points_for_display(seeded: Engine) -> None:
-    points = queries.node_points(seeded, whole_range())
+def test_node_days_divide_raw_points_for_display(seeded: Engine) -> None:
+    days = queries.node_days(seeded, "gcp-west-1", DAYS[0], DAYS[-1])
 
-    gcp = points[points["client_id"] == "node-gcp"].sort_values("day")
-    assert gcp["points_raw"].tolist() == RAW_POINTS["node-gcp"]
-    assert gcp["points"].tolist() == [12.34567, 25.0, 0.75]
-    assert gcp["host"].unique().tolist() == ["gcp-west-1"]
-    assert set(points["day"]) == set(DAYS)
+    assert days["day"].tolist() == list(DAYS)
+    assert days["points_raw"].tolist() == RAW_POINTS["node-gcp"]
+    assert days["points"].tolist() == [12.34567, 25.0, 0.75]
 
 
-def test_node_points_labels_nodes_no_host_owns(seeded: Engine) -> None:
-    points = queries.node_points(seeded, whole_range())
+def test_node_totals_label_nodes_no_host_owns(seeded: Engine) -> None:
+    nodes = queries.node_totals(seeded, whole_range(), "host", 50, 0).set_index("host")
 
-    laptop = points[points["client_id"] == "laptop-node"]
-    assert laptop["host"].unique().tolist() == ["laptop-node"]
-    assert laptop["provider"].unique().tolist() == [queries.UNMANAGED_PROVIDER]
-    assert laptop["region"].unique().tolist() == [queries.UNKNOWN_REGION]
+    assert nodes.loc["laptop-node", "client_id"] == "laptop-node"
+    assert nodes.loc["laptop-node", "provider"] == queries.UNMANAGED_PROVIDER
+    assert nodes.loc["laptop-node", "region"] == queries.UNKNOWN_REGION
+    assert nodes.loc["gcp-west-1", "points_raw"] == sum(RAW_POINTS["node-gcp"])
 
 
-def test_node_points_filters_by_provider_region_host_and_days(seeded: Engine) -> None:
-    by_provider = queries.node_points(
-        seeded, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp", "static"))
-    )
-    assert set(by_provider["host"]) == {"gcp-west-1", "home-pi"}
+def test_node_totals_filter_by_provider_region_host_and_days(seeded: Engine) -> None:
+    def hosts(selection: FleetFilter) -> set[str]:
+        return set(queries.node_totals(seeded, selection, "host", 50, 0)["host"])
 
-    by_region = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[-1], regions=("unknown",)))
-    assert set(by_region["host"]) == {"home-pi", "laptop-node"}
+    assert hosts(FleetFilter(DAYS[0], DAYS[-1], providers=("gcp", "static"))) == {
+        "gcp-west-1",
+        "home-pi",
+    }
+    assert hosts(FleetFilter(DAYS[0], DAYS[-1], regions=("unknown",))) == {
+        "home-pi",
+        "laptop-node",
+    }
 
-    one_day = queries.node_points(seeded, FleetFilter(TODAY, TODAY, hosts=("home-pi",)))
-    assert one_day[["day", "points_raw"]].values.tolist() == [[TODAY, 1_200_000]]
+    one_day = queries.node_totals(seeded, FleetFilter(TODAY, TODAY, hosts=("home-pi",)))
+    assert one_day[["host", "days", "points_raw"]].values.tolist() == [["home-pi", 1, 1_200_000]]
 
-    nothing = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("no-such",)))
+    nothing = queries.node_totals(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("no-such",)))
     assert nothing.empty
     assert "points" in nothing.columns
 
 
-def test_fleet_status_reads_each_hosts_latest_check(seeded: Engine) -> None:
-    status = queries.fleet_status(seeded).set_index("host")
+def test_fleet_now_reads_each_hosts_latest_check(seeded: Engine) -> None:
+    status = queries.fleet_now(seeded).set_index("host")
 
     assert list(status.index) == ["gcp-west-1", "home-pi", "oci-ashburn-1"]  # terminated: gone
     assert status.loc["oci-ashburn-1", "status"] == "Unsupported"
     assert status.loc["oci-ashburn-1", "banned_reason"] == BANNED_REASON
     assert status.loc["gcp-west-1", "today_points_raw"] == 75_000
     assert status.loc["gcp-west-1", "today_points"] == 0.75
-    assert status.loc["gcp-west-1", "points_day"] == TODAY
     assert status.loc["home-pi", "region"] == queries.UNKNOWN_REGION
 
 
-def test_fleet_status_of_hosts_never_checked(engine: Engine) -> None:
+def test_fleet_now_of_hosts_never_checked(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO hosts (name, provider) VALUES ('fresh', 'local')"))
 
-    status = queries.fleet_status(engine)
+    status = queries.fleet_now(engine)
 
     assert status["host"].tolist() == ["fresh"]
     assert status["status"].isna().all()
@@ -278,16 +279,16 @@ def test_filter_choices_keep_terminated_hosts_that_earned(seeded: Engine) -> Non
     refresh_rollups(seeded)  # as the rewards flow does after it writes points
 
     assert "old-vm" in set(queries.filter_choices(seeded)["host"])
-    points = queries.node_points(seeded, FleetFilter(DAYS[0], DAYS[0], hosts=("old-vm",)))
-    assert points[["provider", "points"]].values.tolist() == [["azure", 1.0]]
+    old = queries.node_totals(seeded, FleetFilter(DAYS[0], DAYS[0], hosts=("old-vm",)))
+    assert old[["provider", "points"]].values.tolist() == [["azure", 1.0]]
 
 
-def test_node_uptime_taps(seeded: Engine) -> None:
-    stats = queries.node_uptime_taps(seeded, FleetFilter(TODAY, TODAY, providers=("gcp",)))
+def test_node_totals_with_uptime_and_taps(seeded: Engine) -> None:
+    stats = queries.node_totals(
+        seeded, FleetFilter(TODAY, TODAY, providers=("gcp",)), "host", 50, 0, with_stats=True
+    )
 
-    assert stats[["host", "duration", "uptime_hours", "taps"]].values.tolist() == [
-        ["gcp-west-1", 43_200, 12.0, 12]
-    ]
+    assert stats[["host", "uptime_hours", "taps"]].values.tolist() == [["gcp-west-1", 12.0, 12]]
 
 
 def test_incidents_with_recovery_time_and_ordered_actions(seeded: Engine) -> None:
@@ -316,9 +317,11 @@ def test_recovery_actions(seeded: Engine) -> None:
 def test_page_queries_on_an_empty_database(engine: Engine) -> None:
     selection = FleetFilter(date(2025, 1, 1), date(2025, 1, 31))
 
-    assert queries.node_points(engine, selection).empty
-    assert queries.fleet_status(engine).empty
-    assert queries.node_uptime_taps(engine, selection).empty
+    assert queries.node_totals(engine, selection).empty
+    assert queries.fleet_now(engine).empty
+    assert queries.selection_totals(engine, selection)["nodes"] == 0
+    assert queries.points_by_group(engine, selection, "provider").empty
+    assert queries.top_nodes_per_day(engine, selection, 10, "taps").empty
     assert queries.incidents(engine, selection).empty
     assert queries.filter_choices(engine).empty
 
