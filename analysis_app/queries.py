@@ -309,6 +309,30 @@ _TAP_EDGE = "latest_id, latest_nat_type, latest_udp_reachable, " + ", ".join(
 )
 
 
+def _edge_rows(
+    name: str,
+    table: str,
+    key: str,
+    owner: str,
+    columns: str,
+    equal: str,
+    before: str,
+    only_if: str = "",
+) -> str:
+    """Joins `name`0 and `name`1: a rollup's row for each owner (`owner` = `table`.`key`) on
+    one edge day of a range. `name`0 reads the day itself (one range scan of the primary key
+    for every owner at once); `name`1, only for an owner with no row that day, its last row
+    `before` it (an index-only backward probe). `columns` are read from either."""
+    return f"""
+        LEFT JOIN (SELECT {key}, day, {columns} FROM {table} WHERE day = {equal}) {name}0
+            ON {name}0.{key} = {owner}
+        LEFT JOIN LATERAL (
+            SELECT r.day, {columns} FROM {table} r
+            WHERE {name}0.{key} IS NULL {only_if} AND r.{key} = {owner} AND r.day {before}
+            ORDER BY r.day DESC LIMIT 1
+        ) {name}1 ON true"""
+
+
 def _tap_hosts_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
     """Each selected host with a STUN test in the selected days, from the running totals of
     rollup_tap_day (sql/012): its tests there (the totals on its last day up to the range's
@@ -325,14 +349,9 @@ def _tap_hosts_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
     ranged, range_params = _node_range(FleetFilter(selection.start, selection.end))
 
     def edge(name: str, equal: str, before: str, only_if: str = "") -> str:
-        return f"""
-        LEFT JOIN (SELECT host_id, day, {_TAP_EDGE} FROM rollup_tap_day WHERE day = {equal})
-            {name}0 ON {name}0.host_id = h.id
-        LEFT JOIN LATERAL (
-            SELECT r.day, {_TAP_EDGE} FROM rollup_tap_day r
-            WHERE {name}0.host_id IS NULL {only_if} AND r.host_id = h.id AND r.day {before}
-            ORDER BY r.day DESC LIMIT 1
-        ) {name}1 ON true"""
+        return _edge_rows(
+            name, "rollup_tap_day", "host_id", "h.id", _TAP_EDGE, equal, before, only_if
+        )
 
     counts = ",\n".join(
         f"COALESCE(e0.cum_{c}, e1.cum_{c}) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
@@ -562,15 +581,9 @@ def _node_range(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
     running = ", ".join(f"cum_{c}" for c in _RUNNING)
 
     def edge(name: str, equal: str, before: str, only_if: str = "") -> str:
-        return f"""
-        LEFT JOIN (SELECT client_id, {running} FROM rollup_node_day WHERE day = {equal}) {name}0
-            ON {name}0.client_id = n.client_id
-        LEFT JOIN LATERAL (
-            SELECT {running} FROM rollup_node_day r
-            WHERE {name}0.client_id IS NULL {only_if}
-              AND r.client_id = n.client_id AND r.day {before}
-            ORDER BY r.day DESC LIMIT 1
-        ) {name}1 ON true"""
+        return _edge_rows(
+            name, "rollup_node_day", "client_id", "n.client_id", running, equal, before, only_if
+        )
 
     totals = ",\n".join(
         f"COALESCE(e0.cum_{c}, e1.cum_{c}, 0) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
