@@ -146,8 +146,12 @@ def filter_choices(engine: Engine) -> pd.DataFrame:
     )
 
 
-def _incidents_sql(selection: FleetFilter, page: str) -> tuple[str, dict[str, Any]]:
+def _incidents_sql(
+    selection: FleetFilter, page: str, unresolved: bool = False
+) -> tuple[str, dict[str, Any]]:
     extra, params = _selection(selection)
+    if unresolved:
+        extra += " AND status <> 'recovered'"
     return (
         f"""
         SELECT id, host, provider, region, kind, status, detected_at, recovered_at,
@@ -182,12 +186,17 @@ def _incidents_sql(selection: FleetFilter, page: str) -> tuple[str, dict[str, An
 
 
 def incidents(
-    engine: Engine, selection: FleetFilter, limit: int | None = None, offset: int = 0
+    engine: Engine,
+    selection: FleetFilter,
+    limit: int | None = None,
+    offset: int = 0,
+    unresolved: bool = False,
 ) -> pd.DataFrame:
     """Incidents detected in the selection, newest first, with recovery time and the steps
-    tried in order; with `limit`, one page of them."""
+    tried in order; with `limit`, one page of them; `unresolved`: only those still open or
+    that recovery gave up on."""
     page = "" if limit is None else "LIMIT :limit OFFSET :offset"
-    sql, params = _incidents_sql(selection, page)
+    sql, params = _incidents_sql(selection, page, unresolved)
     frame = _frame(engine, sql, {**params, "limit": limit, "offset": offset})
     for column in ("detected_at", "recovered_at", "alerted_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)

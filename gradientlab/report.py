@@ -21,6 +21,7 @@ GOOD_STATUSES = ("Good", "Excellent")
 STALE = "stale"
 NEVER_CHECKED = "never checked"
 BEST_AND_WORST = 5  # nodes named in the report's best and worst lines
+UNRESOLVED_LISTED = 20  # incidents still open or failed named one by one, newest first
 
 
 def points_text(points: float) -> str:
@@ -199,10 +200,12 @@ def earnings_section(
 
 
 def incidents_section(
-    causes: pd.DataFrame, steps: pd.DataFrame
+    causes: pd.DataFrame, steps: pd.DataFrame, unresolved: pd.DataFrame
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
     """The Incidents page's numbers: `incidents_by_cause` (detected in the period, by cause,
-    how they stand) and `recovery_step_success` (how often each step worked)."""
+    how they stand) and `recovery_step_success` (how often each step worked); and, by name,
+    the incidents of the period still open or failed (`incidents(..., unresolved=True)`, the
+    newest `UNRESOLVED_LISTED`): who needs a person."""
     if causes.empty:
         return "No incidents.", [], []
     total, recovered = int(causes["incidents"].sum()), int(causes["recovered"].sum())
@@ -227,7 +230,14 @@ def incidents_section(
         }
         for r in causes.itertuples()
     ]
-    notes = [
+    still = [
+        f"{r.host}: {r.kind}, still {r.status}" + (f" after {r.actions}" if r.actions else "")
+        for r in unresolved.itertuples()
+    ]
+    left = stand["open"] + stand["failed"] - len(still)
+    if still and left > 0:
+        still.append(f"and {left} more open or failed (the Incidents page lists them)")
+    notes = still + [
         f"{r.step}: worked {int(r.ok)} of {int(r.tries)} tries"
         + ("" if pd.isna(r.success_rate) else f" ({r.success_rate:.0%} of those that ended)")
         for r in steps.itertuples()
@@ -296,6 +306,7 @@ def build_report(
     worst: pd.DataFrame,
     causes: pd.DataFrame,
     steps: pd.DataFrame,
+    unresolved: pd.DataFrame,
     host_costs: pd.DataFrame,
     provider_costs: pd.DataFrame,
     unsupported: pd.DataFrame,
@@ -308,7 +319,7 @@ def build_report(
     sections = {
         "Fleet": fleet_section(fleet_now, as_of),
         "Earnings": earnings_section(totals, by_provider, best, worst),
-        "Incidents": incidents_section(causes, steps),
+        "Incidents": incidents_section(causes, steps, unresolved),
         "Cost": cost_section(host_costs, provider_costs, unsupported),
     }
     return FleetReport(

@@ -19,7 +19,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from analysis_app import queries
 from deployments.alerts import PREFIX as ALERTS_PREFIX
-from gradientlab.report import BEST_AND_WORST
+from gradientlab.report import BEST_AND_WORST, UNRESOLVED_LISTED
 from tasks.common import engine
 
 
@@ -37,6 +37,7 @@ def read_report(start: date, end: date, as_of: datetime) -> dict[str, Any]:
         "best": queries.node_totals(eng, selection, "best", BEST_AND_WORST, 0),
         "worst": queries.node_totals(eng, selection, "worst", BEST_AND_WORST, 0),
         "causes": queries.incidents_by_cause(eng, selection),
+        "unresolved": queries.incidents(eng, selection, limit=UNRESOLVED_LISTED, unresolved=True),
         "steps": queries.recovery_step_success(eng, selection),
         "host_costs": costs,
         "provider_costs": queries.provider_costs(costs),

@@ -259,6 +259,11 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
     assert int(causes["incidents"].sum()) == 3
     assert steps["step"].tolist() == ["restart_browser"]
     assert "- restart_browser: worked 0 of 1 tries (0% of those that ended)" in markdown
+    # who needs a person: the period's incidents still open or failed, by name, newest first
+    assert "- pi-c: BrowserDown, still failed after restart_browser ✗\n" in markdown
+    assert "- gcp-b: LoggedOut, still open\n" in markdown
+    assert markdown.index("pi-c: BrowserDown") < markdown.index("gcp-b: LoggedOut")
+    assert "more open or failed" not in markdown
     # cost: the Economics page's provider roll-up and what Unsupported cost for nothing
     app_provider_costs = queries.provider_costs(costs).set_index("provider")
     cost = {r["provider"]: r for r in found["report-cost"]}

@@ -44,6 +44,7 @@ def frames(**overrides: Any) -> dict[str, Any]:
         "steps": pd.DataFrame(
             columns=["step", "tries", "ok", "failed", "success_rate", "mean_seconds"]
         ),
+        "unresolved": pd.DataFrame(columns=["host", "kind", "status", "actions"]),
         "host_costs": pd.DataFrame(columns=["host", "provider", "cost_usd", "points_raw"]),
         "provider_costs": pd.DataFrame(
             columns=["provider", "hosts", "hours", "cost_usd", "points", "usd_per_point",
@@ -153,7 +154,12 @@ def test_incidents_by_cause_and_recovery_steps() -> None:
         {"step": ["restart_browser", "login"], "tries": [3, 1], "ok": [2, 0], "failed": [1, 0],
          "success_rate": [2 / 3, float("nan")], "mean_seconds": [10.0, float("nan")]}
     )  # fmt: skip
-    report = build_report("lab", DAY, DAY, AS_OF, **frames(causes=causes, steps=steps))
+    unresolved = pd.DataFrame(  # as the query gives them, newest first, one page
+        {"host": ["pi"], "kind": ["LoggedOut"], "status": ["open"], "actions": [""]}
+    )
+    report = build_report(
+        "lab", DAY, DAY, AS_OF, **frames(causes=causes, steps=steps, unresolved=unresolved)
+    )
     assert report.headlines["Incidents"] == (
         "4 incidents (2 recovered, 1 open, 1 failed); mean recovery 45s."
     )
@@ -162,6 +168,8 @@ def test_incidents_by_cause_and_recovery_steps() -> None:
         "mean recovery s": None,
     }  # fmt: skip
     assert report.notes["Incidents"] == [
+        "pi: LoggedOut, still open",
+        "and 1 more open or failed (the Incidents page lists them)",
         "restart_browser: worked 2 of 3 tries (67% of those that ended)",
         "login: worked 0 of 1 tries",
     ]
