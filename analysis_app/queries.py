@@ -342,6 +342,15 @@ def _edge_rows(
         ) {name}1 ON true"""
 
 
+def _edge_differences(columns: tuple[str, ...]) -> str:
+    """Each running total over the range: the end edge's (`e0`, else `e1`) less the start
+    edge's (`s0`, else `s1`, else nothing before the range), as `_edge_rows` joins them."""
+    return ",\n".join(
+        f"COALESCE(e0.cum_{c}, e1.cum_{c}, 0) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
+        for c in columns
+    )
+
+
 def _tap_hosts_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
     """Each selected host with a STUN test in the selected days, from the running totals of
     rollup_tap_day (sql/012): its tests there (the totals on its last day up to the range's
@@ -362,10 +371,7 @@ def _tap_hosts_sql(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
             name, "rollup_tap_day", "host_id", "h.id", _TAP_EDGE, equal, before, only_if
         )
 
-    counts = ",\n".join(
-        f"COALESCE(e0.cum_{c}, e1.cum_{c}) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
-        for c in _TAP_COUNTS
-    )
+    counts = _edge_differences(_TAP_COUNTS)
     return (
         f"""
         SELECT b.*, COALESCE(x.taps, 0)::bigint AS taps,
@@ -594,10 +600,7 @@ def _node_range(selection: FleetFilter) -> tuple[str, dict[str, Any]]:
             name, "rollup_node_day", "client_id", "n.client_id", running, equal, before, only_if
         )
 
-    totals = ",\n".join(
-        f"COALESCE(e0.cum_{c}, e1.cum_{c}, 0) - COALESCE(s0.cum_{c}, s1.cum_{c}, 0) AS {c}"
-        for c in _RUNNING
-    )
+    totals = _edge_differences(_RUNNING)
     return (
         f"""
         SELECT * FROM (

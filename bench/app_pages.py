@@ -29,7 +29,6 @@ import gc
 import json
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -262,27 +261,7 @@ def time_renders(url: str, node: str, loads: int) -> None:
         finally:
             app.stop()
         port = free_port()
-        floor = services.start(
-            "streamlit",
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(empty),
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            logs / "empty",
-            {},
-        )
-        services.wait_http(floor, f"http://127.0.0.1:{port}/_stcore/health", timeout=120)
+        floor = services.start_streamlit(port, logs / "empty", {}, script=empty)
         try:
             time_page(browser, "empty page (Streamlit alone)", f"http://127.0.0.1:{port}/", loads)
         finally:

@@ -266,8 +266,13 @@ def start_prefect_server(
 
 
 def start_streamlit(
-    port: int, log_dir: Path, env: dict[str, str], on_start: OnStart | None = None
+    port: int,
+    log_dir: Path,
+    env: dict[str, str],
+    on_start: OnStart | None = None,
+    script: Path = PROJECT_ROOT / "analysis_app" / "app.py",
 ) -> Service:
+    """Streamlit serving `script` (the analysis app unless told) on 127.0.0.1:`port`."""
     service = start(
         "streamlit",
         [
@@ -275,7 +280,7 @@ def start_streamlit(
             "-m",
             "streamlit",
             "run",
-            str(PROJECT_ROOT / "analysis_app" / "app.py"),
+            str(script),
             "--server.address",
             "127.0.0.1",
             "--server.port",
