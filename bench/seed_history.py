@@ -74,6 +74,8 @@ NAT_PARTS: dict[str, tuple[bool | None, str | None, str | None]] = {
 }
 STUN_SERVER = "stun.gradient.network:3478"
 POINT_SCALE = 100_000
+# NULL in a column built with np.where (an object array, as a bare None would make it)
+NO_VALUE = np.array(None, dtype=object)
 
 
 def emit(figure: str, value: float, **extra: Any) -> None:
@@ -378,7 +380,7 @@ def seed_tap_readiness(
         failed = roll < 0.005 + flaky / 10  # the test did not run: SSH down
         blocked = ~failed & (roll < 0.01 + flaky / 10)  # no UDP answer for a run
         nat = np.where(blocked, "udp-blocked", nat)
-        nat = np.where(failed, None, nat)
+        nat = np.where(failed, NO_VALUE, nat)
         host_ids = np.repeat([h["id"] for h in group], runs)
         names = np.repeat(np.array([h["name"] for h in group], dtype=object), runs)
         reachable = pd.array(nat != "udp-blocked", dtype="boolean")
@@ -391,7 +393,7 @@ def seed_tap_readiness(
         error = np.where(
             failed,
             names + ": no TCP connection within 5s",
-            np.where(nat == "udp-blocked", f"no answer from {STUN_SERVER} over UDP", None),
+            np.where(nat == "udp-blocked", f"no answer from {STUN_SERVER} over UDP", NO_VALUE),
         )
         frame = pd.DataFrame(
             {
@@ -400,10 +402,12 @@ def seed_tap_readiness(
                 "run_id": [f"bench-taps-{k}" for k in np.tile(np.arange(runs), len(group))],
                 "stun_server": STUN_SERVER,
                 "udp_reachable": reachable,
-                "local_address": np.where(measured, [f"10.0.{i % 250}.2" for i in host_ids], None),
+                "local_address": np.where(
+                    measured, [f"10.0.{i % 250}.2" for i in host_ids], NO_VALUE
+                ),
                 "local_port": pd.array(np.where(measured, 40000, 0), dtype="Int64"),
                 "mapped_address": np.where(
-                    measured, [f"203.0.{i % 250}.{i // 250 + 1}" for i in host_ids], None
+                    measured, [f"203.0.{i % 250}.{i // 250 + 1}" for i in host_ids], NO_VALUE
                 ),
                 "mapped_port": mapped,
                 "behind_nat": behind,
