@@ -40,8 +40,8 @@ from sqlalchemy import Engine
 
 from analysis_app import queries
 from analysis_app.queries import FleetFilter
-from gradientlab import services
-from gradientlab.demo import APP_RENDERED
+from gradientlab.cli import services
+from gradientlab.cli.demo import APP_RENDERED
 from gradientlab.store.database import database_url, make_engine
 
 DRAWN = f"""() => document.querySelector('{APP_RENDERED}')

@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from gradientlab import services
-from gradientlab.demo import APP_PAGES, APP_RENDERED
+from gradientlab.cli import services
+from gradientlab.cli.demo import APP_PAGES, APP_RENDERED
 
 DRAWN = f"""() => document.querySelector('{APP_RENDERED}')
   && !document.querySelector('[data-testid="stSkeleton"]')

@@ -36,10 +36,9 @@ from gradientlab.config import parse_fleet  # noqa: E402
 from gradientlab.health.report import utcnow  # noqa: E402
 from gradientlab.inventory import executor_for  # noqa: E402
 from gradientlab.node.deploy import (  # noqa: E402
-    FACTS_SOURCE,
     NODE_DIR,
     PROBE_SH,
-    RUNNER_SOURCE,
+    agent_files,
 )
 from gradientlab.providers.base import HostRecord  # noqa: E402
 from gradientlab.providers.local import LocalProvider  # noqa: E402
@@ -81,9 +80,9 @@ def make_hosts(n: int, base: str) -> tuple[LocalProvider, list[HostRecord]]:
     records = [provider.create(spec, key) for spec in fleet.hosts]
     for r in records:  # the node's files are all a probe needs
         ex = executor_for(r)
-        ex.ensure_dir(NODE_DIR, 0o700)
-        ex.write_file(f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644)
-        ex.write_file(f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644)
+        ex.ensure_dir(f"{NODE_DIR}/agent", 0o700)
+        for name, data in agent_files().items():
+            ex.write_file(f"{NODE_DIR}/{name}", data, 0o644)
     return provider, records
 
 

@@ -191,7 +191,7 @@ def main() -> None:
 
     from bench.health_sweep import BENCH_HOME, make_hosts, remove_hosts, sandbox_fleet
     from bench.scratch import scratch_database
-    from gradientlab import services
+    from gradientlab.cli import services
     from gradientlab.remote.executor import POOL
     from gradientlab.store.fleet import upsert_host
 

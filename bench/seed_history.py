@@ -61,7 +61,7 @@ NAT_MIX: dict[str, dict[str, float]] = {
                "full-cone": 0.05, "basic-only": 0.03, "udp-blocked": 0.05},
 }  # fmt: skip
 EI, AD, APD = "endpoint-independent", "address-dependent", "address-and-port-dependent"
-# nat_type: (behind_nat, mapping, filtering), as gradientlab/node/stun.py classifies them
+# nat_type: (behind_nat, mapping, filtering), as gradientlab/agent/stun.py classifies them
 NAT_PARTS: dict[str, tuple[bool | None, str | None, str | None]] = {
     "open": (False, EI, EI),
     "firewall": (False, EI, APD),

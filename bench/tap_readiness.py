@@ -16,10 +16,10 @@ import socket
 from typing import Any
 
 from bench.health_sweep import BENCH_HOME, make_hosts, timed
+from gradientlab.agent.stun import NatType, run_test
 from gradientlab.health.report import utcnow
 from gradientlab.inventory import executor_for
 from gradientlab.node.readiness import sweep_tap_readiness
-from gradientlab.node.stun import NatType, run_test
 from gradientlab.remote.executor import POOL
 from gradientlab.sandbox.stun import StunServer
 

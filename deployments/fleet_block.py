@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from deployments.blocks import FleetFile
 from gradientlab.config import FleetFileError, load_fleet
-from tasks.blocks import FleetFile
 
 DEFAULT_BLOCK = "gradientlab-fleet"
 

@@ -4,7 +4,7 @@
 
 Then create blocks in the UI (Blocks → +) or in Python, for example:
 
-    from tasks.blocks import AzureServicePrincipal
+    from deployments.blocks import AzureServicePrincipal
     AzureServicePrincipal(tenant_id=..., client_id=..., client_secret=...).save("azure-main")
 
 and name them in the fleet file (`credentials_block: azure-main`)."""
@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect.blocks.system import Secret
 from prefect_gcp import GcpCredentials
 
-from tasks.blocks import AzureServicePrincipal, FleetFile, OciCredentials
+from deployments.blocks import AzureServicePrincipal, FleetFile, OciCredentials
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def fleet_from(path: str) -> Fleet:
     """The fleet from a file (`fleet.yaml`), or from a FleetFile block (`block:NAME`), which
     every worker reads from Prefect rather than from its own disk."""
     if path.startswith(FLEET_BLOCK_PREFIX):
-        from tasks.blocks import FleetFile
+        from deployments.blocks import FleetFile
 
         name = path.removeprefix(FLEET_BLOCK_PREFIX)
         try:

@@ -16,6 +16,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from deployments.blocks import load_cloud_credentials
+from gradientlab.agent.home import RUNNER_VERSION
 from gradientlab.config import Fleet, HealthSettings
 from gradientlab.health import (
     ActionResult,
@@ -42,7 +44,6 @@ from gradientlab.health.report import as_dict, utcnow
 from gradientlab.health.status import HOST_RUNGS
 from gradientlab.inventory import executor_for, node_settings, provider_for
 from gradientlab.node.deploy import DeployResult, deploy_node
-from gradientlab.node.runner import RUNNER_VERSION
 from gradientlab.providers.base import HostRecord, PlannedHost
 from gradientlab.providers.errors import retry_wait
 from gradientlab.remote.keys import operator_public_key
@@ -50,7 +51,6 @@ from gradientlab.rules import SecondNodeRefused, check_one_node_per_device, shar
 from gradientlab.store import fleet as fleet_store
 from gradientlab.store.locks import HostBusy, busy_hosts, host_lock
 from gradientlab.webstore import Published, published_version
-from tasks.blocks import load_cloud_credentials
 from tasks.common import engine, read_secret_block
 
 # The longest a cloud's Retry-After holds a provider task before its retry.

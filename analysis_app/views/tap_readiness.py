@@ -18,7 +18,7 @@ from analysis_app.components import (
     node_link_column,
     page_of,
 )
-from gradientlab.node.stun import NatType
+from gradientlab.agent.stun import NatType
 
 # What each NAT type means for a peer trying to tap the node, in an operator's words.
 TAP_OUTLOOK: dict[str, str] = {

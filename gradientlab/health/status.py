@@ -131,7 +131,7 @@ ABOUT: dict[Verdict, About] = {
     Verdict.PAGE_CHANGED: About(
         Kind.EXTENSION,
         "the extension's page changed: the runner cannot read the node's state from it; "
-        "update gradientlab/node/pages.py (a restart or reboot would not help)",
+        "update gradientlab/agent/pages.py (a restart or reboot would not help)",
         (),
     ),
     Verdict.LOGGED_OUT: About(

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 
+from gradientlab import agent
+from gradientlab.agent.extension import archive_contents, unpack_crx
 from gradientlab.config import NetworkSettings, RunnerSettings
-from gradientlab.node import runner as runner_module
 from gradientlab.node.browser import (
     BROWSER_FACTS_SH,
     DEBIAN_CHROMIUM,
@@ -34,10 +35,12 @@ from gradientlab.remote.executor import CommandResult, Executor, RemoteError
 
 NODE_DIR = ".gradientlab/node"
 VENV_PYTHON = ".gradientlab/venv/bin/python"
-RUNNER_SOURCE = Path(__file__).with_name("runner.py")
-FACTS_SOURCE = Path(__file__).with_name("facts.py")
-STUN_SOURCE = Path(__file__).with_name("stun.py")  # the tap-readiness test (poc_taps runs it)
-PAGES_SOURCE = Path(__file__).with_name("pages.py")
+AGENT_DIR = Path(agent.__file__).parent
+STUN_SOURCE = AGENT_DIR / "stun.py"  # the tap-readiness test, run on its own by poc_taps
+# what the runner process never imports: shipping a new one restarts nothing
+AGENT_STANDALONE = frozenset({"agent/stun.py"})
+# the flat layout of earlier releases (runner.py beside these), removed by deploy
+OLD_AGENT_FILES = ("facts.py", "pages.py", "stun.py")
 UNIT_NAME = "gradientlab-node.service"
 
 
@@ -218,6 +221,16 @@ def autostart_script(python: str) -> str:
     return f'#!/bin/sh\ncd "$HOME" && exec {shlex.quote(python)} {NODE_DIR}/runner.py start\n'
 
 
+def agent_files() -> dict[str, bytes]:
+    """The host side as deploy ships it, by path under NODE_DIR: the agent package as agent/, its
+    `__main__.py` as runner.py beside it (the command systemd, the keeper and the ladder run)."""
+    files = {"runner.py": (AGENT_DIR / "__main__.py").read_bytes()}
+    for path in sorted(AGENT_DIR.glob("*.py")):
+        if path.name != "__main__.py":
+            files[f"agent/{path.name}"] = path.read_bytes()
+    return files
+
+
 def put_file(ex: Executor, path: str, data: bytes, mode: int, changes: list[str]) -> bool:
     """Write `path` when its content differs; True when it did."""
     return Steps(ex, changes, plan=False).file(path, data, mode)
@@ -250,6 +263,16 @@ class Steps:
             return True
         self.ex.write_file(path, data, mode)
         self.changes.append(f"wrote {path}")
+        return True
+
+    def remove(self, path: str) -> bool:
+        if not self.ex.run(f"test -e {shlex.quote(path)}").ok:
+            return False
+        if self.plan:
+            self.changes.append(f"would remove {path}")
+            return True
+        _check(self.ex, f"rm -f {shlex.quote(path)}", f"removing {path}")
+        self.changes.append(f"removed {path}")
         return True
 
     def run(self, command: str, step: str, done: str, timeout: float = 120) -> str:
@@ -301,10 +324,13 @@ def deploy_node(
     # decided before config.json is written: the runner's `start`/`stop` follow its supervisor
     systemd = has_systemd(ex)
     result.supervisor = "systemd" if systemd else "runner"
-    code_changed = steps.file(f"{NODE_DIR}/runner.py", RUNNER_SOURCE.read_bytes(), 0o644)
-    code_changed |= steps.file(f"{NODE_DIR}/facts.py", FACTS_SOURCE.read_bytes(), 0o644)
-    steps.file(f"{NODE_DIR}/stun.py", STUN_SOURCE.read_bytes(), 0o644)  # no restart
-    code_changed |= steps.file(f"{NODE_DIR}/pages.py", PAGES_SOURCE.read_bytes(), 0o644)
+    steps.dir(f"{NODE_DIR}/agent")
+    code_changed = False
+    for name, data in agent_files().items():
+        changed = steps.file(f"{NODE_DIR}/{name}", data, 0o644)
+        code_changed |= changed and name not in AGENT_STANDALONE
+    for name in OLD_AGENT_FILES:
+        code_changed |= steps.remove(f"{NODE_DIR}/{name}")
     config = json.dumps(
         settings.runner_config(result.supervisor, browser), indent=1, sort_keys=True
     ).encode()
@@ -388,9 +414,9 @@ def extension_plan(ex: Executor, settings: NodeSettings, chromium_version: str) 
     )
     try:
         data = httpx.get(url, timeout=60, follow_redirects=True).raise_for_status().content
-        zip_bytes, _ = runner_module.unpack_crx(data)
+        zip_bytes, _ = unpack_crx(data)
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
-            manifest, digest = runner_module.archive_contents(archive)
+            manifest, digest = archive_contents(archive)
     except (httpx.HTTPError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         return {"version": f"? (could not fetch {url}: {exc})", "changed": True,
                 "installed": installed}  # fmt: skip

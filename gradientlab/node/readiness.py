@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+from gradientlab.agent.stun import TapReadiness, TapReadinessError
 from gradientlab.node.deploy import NODE_DIR, STUN_SOURCE, VENV_PYTHON, put_file
-from gradientlab.node.stun import TapReadiness, TapReadinessError
 from gradientlab.providers.base import HostRecord
 from gradientlab.remote.executor import Executor
 
-STUN_PATH = f"{NODE_DIR}/stun.py"
+STUN_PATH = f"{NODE_DIR}/agent/stun.py"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
+from gradientlab.agent.procs import pid_alive
 from gradientlab.config import HostSettings
-from gradientlab.node.facts import pid_alive
 from gradientlab.paths import data_dir
 from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
 

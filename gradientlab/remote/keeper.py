@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from gradientlab.node.facts import pid_alive
+from gradientlab.agent.procs import pid_alive
 from gradientlab.remote.executor import ConnectionPool, RemoteError
 from gradientlab.remote.keys import load_operator_key
 from gradientlab.remote.wire import (

@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 
-from gradientlab.node.stun import (
+from gradientlab.agent.stun import (
     BINDING_ERROR,
     BINDING_REQUEST,
     BINDING_SUCCESS,

@@ -10,7 +10,7 @@ import stat
 import time
 from pathlib import Path
 
-from gradientlab.node.facts import pid_alive
+from gradientlab.agent.procs import pid_alive
 
 
 def own_runtime_dir(path: Path) -> None:

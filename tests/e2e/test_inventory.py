@@ -45,7 +45,7 @@ def test_inventory_host_is_adopted_deployed_and_good(
     from flows.deploy import deploy
     from flows.health import health
     from flows.provision import provision
-    from gradientlab.cli import main as cli
+    from gradientlab.cli.main import main as cli
 
     base = fleet_yaml(sandbox, [], "127.0.0.1")
     inventory = base.replace(

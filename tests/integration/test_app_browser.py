@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from gradientlab import services
-from gradientlab.demo import APP_RENDERED
+from gradientlab.cli import services
+from gradientlab.cli.demo import APP_RENDERED
 from tests.unit.test_analysis_app import RAW_POINTS, seed_fleet
 
 CHROMIUM = "/usr/bin/chromium"

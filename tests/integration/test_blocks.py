@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 def test_block_types_register_and_round_trip(
     prefect_server: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from deployments.blocks import AzureServicePrincipal, OciCredentials, load_cloud_credentials
     from deployments.register_blocks import main
-    from tasks.blocks import AzureServicePrincipal, OciCredentials, load_cloud_credentials
 
     main()
     assert "registered gradientlab-oci-credentials" in capsys.readouterr().out

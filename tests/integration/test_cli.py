@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from gradientlab import cli
-from gradientlab.demo import DEMO_FLEET
+from gradientlab.cli import main as cli
+from gradientlab.cli.demo import DEMO_FLEET
 from gradientlab.freshness import age_text
 from tests.conftest import add_host
 

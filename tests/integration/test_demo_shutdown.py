@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from gradientlab import demo, services
+from gradientlab.agent.procs import pid_alive
+from gradientlab.cli import demo, services
 from gradientlab.config import load_fleet
 from gradientlab.inventory import provider_for
-from gradientlab.node.facts import pid_alive
 from gradientlab.providers.local import LocalProvider
 
 HOSTS = ("stop-1", "stop-2")
@@ -35,7 +35,8 @@ RUN = textwrap.dedent(
     """
     import subprocess, sys
     from pathlib import Path
-    from gradientlab import demo, services
+    from gradientlab.cli import services
+    from gradientlab.cli import demo
     from gradientlab.config import load_fleet
     from gradientlab.inventory import provider_for
     from gradientlab.remote.keys import operator_public_key

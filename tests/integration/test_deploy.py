@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from gradientlab import health
+from gradientlab.agent import home as agent_home
 from gradientlab.config import Fleet, NetworkSettings, RunnerSettings, parse_fleet
 from gradientlab.health import HealthReport, Verdict
 from gradientlab.health.report import utcnow
 from gradientlab.inventory import executor_for, node_settings, provider_for
-from gradientlab.node import runner
 from gradientlab.node.deploy import NODE_DIR, UNIT_NAME, NodeSettings, deploy_node
 from gradientlab.providers.base import HostRecord
 from gradientlab.remote.executor import (
@@ -108,7 +108,7 @@ def test_deploy_twice_changes_nothing_the_second_time(one_host: tuple[Any, HostR
     # one runner per host: a second `run` refuses, naming the running one
     python = record.meta["python"]
     second_run = ex.run(f"{python} {NODE_DIR}/runner.py run", timeout=30)
-    assert second_run.exit_code == runner.EXIT_LOCKED
+    assert second_run.exit_code == agent_home.EXIT_LOCKED
     refusal = json.loads(second_run.stdout.strip().splitlines()[-1])
     assert refusal["pid"] == first.runner_pid
     assert check(fleet, record, ex).status == Verdict.GOOD
@@ -308,7 +308,7 @@ def test_deploy_writes_the_supervisor_and_starts_the_runner_through_it(systemd: 
         assert result.supervisor == config["supervisor"] == "runner"
         assert len(starts) == 1 and result.runner_pid == 4242
         assert not any("systemctl --user" in c for c in host.log)
-    assert UNIT_NAME == runner.UNIT_NAME
+    assert UNIT_NAME == agent_home.UNIT_NAME
 
 
 def test_a_second_host_on_the_same_machine_is_refused_before_anything_is_installed(
@@ -324,7 +324,7 @@ def test_a_second_host_on_the_same_machine_is_refused_before_anything_is_install
 
     fleet, record = one_host
     upsert_host(engine, record)
-    record_deploy(engine, record.name, None, "0.1.0", runner.RUNNER_VERSION)
+    record_deploy(engine, record.name, None, "0.1.0", agent_home.RUNNER_VERSION)
     twin = replace(record, name="same-box", address=record.address)
     upsert_host(engine, twin)
     with pytest.raises(SecondNodeRefused, match=f"same-box is the same machine as {record.name}"):

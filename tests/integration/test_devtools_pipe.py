@@ -19,14 +19,17 @@ from typing import Any
 
 import pytest
 
-from gradientlab.node import runner
+from gradientlab.agent import devtools as agent_devtools
+from gradientlab.agent import home as agent_home
+from gradientlab.agent import procs as agent_procs
 from gradientlab.sandbox import SANDBOX_EXTENSION_ID, SandboxConfig, SandboxServer
 from gradientlab.sandbox.network import SandboxAccount
+from tests.agent_files import shipped_runner
 from tests.integration.test_sandbox_extension import CHROMIUM, unpack_served_crx
 
 EMAIL = "pipe@example.test"
 PASSWORD = "pipe-pass"
-RUNNER_PY = Path(runner.__file__).resolve()
+RUNNER_PY = shipped_runner()
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium")
 
@@ -93,7 +96,7 @@ def wait_for(what: Any, timeout: float = 90) -> Any:
 def test_the_browser_listens_on_no_port_and_only_the_runners_user_reaches_it(
     server: SandboxServer, tmp_path: Path
 ) -> None:
-    paths = runner.Paths(tmp_path / "node")
+    paths = agent_home.Paths(tmp_path / "node")
     paths.home.mkdir(parents=True)
     unpack_served_crx(server.crx_url(), paths.extensions / "1.0")
     os.symlink("1.0", paths.current_extension)
@@ -127,7 +130,7 @@ def test_the_browser_listens_on_no_port_and_only_the_runners_user_reaches_it(
         )
         assert status["extension_id"] == SANDBOX_EXTENSION_ID
         browser = int(status["browser_pid"])
-        assert runner.cmdline_has(browser, "--remote-debugging-pipe")
+        assert agent_procs.cmdline_has(browser, "--remote-debugging-pipe")
 
         # no TCP listener in the browser's processes (nor in the runner's)
         listening = listening_tcp_inodes()
@@ -135,7 +138,7 @@ def test_the_browser_listens_on_no_port_and_only_the_runners_user_reaches_it(
             assert not socket_inodes(pid) & listening, pid
 
         # the DevTools socket: this user's, 0600; another local user is refused
-        sock_path = runner.devtools_socket(paths)
+        sock_path = agent_devtools.devtools_socket(paths)
         info = sock_path.stat()
         assert stat.S_ISSOCK(info.st_mode)
         assert info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o600
@@ -170,16 +173,16 @@ def test_the_browser_listens_on_no_port_and_only_the_runners_user_reaches_it(
         assert answer["popup"]["status"] not in (None, "Logged out")
 
         # the browser survived both clients, and the socket accepts the next one
-        assert runner.pid_alive(browser)
+        assert agent_procs.pid_alive(browser)
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(sock_path))
     finally:
         proc.terminate()
         proc.wait(30)
-    assert not runner.devtools_socket(paths).exists()
+    assert not agent_devtools.devtools_socket(paths).exists()
 
 
-def _status(paths: runner.Paths) -> dict[str, Any]:
+def _status(paths: agent_home.Paths) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(paths.status.read_text())
     except (OSError, ValueError):

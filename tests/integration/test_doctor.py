@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from gradientlab import cli
+from gradientlab.cli import main as cli
 from gradientlab.config import load_fleet
 from gradientlab.inventory import provider_for
 from gradientlab.providers.base import HostRecord

@@ -191,7 +191,7 @@ def test_hosts_trust_refuses_a_wrong_fingerprint(existing_host: Any, tmp_path: P
         [
             sys.executable,
             "-m",
-            "gradientlab.cli",
+            "gradientlab.cli.main",
             "hosts",
             "trust",
             "homebox",

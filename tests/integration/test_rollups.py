@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from gradientlab import cli
+from gradientlab.cli import main as cli
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.store.fleet import insert_sample
 from gradientlab.store.retention import prune_samples, roll_up_then_prune, unrolled_days

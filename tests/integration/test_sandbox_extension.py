@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gradientlab.node import runner
+from gradientlab.agent import pages as agent_pages
+from gradientlab.agent import popup as agent_popup
+from gradientlab.agent import signin as agent_signin
 from gradientlab.sandbox import SANDBOX_EXTENSION_ID, SandboxConfig, SandboxServer
 from gradientlab.sandbox.network import Fault, SandboxAccount
 
@@ -110,7 +112,7 @@ def test_the_dashboard_signs_in_by_placeholder_and_enter(
             # signed out, /dashboard sends the browser back to the form
             page.goto(server.dashboard_login_url + "dashboard")
             expect(page.get_by_placeholder("Enter Email")).to_be_visible(timeout=10_000)
-            assert not runner.pages.SIGNED_IN_PATH.search(page.url)
+            assert not agent_pages.SIGNED_IN_PATH.search(page.url)
             # a wrong password: the form says why and stays
             page.get_by_placeholder("Enter Email").fill(EMAIL)
             page.get_by_placeholder("Enter Password").fill("wrong")
@@ -118,16 +120,16 @@ def test_the_dashboard_signs_in_by_placeholder_and_enter(
             expect(page.get_by_role("alert")).to_contain_text("INVALID_PASSWORD", timeout=10_000)
             page.close()
             with pytest.raises(RuntimeError, match="INVALID_PASSWORD"):
-                runner.dashboard_login(ctx, login_config(server, "wrong"), timeout=5)
+                agent_signin.dashboard_login(ctx, login_config(server, "wrong"), timeout=5)
 
-            runner.dashboard_login(ctx, login_config(server))
+            agent_signin.dashboard_login(ctx, login_config(server))
             # signed in, /dashboard stays
             page = ctx.new_page()
             page.goto(server.dashboard_login_url + "dashboard")
             expect(page.get_by_text("Your Sentry Node extension has your session.")).to_be_visible(
                 timeout=10_000
             )
-            assert runner.pages.SIGNED_IN_PATH.search(page.url)
+            assert agent_pages.SIGNED_IN_PATH.search(page.url)
             page.close()
         finally:
             ctx.close()
@@ -152,16 +154,16 @@ def test_the_runner_reads_the_popup_from_its_own_api_answer(
                     else ctx.wait_for_event("serviceworker", timeout=20_000)
                 )
                 assert worker.url.startswith(f"chrome-extension://{SANDBOX_EXTENSION_ID}/")
-                ext_id = runner.find_extension_id(ctx, {})
+                ext_id = agent_signin.find_extension_id(ctx, {})
                 assert ext_id == SANDBOX_EXTENSION_ID
 
-                runner.dashboard_login(ctx, login_config(stranger))
-                popup = runner.read_popup(ctx, ext_id)
+                agent_signin.dashboard_login(ctx, login_config(stranger))
+                popup = agent_popup.read_popup(ctx, ext_id)
                 assert popup["status"] == "Logged out"
                 assert popup["first_run_dismissed"] is True
 
-                runner.dashboard_login(ctx, login_config(server))
-                popup = runner.read_popup(ctx, ext_id, wait_for_status=True)
+                agent_signin.dashboard_login(ctx, login_config(server))
+                popup = agent_popup.read_popup(ctx, ext_id, wait_for_status=True)
                 assert popup["status"] == "Good", popup
                 assert popup["source"] == "api"
                 assert popup["connect"] is True
@@ -174,20 +176,20 @@ def test_the_runner_reads_the_popup_from_its_own_api_answer(
                 assert isinstance(popup["uptime_today"], int)
                 assert isinstance(popup["points_today"], int)
                 # the first-run dialog stays dismissed
-                assert runner.read_popup(ctx, ext_id)["first_run_dismissed"] is False
+                assert agent_popup.read_popup(ctx, ext_id)["first_run_dismissed"] is False
 
                 # without the API's answer, the badge is read as the extension shows it
                 server.network.add_fault(
                     Fault(kind="error", path="/api/sentrynode/get", status=503)
                 )
-                popup = runner.read_popup(ctx, ext_id)
+                popup = agent_popup.read_popup(ctx, ext_id)
                 assert (popup["status"], popup["source"]) == ("Good", "badge")
                 server.network.clear_faults()
 
                 # an extension whose popup no longer looks as pages.py says: PageChanged
                 (ext_dir / "popup.html").write_text("<!doctype html><p>A new look</p>")
-                with pytest.raises(runner.PageChanged, match="sentrynode/get"):
-                    runner.read_popup(ctx, ext_id, timeout=3)
+                with pytest.raises(agent_pages.PageChanged, match="sentrynode/get"):
+                    agent_popup.read_popup(ctx, ext_id, timeout=3)
             finally:
                 ctx.close()
     finally:
@@ -213,10 +215,10 @@ def test_popup_logged_out_then_unsupported_on_datacenter_ip(tmp_path: Path) -> N
         ext_dir = unpack_served_crx(server.crx_url(), tmp_path / "extension")
         ctx = launch(p, tmp_path, ext_dir)
         try:
-            popup = runner.read_popup(ctx, SANDBOX_EXTENSION_ID)
+            popup = agent_popup.read_popup(ctx, SANDBOX_EXTENSION_ID)
             assert popup["status"] == "Logged out"
-            runner.dashboard_login(ctx, login_config(server))
-            popup = runner.read_popup(ctx, SANDBOX_EXTENSION_ID, wait_for_status=True)
+            agent_signin.dashboard_login(ctx, login_config(server))
+            popup = agent_popup.read_popup(ctx, SANDBOX_EXTENSION_ID, wait_for_status=True)
             assert popup["status"] == "Unsupported"
             assert popup["banned_reason"] == "Data center IP is not supported"
             assert popup["points_today"] == 0

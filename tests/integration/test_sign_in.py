@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gradientlab import app_users, services
+from gradientlab import app_users
 from gradientlab.binding import PREFECT_CLIENT_AUTH_VAR, PREFECT_SERVER_AUTH_VAR
+from gradientlab.cli import services
 
 GRADIENTLAB = str(Path(sys.executable).with_name("gradientlab"))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from gradientlab.node import stun
-from gradientlab.node.stun import Behaviour, NatType, TapReadiness
+from gradientlab.agent import stun
+from gradientlab.agent.stun import Behaviour, NatType, TapReadiness
 
 EI = Behaviour.ENDPOINT_INDEPENDENT
 AD = Behaviour.ADDRESS_DEPENDENT

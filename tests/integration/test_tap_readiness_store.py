@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
+from gradientlab.agent.stun import Behaviour, NatType, TapReadiness, TapReadinessError
 from gradientlab.node.readiness import TapCheck, parse_stun_output
-from gradientlab.node.stun import Behaviour, NatType, TapReadiness, TapReadinessError
 from gradientlab.store.taps import latest_tap_readiness, record_tap_readiness
 from tests.conftest import add_host
 

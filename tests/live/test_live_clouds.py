@@ -20,10 +20,10 @@ def test_a_host_is_created_reached_and_terminated(cloud: str) -> None:
     fleet_path = os.environ.get(f"GRADIENTLAB_LIVE_{cloud}")
     if not fleet_path:
         pytest.skip(f"set GRADIENTLAB_LIVE_{cloud} to a fleet file to run against {cloud}")
+    from deployments.blocks import load_cloud_credentials
     from gradientlab.config import load_fleet
     from gradientlab.inventory import executor_for, provider_for
     from gradientlab.remote.keys import operator_public_key
-    from tasks.blocks import load_cloud_credentials
 
     fleet = load_fleet(fleet_path)
     spec = fleet.hosts[0]

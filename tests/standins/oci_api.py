@@ -46,7 +46,7 @@ def save_credentials_block(block_name: str) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from tasks.blocks import OciCredentials
+    from deployments.blocks import OciCredentials
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, text
 
 from analysis_app import components, queries
 from analysis_app.queries import FleetFilter
+from gradientlab.agent.stun import Behaviour, NatType, TapReadiness
 from gradientlab.node.readiness import TapCheck
-from gradientlab.node.stun import Behaviour, NatType, TapReadiness
 from gradientlab.store.rollups import refresh_rollups
 from gradientlab.store.taps import record_tap_readiness
 from tests.unit.test_analysis_app import DAYS, NOW, chart_rows, run_app, seed_fleet

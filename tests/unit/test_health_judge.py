@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gradientlab.agent import home as agent_home
 from gradientlab.config import HealthSettings
 from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.health import (
@@ -29,7 +30,6 @@ from gradientlab.health import (
     settled_cursor,
 )
 from gradientlab.health.report import HostMetrics
-from gradientlab.node import runner
 from gradientlab.node.deploy import PROBE_SH
 from gradientlab.remote.executor import (
     AuthRefused,
@@ -52,7 +52,7 @@ def iso(t: datetime) -> str:
 
 
 def popup(status: str = "Good", **fields: Any) -> dict[str, Any]:
-    """The popup as `runner.read_popup` returns it: every field is the element's text."""
+    """The popup as `agent_popup.read_popup` returns it: every field is the element's text."""
     out: dict[str, Any] = {
         "status": status,
         "node_id": "client-7f3a",
@@ -882,14 +882,14 @@ def test_the_real_probe_of_an_empty_home_is_not_deployed(tmp_path: Path) -> None
     assert report.reachable is True
 
 
-def fake_node(home: Path) -> runner.EventLog:
+def fake_node(home: Path) -> agent_home.EventLog:
     """A node folder as a deployed, running runner keeps it; the live pids are this process."""
-    paths = runner.Paths(home / ".gradientlab" / "node")
+    paths = agent_home.Paths(home / ".gradientlab" / "node")
     paths.home.mkdir(parents=True)
     paths.config.write_text("{}")
     paths.runner_pid.write_text(str(os.getpid()))
     paths.browser_pid.write_text(str(os.getpid()))
-    runner.write_json_atomic(
+    agent_home.write_json_atomic(
         paths.status,
         status_file(
             popup_fields=popup(),
@@ -901,7 +901,7 @@ def fake_node(home: Path) -> runner.EventLog:
             browser_pss_kib=200_000,
         ),
     )
-    log = runner.EventLog(paths.events)
+    log = agent_home.EventLog(paths.events)
     log.add("browser_started", "pid 4200")
     log.add("popup_status", "Good")
     return log

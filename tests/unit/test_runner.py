@@ -26,10 +26,17 @@ from typing import Any
 
 import pytest
 
-from gradientlab.node import runner
+from gradientlab.agent import browser as agent_browser
+from gradientlab.agent import commands as agent_commands
+from gradientlab.agent import extension as agent_extension
+from gradientlab.agent import home as agent_home
+from gradientlab.agent import lock as agent_lock
+from gradientlab.agent import procs as agent_procs
+from gradientlab.agent import supervise as agent_supervise
 from gradientlab.node.deploy import PROBE_SH
 from gradientlab.remote.executor import LocalExecutor
 from gradientlab.sandbox.extension_id import SANDBOX_EXTENSION_ID
+from tests.agent_files import shipped_runner
 
 EXTENSION_DIR = Path(__file__).resolve().parents[2] / "gradientlab" / "sandbox" / "extension"
 SANDBOX_KEY_B64: str = json.loads((EXTENSION_DIR / "manifest.json").read_text())["key"]
@@ -106,7 +113,7 @@ def extension_zip(
 def test_unpack_crx3_returns_the_zip_and_the_key_of_its_id() -> None:
     zip_bytes = extension_zip()
     data = crx3(zip_bytes, SANDBOX_KEY, decoy_key=b"not-the-key" * 20)
-    got_zip, got_key = runner.unpack_crx(data)
+    got_zip, got_key = agent_extension.unpack_crx(data)
     assert got_zip == zip_bytes
     assert got_key == SANDBOX_KEY
 
@@ -115,17 +122,17 @@ def test_unpack_crx3_without_a_key_matching_its_id_gives_no_key() -> None:
     zip_bytes = extension_zip()
     header = pb_bytes(2, pb_bytes(1, b"some key")) + pb_bytes(10000, pb_bytes(1, b"\0" * 16))
     data = b"Cr24" + struct.pack("<II", 3, len(header)) + header + zip_bytes
-    assert runner.unpack_crx(data) == (zip_bytes, None)
+    assert agent_extension.unpack_crx(data) == (zip_bytes, None)
 
 
 def test_unpack_crx2_returns_the_zip_and_its_key() -> None:
     zip_bytes = extension_zip()
-    assert runner.unpack_crx(crx2(zip_bytes, SANDBOX_KEY)) == (zip_bytes, SANDBOX_KEY)
+    assert agent_extension.unpack_crx(crx2(zip_bytes, SANDBOX_KEY)) == (zip_bytes, SANDBOX_KEY)
 
 
 def test_unpack_a_plain_zip_returns_it_without_a_key() -> None:
     zip_bytes = extension_zip()
-    assert runner.unpack_crx(zip_bytes) == (zip_bytes, None)
+    assert agent_extension.unpack_crx(zip_bytes) == (zip_bytes, None)
 
 
 @pytest.mark.parametrize(
@@ -135,16 +142,16 @@ def test_unpack_a_plain_zip_returns_it_without_a_key() -> None:
 )
 def test_unpack_garbage_raises_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
-        runner.unpack_crx(data)
+        agent_extension.unpack_crx(data)
 
 
 def test_extension_id_of_key_matches_the_sandbox_extension() -> None:
-    assert runner.extension_id_of_key(SANDBOX_KEY) == SANDBOX_EXTENSION_ID
+    assert agent_extension.extension_id_of_key(SANDBOX_KEY) == SANDBOX_EXTENSION_ID
 
 
 def test_extension_id_of_key_maps_the_sha256_hex_to_a_to_p() -> None:
     key = b"any public key"
-    ext_id = runner.extension_id_of_key(key)
+    ext_id = agent_extension.extension_id_of_key(key)
     hexdigits = hashlib.sha256(key).hexdigest()[:32]
     assert len(ext_id) == 32
     assert ext_id == hexdigits.translate(str.maketrans("0123456789abcdef", "abcdefghijklmnop"))
@@ -176,7 +183,7 @@ def test_a_lock_held_by_a_dead_pid_on_this_host_is_cleared(tmp_path: Path) -> No
     profile = tmp_path / "profile"
     lock_profile(profile, f"{socket.gethostname()}-{dead_pid()}")
     (profile / "Preferences").write_text("{}")
-    assert runner.clear_stale_singleton_lock(profile) is True
+    assert agent_browser.clear_stale_singleton_lock(profile) is True
     assert singletons(profile) == []
     assert (profile / "Preferences").exists()  # nothing else goes
 
@@ -184,21 +191,21 @@ def test_a_lock_held_by_a_dead_pid_on_this_host_is_cleared(tmp_path: Path) -> No
 def test_a_lock_held_by_a_live_pid_is_kept(tmp_path: Path) -> None:
     profile = tmp_path / "profile"
     lock_profile(profile, f"{socket.gethostname()}-{os.getpid()}")
-    assert runner.clear_stale_singleton_lock(profile) is False
+    assert agent_browser.clear_stale_singleton_lock(profile) is False
     assert singletons(profile) == ["SingletonLock", "SingletonSocket", "SingletonCookie"]
 
 
 def test_a_lock_from_another_host_is_cleared(tmp_path: Path) -> None:
     profile = tmp_path / "profile"
     lock_profile(profile, f"not-{socket.gethostname()}-{os.getpid()}")
-    assert runner.clear_stale_singleton_lock(profile) is True
+    assert agent_browser.clear_stale_singleton_lock(profile) is True
     assert singletons(profile) == []
 
 
 def test_no_lock_is_nothing_to_clear(tmp_path: Path) -> None:
-    assert runner.clear_stale_singleton_lock(tmp_path / "profile") is False
+    assert agent_browser.clear_stale_singleton_lock(tmp_path / "profile") is False
     (tmp_path / "profile").mkdir()
-    assert runner.clear_stale_singleton_lock(tmp_path / "profile") is False
+    assert agent_browser.clear_stale_singleton_lock(tmp_path / "profile") is False
 
 
 # ---------------------------------------------------------------- the event log
@@ -210,13 +217,13 @@ def ids(events: list[dict[str, Any]]) -> list[int]:
 
 def test_event_ids_keep_increasing_across_instances(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    first = runner.EventLog(path)
+    first = agent_home.EventLog(path)
     first.add("runner_started", "pid 1")
     first.add("browser_started", "pid 2")
-    second = runner.EventLog(path)  # a new runner process on the same home
+    second = agent_home.EventLog(path)  # a new runner process on the same home
     second.add("runner_started", "pid 3")
     second.add("logged_in")
-    events = runner.read_events(path, since=0)
+    events = agent_procs.read_events(path, since=0)
     assert ids(events) == [1, 2, 3, 4]
     assert [e["kind"] for e in events] == [
         "runner_started",
@@ -229,24 +236,24 @@ def test_event_ids_keep_increasing_across_instances(tmp_path: Path) -> None:
 
 def test_read_events_since_returns_only_newer_ones(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = runner.EventLog(path)
+    log = agent_home.EventLog(path)
     for i in range(5):
         log.add("popup_status", f"#{i}")
-    assert ids(runner.read_events(path, since=3)) == [4, 5]
-    assert runner.read_events(path, since=5) == []
-    assert runner.read_events(tmp_path / "missing.jsonl", since=0) == []
+    assert ids(agent_procs.read_events(path, since=3)) == [4, 5]
+    assert agent_procs.read_events(path, since=5) == []
+    assert agent_procs.read_events(tmp_path / "missing.jsonl", since=0) == []
 
 
 def test_read_events_skips_a_torn_line_and_returns_the_last_200(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = runner.EventLog(path)
+    log = agent_home.EventLog(path)
     for _ in range(250):
         log.add("tick")
     with open(path, "a") as f:
         f.write('{"id": 251, "at": "2025-')  # a write cut short
-    assert ids(runner.read_events(path, since=0)) == list(range(51, 251))
-    runner.EventLog(path).add("after")
-    assert ids(runner.read_events(path, since=250)) == [251]
+    assert ids(agent_procs.read_events(path, since=0)) == list(range(51, 251))
+    agent_home.EventLog(path).add("after")
+    assert ids(agent_procs.read_events(path, since=250)) == [251]
 
 
 def test_a_trimmed_log_keeps_counting(tmp_path: Path) -> None:
@@ -255,21 +262,21 @@ def test_a_trimmed_log_keeps_counting(tmp_path: Path) -> None:
     with open(path, "w") as f:
         for i in range(1, 2001):
             f.write(json.dumps({"id": i, "at": "t", "kind": "tick", "detail": pad}) + "\n")
-    log = runner.EventLog(path)
+    log = agent_home.EventLog(path)
     log.add("after_trim")
     lines = path.read_text().splitlines()
     assert len(lines) == 500
     assert json.loads(lines[-1])["id"] == 2001
-    assert ids(runner.read_events(path, since=1999)) == [2000, 2001]
+    assert ids(agent_procs.read_events(path, since=1999)) == [2000, 2001]
 
 
 def test_two_live_event_logs_on_one_file_never_reuse_an_id(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    daemon = runner.EventLog(path)  # Runner.run's log
+    daemon = agent_home.EventLog(path)  # Runner.run's log
     daemon.add("runner_started")
-    runner.EventLog(path).add("logged_in", "by request")  # cmd_login in another process
+    agent_home.EventLog(path).add("logged_in", "by request")  # cmd_login in another process
     daemon.add("popup_status", "Good")
-    assert ids(runner.read_events(path, since=0)) == [1, 2, 3]
+    assert ids(agent_procs.read_events(path, since=0)) == [1, 2, 3]
 
 
 # ---------------------------------------------------------------- install-extension
@@ -281,7 +288,7 @@ class Home:
     """A node home with a config.json, a stand-in chromium and a file:// extension source."""
 
     def __init__(self, root: Path) -> None:
-        self.paths = runner.Paths(root / "node")
+        self.paths = agent_home.Paths(root / "node")
         self.paths.home.mkdir()
         self.store = root / "store"
         self.store.mkdir()
@@ -304,7 +311,7 @@ class Home:
         self.source.write_bytes(data)
 
     def install(self) -> dict[str, Any]:
-        result = runner.cmd_install_extension(self.paths)
+        result = agent_extension.cmd_install_extension(self.paths)
         json.dumps(result)  # what main() prints
         return result
 
@@ -413,14 +420,16 @@ def test_the_key_from_the_crx_header_goes_into_a_manifest_without_one(home: Home
     home.publish(crx3(extension_zip("2.0.0", key=None), key, decoy_key=b"decoy" * 30))
     result = home.install()
     assert home.manifest()["key"] == base64.b64encode(key).decode()
-    assert result["extension_id"] == runner.extension_id_of_key(key) == SANDBOX_EXTENSION_ID
+    assert (
+        result["extension_id"] == agent_extension.extension_id_of_key(key) == SANDBOX_EXTENSION_ID
+    )
     assert home.manifest()["version"] == "2.0.0"
 
 
 def test_a_crx2_key_goes_into_the_manifest_too(home: Home) -> None:
     key = b"a CRX2 public key"
     home.publish(crx2(extension_zip("2.0.0"), key))
-    assert home.install()["extension_id"] == runner.extension_id_of_key(key)
+    assert home.install()["extension_id"] == agent_extension.extension_id_of_key(key)
 
 
 def test_a_manifest_key_is_kept_over_the_headers(home: Home) -> None:
@@ -428,7 +437,7 @@ def test_a_manifest_key_is_kept_over_the_headers(home: Home) -> None:
     home.publish(crx3(extension_zip("2.0.0", key=own), SANDBOX_KEY))
     result = home.install()
     assert home.manifest()["key"] == own
-    assert result["extension_id"] == runner.extension_id_of_key(b"the manifest's own key")
+    assert result["extension_id"] == agent_extension.extension_id_of_key(b"the manifest's own key")
 
 
 def test_a_plain_zip_without_a_key_has_no_extension_id(home: Home) -> None:
@@ -442,14 +451,14 @@ def test_a_plain_zip_without_a_key_has_no_extension_id(home: Home) -> None:
 def test_main_prints_one_json_line(
     home: Home, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(runner, "HOME", home.paths.home)
+    monkeypatch.setenv("GRADIENTLAB_NODE_HOME", str(home.paths.home))
     umask = os.umask(0o022)
     try:
         home.publish(crx3(extension_zip("1.0.0"), SANDBOX_KEY))
-        assert runner.main(["install-extension"]) == 0
+        assert agent_commands.main(["install-extension"]) == 0
         home.source.unlink()
         (home.paths.crx_cache / f"{EXT_ID}.crx").unlink()
-        assert runner.main(["install-extension"]) == 1
+        assert agent_commands.main(["install-extension"]) == 1
     finally:
         os.umask(umask)
     ok, failed = capsys.readouterr().out.splitlines()
@@ -474,7 +483,7 @@ def test_a_download_that_is_not_a_crx_does_not_replace_the_cached_copy(home: Hom
 
 # ---------------------------------------------------------------- the runner as a process
 
-RUNNER_PY = Path(runner.__file__).resolve()
+RUNNER_PY = shipped_runner()
 
 FAKE_CHROMIUM = """#!/bin/sh
 # stands in for chromium: says its version, or answers its DevTools pipe (fds 3 and 4) with only
@@ -512,7 +521,7 @@ class Node:
 
     def __init__(self, root: Path, *, browser: bool = False, **config: Any) -> None:
         self.root = root
-        self.paths = runner.Paths(root / "node")
+        self.paths = agent_home.Paths(root / "node")
         self.paths.home.mkdir(parents=True)
         chromium = root / "bin" / "chromium"
         chromium.parent.mkdir()
@@ -559,7 +568,7 @@ class Node:
         return proc
 
     def events(self) -> list[dict[str, Any]]:
-        return runner.read_events(self.paths.events, since=0)
+        return agent_procs.read_events(self.paths.events, since=0)
 
     def kinds(self) -> list[str]:
         return [str(e["kind"]) for e in self.events()]
@@ -581,7 +590,7 @@ class Node:
         raise AssertionError(f"timed out; events: {self.kinds()}, status: {self.status()}")
 
     def running(self, proc: subprocess.Popen[str]) -> bool:
-        return runner.read_pid(self.paths.runner_pid) == proc.pid
+        return agent_procs.read_pid(self.paths.runner_pid) == proc.pid
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -611,17 +620,17 @@ def test_a_second_run_refuses_while_the_first_holds_the_lock(nodes: Any) -> None
     first = node.spawn("run")
     node.wait_for(lambda: node.running(first) and node.status().get("runner_pid") == first.pid)
     node.wait_for(lambda: "browser_start_failed" in node.kinds())  # no extension, no browser
-    assert runner.read_pid(node.paths.lock) == first.pid
+    assert agent_procs.read_pid(node.paths.lock) == first.pid
     starts_before = node.kinds().count("runner_started")
 
     code, answer = node.cli("run", timeout=20)
-    assert code == runner.EXIT_LOCKED
+    assert code == agent_home.EXIT_LOCKED
     assert answer["pid"] == first.pid
     assert f"pid {first.pid}" in answer["error"]
     assert "runner.lock" in answer["error"]
     # the refused runner touched nothing: no event, same pid file, same status
     assert node.kinds().count("runner_started") == starts_before
-    assert runner.read_pid(node.paths.runner_pid) == first.pid
+    assert agent_procs.read_pid(node.paths.runner_pid) == first.pid
     assert node.status()["runner_pid"] == first.pid
     assert first.poll() is None
 
@@ -636,11 +645,11 @@ def test_a_second_run_refuses_while_the_first_holds_the_lock(nodes: Any) -> None
     first.terminate()
     assert first.wait(15) == 0
     assert node.kinds()[-1] == "runner_stopped"
-    assert runner.lock_holder(node.paths) == (False, None)
+    assert agent_lock.lock_holder(node.paths) == (False, None)
     # the lock went with the process: a new runner may start
     code, answer = node.cli("start")
     assert code == 0 and answer["started"] is True and answer["pid"] != first.pid
-    assert runner.lock_holder(node.paths) == (True, answer["pid"])
+    assert agent_lock.lock_holder(node.paths) == (True, answer["pid"])
 
 
 def test_two_starts_at_once_make_one_runner(nodes: Any) -> None:
@@ -655,12 +664,12 @@ def test_two_starts_at_once_make_one_runner(nodes: Any) -> None:
     pid = next(a["pid"] for a in answers if a["started"])
     assert all(a["pid"] == pid for a in answers), answers
     assert node.kinds().count("runner_started") == 1
-    assert runner.lock_holder(node.paths) == (True, pid)
-    assert runner.pid_alive(pid)
+    assert agent_lock.lock_holder(node.paths) == (True, pid)
+    assert agent_procs.pid_alive(pid)
 
     assert node.cli("stop") == (0, {"stopped": True, "pid": pid})
-    assert not runner.pid_alive(pid)
-    assert runner.lock_holder(node.paths) == (False, None)
+    assert not agent_procs.pid_alive(pid)
+    assert agent_lock.lock_holder(node.paths) == (False, None)
     assert node.cli("stop") == (0, {"stopped": False})
 
 
@@ -677,7 +686,7 @@ def test_a_runner_that_cannot_read_its_config_reports_the_crash(nodes: Any) -> N
     assert node.status()["last_error"] == detail
     assert node.status()["browser_alive"] is False
     assert not node.paths.runner_pid.exists()
-    assert runner.lock_holder(node.paths) == (False, None)
+    assert agent_lock.lock_holder(node.paths) == (False, None)
 
     # `start` says why the runner died, not only "see runner.log"
     code, answer = node.cli("start")
@@ -697,11 +706,11 @@ def test_a_crash_in_the_loop_is_reported_too(
     node = Node(tmp_path)
     node.close = lambda: None  # type: ignore[method-assign]
 
-    def broken(self: runner.Runner) -> None:
+    def broken(self: agent_supervise.Runner) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner.Runner, "start_browser", broken)
-    code, crash = runner.serve(node.paths)
+    monkeypatch.setattr(agent_supervise.Runner, "start_browser", broken)
+    code, crash = agent_supervise.serve(node.paths)
     assert code == 1
     assert crash == "OSError: [Errno 28] No space left on device"
     assert node.kinds() == ["runner_started", "runner_crashed"]
@@ -722,25 +731,25 @@ def test_chromium_that_will_not_start_is_not_a_crash(nodes: Any) -> None:
 def test_the_event_log_id(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     id_path = tmp_path / "events.id"
-    log = runner.EventLog(path)
+    log = agent_home.EventLog(path)
     assert log.log_id() is None
     log.add("runner_started")
     first = id_path.read_text().strip()
     assert len(first) == 32 and set(first) <= set("0123456789abcdef")
     assert log.log_id() == first
     log.add("browser_started")
-    runner.EventLog(path).add("runner_started")  # another process on the same log
+    agent_home.EventLog(path).add("runner_started")  # another process on the same log
     assert log.log_id() == first
     path.unlink()  # the log starts again: its ids do too, so it gets a new id
     log.add("runner_started")
     second = log.log_id()
     assert second and second != first
-    assert ids(runner.read_events(path, since=0)) == [1]
+    assert ids(agent_procs.read_events(path, since=0)) == [1]
     id_path.unlink()  # an id lost (or a log from before ids): a new one, ids go on
     log.add("popup_status", "Good")
     third = log.log_id()
     assert third and third not in (first, second)
-    assert ids(runner.read_events(path, since=0)) == [1, 2]
+    assert ids(agent_procs.read_events(path, since=0)) == [1, 2]
 
 
 def test_the_event_log_id_is_stable_across_runner_restarts(nodes: Any) -> None:
@@ -769,8 +778,8 @@ def test_status_splits_the_pss_of_runner_and_browser(nodes: Any) -> None:
     for key in ("pss_kib", "runner_pss_kib", "browser_pss_kib"):
         assert isinstance(status[key], int) and status[key] > 0, (key, status)
     assert status["pss_kib"] == status["runner_pss_kib"] + status["browser_pss_kib"]
-    assert status["runner_version"] == runner.RUNNER_VERSION
-    assert runner.pid_alive(status["browser_pid"])
+    assert status["runner_version"] == agent_home.RUNNER_VERSION
+    assert agent_procs.pid_alive(status["browser_pid"])
 
     # the health probe reads this node while its runner runs, and disturbs nothing
     before = snapshot(node.paths.home, skip=("status.json", "events.jsonl", "runner.log"))
@@ -783,7 +792,7 @@ def test_status_splits_the_pss_of_runner_and_browser(nodes: Any) -> None:
     assert [e["kind"] for e in data["events"]][:2] == ["runner_started", "browser_started"]
 
     assert node.cli("stop")[1]["stopped"] is True
-    assert not runner.pid_alive(status["browser_pid"])
+    assert not agent_procs.pid_alive(status["browser_pid"])
     final = node.status()
     assert final["browser_alive"] is False and final["browser_pss_kib"] is None
     assert isinstance(final["runner_pss_kib"], int)
@@ -794,10 +803,10 @@ def test_a_new_runner_ends_the_browser_a_killed_one_left(nodes: Any) -> None:
     first = node.cli("start")[1]["pid"]
     browser = node.wait_for(lambda: node.status().get("browser_pid"))
     os.kill(first, 9)
-    node.wait_for(lambda: not runner.pid_alive(first))
-    assert runner.pid_alive(browser)  # in its own session: it outlives its runner
+    node.wait_for(lambda: not agent_procs.pid_alive(first))
+    assert agent_procs.pid_alive(browser)  # in its own session: it outlives its runner
     assert node.cli("start")[1]["started"] is True
-    node.wait_for(lambda: not runner.pid_alive(browser))
+    node.wait_for(lambda: not agent_procs.pid_alive(browser))
     assert f"pid {browser}" in [
         e["detail"] for e in node.events() if e["kind"] == "orphan_browser_ended"
     ]
@@ -807,9 +816,11 @@ def test_a_new_runner_ends_the_browser_a_killed_one_left(nodes: Any) -> None:
 
 
 class Attach:
-    """Stands in for `runner.attach`: answers popup states in turn (an Exception is raised)."""
+    """Stands in for `session.attach`: answers popup states in turn (an Exception is raised)."""
 
-    def __init__(self, node_runner: runner.Runner, answers: list[Any], stop_after: float) -> None:
+    def __init__(
+        self, node_runner: agent_supervise.Runner, answers: list[Any], stop_after: float
+    ) -> None:
         self.runner = node_runner
         self.answers = answers
         self.stop_after = stop_after
@@ -836,9 +847,9 @@ def run_with_attach(
     **cfg: Any,
 ) -> tuple[Attach, list[str]]:
     node = Node(tmp_path, browser=True, browser_check_seconds=0.05, **cfg)
-    node_runner = runner.Runner(node.paths)
+    node_runner = agent_supervise.Runner(node.paths)
     fake = Attach(node_runner, answers, stop_after)
-    monkeypatch.setattr(runner, "attach", fake)
+    monkeypatch.setattr(agent_supervise, "attach", fake)
     assert node_runner.run() == 0
     return fake, node.kinds()
 
@@ -929,12 +940,12 @@ class SystemdNode:
         fake.chmod(0o755)
         monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
         node.env["PATH"] = os.environ["PATH"]
-        monkeypatch.setattr(runner, "HOME", node.paths.home)
+        monkeypatch.setenv("GRADIENTLAB_NODE_HOME", str(node.paths.home))
 
     def main(self, command: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
         umask = os.umask(0o022)
         try:
-            code = runner.main([command])
+            code = agent_commands.main([command])
         finally:
             os.umask(umask)
         answer: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -947,7 +958,7 @@ class SystemdNode:
 def test_under_systemd_start_and_stop_go_through_the_unit(
     nodes: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert runner.systemctl_command("start") == [
+    assert agent_lock.systemctl_command("start") == [
         "systemctl",
         "--user",
         "start",
@@ -955,13 +966,13 @@ def test_under_systemd_start_and_stop_go_through_the_unit(
     ]
     node: Node = nodes(supervisor="systemd")
     unit = SystemdNode(node, monkeypatch)
-    assert runner.supervisor_of(node.paths) == "systemd"
+    assert agent_lock.supervisor_of(node.paths) == "systemd"
 
     code, answer = unit.main("start", capsys)
     assert code == 0 and answer["started"] is True and answer["supervisor"] == "systemd"
     assert unit.systemctl_calls() == ["--user start gradientlab-node.service"]
     pid = answer["pid"]
-    assert runner.lock_holder(node.paths) == (True, pid)
+    assert agent_lock.lock_holder(node.paths) == (True, pid)
 
     code, answer = unit.main("start", capsys)  # running: no second start, no second runner
     assert answer == {"started": False, "pid": pid, "supervisor": "systemd"}
@@ -970,7 +981,7 @@ def test_under_systemd_start_and_stop_go_through_the_unit(
     code, answer = unit.main("stop", capsys)
     assert answer == {"stopped": True, "pid": pid, "supervisor": "systemd"}
     assert unit.systemctl_calls()[-1] == "--user stop gradientlab-node.service"
-    assert not runner.pid_alive(pid)
+    assert not agent_procs.pid_alive(pid)
     assert node.kinds().count("runner_started") == 1
 
 
@@ -995,7 +1006,7 @@ def test_under_systemd_a_crash_at_start_is_reported(
 ) -> None:
     node: Node = nodes(supervisor="systemd")
     unit = SystemdNode(node, monkeypatch)
-    monkeypatch.setattr(runner, "supervisor_of", lambda paths: "systemd")
+    monkeypatch.setattr(agent_commands, "supervisor_of", lambda paths: "systemd")
     node.paths.config.write_text('{"supervisor": "systemd", ')  # cut short
     code, answer = unit.main("start", capsys)
     assert code == 1
@@ -1063,13 +1074,13 @@ def test_the_probe_where_no_node_is_installed_still_reports_the_host(tmp_path: P
 
 
 def test_the_probe_of_an_installed_node(tmp_path: Path) -> None:
-    paths = runner.Paths(tmp_path / ".gradientlab" / "node")
+    paths = agent_home.Paths(tmp_path / ".gradientlab" / "node")
     paths.home.mkdir(parents=True)
     paths.config.write_text("{}")
     paths.runner_pid.write_text(str(os.getpid()))  # any live pid will do
     paths.browser_pid.write_text(str(dead_pid()))
-    runner.write_json_atomic(paths.status, {"pss_kib": 300, "runner_pss_kib": 100})
-    log = runner.EventLog(paths.events)
+    agent_home.write_json_atomic(paths.status, {"pss_kib": 300, "runner_pss_kib": 100})
+    log = agent_home.EventLog(paths.events)
     log.add("runner_started", "pid 1")
     log.add("browser_start_failed", 'a "quoted" detail')
     before = snapshot(paths.home)
@@ -1126,7 +1137,7 @@ def test_the_probe_prints_null_for_what_it_cannot_read(tmp_path: Path) -> None:
 def test_restart_browser_ends_a_browser_that_ignores_sigterm(tmp_path: Path) -> None:
     """A hung browser (here: one that ignores SIGTERM) is ended anyway, so the runner starts a
     new one instead of waiting on it forever."""
-    paths = runner.Paths(tmp_path)
+    paths = agent_home.Paths(tmp_path)
     hung = subprocess.Popen(
         ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
         start_new_session=True,
@@ -1136,7 +1147,7 @@ def test_restart_browser_ends_a_browser_that_ignores_sigterm(tmp_path: Path) -> 
     try:
         assert hung.stdout is not None and hung.stdout.readline() == "ready\n"  # trap is set
         paths.browser_pid.write_text(str(hung.pid))
-        result = runner.cmd_restart_browser(paths, grace=0.5)
+        result = agent_commands.cmd_restart_browser(paths, grace=0.5)
         assert result == {"killed": True, "pid": hung.pid, "forced": True}
         assert hung.wait(timeout=10) == -9
     finally:
@@ -1163,13 +1174,13 @@ def test_restart_browser_ends_a_browser_that_ignores_sigterm(tmp_path: Path) -> 
 def test_the_nodes_state_comes_from_the_api_answer_then_the_badge(
     node: dict[str, Any] | None, badge: str | None, status: str | None
 ) -> None:
-    from gradientlab.node import pages
+    from gradientlab.agent import pages
 
     assert pages.status_of(node, badge) == status
 
 
 def test_the_badge_pattern_reads_only_whole_badge_texts() -> None:
-    from gradientlab.node import pages
+    from gradientlab.agent import pages
 
     assert pages.BADGE.match(" Good ")
     assert not pages.BADGE.match("Good morning")

@@ -1,4 +1,4 @@
-"""The STUN client (gradientlab/node/stun.py) against the sandbox STUN server over real UDP on
+"""The STUN client (gradientlab/agent/stun.py) against the sandbox STUN server over real UDP on
 loopback; its wire format against RFC 5769's test vector; the classifier; the parser."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gradientlab.node import stun
-from gradientlab.node.stun import (
+from gradientlab.agent import stun
+from gradientlab.agent.stun import (
     Behaviour,
     NatType,
     StunClient,

@@ -151,7 +151,7 @@ def _web_store(fleet: Fleet) -> Check:
 
 
 def _stun(fleet: Fleet) -> Check:
-    from gradientlab.node.stun import run_test
+    from gradientlab.agent.stun import run_test
 
     server = fleet.network.stun_server
     result = run_test(server)

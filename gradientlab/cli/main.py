@@ -167,7 +167,7 @@ def cmd_hosts_release(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gradientlab.demo import ensure_system_packages, run_demo
+    from gradientlab.cli.demo import ensure_system_packages, run_demo
 
     ensure_system_packages()
     return run_demo(stop_after=args.stop_after)
@@ -216,7 +216,7 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check the fleet file, the account, the clouds, the extension source, STUN and a host."""
-    from gradientlab.doctor import run_checks
+    from gradientlab.cli.doctor import run_checks
     from gradientlab.store.database import make_engine, migrate
 
     def read_block(name: str) -> str:  # only when the fleet file names a Secret block
@@ -225,7 +225,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return read_secret_block(name)
 
     def credentials(kind: str, block: str) -> object:
-        from tasks.blocks import load_cloud_credentials
+        from deployments.blocks import load_cloud_credentials
 
         return load_cloud_credentials(kind, block)
 

@@ -57,3 +57,13 @@ def status_of(node: dict[str, object] | None, badge: str | None) -> str | None:
                 return "Disconnected"
             return "Excellent" if badge == "Excellent" else "Good"
     return badge
+
+
+class PageChanged(RuntimeError):
+    """A Gradient page no longer has what `pages.py` says it has: the extension or the dashboard
+    changed. Not a fault a restart fixes; a person updates pages.py."""
+
+    def __init__(self, page: str, missing: str) -> None:
+        super().__init__(f"the {page} changed: no {missing} found")
+        self.page = page
+        self.missing = missing

@@ -23,7 +23,7 @@ from types import FrameType
 
 import yaml
 
-from gradientlab import services
+from gradientlab.cli import services
 from gradientlab.config import load_fleet
 from gradientlab.paths import PROJECT_ROOT, data_dir
 from gradientlab.store.database import database_url, make_engine, migrate
