@@ -16,8 +16,6 @@ from .procs import now_iso
 RUNNER_VERSION = "4"  # 4: DevTools over a pipe and a private socket, no TCP port
 UNIT_NAME = "gradientlab-node.service"  # the systemd user unit deploy writes
 EXIT_LOCKED = 3  # `run` while another runner holds runner.lock
-# popup states after which the runner stops re-reading the popup every few seconds
-SETTLED = ("Good", "Excellent", "Unsupported", "Logged out")
 
 log = logging.getLogger("gradientlab.runner")
 

@@ -26,12 +26,36 @@ EMAIL_PLACEHOLDER = "Enter Email"
 PASSWORD_PLACEHOLDER = "Enter Password"
 SIGNED_IN_PATH = re.compile(r"/dashboard(?:[/?#]|$)")  # where a signed-in browser lands
 
+
 # ---- the extension's popup
+class PopupState:
+    """What the popup says of the node: its badge's words, and Logged out when it shows the
+    sign-in button. Declared once here (the host side reads them); the control plane's health
+    records, rollups, reads and report use these. Plain strings: the JSON the runner writes and
+    the database store them as they are."""
+
+    EXCELLENT = "Excellent"
+    GOOD = "Good"
+    DISCONNECTED = "Disconnected"
+    UNSUPPORTED = "Unsupported"
+    LOGGED_OUT = "Logged out"
+
+
+# the states in which the node is online and earning (the badge says Excellent or Good)
+GOOD_STATES = (PopupState.GOOD, PopupState.EXCELLENT)
+# the states after which the runner stops re-reading the popup every few seconds
+SETTLED_STATES = (*GOOD_STATES, PopupState.UNSUPPORTED, PopupState.LOGGED_OUT)
+
 POPUP_PAGE = "popup.html"
 FIRST_RUN_BUTTON = "I got it"
 LOGIN_BUTTON = "Log in"  # shown only when the extension holds no session
-BADGE_TEXTS = ("Excellent", "Good", "Disconnected", "Unsupported")
-BADGE = re.compile(r"^\s*(Excellent|Good|Disconnected|Unsupported)\s*$")
+BADGE_TEXTS = (
+    PopupState.EXCELLENT,
+    PopupState.GOOD,
+    PopupState.DISCONNECTED,
+    PopupState.UNSUPPORTED,
+)
+BADGE = re.compile(rf"^\s*({'|'.join(BADGE_TEXTS)})\s*$")
 NODE_API = re.compile(r"/sentrynode/get/(?P<clientid>[^/?#]+)")
 STATS_API = re.compile(r"/sentrynode/stats/(?P<clientid>[^/?#]+)")
 
@@ -50,12 +74,12 @@ def status_of(node: dict[str, object] | None, badge: str | None) -> str | None:
     in it, the badge is read as the extension shows it."""
     if node is not None:
         if node.get("banned") is True:
-            return "Unsupported"
+            return PopupState.UNSUPPORTED
         connect = node.get("connect")
         if isinstance(connect, bool):
             if not connect:
-                return "Disconnected"
-            return "Excellent" if badge == "Excellent" else "Good"
+                return PopupState.DISCONNECTED
+            return PopupState.EXCELLENT if badge == PopupState.EXCELLENT else PopupState.GOOD
     return badge
 
 

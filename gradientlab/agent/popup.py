@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from . import pages
-from .pages import PageChanged
+from .pages import GOOD_STATES, PageChanged, PopupState
 
 
 def _envelope_data(response: Any) -> Any:
@@ -60,7 +60,7 @@ def read_popup(
     try:
         deadline = time.monotonic() + (20 if wait_for_status else 0)
         popup = _read_popup_once(page, ext_id, seen, timeout)
-        while wait_for_status and popup.get("status") not in ("Good", "Excellent"):
+        while wait_for_status and popup.get("status") not in GOOD_STATES:
             if time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -106,7 +106,7 @@ def _read_popup_once(
         version = page.evaluate("chrome.runtime.getManifest().version")
     popup: dict[str, Any] = {"first_run_dismissed": dismissed, "version": version}
     if logged_out and node is None:
-        popup.update(status="Logged out", source="page")
+        popup.update(status=PopupState.LOGGED_OUT, source="page")
         return popup
     status = pages.status_of(node, badge)
     if status is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .devtools import devtools_endpoint
 from .home import Paths
+from .pages import PopupState
 from .popup import read_popup
 from .signin import dashboard_login, find_extension_id
 
@@ -34,7 +35,7 @@ def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> di
                 dashboard_login(context, config)
                 result["logged_in_now"] = True
             popup = read_popup(context, ext_id)
-            if popup.get("status") == "Logged out" and login == "if-needed":
+            if popup.get("status") == PopupState.LOGGED_OUT and login == "if-needed":
                 dashboard_login(context, config)
                 result["logged_in_now"] = True
                 popup = read_popup(context, ext_id, wait_for_status=True)

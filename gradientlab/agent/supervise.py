@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from .browser import Browser, clear_stale_singleton_lock
-from .home import RUNNER_VERSION, SETTLED, EventLog, Paths, load_config, log, write_json_atomic
-from .pages import PageChanged
+from .home import RUNNER_VERSION, EventLog, Paths, load_config, log, write_json_atomic
+from .pages import SETTLED_STATES, PageChanged, PopupState
 from .procs import cmdline_has, now_iso, pid_alive, process_tree, pss_kib, read_pid
 from .session import attach
 
@@ -166,7 +166,7 @@ class Runner:
             browser_alive=True,
             extension_id=result.get("extension_id"),
             extension_version=popup.get("version"),
-            logged_in=popup.get("status") not in (None, "Logged out"),
+            logged_in=popup.get("status") not in (None, PopupState.LOGGED_OUT),
             popup=popup,
             popup_read_at=now_iso(),
             page_changed=None,
@@ -174,7 +174,7 @@ class Runner:
         )
         if popup.get("status") != previous:
             self.events.add("popup_status", str(popup.get("status")))
-        if popup.get("status") in SETTLED:
+        if popup.get("status") in SETTLED_STATES:
             self.settle_until = 0.0
 
     def _sleep(self, seconds: float) -> None:
