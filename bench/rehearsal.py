@@ -111,13 +111,14 @@ def network_figures(args: Namespace) -> float:
 
 def probe_figures(records: list[Any], args: Namespace) -> tuple[float, list[Any]]:
     from gradientlab.config import HealthSettings
+    from gradientlab.health.sweep import check_hosts
     from gradientlab.remote.executor import POOL
-    from tasks.hosts import sweep_fleet
+    from tasks.common import engine
 
     policy = HealthSettings()
     POOL.close_all()  # making the hosts opened connections: count them from none
     threads_before, rss_before = threading.active_count(), rss_mib()
-    reports = sweep_fleet.fn(records, {}, policy, parallel=args.parallel)  # connects once
+    reports = check_hosts(engine(), records, {}, policy, parallel=args.parallel)  # connects once
     threads_after, rss_after = threading.active_count(), rss_mib()
     emit(
         "keeper_mib_per_connection",
@@ -127,7 +128,7 @@ def probe_figures(records: list[Any], args: Namespace) -> tuple[float, list[Any]
         note="RSS and threads of the process holding the connections, after one sweep",
     )
     seconds, each = timed(
-        lambda: sweep_fleet.fn(records, {}, policy, parallel=args.parallel), args.repeat
+        lambda: check_hosts(engine(), records, {}, policy, parallel=args.parallel), args.repeat
     )
     rate = len(records) / seconds
     emit(

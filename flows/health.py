@@ -4,6 +4,7 @@ alert. One host's trouble is that host's verdict; the run itself does not fail f
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import cast
 from uuid import UUID
@@ -15,25 +16,16 @@ from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
 from gradientlab.config import Fleet
-from gradientlab.health import (
-    Alert,
-    Decision,
-    HealthOutcome,
-    Verdict,
-    apply_brake,
-    decide,
-    network_state,
-    standing_network_state,
-)
-from gradientlab.health.judge import NetworkNode, with_network_reason
+from gradientlab.health import Alert, HealthOutcome
+from gradientlab.health import sweep as health_sweep
 from gradientlab.health.report import utcnow
 from gradientlab.health.shards import Shard, parse_shard, shards_for
+from gradientlab.health.sweep import HealJob, HealResult
 from gradientlab.providers.base import HostRecord
-from gradientlab.store.fleet import client_ids, host_records
+from gradientlab.store.fleet import host_records
 from gradientlab.store.locks import HostBusy, host_lock
 from tasks.common import engine, fleet_from
 from tasks.hosts import (
-    HealResult,
     heal_host,
     hosts_being_deployed,
     load_histories,
@@ -118,6 +110,32 @@ def refresh_rollups_after(started: datetime) -> None:
         get_run_logger().error("the daily rollups were not refreshed: %s", exc)
 
 
+class PrefectSweepSteps:
+    """The health cycle's steps as this layer's tasks: each a task run of its own in the UI,
+    with its retries; the per-host recoveries submitted to the flow's task runner."""
+
+    network_view = staticmethod(network_view)
+    network_lookup = staticmethod(network_lookup)
+    network_reasons = staticmethod(network_reasons)
+    check_hosts = staticmethod(sweep_fleet)
+    load_histories = staticmethod(load_histories)
+    hosts_being_deployed = staticmethod(hosts_being_deployed)
+    record = staticmethod(record_health)
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def heal_hosts(self, jobs: Sequence[HealJob]) -> list[HealResult | Exception]:
+        futures = [heal_host.submit(self.fleet, job) for job in jobs]
+        out: list[HealResult | Exception] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - that host's recovery, not the run
+                out.append(exc)
+        return out
+
+
 def sweep(
     fleet: Fleet,
     records: list[HostRecord],
@@ -127,110 +145,20 @@ def sweep(
     named: bool = False,
 ) -> list[HealthOutcome]:
     """Check `records`: the fleet, a shard of it, or hosts an operator `named` (out of a fleet
-    of `fleet_size` hosts, which the brake counts)."""
+    of `fleet_size` hosts, which the brake counts); then refresh, alert, publish."""
     logger = get_run_logger()
-    fleet_level = part is None and not named
     started = utcnow()
-    policy = fleet.health
-    listed, api_error = network_view(fleet)
-    network: dict[str, NetworkNode] = {item.name: item for item in listed}
-    if api_error:
-        logger.warning(
-            "the network's node list is unavailable (%s); checking hosts only", api_error
-        )
-    else:
-        # the list covers active nodes only: ask the network about each of ours it left out
-        ours = {r.name for r in records}  # a shard asks about its own hosts only
-        known = client_ids(engine())
-        unlisted = sorted({c for h, c in known.items() if h in ours} - set(network))
-        if unlisted:
-            found, lookup_error = network_lookup(fleet, unlisted)
-            network.update(found)
-            if lookup_error:
-                logger.warning("the network's answer for unlisted nodes failed: %s", lookup_error)
-    reports = sweep_fleet(records, network, policy)
-    unexplained = [
-        r.client_id
-        for r in reports
-        if r.status == Verdict.UNSUPPORTED and not r.banned_reason and r.client_id
-    ]
-    if unexplained and not api_error:
-        reasons = network_reasons(fleet, unexplained)
-        for r in reports:
-            if r.client_id in reasons:
-                with_network_reason(r, reasons[r.client_id])
-    at = max((r.checked_at for r in reports), default=utcnow())
-    state = (
-        standing_network_state(engine(), api_error)
-        if named
-        else network_state(reports, api_error, policy)
-    )
-    if state.down:
-        logger.warning("the network is down or degraded: %s", state.reason)
-
-    histories = load_histories(records, at)
-    decisions = apply_brake(
-        {r.host: decide(r, histories[r.host], state, policy) for r in reports},
-        fleet_size or len(records),
-        policy,
-    )
-    if not recover:
-        decisions = {h: Decision((), "recovery is off for this run") for h in decisions}
-    for name in hosts_being_deployed([r.host for r in reports if not r.healthy]):
-        decisions[name] = Decision((), "a deploy is running on this host; not judged", hold=True)
-
-    by_name = {r.name: r for r in records}
-    # a just-started browser gets the time a recovery step would, then a decision of its own
-    work = [
-        r
-        for r in reports
-        if decisions[r.host].steps
-        or (recover and r.status == Verdict.STARTING and not decisions[r.host].hold)
-    ]
-    futures = {
-        r.host: heal_host.submit(
-            fleet, by_name[r.host], r, decisions[r.host], histories[r.host], state
-        )
-        for r in work
-    }
-    results: list[HealResult] = []
-    for report in reports:
-        future = futures.get(report.host)
-        if future is None:
-            results.append((report, report, [], decisions[report.host]))
-            continue
-        try:
-            results.append(future.result())
-        except Exception as exc:  # noqa: BLE001 - this host's recovery failed, not the run
-            logger.error("%s: the recovery task failed: %s", report.host, exc)
-            results.append(
-                (report, report, [], Decision((), f"the recovery task failed: {exc}"[:500]))
-            )
-
-    outcomes, fleet_alerts, errors = record_health(
-        results, policy, state, at, fleet.name, fleet.schedules.health_seconds, fleet_level
-    )
-    for error in errors:
-        logger.error(error)
-    if errors and not outcomes:
-        raise RuntimeError(f"no host's check could be recorded: {errors[0]}")
-
+    result = health_sweep.sweep(
+        engine(), PrefectSweepSteps(fleet), fleet, records, recover, logger,
+        part=part, fleet_size=fleet_size, named=named,
+    )  # fmt: skip
+    outcomes, state = result.outcomes, result.network
     if part is None:  # a shard's dispatcher refreshes once all shards are done
         refresh_rollups_after(started)
-    for alert in fleet_alerts + [a for o in outcomes for a in o.alerts]:
+    for alert in result.alerts:
         logger.warning("alert %s for %s: %s", alert.event, alert.subject, alert.payload)
         send(alert)
-    for o in outcomes:
-        if o.incident_status == "recovered":
-            logger.info(
-                "%s: recovered in %.1fs by %s",
-                o.host,
-                o.recovery_seconds or 0,
-                ", ".join(o.actions) or "the runner",
-            )
-        elif o.status not in (Verdict.GOOD, Verdict.STARTING):
-            logger.info("%s: %s — %s; %s", o.host, o.status, o.reason, o.decision)
-    shared = shared_ip_warnings() if fleet_level else []  # fleet-wide: the dispatcher's
+    shared = shared_ip_warnings() if part is None and not named else []  # the dispatcher's
     for warning in shared:
         logger.warning(warning)
     create_table_artifact(

@@ -8,8 +8,7 @@ blocking call and only warns on every run, so they rely on the inner deadlines a
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -17,39 +16,28 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from deployments.blocks import load_cloud_credentials
-from gradientlab.agent.home import RUNNER_VERSION
+from gradientlab import lifecycle
 from gradientlab.config import Fleet, HealthSettings
 from gradientlab.health import (
-    ActionResult,
     Alert,
-    Decision,
     HealthOutcome,
     HealthReport,
     History,
     NetworkState,
-    Observation,
-    Recovery,
-    Verdict,
-    decide,
-    judge,
     network_state_of,
-    observe,
     record_sweep,
-    wait_until,
+    sweep,
 )
 from gradientlab.health import record as health_record
 from gradientlab.health.judge import NetworkNode
 from gradientlab.health.record import host_histories
-from gradientlab.health.report import as_dict, utcnow
-from gradientlab.health.status import HOST_RUNGS
-from gradientlab.inventory import executor_for, node_settings, provider_for
-from gradientlab.node.deploy import DeployResult, deploy_node
+from gradientlab.health.sweep import HealJob, HealResult
+from gradientlab.inventory import provider_for
 from gradientlab.providers.base import HostRecord, PlannedHost
 from gradientlab.providers.errors import retry_wait
-from gradientlab.remote.keys import operator_public_key
 from gradientlab.rules import SecondNodeRefused, check_one_node_per_device, shared_ips
 from gradientlab.store import fleet as fleet_store
-from gradientlab.store.locks import HostBusy, busy_hosts, host_lock
+from gradientlab.store.locks import busy_hosts, host_lock
 from gradientlab.webstore import Published, published_version
 from tasks.common import engine, read_secret_block
 
@@ -104,15 +92,7 @@ def terminate_host(fleet: Fleet, name: str) -> None:
     tags=["provider"],
 )
 def create_host(fleet: Fleet, name: str) -> HostRecord:
-    return _create(fleet, name)
-
-
-def _create(fleet: Fleet, name: str) -> HostRecord:
-    spec = fleet.host(name)
-    provider = provider_for(fleet, spec.provider, load_cloud_credentials)
-    record = provider.create(spec, operator_public_key())
-    fleet_store.upsert_host(engine(), record)
-    return record
+    return lifecycle.create_host(engine(), fleet, name, load_cloud_credentials)
 
 
 def retry_unless_refused(task: Any, task_run: Any, state: Any) -> bool:
@@ -141,58 +121,11 @@ def deploy_host(fleet: Fleet, record: HostRecord, plan: bool = False) -> dict[st
         record.name, record.host_key, fleet_store.deployed_host_keys(engine())
     )
     if plan:
-        settings = node_settings(fleet, read_secret_block)
-        result = deploy_node(executor_for(record), settings, record.meta.get("python"), plan=True)
-        return asdict(result)
+        return asdict(lifecycle.plan_deploy(fleet, record, read_secret_block))
     # never at the same time as a recovery on this host (any worker): wait for it to finish
     with host_lock(engine(), record.name, wait_seconds=900):
-        result = _deploy(fleet, record)
+        result = lifecycle.deploy_host(engine(), fleet, record, read_secret_block)
     return asdict(result)
-
-
-def _deploy(fleet: Fleet, record: HostRecord) -> DeployResult:
-    settings = node_settings(fleet, read_secret_block)
-    result = deploy_node(executor_for(record), settings, record.meta.get("python"))
-    fleet_store.record_deploy(
-        engine(),
-        record.name,
-        result.extension_id,
-        result.extension_version,
-        RUNNER_VERSION,
-        browser=result.browser,
-        browser_source=result.browser_source,
-        host_os=result.host_os,
-    )
-    return result
-
-
-def _check(
-    record: HostRecord,
-    position: tuple[int, str | None],
-    by_client: dict[str, NetworkNode],
-    policy: HealthSettings,
-    use_network: bool = True,
-) -> HealthReport:
-    """Probe and judge one host; whatever goes wrong becomes that host's verdict."""
-    checked_at = utcnow()
-    obs = observe(
-        record.name,
-        lambda: executor_for(record),
-        checked_at,
-        timeout=policy.probe_timeout_seconds,
-    )
-    try:
-        client = as_dict(as_dict(as_dict(obs.data).get("status")).get("popup")).get("node_id")
-        item = by_client.get(str(client or "")) if use_network else None
-        report = judge(obs, item, policy, cursor=position[0], events_id=position[1])
-    except Exception as exc:  # noqa: BLE001 - an answer the judge cannot read
-        report = judge(
-            Observation(record.name, checked_at, None, Verdict.PROBE_INVALID, f"{exc!r}"),
-            None,
-            policy,
-        )
-    report.facts.setdefault("address", f"{record.address}:{record.ssh_port}")
-    return report
 
 
 @task(name="sweep-fleet", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=300)
@@ -203,37 +136,13 @@ def sweep_fleet(
     parallel: int = 20,
 ) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, all in one task: thousands of tiny
-    task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work.
-    Every host gets a report, whatever happens to the others."""
-    positions = fleet_store.event_positions(engine())
-    by_client = network  # the network's own view of each node, by client id
-    if not records:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
-        return list(
-            pool.map(
-                lambda r: _check(r, positions.get(r.name, (0, None)), by_client, policy),
-                records,
-            )
-        )
-
-
-# verdicts that will not turn Good by waiting: a rollout stops at once
-_NOT_BY_WAITING = frozenset({Verdict.PAGE_CHANGED, Verdict.RUNNER_CRASH_LOOP})
+    task runs would swamp the Prefect server; per-host tasks are kept for hosts that need work."""
+    return sweep.check_hosts(engine(), records, network, policy, parallel)
 
 
 @task(name="await-good", cache_policy=NO_CACHE, tags=["ssh"], timeout_seconds=1800)
 def await_good(record: HostRecord, policy: HealthSettings, wait_seconds: float) -> HealthReport:
-    """Check one host until its node reads Good (the runner has read the new popup), for at
-    most `wait_seconds`; the last report either way."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        report = _check(record, (0, None), {}, policy, use_network=False)
-        if report.status == Verdict.GOOD or report.status in _NOT_BY_WAITING:
-            return report
-        if time.monotonic() > deadline:
-            return report
-        time.sleep(2)
+    return sweep.await_good(record, policy, wait_seconds)
 
 
 @task(name="extension-published", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
@@ -260,76 +169,11 @@ def hosts_being_deployed(names: list[str]) -> set[str]:
     return busy_hosts(engine(), names)
 
 
-HealResult = tuple[HealthReport, HealthReport, list[ActionResult], Decision]
-
-
 @task(name="heal-host", cache_policy=NO_CACHE, tags=["ssh"])
-def heal_host(
-    fleet: Fleet,
-    record: HostRecord,
-    before: HealthReport,
-    decision: Decision,
-    history: History,
-    network: NetworkState,
-) -> HealResult:
+def heal_host(fleet: Fleet, job: HealJob) -> HealResult:
     """Wait out a starting browser, then run the decided rungs: (before, after, actions,
     decision). Holds the host's lock, so a deploy never runs under a recovery."""
-    try:
-        with host_lock(engine(), record.name, wait_seconds=0):
-            return _heal(fleet, record, before, decision, history, network, fleet.health)
-    except HostBusy as exc:
-        return before, before, [], Decision((), f"{exc}; recovery skipped this sweep")
-
-
-def _heal(
-    fleet: Fleet,
-    record: HostRecord,
-    before: HealthReport,
-    decision: Decision,
-    history: History,
-    network: NetworkState,
-    policy: HealthSettings,
-) -> HealResult:
-    position = fleet_store.event_positions(engine()).get(record.name, (0, None))
-
-    def reprobe() -> HealthReport:
-        # after an action only the host's own view counts: the network list is older
-        return _check(record, position, {}, policy, use_network=False)
-
-    if before.status == Verdict.STARTING:
-        # a browser the runner just (re)started: give it the time a recovery step gets
-        waited = wait_until(
-            reprobe, lambda r: r.status != Verdict.STARTING, policy.recovery_wait_seconds
-        )
-        if waited.status == Verdict.STARTING:
-            waited.status = Verdict.DISCONNECTED  # the runner cannot read its popup: act on it
-            waited.reason = (
-                "the runner has not read the extension's popup since the browser started"
-            )
-        waited.events = before.events + [e for e in waited.events if e not in before.events]
-        before = waited
-        decision = decide(before, history, network, policy)
-        # never touch the host for a browser that has only just started
-        decision = replace(decision, steps=tuple(s for s in decision.steps if s not in HOST_RUNGS))
-    if not decision.steps:
-        return before, before, [], decision
-    provider = provider_for(fleet, record.provider, load_cloud_credentials)
-
-    def reprovision() -> None:
-        provider.terminate(record.name)
-        _deploy(fleet, _create(fleet, record.name))
-
-    recovery = Recovery(
-        connect=lambda: executor_for(record),
-        python=record.meta.get("python"),
-        reprobe=reprobe,
-        reboot_host=lambda: provider.reboot(record.name),
-        deploy=lambda: _deploy(fleet, record),
-        reprovision=reprovision,
-        wait_seconds=policy.recovery_wait_seconds,
-    )
-    after, actions = recovery.recover(before, decision.steps)
-    return before, after, actions, decision
+    return sweep.heal(engine(), fleet, job, load_cloud_credentials, read_secret_block)
 
 
 @task(name="record-health", cache_policy=NO_CACHE, timeout_seconds=300)
