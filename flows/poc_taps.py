@@ -8,9 +8,9 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from sqlalchemy import text
 
-from flows.rewards import known_client_ids
+from gradientlab.store.fleet import node_client_ids
+from gradientlab.store.rewards import taps_per_node_day
 from tasks.common import engine, fleet_from
 from tasks.network import ingest_node_stats, network_time
 from tasks.rollups import refresh_node_rollups
@@ -25,20 +25,10 @@ def poc_taps(fleet_path: str = "fleet.yaml", days: int = 2) -> list[dict[str, An
     readiness = tap_readiness(fleet)
     try:
         now = network_time(fleet)
-        ingest_node_stats(fleet, known_client_ids(), now, days)
+        ingest_node_stats(fleet, node_client_ids(engine()), now, days)
     finally:  # the tests stored above reach the Uptime page's rollup even if the API failed
         refresh_node_rollups(started)
-    with engine().connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT h.name AS host, s.client_id, s.day, s.taps FROM node_daily_stats s"
-                " LEFT JOIN nodes n ON n.client_id = s.client_id"
-                " LEFT JOIN hosts h ON h.id = n.host_id"
-                " WHERE s.day >= CAST(:since AS date) ORDER BY s.day DESC, host"
-            ),
-            {"since": (now - timedelta(days=days)).date()},
-        )
-        table = [{k: str(v) for k, v in r._mapping.items()} for r in rows]
+    table = taps_per_node_day(engine(), (now - timedelta(days=days)).date())
     create_table_artifact(key="poc-taps", table=table, description="Taps per node per day")
     create_table_artifact(
         key="tap-readiness",

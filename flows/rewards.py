@@ -7,8 +7,8 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from sqlalchemy import text
 
+from gradientlab.store.fleet import node_client_ids
 from tasks.common import engine, fleet_from
 from tasks.network import (
     api_requests,
@@ -21,12 +21,6 @@ from tasks.network import (
 from tasks.rollups import refresh_node_rollups
 
 
-def known_client_ids() -> list[str]:
-    with engine().connect() as conn:
-        rows = conn.execute(text("SELECT client_id FROM nodes WHERE client_id IS NOT NULL"))
-        return sorted(r.client_id for r in rows)
-
-
 @flow(name="rewards", log_prints=True)
 def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
     """Incremental and idempotent: `days` are backfilled on a first run, later runs read from
@@ -37,7 +31,7 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
     account = ingest_account_points(fleet, now, days)
     sweep = list_network_nodes(fleet)
     snapshot = snapshot_node_points(sweep)
-    client_ids = sorted(set(known_client_ids()) | {n.name for n in sweep.nodes})
+    client_ids = sorted(set(node_client_ids(engine())) | {n.name for n in sweep.nodes})
     stats = ingest_node_stats(fleet, client_ids, now, days)
     refresh_node_rollups(started)
     summary = {

@@ -394,6 +394,13 @@ def client_ids(engine: Engine) -> dict[str, str]:
         return {r.name: r.client_id for r in rows}
 
 
+def node_client_ids(engine: Engine) -> list[str]:
+    """Every node's network id the database knows, the fleet's and unmanaged ones, sorted."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT client_id FROM nodes WHERE client_id IS NOT NULL"))
+        return sorted(r.client_id for r in rows)
+
+
 def deployed_host_keys(engine: Engine) -> dict[str, str]:
     """The pinned host key of every live host that has a node deployed on it."""
     with engine.connect() as conn:

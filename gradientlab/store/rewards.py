@@ -264,3 +264,19 @@ def unknown_nodes(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT client_id, times FROM network_unknown_nodes"))
         return {r.client_id: r.times for r in rows}
+
+
+def taps_per_node_day(engine: Engine, since: date) -> list[dict[str, str]]:
+    """Taps per node per day as the network reported them, from `since` on, newest day first;
+    each value as text (the poc_taps flow's table)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name AS host, s.client_id, s.day, s.taps FROM node_daily_stats s"
+                " LEFT JOIN nodes n ON n.client_id = s.client_id"
+                " LEFT JOIN hosts h ON h.id = n.host_id"
+                " WHERE s.day >= CAST(:since AS date) ORDER BY s.day DESC, host"
+            ),
+            {"since": since},
+        )
+        return [{k: str(v) for k, v in r._mapping.items()} for r in rows]
