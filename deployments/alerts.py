@@ -47,6 +47,8 @@ from prefect.client.orchestration import get_client
 from prefect.events.schemas.automations import AutomationCore, Posture
 from prefect.exceptions import ObjectNotFound
 
+from gradientlab.health.events import FLEET_EVENTS, AlertEvent
+
 PREFIX = "gradientlab: "
 RETIRED = ("gradientlab: node recovery failed",)
 
@@ -56,7 +58,7 @@ _P = "event.payload"
 
 # event name -> (automation name, subject template, body template)
 ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
-    "gradientlab.incident.opened": (
+    AlertEvent.INCIDENT_OPENED: (
         PREFIX + "incident opened",
         f"GradientLab: {_HOST} is faulty ({{{{ {_P}.kind }}}})",
         f"Host {_HOST} (fleet {{{{ {_P}.fleet }}}}) failed two health sweeps in a row: "
@@ -64,7 +66,7 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         "GradientLab is running its recovery steps now. Nothing to do yet: a second message "
         "follows when the host is Good again, or when GradientLab gives up and quarantines it.",
     ),
-    "gradientlab.incident.resolved": (
+    AlertEvent.INCIDENT_RESOLVED: (
         PREFIX + "incident resolved",
         f"GradientLab: {_HOST} is Good again",
         f"Host {_HOST} is Good again after {{{{ {_P}.recovery_seconds | int }}}} s "
@@ -72,7 +74,7 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         f"Steps taken: {{{{ {_P}.actions | join(', ') or 'none, it came back by itself' }}}}. "
         "Nothing to do.",
     ),
-    "gradientlab.host.quarantined": (
+    AlertEvent.HOST_QUARANTINED: (
         PREFIX + "host quarantined",
         f"GradientLab: {_HOST} quarantined, a person must fix it",
         f"GradientLab spent its recovery budget on host {_HOST} "
@@ -81,7 +83,7 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         "no more recovery steps. Log in, find and fix the cause, then run "
         f"`gradientlab hosts release {_HOST}` to hand the host back to GradientLab.",
     ),
-    "gradientlab.security.host-key-changed": (
+    AlertEvent.HOST_KEY_CHANGED: (
         PREFIX + "host key changed",
         f"SECURITY: SSH host key of {_HOST} changed",
         f"The SSH host key offered by {_HOST} at {{{{ {_P}.address }}}} is not the pinned one. "
@@ -92,7 +94,7 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         "only if you know the machine was rebuilt; otherwise assume the connection is being "
         "intercepted or the host is compromised.",
     ),
-    "gradientlab.network.down": (
+    AlertEvent.NETWORK_DOWN: (
         PREFIX + "network down",
         f"GradientLab: the Gradient network is down or degraded (fleet {_FLEET})",
         f"Fleet {_FLEET}: {{{{ {_P}.reason }}}} "
@@ -100,14 +102,14 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         "This looks like the network, not your hosts: GradientLab pauses per-node recovery "
         "until it is back. Nothing to do on the hosts; a message follows when it is restored.",
     ),
-    "gradientlab.network.restored": (
+    AlertEvent.NETWORK_RESTORED: (
         PREFIX + "network restored",
         f"GradientLab: the Gradient network is back (fleet {_FLEET})",
         f"Fleet {_FLEET}: the Gradient network is back after "
         f"{{{{ {_P}.down_seconds | int }}}} s ({{{{ {_P}.reason }}}}). "
         "Per-node recovery resumes. Nothing to do.",
     ),
-    "gradientlab.node.unsupported": (
+    AlertEvent.NODE_UNSUPPORTED: (
         PREFIX + "node unsupported",
         f"GradientLab: the Gradient network marks {_HOST} {{{{ {_P}.status }}}}",
         f"The Gradient network marks the node on host {_HOST} {{{{ {_P}.status }}}}: "
@@ -135,8 +137,7 @@ def dead_man_body(health_seconds: int) -> str:
 
 
 def _resource_pattern(event: str) -> str:
-    fleet_wide = event.startswith("gradientlab.network.")
-    return "gradientlab.fleet.*" if fleet_wide else "gradientlab.host.*"
+    return "gradientlab.fleet.*" if event in FLEET_EVENTS else "gradientlab.host.*"
 
 
 def _notify(block_document_id: UUID, subject: str, body: str) -> SendNotification:

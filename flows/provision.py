@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from gradientlab.plan import fleet_warnings, plan_rows, record_applied, store_plan
+from gradientlab.providers.base import HostState
 from gradientlab.store.fleet import mark_host_state, record_intent
 from tasks.common import engine, fleet_from
 from tasks.hosts import create_host, plan_host, terminate_host
@@ -99,5 +100,5 @@ def terminate(
         return []
     for name in hosts:
         terminate_host(fleet, name)
-        mark_host_state(engine(), name, "terminated")
+        mark_host_state(engine(), name, HostState.TERMINATED)
     return hosts

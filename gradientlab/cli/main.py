@@ -14,6 +14,7 @@ from gradientlab.app_users import AppUsersError
 from gradientlab.binding import UnsafeBinding
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
+from gradientlab.gradient.models import POINT_SCALE
 from gradientlab.providers.base import ProviderError
 from gradientlab.store.roles import RoleSetupError
 
@@ -70,7 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             status = f"stale, {age_text(checked)} old"
         if r["quarantined_at"] is not None:
             status += " [quarantined]"
-        points = "" if r["today_points"] is None else f"{r['today_points'] / 100000:.2f}"
+        points = "" if r["today_points"] is None else f"{r['today_points'] / POINT_SCALE:.2f}"
         last = "never" if checked is None else f"{age_text(checked)} ago"
         browser = r["browser_pss_kib"] if r["browser_pss_kib"] is not None else r["pss_kib"]
         clock = "" if r["clock_offset_s"] is None else f"{r['clock_offset_s']:+.1f}s"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from gradientlab.agent.pages import GOOD_STATES
 from gradientlab.config import HealthSettings
 from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.health.report import (
@@ -200,7 +201,7 @@ def disagreement(popup: str | None, network: NetworkNode) -> str | None:
         return f"the popup reads {popup} but the network marks the node banned"
     if network.banned is False and popup == "Unsupported":
         return "the popup reads Unsupported but the network does not mark the node banned"
-    if popup in ("Good", "Excellent") and network.connect is False:
+    if popup in GOOD_STATES and network.connect is False:
         return f"the popup reads {popup} but the network shows the node not connected"
     if popup == "Disconnected" and network.connect is True:
         return "the popup reads Disconnected but the network shows the node connected"
@@ -221,7 +222,7 @@ def _verdict(
             return Verdict.PROVISIONING, about(Verdict.PROVISIONING).meaning
         return Verdict.NOT_DEPLOYED, about(Verdict.NOT_DEPLOYED).meaning
     popup = report.popup_status
-    good_now = popup in ("Good", "Excellent") and report.browser_alive and report.runner_alive
+    good_now = popup in GOOD_STATES and report.browser_alive and report.runner_alive
     if m.disk_free_kib is not None and m.disk_free_kib < policy.disk_free_min_mib * 1024:
         return Verdict.DISK_FULL, (
             f"{_mib(m.disk_free_kib)} free of {_mib(m.disk_total_kib)} where the node lives "
@@ -274,7 +275,7 @@ def _verdict(
     if popup == "Disconnected" or report.network_connect is False:
         who = "the popup" if popup == "Disconnected" else "the network"
         return Verdict.DISCONNECTED, f"{about(Verdict.DISCONNECTED).meaning} (per {who})"
-    if popup in ("Good", "Excellent"):
+    if popup in GOOD_STATES:
         return Verdict.GOOD, f"the popup reads {popup}"
     return Verdict.DISCONNECTED, f"the popup reads {popup!r}, which is not a connected state"
 

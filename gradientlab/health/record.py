@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from gradientlab.config import HealthSettings
 from gradientlab.health.act import ActionResult
 from gradientlab.health.decide import Decision, History, PastAction, fault_confirmed
+from gradientlab.health.events import AlertEvent, IncidentStatus
 from gradientlab.health.judge import NetworkState
 from gradientlab.health.report import HealthReport, event_id, parse_time
 from gradientlab.health.status import HEALTHY, NETWORK_VERDICTS, Kind, Verdict, about
@@ -193,7 +194,7 @@ def record_host(
             ):
                 alerts.append(
                     _host_alert(
-                        "gradientlab.incident.opened",
+                        AlertEvent.INCIDENT_OPENED,
                         after.host,
                         kind=str(verdict),
                         reason=before.reason,
@@ -206,7 +207,7 @@ def record_host(
         ):
             alerts.append(
                 _host_alert(
-                    "gradientlab.security.host-key-changed",
+                    AlertEvent.HOST_KEY_CHANGED,
                     after.host,
                     address=before.facts.get("address"),
                     pinned_fingerprint=before.facts.get("pinned_fingerprint"),
@@ -222,7 +223,7 @@ def record_host(
         ):
             alerts.append(
                 _host_alert(
-                    "gradientlab.node.unsupported",
+                    AlertEvent.NODE_UNSUPPORTED,
                     after.host,
                     status=str(verdict),
                     reason=before.banned_reason or before.reason,
@@ -248,17 +249,17 @@ def record_host(
         recovered_at = after.status_updated_at or after.checked_at
         if recovered_at < detected_at:
             recovered_at = after.checked_at
-        fleet.close_incident(conn, incident["id"], "recovered", recovered_at)
+        fleet.close_incident(conn, incident["id"], IncidentStatus.RECOVERED, recovered_at)
         fleet.end_quarantine(conn, hid, after.checked_at)
-        status = "recovered"
+        status = IncidentStatus.RECOVERED
         recovery_seconds = (recovered_at - detected_at).total_seconds()
         paged = "opened" in incident["alerts"] or any(
-            a.event == "gradientlab.incident.opened" for a in alerts
+            a.event == AlertEvent.INCIDENT_OPENED for a in alerts
         )
         if paged and fleet.add_alert(conn, incident["id"], "resolved", after.checked_at):
             alerts.append(
                 _host_alert(
-                    "gradientlab.incident.resolved",
+                    AlertEvent.INCIDENT_RESOLVED,
                     after.host,
                     kind=str(incident["kind"]),
                     reason=after.reason,
@@ -267,23 +268,23 @@ def record_host(
                 )
             )
     elif incident is not None:
-        status = "open"
+        status = IncidentStatus.OPEN
         if decision.quarantine:
             if fleet.quarantine_host(conn, hid, after.checked_at, decision.reason):
-                fleet.close_incident(conn, incident["id"], "failed", after.checked_at)
+                fleet.close_incident(conn, incident["id"], IncidentStatus.FAILED, after.checked_at)
                 if fleet.add_alert(conn, incident["id"], "quarantined", after.checked_at):
                     alerts.append(
                         _host_alert(
-                            "gradientlab.host.quarantined",
+                            AlertEvent.HOST_QUARANTINED,
                             after.host,
                             kind=str(before.status),
                             reason=decision.reason,
                             actions=[str(s) for s in decision.skipped],
                         )
                     )
-            status = "quarantined"
+            status = IncidentStatus.QUARANTINED
         elif incident["host_quarantined"]:
-            status = "quarantined"
+            status = IncidentStatus.QUARANTINED
 
     cursor = settled_cursor(events)
     log_id = after.events_id or before.events_id
@@ -323,7 +324,7 @@ def record_network(
             fleet.confirm_incident(conn, iid, at)
             alerts.append(
                 Alert(
-                    "gradientlab.network.down",
+                    AlertEvent.NETWORK_DOWN,
                     fleet_name,
                     True,
                     {
@@ -334,11 +335,11 @@ def record_network(
                 )
             )
     elif incident is not None:
-        fleet.close_incident(conn, incident["id"], "recovered", at)
+        fleet.close_incident(conn, incident["id"], IncidentStatus.RECOVERED, at)
         if "down" in incident["alerts"] and fleet.add_alert(conn, incident["id"], "restored", at):
             alerts.append(
                 Alert(
-                    "gradientlab.network.restored",
+                    AlertEvent.NETWORK_RESTORED,
                     fleet_name,
                     True,
                     {

@@ -17,6 +17,23 @@ from gradientlab.providers.errors import (  # noqa: F401 - re-exported: callers 
 )
 
 
+class HostState:
+    """A host's `state`: what its provider reports (the first four) and what GradientLab
+    records around a provider's calls (the last two). Plain strings, as the database has them."""
+
+    RUNNING = "running"
+    PROVISIONING = "provisioning"  # being created or started by the provider
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    CREATING = "creating"  # recorded before the create call: a rerun completes it
+    PLANNED = "planned"
+
+
+# hosts no check or action can reach: their rows are history
+UNREACHABLE_STATES = (HostState.TERMINATED, HostState.CREATING)
+
+
 @dataclass(frozen=True)
 class HostRecord:
     """What a provider knows of one host it runs."""
@@ -27,7 +44,7 @@ class HostRecord:
     ssh_port: int
     ssh_user: str
     host_key: str  # "<type> <base64>", recorded at creation and pinned from then on
-    state: str  # running, stopped, terminated
+    state: str  # a HostState
     provider_ref: str
     region: str | None = None
     hourly_cost_usd: float = 0.0

@@ -25,7 +25,13 @@ from pathlib import Path
 from gradientlab.agent.procs import pid_alive
 from gradientlab.config import HostSettings
 from gradientlab.paths import data_dir
-from gradientlab.providers.base import HostRecord, PlannedHost, ProviderError, ProviderNotFound
+from gradientlab.providers.base import (
+    HostRecord,
+    HostState,
+    PlannedHost,
+    ProviderError,
+    ProviderNotFound,
+)
 
 LOCAL_ROOT = Path("/var/lib/gradientlab-local")
 SSHD = "/usr/sbin/sshd"
@@ -110,7 +116,7 @@ class LocalProvider:
         data = json.loads(path.read_text())
         record = HostRecord(**data)
         alive = pid_alive(self._sshd_pid(name))
-        state = "running" if alive else "stopped"
+        state = HostState.RUNNING if alive else HostState.STOPPED
         if state != record.state:
             record = HostRecord(**{**data, "state": state})
         return record
@@ -183,7 +189,7 @@ class LocalProvider:
     def _create(self, spec: HostSettings, authorized_key: str, python: str) -> HostRecord:
         existing = self._read(spec.name)
         if existing is not None:
-            return existing if existing.state == "running" else self.start(spec.name)
+            return existing if existing.state == HostState.RUNNING else self.start(spec.name)
         hdir = self._dir(spec.name)
         sshd_dir = hdir / "sshd"
         home = hdir / "home"
@@ -246,7 +252,7 @@ class LocalProvider:
             ssh_port=self.ssh_port,
             ssh_user=user,
             host_key=host_key,
-            state="stopped",
+            state=HostState.STOPPED,
             provider_ref=f"local:{user}",
             region="loopback",
             hourly_cost_usd=0.0,
@@ -308,7 +314,7 @@ class LocalProvider:
     def start(self, name: str) -> HostRecord:
         self._require_root()
         record = self._must(name)
-        if record.state == "running":
+        if record.state == HostState.RUNNING:
             return record
         d = self._dir(name) / "sshd"
         Path("/run/sshd").mkdir(exist_ok=True, mode=0o755)  # sshd's privilege separation dir
@@ -338,7 +344,7 @@ class LocalProvider:
                 f"{name}: sshd is not listening on {record.address}:{record.ssh_port}"
             )
         self._boot(record)
-        started = HostRecord(**{**asdict(record), "state": "running"})
+        started = HostRecord(**{**asdict(record), "state": HostState.RUNNING})
         self._write(started)
         return started
 
@@ -403,7 +409,7 @@ class LocalProvider:
                 deadline = time.monotonic() + 5
                 while pid_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
-        stopped = HostRecord(**{**asdict(record), "state": "stopped"})
+        stopped = HostRecord(**{**asdict(record), "state": HostState.STOPPED})
         self._write(stopped)
         return stopped
 

@@ -30,21 +30,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from gradientlab.gradient.models import POINT_SCALE
+
 # Points are integers scaled by 100000 (1 point == 100000 raw units).
-POINT = 100_000
+POINT = POINT_SCALE
 UPTIME_POINTS_PER_PERIOD = 25_000  # 0.25 points ...
 UPTIME_PERIOD_SECONDS = 600.0  # ... per 10 sim minutes online
 TAP_POINTS = 75_000  # 0.75 points to both nodes of a successful tap
 DAY_SECONDS = 86_400
 _EPS = 1e-6
 
-NatType = Literal["open", "full-cone", "restricted", "port-restricted", "symmetric"]
-NAT_TYPES: tuple[str, ...] = ("open", "full-cone", "restricted", "port-restricted", "symmetric")
+# A sandbox node's NAT, spelt as the STUN test (gradientlab.agent.stun.NatType) classifies it.
+NatType = Literal["open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric"]
+NAT_TYPES: tuple[str, ...] = get_args(NatType)
 
 DATACENTER_REASON = "Data center IP is not supported"
 IPV6_REASON = "IPv6 is not supported"
@@ -53,18 +56,18 @@ IPV6_REASON = "IPv6 is not supported"
 _TAP_SUCCESS: dict[tuple[str, str], float] = {
     ("open", "open"): 0.98,
     ("open", "full-cone"): 0.97,
-    ("open", "restricted"): 0.96,
-    ("open", "port-restricted"): 0.95,
+    ("open", "restricted-cone"): 0.96,
+    ("open", "port-restricted-cone"): 0.95,
     ("open", "symmetric"): 0.90,
     ("full-cone", "full-cone"): 0.95,
-    ("full-cone", "restricted"): 0.92,
-    ("full-cone", "port-restricted"): 0.90,
+    ("full-cone", "restricted-cone"): 0.92,
+    ("full-cone", "port-restricted-cone"): 0.90,
     ("full-cone", "symmetric"): 0.80,
-    ("restricted", "restricted"): 0.85,
-    ("restricted", "port-restricted"): 0.80,
-    ("restricted", "symmetric"): 0.50,
-    ("port-restricted", "port-restricted"): 0.70,
-    ("port-restricted", "symmetric"): 0.10,
+    ("restricted-cone", "restricted-cone"): 0.85,
+    ("restricted-cone", "port-restricted-cone"): 0.80,
+    ("restricted-cone", "symmetric"): 0.50,
+    ("port-restricted-cone", "port-restricted-cone"): 0.70,
+    ("port-restricted-cone", "symmetric"): 0.10,
     ("symmetric", "symmetric"): 0.05,
 }
 

@@ -16,10 +16,12 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Connection, Engine, text
 
+from gradientlab.agent.pages import GOOD_STATES
+
 # How a node no host of ours owns, and a host without a region, are labelled in the rollups.
 UNMANAGED_PROVIDER = "not managed"
 UNKNOWN_REGION = "unknown"
-GOOD_STATUSES = ("Good", "Excellent")
+
 UNSUPPORTED_STATUSES = ("Unsupported", "Suspended")
 # Recovery steps and incident closures land within this long of the run that touched them.
 TOUCH_MARGIN = timedelta(hours=1)
@@ -123,7 +125,7 @@ def refresh_sample_days(conn: Connection, first: date, last: date) -> int:
             ORDER BY day, host_id  -- a day's rows together: the pages read days
             """
         ),
-        {"good": list(GOOD_STATUSES), "unsupported": list(UNSUPPORTED_STATUSES)},
+        {"good": list(GOOD_STATES), "unsupported": list(UNSUPPORTED_STATUSES)},
     ).rowcount
     conn.execute(
         text(

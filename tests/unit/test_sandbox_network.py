@@ -339,3 +339,10 @@ def test_example_config_loads() -> None:
     example = Path(sandbox.__file__).with_name("sandbox.example.yaml")
     cfg = SandboxConfig.from_yaml(example)
     assert cfg.accounts and cfg.speed > 0
+
+
+def test_the_sandbox_spells_nat_types_as_the_stun_test_classifies_them() -> None:
+    from gradientlab.agent.stun import NatType as StunNatType
+    from gradientlab.sandbox.network import NAT_TYPES
+
+    assert set(NAT_TYPES) <= {t.value for t in StunNatType}

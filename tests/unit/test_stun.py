@@ -313,3 +313,20 @@ def test_a_server_that_advertises_other_address_but_ignores_change_request() -> 
     assert result.nat_type == NatType.BASIC_ONLY
     assert result.filtering is None and result.mapping is None
     assert any("did not answer a CHANGE-REQUEST" in note for note in result.notes)
+
+
+def test_the_database_accepts_exactly_the_nat_types_and_behaviours_the_test_reports() -> None:
+    """sql/006's CHECK lists and the STUN test's vocabulary are one list."""
+    import re
+
+    from gradientlab.agent.stun import Behaviour, NatType
+
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "006_tap_readiness.sql").read_text()
+
+    def checked(column: str) -> set[str]:
+        m = re.search(rf"{column}\s+text CHECK \({column} IN\s*\(([^)]*)\)", sql)
+        assert m, column
+        return set(re.findall(r"'([^']+)'", m.group(1)))
+
+    assert checked("nat_type") == {t.value for t in NatType}
+    assert checked("mapping") == checked("filtering") == {b.value for b in Behaviour}

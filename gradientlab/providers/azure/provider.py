@@ -25,18 +25,19 @@ from gradientlab.providers.base import (
     HOST_KEY_TAG,
     HOST_TAG,
     HostRecord,
+    HostState,
     PlannedHost,
     ProviderError,
     ProviderNotFound,
 )
 
 POWER_STATES = {
-    "running": "running",
-    "deallocated": "stopped",
-    "stopped": "stopped",
-    "starting": "provisioning",
-    "stopping": "stopping",
-    "deallocating": "stopping",
+    "running": HostState.RUNNING,
+    "deallocated": HostState.STOPPED,
+    "stopped": HostState.STOPPED,
+    "starting": HostState.PROVISIONING,
+    "stopping": HostState.STOPPING,
+    "deallocating": HostState.STOPPING,
 }
 
 
@@ -60,8 +61,8 @@ def _state(vm: compute.VirtualMachine, power: str | None) -> str:
         return POWER_STATES.get(power, power)
     provisioning = _text(vm.provisioning_state or "")
     return {
-        "Creating": "provisioning",
-        "Updating": "provisioning",
+        "Creating": HostState.PROVISIONING,
+        "Updating": HostState.PROVISIONING,
         "Deleting": "terminating",
         "Failed": "failed",
     }.get(provisioning, "unknown")

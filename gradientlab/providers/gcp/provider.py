@@ -22,6 +22,7 @@ from gradientlab.providers.base import (
     HOST_TAG,
     HOURS_PER_MONTH,
     HostRecord,
+    HostState,
     PlannedHost,
     ProviderError,
     ProviderNotFound,
@@ -33,15 +34,15 @@ from gradientlab.providers.gcp.sdk import ComputeApi, gce_name, short
 RUNNING_POLLS = 60
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 _STATES = {
-    "RUNNING": "running",
-    "TERMINATED": "stopped",
-    "STOPPED": "stopped",
-    "SUSPENDED": "stopped",
-    "STOPPING": "stopped",
-    "SUSPENDING": "stopped",
-    "PROVISIONING": "provisioning",
-    "STAGING": "provisioning",
-    "REPAIRING": "provisioning",
+    "RUNNING": HostState.RUNNING,
+    "TERMINATED": HostState.STOPPED,
+    "STOPPED": HostState.STOPPED,
+    "SUSPENDED": HostState.STOPPED,
+    "STOPPING": HostState.STOPPED,
+    "SUSPENDING": HostState.STOPPED,
+    "PROVISIONING": HostState.PROVISIONING,
+    "STAGING": HostState.PROVISIONING,
+    "REPAIRING": HostState.PROVISIONING,
 }
 _STOPPED = {"TERMINATED", "STOPPED", "SUSPENDED"}
 _SETTLING = {"PROVISIONING", "STAGING", "REPAIRING", "STOPPING", "SUSPENDING"}

@@ -19,6 +19,7 @@ from gradientlab.providers.base import (
     HOST_KEY_TAG,
     HOST_TAG,
     HostRecord,
+    HostState,
     PlannedHost,
     ProviderError,
     ProviderNotFound,
@@ -29,15 +30,15 @@ from gradientlab.providers.oci.network import FleetNetwork, Network
 from gradientlab.providers.oci.sdk import GONE, OciApi, ours
 
 STATES = {
-    "RUNNING": "running",
-    "CREATING_IMAGE": "running",
-    "STOPPED": "stopped",
-    "STOPPING": "stopped",
-    "PROVISIONING": "provisioning",
-    "STARTING": "provisioning",
-    "MOVING": "provisioning",
-    "TERMINATING": "terminated",
-    "TERMINATED": "terminated",
+    "RUNNING": HostState.RUNNING,
+    "CREATING_IMAGE": HostState.RUNNING,
+    "STOPPED": HostState.STOPPED,
+    "STOPPING": HostState.STOPPED,
+    "PROVISIONING": HostState.PROVISIONING,
+    "STARTING": HostState.PROVISIONING,
+    "MOVING": HostState.PROVISIONING,
+    "TERMINATING": HostState.TERMINATED,
+    "TERMINATED": HostState.TERMINATED,
 }
 
 

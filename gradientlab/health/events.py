@@ -1,0 +1,28 @@
+"""The names of the events the health cycle emits (Prefect events, through the flow) and the
+statuses an incident moves through. Declared once: health/record.py emits and stores them,
+deployments/alerts.py keys its automations on them, the store and the app read them."""
+
+from __future__ import annotations
+
+
+class AlertEvent:
+    INCIDENT_OPENED = "gradientlab.incident.opened"
+    INCIDENT_RESOLVED = "gradientlab.incident.resolved"
+    HOST_QUARANTINED = "gradientlab.host.quarantined"
+    HOST_KEY_CHANGED = "gradientlab.security.host-key-changed"
+    NETWORK_DOWN = "gradientlab.network.down"
+    NETWORK_RESTORED = "gradientlab.network.restored"
+    NODE_UNSUPPORTED = "gradientlab.node.unsupported"
+
+
+# events about the whole fleet (their resource is the fleet, not one host)
+FLEET_EVENTS = frozenset({AlertEvent.NETWORK_DOWN, AlertEvent.NETWORK_RESTORED})
+
+
+class IncidentStatus:
+    """An incident's `status` column; a HealthOutcome's incident_status adds QUARANTINED."""
+
+    OPEN = "open"
+    RECOVERED = "recovered"
+    FAILED = "failed"  # recovery gave up: the host is quarantined
+    QUARANTINED = "quarantined"  # an outcome's word for a host left to a person
