@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis_app import auth
-from analysis_app.queries import UNMANAGED_PROVIDER
+from gradientlab.store.reads import UNMANAGED_PROVIDER
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -174,7 +174,7 @@ UNREACHABLE_STATES = ("terminated", "creating")
 
 
 def node_actions(profile: Mapping[str, Any]) -> tuple[tuple[Action, ...], str | None]:
-    """The buttons a node's page offers (`profile` as `queries.node_profile` reads it), and why
+    """The buttons a node's page offers (`profile` as `reads.node_profile` reads it), and why
     there are none: health and deploy for a live host of the fleet, release too while it is
     quarantined; nothing for a node no host of ours runs, or a host gone or not made yet."""
     host, state = profile["host"], profile.get("state")
@@ -196,7 +196,7 @@ def node_actions(profile: Mapping[str, Any]) -> tuple[tuple[Action, ...], str | 
 
 
 def render_node_actions(profile: Mapping[str, Any]) -> None:
-    """Operator buttons for one node's host (`profile` as `queries.node_profile` reads it):
+    """Operator buttons for one node's host (`profile` as `reads.node_profile` reads it):
     run health for it, deploy it, release it while quarantined; for a node without them, a
     caption saying why. Nothing for viewers."""
     if auth.current_role() != "operator":

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from analysis_app import queries
+from gradientlab.store import reads
 from gradientlab.store.database import database_url, make_engine, normalise_url
 
 TTL_SECONDS = 60
@@ -64,40 +64,40 @@ def unless_empty(cached: Any) -> Any:
 
 @unless_empty
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def day_bounds(url: str, source: queries.DaySource) -> tuple[date, date] | None:
-    return queries.day_bounds(fleet_engine(url), source)
+def day_bounds(url: str, source: reads.DaySource) -> tuple[date, date] | None:
+    return reads.day_bounds(fleet_engine(url), source)
 
 
 @unless_empty
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def filter_choices(url: str) -> pd.DataFrame:
-    return queries.filter_choices(fleet_engine(url))
+    return reads.filter_choices(fleet_engine(url))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def incidents(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.incidents(fleet_engine(url), selection)
+def incidents(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.incidents(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def recovery_actions(url: str, incident_ids: tuple[int, ...]) -> pd.DataFrame:
-    return queries.recovery_actions(fleet_engine(url), list(incident_ids))
+    return reads.recovery_actions(fleet_engine(url), list(incident_ids))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def host_day_bounds(url: str, today: date) -> tuple[date, date] | None:
-    return queries.host_day_bounds(fleet_engine(url), today)
+    return reads.host_day_bounds(fleet_engine(url), today)
 
 
-def host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd.DataFrame:
+def host_costs(url: str, selection: reads.FleetFilter, as_of: datetime) -> pd.DataFrame:
     """Costs up to `as_of`, taken to the whole minute: renders within one minute share a
     cached result (the page shows times to the minute)."""
     return _host_costs(url, selection, as_of.replace(second=0, microsecond=0))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def _host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd.DataFrame:
-    return queries.host_costs(fleet_engine(url), selection, as_of)
+def _host_costs(url: str, selection: reads.FleetFilter, as_of: datetime) -> pd.DataFrame:
+    return reads.host_costs(fleet_engine(url), selection, as_of)
 
 
 # ---- fleet scale: the rollups
@@ -106,100 +106,96 @@ def _host_costs(url: str, selection: queries.FleetFilter, as_of: datetime) -> pd
 @unless_empty
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def fleet_now(url: str) -> pd.DataFrame:
-    return queries.fleet_now(fleet_engine(url))
+    return reads.fleet_now(fleet_engine(url))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def fleet_status_per_day(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.fleet_status_per_day(fleet_engine(url), selection)
+def fleet_status_per_day(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.fleet_status_per_day(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def account_points_by_kind(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.account_points_by_kind(fleet_engine(url), selection)
+def account_points_by_kind(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.account_points_by_kind(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def points_by_group(
-    url: str, selection: queries.FleetFilter, group: queries.Grouping
-) -> pd.DataFrame:
-    return queries.points_by_group(fleet_engine(url), selection, group)
+def points_by_group(url: str, selection: reads.FleetFilter, group: reads.Grouping) -> pd.DataFrame:
+    return reads.points_by_group(fleet_engine(url), selection, group)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def top_nodes_per_day(
-    url: str, selection: queries.FleetFilter, top: int, measure: str
+    url: str, selection: reads.FleetFilter, top: int, measure: str
 ) -> pd.DataFrame:
-    return queries.top_nodes_per_day(fleet_engine(url), selection, top, measure)
+    return reads.top_nodes_per_day(fleet_engine(url), selection, top, measure)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def node_totals(
     url: str,
-    selection: queries.FleetFilter,
+    selection: reads.FleetFilter,
     order: str,
     limit: int,
     offset: int,
     with_stats: bool = False,
 ) -> pd.DataFrame:
-    return queries.node_totals(fleet_engine(url), selection, order, limit, offset, with_stats)
+    return reads.node_totals(fleet_engine(url), selection, order, limit, offset, with_stats)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def selection_totals(url: str, selection: queries.FleetFilter) -> dict[str, Any]:
-    return queries.selection_totals(fleet_engine(url), selection)
+def selection_totals(url: str, selection: reads.FleetFilter) -> dict[str, Any]:
+    return reads.selection_totals(fleet_engine(url), selection)
 
 
-def node_days_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
+def node_days_csv(url: str, selection: reads.FleetFilter) -> Callable[[], bytes]:
     """The full selection's node-days as CSV, made when the download button is clicked."""
-    return functools.partial(queries.node_days_csv, fleet_engine(url), selection)
+    return functools.partial(reads.node_days_csv, fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def incidents_by_cause(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.incidents_by_cause(fleet_engine(url), selection)
+def incidents_by_cause(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.incidents_by_cause(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def incidents_per_day(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.incidents_per_day(fleet_engine(url), selection)
+def incidents_per_day(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.incidents_per_day(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def recovery_time_bands(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.recovery_time_bands(fleet_engine(url), selection)
+def recovery_time_bands(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.recovery_time_bands(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def recovery_step_success(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.recovery_step_success(fleet_engine(url), selection)
+def recovery_step_success(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.recovery_step_success(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def incident_page(
-    url: str, selection: queries.FleetFilter, limit: int, offset: int
-) -> pd.DataFrame:
-    return queries.incident_page(fleet_engine(url), selection, limit, offset)
+def incident_page(url: str, selection: reads.FleetFilter, limit: int, offset: int) -> pd.DataFrame:
+    return reads.incident_page(fleet_engine(url), selection, limit, offset)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def status_shares(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.status_shares(fleet_engine(url), selection)
+def status_shares(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.status_shares(fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def node_profile(url: str, host: str) -> dict[str, Any] | None:
-    return queries.node_profile(fleet_engine(url), host)
+    return reads.node_profile(fleet_engine(url), host)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def node_days(url: str, host: str, start: date, end: date) -> pd.DataFrame:
-    return queries.node_days(fleet_engine(url), host, start, end)
+    return reads.node_days(fleet_engine(url), host, start, end)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def node_status_days(url: str, host: str, start: date, end: date) -> pd.DataFrame:
-    return queries.node_status_days(fleet_engine(url), host, start, end)
+    return reads.node_status_days(fleet_engine(url), host, start, end)
 
 
 def node_recent_checks(url: str, host: str, since: datetime) -> pd.DataFrame:
@@ -208,31 +204,31 @@ def node_recent_checks(url: str, host: str, since: datetime) -> pd.DataFrame:
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def _node_recent_checks(url: str, host: str, since: datetime) -> pd.DataFrame:
-    return queries.node_recent_checks(fleet_engine(url), host, since)
+    return reads.node_recent_checks(fleet_engine(url), host, since)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def node_tap_readiness(url: str, host: str) -> pd.DataFrame:
-    return queries.node_tap_readiness(fleet_engine(url), host)
+    return reads.node_tap_readiness(fleet_engine(url), host)
 
 
-def incidents_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
+def incidents_csv(url: str, selection: reads.FleetFilter) -> Callable[[], bytes]:
     """Every incident of the selection as CSV, made when the download button is clicked."""
-    return functools.partial(queries.incidents_csv, fleet_engine(url), selection)
+    return functools.partial(reads.incidents_csv, fleet_engine(url), selection)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def tap_readiness(
-    url: str, selection: queries.FleetFilter, order: str, limit: int, offset: int
+    url: str, selection: reads.FleetFilter, order: str, limit: int, offset: int
 ) -> pd.DataFrame:
-    return queries.tap_readiness(fleet_engine(url), selection, limit, offset, order)
+    return reads.tap_readiness(fleet_engine(url), selection, limit, offset, order)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def tap_readiness_summary(url: str, selection: queries.FleetFilter) -> pd.DataFrame:
-    return queries.tap_readiness_summary(fleet_engine(url), selection)
+def tap_readiness_summary(url: str, selection: reads.FleetFilter) -> pd.DataFrame:
+    return reads.tap_readiness_summary(fleet_engine(url), selection)
 
 
-def tap_readiness_csv(url: str, selection: queries.FleetFilter) -> Callable[[], bytes]:
+def tap_readiness_csv(url: str, selection: reads.FleetFilter) -> Callable[[], bytes]:
     """Every selected host's latest test as CSV, made when the download button is clicked."""
-    return functools.partial(queries.tap_readiness_csv, fleet_engine(url), selection)
+    return functools.partial(reads.tap_readiness_csv, fleet_engine(url), selection)

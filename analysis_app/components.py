@@ -14,7 +14,7 @@ import streamlit as st
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from analysis_app.queries import FleetFilter
+from gradientlab.store.reads import FleetFilter
 
 NO_DATA_MESSAGE = (
     "No data yet — run the demo or the rewards flow, then come back: "

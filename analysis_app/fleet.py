@@ -8,8 +8,8 @@ from datetime import datetime
 import altair as alt
 import pandas as pd
 
-from analysis_app.queries import FleetFilter
 from gradientlab.freshness import is_stale
+from gradientlab.store.reads import FleetFilter
 
 # Text colours for the status cell, in the popup's own terms.
 STATUS_COLOURS = {

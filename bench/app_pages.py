@@ -38,11 +38,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from analysis_app import queries
-from analysis_app.queries import FleetFilter
 from gradientlab.cli import services
 from gradientlab.cli.demo import APP_RENDERED
+from gradientlab.store import reads
 from gradientlab.store.database import database_url, make_engine
+from gradientlab.store.reads import FleetFilter
+from gradientlab.store.reads.rewards import _frame
 
 DRAWN = f"""() => document.querySelector('{APP_RENDERED}')
   && !document.querySelector('[data-testid="stSkeleton"]')
@@ -62,8 +63,8 @@ def emit(figure: str, value: float, **extra: Any) -> None:
     )
 
 
-def default_view(engine: Engine, source: queries.DaySource, days: int = 30) -> FleetFilter:
-    bounds = queries.day_bounds(engine, source)
+def default_view(engine: Engine, source: reads.DaySource, days: int = 30) -> FleetFilter:
+    bounds = reads.day_bounds(engine, source)
     if bounds is None:
         raise SystemExit(f"no {source} in the database: run bench.seed_history first")
     first, last = bounds
@@ -79,75 +80,75 @@ def page_queries(engine: Engine, now: datetime, node: str) -> dict[str, dict[str
     stats_year = default_view(engine, "stats", days=365)
     incidents = default_view(engine, "incidents")
     today = now.date()
-    cost_bounds = queries.host_day_bounds(engine, today)
+    cost_bounds = reads.host_day_bounds(engine, today)
     assert cost_bounds is not None
     cost = FleetFilter(max(cost_bounds[0], cost_bounds[1] - timedelta(days=29)), cost_bounds[1])
     node_first = today - timedelta(days=29)
 
     def rewards(sel: FleetFilter) -> dict[str, Query]:
         return {
-            "day_bounds": lambda e: queries.day_bounds(e, "points"),
-            "filter_choices": queries.filter_choices,
-            "selection_totals": lambda e: queries.selection_totals(e, sel),
-            "account_points_by_kind": lambda e: queries.account_points_by_kind(e, sel),
-            "points_by_group": lambda e: queries.points_by_group(e, sel, "provider"),
-            "best_nodes": lambda e: queries.node_totals(e, sel, "best", 10, 0),
-            "worst_nodes": lambda e: queries.node_totals(e, sel, "worst", 10, 0),
-            "node_page": lambda e: queries.node_totals(e, sel, "best", 50, 0),
+            "day_bounds": lambda e: reads.day_bounds(e, "points"),
+            "filter_choices": reads.filter_choices,
+            "selection_totals": lambda e: reads.selection_totals(e, sel),
+            "account_points_by_kind": lambda e: reads.account_points_by_kind(e, sel),
+            "points_by_group": lambda e: reads.points_by_group(e, sel, "provider"),
+            "best_nodes": lambda e: reads.node_totals(e, sel, "best", 10, 0),
+            "worst_nodes": lambda e: reads.node_totals(e, sel, "worst", 10, 0),
+            "node_page": lambda e: reads.node_totals(e, sel, "best", 50, 0),
         }
 
     def uptime(sel: FleetFilter) -> dict[str, Query]:
         return {
-            "day_bounds": lambda e: queries.day_bounds(e, "stats"),
-            "filter_choices": queries.filter_choices,
-            "selection_totals": lambda e: queries.selection_totals(e, sel),
-            "points_by_group": lambda e: queries.points_by_group(e, sel, "provider"),
-            "top_nodes_by_taps": lambda e: queries.top_nodes_per_day(e, sel, 10, "taps"),
-            "node_page": lambda e: queries.node_totals(e, sel, "host", 50, 0, with_stats=True),
-            "tap_readiness": lambda e: queries.tap_readiness(
+            "day_bounds": lambda e: reads.day_bounds(e, "stats"),
+            "filter_choices": reads.filter_choices,
+            "selection_totals": lambda e: reads.selection_totals(e, sel),
+            "points_by_group": lambda e: reads.points_by_group(e, sel, "provider"),
+            "top_nodes_by_taps": lambda e: reads.top_nodes_per_day(e, sel, 10, "taps"),
+            "node_page": lambda e: reads.node_totals(e, sel, "host", 50, 0, with_stats=True),
+            "tap_readiness": lambda e: reads.tap_readiness(
                 e, sel, limit=50, offset=0, order="fewest_taps"
             ),
-            "tap_readiness_summary": lambda e: queries.tap_readiness_summary(e, sel),
+            "tap_readiness_summary": lambda e: reads.tap_readiness_summary(e, sel),
         }
 
     return {
         "fleet_now": {
-            "fleet_now": queries.fleet_now,
-            "day_bounds": lambda e: queries.day_bounds(e, "checks"),
-            "filter_choices": queries.filter_choices,
-            "fleet_status_per_day": lambda e: queries.fleet_status_per_day(e, checks),
+            "fleet_now": reads.fleet_now,
+            "day_bounds": lambda e: reads.day_bounds(e, "checks"),
+            "filter_choices": reads.filter_choices,
+            "fleet_status_per_day": lambda e: reads.fleet_status_per_day(e, checks),
         },
         "node": {
-            "filter_choices": queries.filter_choices,
-            "node_profile": lambda e: queries.node_profile(e, node),
-            "node_days": lambda e: queries.node_days(e, node, node_first, today),
-            "node_status_days": lambda e: queries.node_status_days(e, node, node_first, today),
-            "node_recent_checks": lambda e: queries.node_recent_checks(
+            "filter_choices": reads.filter_choices,
+            "node_profile": lambda e: reads.node_profile(e, node),
+            "node_days": lambda e: reads.node_days(e, node, node_first, today),
+            "node_status_days": lambda e: reads.node_status_days(e, node, node_first, today),
+            "node_recent_checks": lambda e: reads.node_recent_checks(
                 e, node, now - timedelta(hours=48)
             ),
-            "incidents": lambda e: queries.incidents(
+            "incidents": lambda e: reads.incidents(
                 e, FleetFilter(node_first, today, hosts=(node,))
             ),
-            "node_tap_readiness": lambda e: queries.node_tap_readiness(e, node),
+            "node_tap_readiness": lambda e: reads.node_tap_readiness(e, node),
         },
         "rewards": rewards(points),
         "rewards_year": rewards(year),
         "uptime": uptime(stats),
         "uptime_year": uptime(stats_year),
         "incidents": {
-            "day_bounds": lambda e: queries.day_bounds(e, "incidents"),
-            "filter_choices": queries.filter_choices,
-            "incidents_by_cause": lambda e: queries.incidents_by_cause(e, incidents),
-            "recovery_time_bands": lambda e: queries.recovery_time_bands(e, incidents),
-            "recovery_step_success": lambda e: queries.recovery_step_success(e, incidents),
-            "incidents_per_day": lambda e: queries.incidents_per_day(e, incidents),
-            "incident_page": lambda e: queries.incident_page(e, incidents, 50, 0),
+            "day_bounds": lambda e: reads.day_bounds(e, "incidents"),
+            "filter_choices": reads.filter_choices,
+            "incidents_by_cause": lambda e: reads.incidents_by_cause(e, incidents),
+            "recovery_time_bands": lambda e: reads.recovery_time_bands(e, incidents),
+            "recovery_step_success": lambda e: reads.recovery_step_success(e, incidents),
+            "incidents_per_day": lambda e: reads.incidents_per_day(e, incidents),
+            "incident_page": lambda e: reads.incident_page(e, incidents, 50, 0),
         },
         "cost": {
-            "host_day_bounds": lambda e: queries.host_day_bounds(e, today),
-            "filter_choices": queries.filter_choices,
-            "host_costs": lambda e: queries.host_costs(e, cost, now),
-            "status_shares": lambda e: queries.status_shares(e, cost),
+            "host_day_bounds": lambda e: reads.host_day_bounds(e, today),
+            "filter_choices": reads.filter_choices,
+            "host_costs": lambda e: reads.host_costs(e, cost, now),
+            "status_shares": lambda e: reads.status_shares(e, cost),
         },
     }
 
@@ -158,16 +159,16 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def time_queries(engine: Engine, pages: dict[str, dict[str, Query]], repeat: int) -> None:
-    for reads in pages.values():  # warm the connection pool and Postgres' buffers once
-        for read in reads.values():
+    for page_reads in pages.values():  # warm the connection pool and Postgres' buffers once
+        for read in page_reads.values():
             read(engine)
     gc.freeze()  # as the app does once it has imported everything (analysis_app/app.py)
-    for page, reads in pages.items():
+    for page, page_reads in pages.items():
         totals: list[float] = []
-        each: dict[str, list[float]] = {name: [] for name in reads}
+        each: dict[str, list[float]] = {name: [] for name in page_reads}
         for _ in range(repeat):
             total = 0.0
-            for name, read in reads.items():
+            for name, read in page_reads.items():
                 started = time.perf_counter()
                 read(engine)
                 took = time.perf_counter() - started
@@ -179,7 +180,7 @@ def time_queries(engine: Engine, pages: dict[str, dict[str, Query]], repeat: int
             f"{page} queries p50 (ms)",
             1000 * statistics.median(totals),
             p95_ms=round(1000 * percentile(totals, 0.95), 2),
-            queries=len(reads),
+            queries=len(page_reads),
             slowest=slowest,
             slowest_p95_ms=round(1000 * percentile(each[slowest], 0.95), 2),
             goal_p95_ms=GOAL_QUERY_P95_MS,
@@ -278,15 +279,13 @@ def main() -> None:
     url = database_url()
     engine = make_engine(url)
     now = datetime.now(UTC)
-    node = str(queries.filter_choices(engine)["host"].iloc[0])
+    node = str(reads.filter_choices(engine)["host"].iloc[0])
     emit(
         "history",
         0,
-        hosts=len(queries.fleet_now(engine)),
-        status_samples=int(
-            queries._frame(engine, "SELECT count(*) AS n FROM node_status_samples")["n"][0]
-        ),
-        incidents=int(queries._frame(engine, "SELECT count(*) AS n FROM incidents")["n"][0]),
+        hosts=len(reads.fleet_now(engine)),
+        status_samples=int(_frame(engine, "SELECT count(*) AS n FROM node_status_samples")["n"][0]),
+        incidents=int(_frame(engine, "SELECT count(*) AS n FROM incidents")["n"][0]),
     )
     time_queries(engine, page_queries(engine, now, node), args.repeat)
     engine.dispose()

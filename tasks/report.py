@@ -17,9 +17,9 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from analysis_app import queries
 from deployments.alerts import PREFIX as ALERTS_PREFIX
 from gradientlab.report import BEST_AND_WORST, UNRESOLVED_LISTED
+from gradientlab.store import reads
 from tasks.common import engine
 
 
@@ -28,20 +28,20 @@ def read_report(start: date, end: date, as_of: datetime) -> dict[str, Any]:
     """Everything the report is built from, for the UTC days `start`..`end`: the pages'
     queries over the daily rollups (which the flows keep up to date), never the base tables."""
     eng = engine()
-    selection = queries.FleetFilter(start=start, end=end)
-    costs = queries.host_costs(eng, selection, as_of)
+    selection = reads.FleetFilter(start=start, end=end)
+    costs = reads.host_costs(eng, selection, as_of)
     return {
-        "fleet_now": queries.fleet_now(eng),
-        "totals": queries.selection_totals(eng, selection),
-        "by_provider": queries.points_by_group(eng, selection, "provider"),
-        "best": queries.node_totals(eng, selection, "best", BEST_AND_WORST, 0),
-        "worst": queries.node_totals(eng, selection, "worst", BEST_AND_WORST, 0),
-        "causes": queries.incidents_by_cause(eng, selection),
-        "unresolved": queries.incidents(eng, selection, limit=UNRESOLVED_LISTED, unresolved=True),
-        "steps": queries.recovery_step_success(eng, selection),
+        "fleet_now": reads.fleet_now(eng),
+        "totals": reads.selection_totals(eng, selection),
+        "by_provider": reads.points_by_group(eng, selection, "provider"),
+        "best": reads.node_totals(eng, selection, "best", BEST_AND_WORST, 0),
+        "worst": reads.node_totals(eng, selection, "worst", BEST_AND_WORST, 0),
+        "causes": reads.incidents_by_cause(eng, selection),
+        "unresolved": reads.incidents(eng, selection, limit=UNRESOLVED_LISTED, unresolved=True),
+        "steps": reads.recovery_step_success(eng, selection),
         "host_costs": costs,
-        "provider_costs": queries.provider_costs(costs),
-        "unsupported": queries.unsupported_costs(costs, queries.status_shares(eng, selection)),
+        "provider_costs": reads.provider_costs(costs),
+        "unsupported": reads.unsupported_costs(costs, reads.status_shares(eng, selection)),
     }
 
 

@@ -17,7 +17,7 @@ from analysis_app.components import (
     page_of,
     utc_now,
 )
-from analysis_app.queries import provider_costs, unsupported_costs
+from gradientlab.store.reads import provider_costs, unsupported_costs
 
 WHEN = "YYYY-MM-DD HH:mm"
 NO_POINTS_COLOUR = "#cf222e"

@@ -31,8 +31,8 @@ from analysis_app.fleet import (
     status_scale,
     verdicts,
 )
-from analysis_app.queries import GOOD_STATUSES, FleetFilter
 from gradientlab.freshness import STALE_AFTER_PERIODS
+from gradientlab.store.reads import GOOD_STATUSES, FleetFilter
 
 REFRESH_SECONDS = 15
 RELEASE_BUTTONS = 20  # the oldest quarantines first would need a page of their own beyond this

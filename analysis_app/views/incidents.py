@@ -20,7 +20,7 @@ from analysis_app.components import (
     node_link_column,
     page_of,
 )
-from analysis_app.queries import RECOVERY_BANDS
+from gradientlab.store.reads import RECOVERY_BANDS
 
 WHEN = "YYYY-MM-DD HH:mm:ss"
 

@@ -16,7 +16,7 @@ from analysis_app.actions import render_node_actions
 from analysis_app.charts import day_chart_width, day_labels, day_x, sized_for_days, time_x
 from analysis_app.components import database_errors, no_data_yet, utc_now
 from analysis_app.fleet import age, status_label, status_scale
-from analysis_app.queries import FleetFilter
+from gradientlab.store.reads import FleetFilter
 
 WINDOWS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365}
 WHEN = "YYYY-MM-DD HH:mm:ss"

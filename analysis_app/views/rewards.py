@@ -21,7 +21,7 @@ from analysis_app.components import (
     page_of,
     utc_now,
 )
-from analysis_app.queries import NODE_ORDERS, THE_REST
+from gradientlab.store.reads import NODE_ORDERS, THE_REST
 
 GROUPINGS = {"Provider": "provider", "Region": "region", "Top 10 nodes": "top"}
 TOP_NODES = 10

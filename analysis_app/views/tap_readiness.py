@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from analysis_app import cached_queries as data
-from analysis_app import queries
 from analysis_app.components import (
     csv_download,
     database_errors,
@@ -19,6 +18,7 @@ from analysis_app.components import (
     page_of,
 )
 from gradientlab.agent.stun import NatType
+from gradientlab.store import reads
 
 # What each NAT type means for a peer trying to tap the node, in an operator's words.
 TAP_OUTLOOK: dict[str, str] = {
@@ -41,7 +41,7 @@ def with_outlook(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def readiness_rows(page: pd.DataFrame) -> pd.DataFrame:
-    """A page of `queries.tap_readiness` as the table shows it: the outlook, the address peers
+    """A page of `reads.tap_readiness` as the table shows it: the outlook, the address peers
     see, the link to each node's page."""
     frame = with_outlook(page)
     frame["mapped"] = [
@@ -53,7 +53,7 @@ def readiness_rows(page: pd.DataFrame) -> pd.DataFrame:
 
 
 def readiness_chart(summary: pd.DataFrame) -> alt.Chart:
-    """Taps per node-day by NAT type (`queries.tap_readiness_summary`): one bar per type,
+    """Taps per node-day by NAT type (`reads.tap_readiness_summary`): one bar per type,
     readable at any fleet size."""
     by_type = with_outlook(summary).rename(columns={"hosts": "nodes"})
     by_type["taps_per_node_day"] = (
@@ -85,7 +85,7 @@ COLUMNS = ["node", "nat_type", "outlook", "taps", "udp_reachable", "mapped", "ma
            "error"]  # fmt: skip
 
 
-def show_tap_readiness(url: str, selection: queries.FleetFilter) -> None:
+def show_tap_readiness(url: str, selection: reads.FleetFilter) -> None:
     st.subheader("Tap readiness")
     st.caption(
         "Each host's latest STUN test in the selected days, run from the host by the poc_taps "

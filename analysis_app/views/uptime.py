@@ -20,8 +20,8 @@ from analysis_app.components import (
     node_link_column,
     page_of,
 )
-from analysis_app.queries import THE_REST
 from analysis_app.views.tap_readiness import show_tap_readiness
+from gradientlab.store.reads import THE_REST
 
 TOP_NODES = 10
 

@@ -89,10 +89,10 @@ def test_the_uptime_page_reads_what_poc_taps_stored(
 ) -> None:
     """The flow refreshes the tap-readiness rollup after its tests: the app's query (which
     reads only the rollup and the tests it points at) has every host's latest test at once."""
-    from analysis_app import queries
-    from analysis_app.queries import FleetFilter
     from flows.poc_taps import poc_taps
     from flows.provision import provision
+    from gradientlab.store import reads
+    from gradientlab.store.reads import FleetFilter
 
     provision(fleet_path=str(fleet_file), approve=True)
     poc_taps(fleet_path=str(fleet_file))
@@ -102,8 +102,8 @@ def test_the_uptime_page_reads_what_poc_taps_stored(
         "SELECT (min(checked_at) AT TIME ZONE 'UTC')::date,"
         " (max(checked_at) AT TIME ZONE 'UTC')::date FROM tap_readiness",
     )[0]
-    readiness = queries.tap_readiness(engine, FleetFilter(first, last)).set_index("host")
+    readiness = reads.tap_readiness(engine, FleetFilter(first, last)).set_index("host")
     assert readiness["tests"].to_dict() == {"taps-1": 2}
     assert readiness.loc["taps-1", "nat_type"] == "open"
-    summary = queries.tap_readiness_summary(engine, FleetFilter(first, last))
+    summary = reads.tap_readiness_summary(engine, FleetFilter(first, last))
     assert summary[["nat_type", "hosts"]].values.tolist() == [["open", 1]]

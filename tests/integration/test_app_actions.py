@@ -21,7 +21,8 @@ import streamlit as st
 from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 
-from analysis_app import components, queries
+from analysis_app import components
+from gradientlab.store import reads
 from tests.conftest import add_host, rows
 from tests.unit.test_analysis_app import APP, NOW, seed_fleet
 
@@ -38,7 +39,7 @@ def node_buttons(profile: dict[str, object]) -> None:
 
 
 def live_host(host: str, **fields: Any) -> dict[str, Any]:
-    """A node page's profile of a running host of the fleet (`queries.node_profile`'s keys)."""
+    """A node page's profile of a running host of the fleet (`reads.node_profile`'s keys)."""
     return {"host_id": 7, "host": host, "provider": "local", "state": "running",
             "address": "127.0.0.9", "quarantined_at": None, **fields}  # fmt: skip
 
@@ -142,7 +143,7 @@ def test_operator_buttons_start_runs_with_the_host_and_link_them(
                 " WHERE name = 'edge-1'"
             )
         )
-    profile = queries.node_profile(engine, "edge-1")
+    profile = reads.node_profile(engine, "edge-1")
     assert profile is not None
     at = page(profile).run()
     assert [b.label for b in at.button] == ["Run health", "Deploy", "Release"]
@@ -216,7 +217,7 @@ def test_buttons_follow_what_the_host_is(monkeypatch: pytest.MonkeyPatch) -> Non
     assert node_actions(live_host("a")) == ((HEALTH, DEPLOY), None)
     quarantined = live_host("a", quarantined_at=NOW)
     assert node_actions(quarantined) == ((HEALTH, DEPLOY, RELEASE), None)
-    unmanaged = {"host_id": None, "host": "laptop", "provider": queries.UNMANAGED_PROVIDER,
+    unmanaged = {"host_id": None, "host": "laptop", "provider": reads.UNMANAGED_PROVIDER,
                  "state": None, "address": None, "quarantined_at": None}  # fmt: skip
     for profile, why in (
         (unmanaged, "No actions for laptop: it is not managed."),

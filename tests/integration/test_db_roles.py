@@ -17,12 +17,11 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from analysis_app import queries
 from analysis_app.cached_queries import APP_DATABASE_URL_VAR, current_database_url
-from analysis_app.queries import FleetFilter
 from gradientlab.gradient.models import PointDay
-from gradientlab.store import rewards
+from gradientlab.store import reads, rewards
 from gradientlab.store.database import migrate
+from gradientlab.store.reads import FleetFilter
 from gradientlab.store.roles import RoleSetupError, ensure_roles
 
 GRADIENTLAB = str(Path(sys.executable).with_name("gradientlab"))
@@ -86,12 +85,12 @@ def test_the_app_role_reads_everything_and_changes_nothing(
 
         # the app's own queries, as its pages run them
         selection = FleetFilter(date(2025, 1, 1), date(2025, 1, 31))
-        assert queries.node_totals(app_engine, selection).empty
-        assert queries.fleet_now(app_engine).empty
-        assert queries.selection_totals(app_engine, selection)["nodes"] == 0
-        assert queries.incidents(app_engine, selection).empty
-        assert queries.filter_choices(app_engine).empty
-        queries.host_costs(app_engine, selection, datetime.now(UTC))
+        assert reads.node_totals(app_engine, selection).empty
+        assert reads.fleet_now(app_engine).empty
+        assert reads.selection_totals(app_engine, selection)["nodes"] == 0
+        assert reads.incidents(app_engine, selection).empty
+        assert reads.filter_choices(app_engine).empty
+        reads.host_costs(app_engine, selection, datetime.now(UTC))
 
         for name, kind in tables.items():
             if kind != "BASE TABLE":

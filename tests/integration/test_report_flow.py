@@ -20,9 +20,9 @@ from uuid import UUID
 import pytest
 from sqlalchemy import Engine, text
 
-from analysis_app import queries
 from analysis_app.fleet import stale_checks, verdicts
 from gradientlab.report import BEST_AND_WORST, points_text
+from gradientlab.store import reads
 from gradientlab.store.rollups import refresh_rollups
 
 NOW = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
@@ -207,16 +207,16 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
 ) -> None:
     seed(engine)
     # what the pages read for the same days: Rewards, Incidents, Economics, Fleet now
-    selection = queries.FleetFilter(start=START, end=END)
-    totals = queries.selection_totals(engine, selection)
-    by_provider = queries.points_by_group(engine, selection, "provider")
-    best = queries.node_totals(engine, selection, "best", BEST_AND_WORST, 0)
-    worst = queries.node_totals(engine, selection, "worst", BEST_AND_WORST, 0)
-    causes = queries.incidents_by_cause(engine, selection)
-    steps = queries.recovery_step_success(engine, selection)
-    costs = queries.host_costs(engine, selection, NOW)
-    unsupported = queries.unsupported_costs(costs, queries.status_shares(engine, selection))
-    fleet_now = queries.fleet_now(engine)
+    selection = reads.FleetFilter(start=START, end=END)
+    totals = reads.selection_totals(engine, selection)
+    by_provider = reads.points_by_group(engine, selection, "provider")
+    best = reads.node_totals(engine, selection, "best", BEST_AND_WORST, 0)
+    worst = reads.node_totals(engine, selection, "worst", BEST_AND_WORST, 0)
+    causes = reads.incidents_by_cause(engine, selection)
+    steps = reads.recovery_step_success(engine, selection)
+    costs = reads.host_costs(engine, selection, NOW)
+    unsupported = reads.unsupported_costs(costs, reads.status_shares(engine, selection))
+    fleet_now = reads.fleet_now(engine)
 
     result, run_id = run_report(fleet_file, notify_block="custom-webhook/report-hook")
     found = artifacts(run_id)
@@ -236,7 +236,7 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
         p: int(v) for p, v in per_provider.items()
     }
     assert earnings["static"]["points_raw"] == 5_875_000  # inside the period only
-    assert earnings[queries.UNMANAGED_PROVIDER]["points_raw"] == 1_000_000
+    assert earnings[reads.UNMANAGED_PROVIDER]["points_raw"] == 1_000_000
     assert sum(r["points_raw"] for r in earnings.values()) == totals["points_raw"]
     best_line = ", ".join(
         f"{h} {points_text(p)}" for h, p in zip(best["host"], best["points"], strict=True)
@@ -265,7 +265,7 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
     assert markdown.index("pi-c: BrowserDown") < markdown.index("gcp-b: LoggedOut")
     assert "more open or failed" not in markdown
     # cost: the Economics page's provider roll-up and what Unsupported cost for nothing
-    app_provider_costs = queries.provider_costs(costs).set_index("provider")
+    app_provider_costs = reads.provider_costs(costs).set_index("provider")
     cost = {r["provider"]: r for r in found["report-cost"]}
     assert set(cost) == set(app_provider_costs.index)
     for provider, row in cost.items():
@@ -277,7 +277,7 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
     assert "- spent while Unsupported: $0.48 (oci-a $0.48)" in markdown  # its only checks
     # the fleet now, on the report's clock, counted as the Fleet now page counts it
     good = int(
-        (fleet_now["status"].isin(queries.GOOD_STATUSES) & ~stale_checks(fleet_now, NOW)).sum()
+        (fleet_now["status"].isin(reads.GOOD_STATUSES) & ~stale_checks(fleet_now, NOW)).sum()
     )
     earning = int((fleet_now["today_points"].fillna(0) > 0).sum())
     fleet = {(r["provider"], r["region"]): r for r in found["report-fleet"]}
@@ -285,7 +285,7 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
     assert sum(r["earning"] for r in fleet.values()) == earning == 2
     assert sorted(verdicts(fleet_now, NOW)) == ["Good", "Stale", "Unsupported"]
     assert fleet[("gcp", "us-west1")]["good"] == 1
-    assert fleet[("static", queries.UNKNOWN_REGION)]["not good"] == "pi-c (stale)"
+    assert fleet[("static", reads.UNKNOWN_REGION)]["not good"] == "pi-c (stale)"
     assert fleet[("oci", "us-ashburn-1")]["not good"] == "oci-a (Unsupported)"
     assert headlines["Fleet"] == (
         "3 hosts: 1 Good, 1 Unsupported, 1 stale; 2 of 3 earning (points on their latest "

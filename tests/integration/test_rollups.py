@@ -307,7 +307,8 @@ def assert_running_totals_match_the_rows(engine: Engine) -> None:
     """Every node's totals over every range of days, read from the running totals as the app
     reads them, equal the same sums over its rows; rollup_node names each node's first and
     latest day."""
-    from analysis_app.queries import FleetFilter, _node_range
+    from gradientlab.store.reads import FleetFilter
+    from gradientlab.store.reads.rewards import _node_range
 
     first, last = rows(engine, "SELECT min(day), max(day) FROM rollup_node_day")[0]
     span = [first + timedelta(days=i) for i in range((last - first).days + 3)]
@@ -448,8 +449,9 @@ def assert_tap_readiness_matches_the_raw_tests(engine: Engine) -> None:
     summary equal what the raw tests and rollup_node_day give."""
     import pandas as pd
 
-    from analysis_app import queries
-    from analysis_app.queries import FleetFilter
+    from gradientlab.store import reads
+    from gradientlab.store.reads import FleetFilter
+    from gradientlab.store.reads.rewards import _frame, _utc_bounds
 
     first, last = rows(
         engine,
@@ -464,25 +466,25 @@ def assert_tap_readiness_matches_the_raw_tests(engine: Engine) -> None:
                 continue
             for providers in ((), ("oci", "static")):
                 selection = FleetFilter(start, end, providers=providers)
-                want = queries._frame(
+                want = _frame(
                     engine,
                     RAW_TAP_READINESS,
                     {
-                        **queries._utc_bounds(selection),
+                        **_utc_bounds(selection),
                         "start": start,
                         "end": end,
                         "providers": list(providers or ("oci", "gcp", "static")),
                     },
                 )
                 want["checked_at"] = pd.to_datetime(want["checked_at"], utc=True)
-                got = queries.tap_readiness(engine, selection)
+                got = reads.tap_readiness(engine, selection)
                 assert list(got.columns) == list(want.columns)
                 assert plain(got) == plain(want), selection
                 checked += len(got)
                 by_taps = want.sort_values(["taps", "host"])
-                page = queries.tap_readiness(engine, selection, 2, 1, "fewest_taps")
+                page = reads.tap_readiness(engine, selection, 2, 1, "fewest_taps")
                 assert plain(page) == plain(by_taps.iloc[1:3]), selection
-                summary = queries.tap_readiness_summary(engine, selection)
+                summary = reads.tap_readiness_summary(engine, selection)
                 assert summary["hosts"].sum() == len(want)
                 for row in summary.to_dict("records"):
                     of_type = want[

@@ -20,9 +20,10 @@ from sqlalchemy import Engine, text
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Node
 
-from analysis_app import components, queries
+from analysis_app import components
 from analysis_app.components import NO_DATA_MESSAGE
-from analysis_app.queries import FleetFilter
+from gradientlab.store import reads
+from gradientlab.store.reads import FleetFilter
 from gradientlab.store.rollups import refresh_rollups
 
 APP = Path(__file__).resolve().parents[2] / "analysis_app" / "app.py"
@@ -188,7 +189,7 @@ def whole_range() -> FleetFilter:
 
 
 def test_node_days_divide_raw_points_for_display(seeded: Engine) -> None:
-    days = queries.node_days(seeded, "gcp-west-1", DAYS[0], DAYS[-1])
+    days = reads.node_days(seeded, "gcp-west-1", DAYS[0], DAYS[-1])
 
     assert days["day"].tolist() == list(DAYS)
     assert days["points_raw"].tolist() == RAW_POINTS["node-gcp"]
@@ -196,17 +197,17 @@ def test_node_days_divide_raw_points_for_display(seeded: Engine) -> None:
 
 
 def test_node_totals_label_nodes_no_host_owns(seeded: Engine) -> None:
-    nodes = queries.node_totals(seeded, whole_range(), "host", 50, 0).set_index("host")
+    nodes = reads.node_totals(seeded, whole_range(), "host", 50, 0).set_index("host")
 
     assert nodes.loc["laptop-node", "client_id"] == "laptop-node"
-    assert nodes.loc["laptop-node", "provider"] == queries.UNMANAGED_PROVIDER
-    assert nodes.loc["laptop-node", "region"] == queries.UNKNOWN_REGION
+    assert nodes.loc["laptop-node", "provider"] == reads.UNMANAGED_PROVIDER
+    assert nodes.loc["laptop-node", "region"] == reads.UNKNOWN_REGION
     assert nodes.loc["gcp-west-1", "points_raw"] == sum(RAW_POINTS["node-gcp"])
 
 
 def test_node_totals_filter_by_provider_region_host_and_days(seeded: Engine) -> None:
     def hosts(selection: FleetFilter) -> set[str]:
-        return set(queries.node_totals(seeded, selection, "host", 50, 0)["host"])
+        return set(reads.node_totals(seeded, selection, "host", 50, 0)["host"])
 
     assert hosts(FleetFilter(DAYS[0], DAYS[-1], providers=("gcp", "static"))) == {
         "gcp-west-1",
@@ -217,30 +218,30 @@ def test_node_totals_filter_by_provider_region_host_and_days(seeded: Engine) -> 
         "laptop-node",
     }
 
-    one_day = queries.node_totals(seeded, FleetFilter(TODAY, TODAY, hosts=("home-pi",)))
+    one_day = reads.node_totals(seeded, FleetFilter(TODAY, TODAY, hosts=("home-pi",)))
     assert one_day[["host", "days", "points_raw"]].values.tolist() == [["home-pi", 1, 1_200_000]]
 
-    nothing = queries.node_totals(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("no-such",)))
+    nothing = reads.node_totals(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("no-such",)))
     assert nothing.empty
     assert "points" in nothing.columns
 
 
 def test_fleet_now_reads_each_hosts_latest_check(seeded: Engine) -> None:
-    status = queries.fleet_now(seeded).set_index("host")
+    status = reads.fleet_now(seeded).set_index("host")
 
     assert list(status.index) == ["gcp-west-1", "home-pi", "oci-ashburn-1"]  # terminated: gone
     assert status.loc["oci-ashburn-1", "status"] == "Unsupported"
     assert status.loc["oci-ashburn-1", "banned_reason"] == BANNED_REASON
     assert status.loc["gcp-west-1", "today_points_raw"] == 75_000
     assert status.loc["gcp-west-1", "today_points"] == 0.75
-    assert status.loc["home-pi", "region"] == queries.UNKNOWN_REGION
+    assert status.loc["home-pi", "region"] == reads.UNKNOWN_REGION
 
 
 def test_fleet_now_of_hosts_never_checked(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO hosts (name, provider) VALUES ('fresh', 'local')"))
 
-    status = queries.fleet_now(engine)
+    status = reads.fleet_now(engine)
 
     assert status["host"].tolist() == ["fresh"]
     assert status["status"].isna().all()
@@ -248,16 +249,16 @@ def test_fleet_now_of_hosts_never_checked(engine: Engine) -> None:
 
 
 def test_day_bounds(seeded: Engine, engine: Engine) -> None:
-    assert queries.day_bounds(seeded, "points") == (DAYS[0], DAYS[-1])
-    assert queries.day_bounds(seeded, "stats") == (DAYS[0], DAYS[-1])
-    assert queries.day_bounds(seeded, "incidents") == (TODAY, TODAY)  # 2 h and 10 min ago
+    assert reads.day_bounds(seeded, "points") == (DAYS[0], DAYS[-1])
+    assert reads.day_bounds(seeded, "stats") == (DAYS[0], DAYS[-1])
+    assert reads.day_bounds(seeded, "incidents") == (TODAY, TODAY)  # 2 h and 10 min ago
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE node_daily_points"))
-    assert queries.day_bounds(engine, "points") is None
+    assert reads.day_bounds(engine, "points") is None
 
 
 def test_filter_choices_lists_live_hosts_and_unmanaged_nodes(seeded: Engine) -> None:
-    choices = queries.filter_choices(seeded)
+    choices = reads.filter_choices(seeded)
 
     assert choices.values.tolist() == [
         ["gcp-west-1", "gcp", "us-west1"],
@@ -278,13 +279,13 @@ def test_filter_choices_keep_terminated_hosts_that_earned(seeded: Engine) -> Non
         )
     refresh_rollups(seeded)  # as the rewards flow does after it writes points
 
-    assert "old-vm" in set(queries.filter_choices(seeded)["host"])
-    old = queries.node_totals(seeded, FleetFilter(DAYS[0], DAYS[0], hosts=("old-vm",)))
+    assert "old-vm" in set(reads.filter_choices(seeded)["host"])
+    old = reads.node_totals(seeded, FleetFilter(DAYS[0], DAYS[0], hosts=("old-vm",)))
     assert old[["provider", "points"]].values.tolist() == [["azure", 1.0]]
 
 
 def test_node_totals_with_uptime_and_taps(seeded: Engine) -> None:
-    stats = queries.node_totals(
+    stats = reads.node_totals(
         seeded, FleetFilter(TODAY, TODAY, providers=("gcp",)), "host", 50, 0, with_stats=True
     )
 
@@ -292,7 +293,7 @@ def test_node_totals_with_uptime_and_taps(seeded: Engine) -> None:
 
 
 def test_incidents_with_recovery_time_and_ordered_actions(seeded: Engine) -> None:
-    found = queries.incidents(seeded, whole_range()).set_index("id")
+    found = reads.incidents(seeded, whole_range()).set_index("id")
 
     assert found.loc[1, "recovery_seconds"] == pytest.approx(42.0)
     assert found.loc[1, "actions"] == "restart_browser ✗ → login ✓"
@@ -300,30 +301,30 @@ def test_incidents_with_recovery_time_and_ordered_actions(seeded: Engine) -> Non
     assert pd.isna(found.loc[2, "recovery_seconds"])
     assert found.loc[2, "actions"] == "login …"
 
-    pi_only = queries.incidents(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("home-pi",)))
+    pi_only = reads.incidents(seeded, FleetFilter(DAYS[0], DAYS[-1], hosts=("home-pi",)))
     assert pi_only["id"].tolist() == [1]
-    before = queries.incidents(seeded, FleetFilter(DAYS[0], DAYS[0] - timedelta(days=1)))
+    before = reads.incidents(seeded, FleetFilter(DAYS[0], DAYS[0] - timedelta(days=1)))
     assert before.empty
 
 
 def test_recovery_actions(seeded: Engine) -> None:
-    steps = queries.recovery_actions(seeded, [1])
+    steps = reads.recovery_actions(seeded, [1])
 
     assert steps["step"].tolist() == ["restart_browser", "login"]
     assert steps["seconds"].tolist() == pytest.approx([10.0, 28.0])
-    assert queries.recovery_actions(seeded, []).empty
+    assert reads.recovery_actions(seeded, []).empty
 
 
 def test_page_queries_on_an_empty_database(engine: Engine) -> None:
     selection = FleetFilter(date(2025, 1, 1), date(2025, 1, 31))
 
-    assert queries.node_totals(engine, selection).empty
-    assert queries.fleet_now(engine).empty
-    assert queries.selection_totals(engine, selection)["nodes"] == 0
-    assert queries.points_by_group(engine, selection, "provider").empty
-    assert queries.top_nodes_per_day(engine, selection, 10, "taps").empty
-    assert queries.incidents(engine, selection).empty
-    assert queries.filter_choices(engine).empty
+    assert reads.node_totals(engine, selection).empty
+    assert reads.fleet_now(engine).empty
+    assert reads.selection_totals(engine, selection)["nodes"] == 0
+    assert reads.points_by_group(engine, selection, "provider").empty
+    assert reads.top_nodes_per_day(engine, selection, 10, "taps").empty
+    assert reads.incidents(engine, selection).empty
+    assert reads.filter_choices(engine).empty
 
 
 def at_hour(day: date, hour: int) -> datetime:
@@ -417,7 +418,7 @@ def priced(engine: Engine) -> Engine:
 
 def test_host_costs_multiply_price_by_hours_in_the_days(priced: Engine) -> None:
     # Two whole past days: the window ends at today's midnight, before as_of.
-    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW).set_index("host")
+    costs = reads.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW).set_index("host")
 
     assert sorted(costs.index) == ["azure-gone", "gcp-idle", "gcp-paid", "local-1", "oci-idle"]
     hours = {"local-1": 48, "gcp-paid": 42, "gcp-idle": 24, "oci-idle": 36, "azure-gone": 27}
@@ -436,11 +437,11 @@ def test_host_costs_multiply_price_by_hours_in_the_days(priced: Engine) -> None:
     assert costs.loc["gcp-paid", "counted_from"] == at_hour(DAYS[0], 6)
     assert costs.loc["azure-gone", "counted_from"] == at_hour(DAYS[0], 0)
     assert costs.loc["azure-gone", "counted_to"] == at_hour(DAYS[1], 3)
-    assert costs.loc["local-1", "region"] == queries.UNKNOWN_REGION
+    assert costs.loc["local-1", "region"] == reads.UNKNOWN_REGION
 
 
 def test_host_costs_price_a_point_without_dividing_by_zero(priced: Engine) -> None:
-    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW).set_index("host")
+    costs = reads.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW).set_index("host")
 
     assert costs.loc["gcp-paid", "usd_per_point"] == pytest.approx(2.1 / 30)
     assert costs.loc["azure-gone", "usd_per_point"] == pytest.approx(2.7 / 4)
@@ -455,7 +456,7 @@ def test_host_costs_price_a_point_without_dividing_by_zero(priced: Engine) -> No
 def test_host_costs_count_live_hosts_up_to_now(priced: Engine) -> None:
     as_of = at_hour(TODAY, 10)
 
-    costs = queries.host_costs(priced, whole_range(), as_of=as_of).set_index("host")
+    costs = reads.host_costs(priced, whole_range(), as_of=as_of).set_index("host")
 
     assert costs.loc["gcp-paid", "hours"] == pytest.approx(24 + 24 + 10 - 6)
     assert costs.loc["gcp-paid", "counted_to"] == as_of
@@ -470,7 +471,7 @@ def test_host_costs_count_live_hosts_up_to_now(priced: Engine) -> None:
 def test_host_costs_stop_at_as_of_inside_the_days(priced: Engine) -> None:
     as_of = at_hour(DAYS[1], 3)
 
-    costs = queries.host_costs(priced, whole_range(), as_of=as_of).set_index("host")
+    costs = reads.host_costs(priced, whole_range(), as_of=as_of).set_index("host")
 
     assert costs.loc["gcp-paid", "hours"] == pytest.approx(24 - 6 + 3)
     assert costs.loc["gcp-paid", "counted_to"] == as_of
@@ -481,27 +482,27 @@ def test_host_costs_stop_at_as_of_inside_the_days(priced: Engine) -> None:
 
 def test_host_costs_need_a_clock_with_its_timezone(priced: Engine) -> None:
     with pytest.raises(ValueError, match="timezone"):
-        queries.host_costs(priced, whole_range(), as_of=NOW.replace(tzinfo=None))
+        reads.host_costs(priced, whole_range(), as_of=NOW.replace(tzinfo=None))
 
 
 def test_host_costs_follow_the_sidebar_filters(priced: Engine) -> None:
-    gcp = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], providers=("gcp",)), NOW)
+    gcp = reads.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], providers=("gcp",)), NOW)
     assert gcp["host"].tolist() == ["gcp-idle", "gcp-paid"]
 
-    unknown = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], regions=("unknown",)), NOW)
+    unknown = reads.host_costs(priced, FleetFilter(DAYS[0], DAYS[1], regions=("unknown",)), NOW)
     assert unknown["host"].tolist() == ["local-1"]
 
-    one = queries.host_costs(priced, FleetFilter(DAYS[1], DAYS[1], hosts=("gcp-paid",)), NOW)
+    one = reads.host_costs(priced, FleetFilter(DAYS[1], DAYS[1], hosts=("gcp-paid",)), NOW)
     assert one[["host", "hours", "points_raw"]].values.tolist() == [["gcp-paid", 24.0, 2_000_000]]
 
-    before = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[0], hosts=("gcp-idle",)), NOW)
+    before = reads.host_costs(priced, FleetFilter(DAYS[0], DAYS[0], hosts=("gcp-idle",)), NOW)
     assert before.empty
 
 
 def test_provider_costs_roll_hosts_up(priced: Engine) -> None:
-    costs = queries.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW)
+    costs = reads.host_costs(priced, FleetFilter(DAYS[0], DAYS[1]), NOW)
 
-    providers = queries.provider_costs(costs).set_index("provider")
+    providers = reads.provider_costs(costs).set_index("provider")
 
     assert providers.loc["gcp", "hosts"] == 2
     assert providers.loc["gcp", "cost_usd"] == pytest.approx(2.34)
@@ -513,21 +514,21 @@ def test_provider_costs_roll_hosts_up(priced: Engine) -> None:
 
 
 def test_host_costs_on_an_empty_database(engine: Engine) -> None:
-    costs = queries.host_costs(engine, FleetFilter(date(2025, 1, 1), date(2025, 1, 31)), NOW)
+    costs = reads.host_costs(engine, FleetFilter(date(2025, 1, 1), date(2025, 1, 31)), NOW)
 
     assert costs.empty
     assert {"cost_usd", "points", "usd_per_point", "per_point_note"} <= set(costs.columns)
-    assert queries.provider_costs(costs).empty
-    assert queries.host_day_bounds(engine, TODAY) is None
+    assert reads.provider_costs(costs).empty
+    assert reads.host_day_bounds(engine, TODAY) is None
 
 
 def test_day_bounds_of_hosts_run_from_the_first_creation_to_today(priced: Engine) -> None:
     first = DAYS[0] - timedelta(days=5)  # azure-gone's creation
-    assert queries.host_day_bounds(priced, TODAY) == (first, TODAY)
+    assert reads.host_day_bounds(priced, TODAY) == (first, TODAY)
     later = TODAY + timedelta(days=3)  # no points listed since: the caller's today still ends it
-    assert queries.host_day_bounds(priced, later) == (first, later)
+    assert reads.host_day_bounds(priced, later) == (first, later)
     # a caller whose day is behind the network's still sees the latest listed points
-    assert queries.host_day_bounds(priced, DAYS[0]) == (first, TODAY)
+    assert reads.host_day_bounds(priced, DAYS[0]) == (first, TODAY)
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -671,7 +672,7 @@ def test_rewards_page_cumulative_and_top_nodes(seeded: Engine) -> None:
 
 
 def test_the_full_selection_downloads_as_csv(seeded: Engine) -> None:
-    csv = queries.node_days_csv(seeded, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",)))
+    csv = reads.node_days_csv(seeded, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",)))
     lines = csv.decode().splitlines()
     assert lines[0] == ("day,host,client_id,provider,region,points_raw,listed_taps,duration,taps")
     assert lines[1:] == [
@@ -679,7 +680,7 @@ def test_the_full_selection_downloads_as_csv(seeded: Engine) -> None:
         f"{DAYS[1]},gcp-west-1,node-gcp,gcp,us-west1,2500000,1,43200,12",
         f"{DAYS[2]},gcp-west-1,node-gcp,gcp,us-west1,75000,2,43200,12",
     ]
-    incidents_csv = queries.incidents_csv(seeded, FleetFilter(DAYS[0], DAYS[-1]))
+    incidents_csv = reads.incidents_csv(seeded, FleetFilter(DAYS[0], DAYS[-1]))
     assert "restart_browser ✗ → login ✓" in incidents_csv.decode()
 
 

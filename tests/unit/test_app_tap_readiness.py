@@ -14,10 +14,11 @@ import pytest
 import streamlit as st
 from sqlalchemy import Engine, text
 
-from analysis_app import components, queries
-from analysis_app.queries import FleetFilter
+from analysis_app import components
 from gradientlab.agent.stun import Behaviour, NatType, TapReadiness
 from gradientlab.node.readiness import TapCheck
+from gradientlab.store import reads
+from gradientlab.store.reads import FleetFilter
 from gradientlab.store.rollups import refresh_rollups
 from gradientlab.store.taps import record_tap_readiness
 from tests.unit.test_analysis_app import DAYS, NOW, chart_rows, run_app, seed_fleet
@@ -73,7 +74,7 @@ def tested(engine: Engine) -> Engine:
 
 
 def test_latest_test_per_host_in_the_selected_days(tested: Engine) -> None:
-    frame = queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1]))
+    frame = reads.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1]))
     assert frame["host"].tolist() == ["gcp-west-1", "oci-ashburn-1"]  # home-pi: out of range
     gcp, oci = frame.to_dict("records")
     assert (gcp["nat_type"], gcp["mapped_address"]) == ("port-restricted-cone", "198.51.100.7")
@@ -85,59 +86,59 @@ def test_latest_test_per_host_in_the_selected_days(tested: Engine) -> None:
 
 
 def test_readiness_follows_the_sidebar_filters_and_days(tested: Engine) -> None:
-    only_gcp = queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",)))
+    only_gcp = reads.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",)))
     assert only_gcp["host"].tolist() == ["gcp-west-1"]
-    first_day = queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0]))
+    first_day = reads.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0]))
     assert first_day.set_index("host")["nat_type"].to_dict() == {
         "gcp-west-1": "udp-blocked",
         "oci-ashburn-1": "symmetric",
     }
-    assert queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1], hosts=("x",))).empty
+    assert reads.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[-1], hosts=("x",))).empty
 
 
 def test_each_host_carries_its_nodes_taps_and_pages_come_fewest_taps_first(
     tested: Engine,
 ) -> None:
     days = FleetFilter(DAYS[0], DAYS[-1])
-    every = queries.tap_readiness(tested, days).set_index("host")
+    every = reads.tap_readiness(tested, days).set_index("host")
     assert every.loc["gcp-west-1", ["taps", "node_days"]].tolist() == [36, 3]  # 12 a day
     assert every.loc["oci-ashburn-1", ["taps", "node_days"]].tolist() == [0, 3]
-    first = queries.tap_readiness(tested, days, limit=1, offset=0, order="fewest_taps")
-    second = queries.tap_readiness(tested, days, limit=1, offset=1, order="fewest_taps")
+    first = reads.tap_readiness(tested, days, limit=1, offset=0, order="fewest_taps")
+    second = reads.tap_readiness(tested, days, limit=1, offset=1, order="fewest_taps")
     assert (first["host"].tolist(), second["host"].tolist()) == (["oci-ashburn-1"], ["gcp-west-1"])
-    assert queries.tap_readiness(tested, days, limit=1, offset=1)["host"].tolist() == [
+    assert reads.tap_readiness(tested, days, limit=1, offset=1)["host"].tolist() == [
         "oci-ashburn-1"  # by host unless asked otherwise
     ]
-    assert queries.tap_readiness(tested, days, limit=5, offset=2).empty
+    assert reads.tap_readiness(tested, days, limit=5, offset=2).empty
     with pytest.raises(ValueError, match="not 'taps'"):
-        queries.tap_readiness(tested, days, order="taps")
+        reads.tap_readiness(tested, days, order="taps")
 
 
 def test_the_summary_counts_every_selected_host_per_nat_type(tested: Engine) -> None:
-    summary = queries.tap_readiness_summary(tested, FleetFilter(DAYS[0], DAYS[-1]))
+    summary = reads.tap_readiness_summary(tested, FleetFilter(DAYS[0], DAYS[-1]))
     rows = {r["nat_type"] if isinstance(r["nat_type"], str) else None: r for r in
             summary.to_dict("records")}  # fmt: skip
     assert set(rows) == {"port-restricted-cone", None}
     assert (rows[None]["hosts"], rows[None]["not_run"], rows[None]["taps"]) == (1, 1, 0)
     assert rows["port-restricted-cone"]["taps"] == 36
     assert rows["port-restricted-cone"]["node_days"] == 3
-    first_day = queries.tap_readiness_summary(tested, FleetFilter(DAYS[0], DAYS[0]))
+    first_day = reads.tap_readiness_summary(tested, FleetFilter(DAYS[0], DAYS[0]))
     assert first_day.set_index("nat_type")["udp_blocked"].to_dict() == {
         "symmetric": 0,
         "udp-blocked": 1,
     }
     assert first_day["hosts"].sum() == len(
-        queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0]))
+        reads.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0]))
     )
     only_gcp = FleetFilter(DAYS[0], DAYS[-1], providers=("gcp",))
-    assert queries.tap_readiness_summary(tested, only_gcp)["hosts"].tolist() == [1]
+    assert reads.tap_readiness_summary(tested, only_gcp)["hosts"].tolist() == [1]
 
 
 def test_the_full_selection_downloads_as_csv(tested: Engine) -> None:
-    csv = queries.tap_readiness_csv(tested, FleetFilter(DAYS[0], DAYS[-1])).decode()
+    csv = reads.tap_readiness_csv(tested, FleetFilter(DAYS[0], DAYS[-1])).decode()
     header, *lines = csv.splitlines()
     assert header.split(",") == list(
-        queries.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0])).columns
+        reads.tap_readiness(tested, FleetFilter(DAYS[0], DAYS[0])).columns
     )
     assert [line.split(",")[0] for line in lines] == ["gcp-west-1", "oci-ashburn-1"]
     assert lines[0].endswith(",3,2,0,36,3")  # tests, blocked, failed, taps, node-days
