@@ -40,13 +40,14 @@ def serve_health(fleet_path: str, name: str, interval: float) -> None:
     from prefect import serve
 
     from deployments.serve import ONE_AT_A_TIME, RUNNER_OPTIONS
-    from flows.health import health
+    from deployments.table import DEPLOYMENTS
     from gradientlab.remote.keeper import start_keeper, stop_keeper
 
+    health_deployment = next(d for d in DEPLOYMENTS if d.name == "health").load_flow()
     keeper = start_keeper(exit_with=os.getpid())  # None with GRADIENTLAB_KEEPER=off
     try:
         serve(
-            health.to_deployment(
+            health_deployment.to_deployment(
                 name=name,
                 parameters={"fleet_path": fleet_path, "recover": False},
                 interval=timedelta(seconds=interval),

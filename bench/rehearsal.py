@@ -188,6 +188,7 @@ def database_figures(
     from gradientlab.health import Decision, network_state
     from gradientlab.health.record import host_histories, record_sweep
     from gradientlab.health.report import utcnow
+    from gradientlab.health.sweep import HealResult
     from gradientlab.providers.base import HostRecord
     from gradientlab.store.fleet import host_records, upsert_host
     from tasks.common import engine
@@ -222,7 +223,9 @@ def database_figures(
         histories = time.perf_counter() - started
         copies = [replace(template, host=r.name, checked_at=at) for r in records]
         state = network_state(copies, None, policy)
-        results = [(c, c, [], Decision((), "no recovery step applies")) for c in copies]
+        results: list[HealResult] = [
+            (c, c, [], Decision((), "no recovery step applies")) for c in copies
+        ]
         started = time.perf_counter()
         record_sweep(db, results, policy, state, at, "rehearsal", 300)
         first = time.perf_counter() - started

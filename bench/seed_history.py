@@ -309,21 +309,21 @@ def seed_history(
         h = hosts[int(rng.integers(0, n_hosts))]
         kind = INCIDENT_KINDS[int(rng.integers(0, len(INCIDENT_KINDS)))]
         at = start + timedelta(seconds=float(detected[i]))
-        roll = rng.random()
-        status = "recovered" if roll < 0.9 else "failed"
+        chance = rng.random()
+        outcome = "recovered" if chance < 0.9 else "failed"
         if i >= n_incidents - 5 and h["id"] not in open_hosts:
-            status = "open"
+            outcome = "open"
             open_hosts.add(h["id"])
-        seconds = float(rng.lognormal(4.0, 0.9))
-        recovered_at = at + timedelta(seconds=seconds) if status == "recovered" else None
-        incident_rows.append((i + 1, h["id"], kind, kind, at, status, recovered_at,
-                              at + timedelta(minutes=10) if status == "failed" else None,
+        took_s = float(rng.lognormal(4.0, 0.9))
+        recovered_at = at + timedelta(seconds=took_s) if outcome == "recovered" else None
+        incident_rows.append((i + 1, h["id"], kind, kind, at, outcome, recovered_at,
+                              at + timedelta(minutes=10) if outcome == "failed" else None,
                               at + timedelta(minutes=5), 2))  # fmt: skip
-        steps = STEPS[kind][: 1 + int(rng.integers(0, 2))] if status != "open" else STEPS[kind][:1]
+        steps = STEPS[kind][: 1 + int(rng.integers(0, 2))] if outcome != "open" else STEPS[kind][:1]
         t = at + timedelta(seconds=2)
         for k, name in enumerate(steps):
-            took = max(1.0, seconds / len(steps)) if status == "recovered" else 30.0
-            ok = status == "recovered" and k == len(steps) - 1 if status != "open" else None
+            took = max(1.0, took_s / len(steps)) if outcome == "recovered" else 30.0
+            ok = outcome == "recovered" and k == len(steps) - 1 if outcome != "open" else None
             action_rows.append((i + 1, name, t, t + timedelta(seconds=took), ok))
             t += timedelta(seconds=took + 1)
     with step("incidents_s", rows=len(incident_rows), actions=len(action_rows)):
