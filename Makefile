@@ -10,8 +10,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# ruff and mypy over every package; lint-imports checks the layers (pyproject's [tool.importlinter]).
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy gradientlab
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy gradientlab flows tasks deployments analysis_app bench tests
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m bench.health_sweep
