@@ -8,15 +8,16 @@ from datetime import datetime
 import altair as alt
 import pandas as pd
 
+from gradientlab.agent.pages import PopupState
 from gradientlab.freshness import is_stale
 from gradientlab.store.reads import FleetFilter
 
 # Text colours for the status cell, in the popup's own terms.
 STATUS_COLOURS = {
-    "Good": "#1a7f37",
-    "Excellent": "#1a7f37",
-    "Disconnected": "#bc4c00",
-    "Unsupported": "#cf222e",
+    PopupState.GOOD: "#1a7f37",
+    PopupState.EXCELLENT: "#1a7f37",
+    PopupState.DISCONNECTED: "#bc4c00",
+    PopupState.UNSUPPORTED: "#cf222e",
     "Suspended": "#cf222e",
     "Stale": "#6e7781",
 }
@@ -26,11 +27,11 @@ STATUS_COLOURS = {
 # network says (orange, red), then what went wrong on the host (browns and purples), then what
 # GradientLab cannot tell (greys). A status not listed here is drawn grey.
 STATUS_CHART_COLOURS = {
-    "Excellent": "#116329",
-    "Good": "#2da44e",
+    PopupState.EXCELLENT: "#116329",
+    PopupState.GOOD: "#2da44e",
     "Starting": "#8fd19e",
-    "Disconnected": "#fb8f44",
-    "Unsupported": "#cf222e",
+    PopupState.DISCONNECTED: "#fb8f44",
+    PopupState.UNSUPPORTED: "#cf222e",
     "Suspended": "#82071e",
     "LoggedOut": "#d4a72c",
     "BrowserDown": "#bf8700",

@@ -43,7 +43,7 @@ from gradientlab.cli.demo import APP_RENDERED
 from gradientlab.store import reads
 from gradientlab.store.database import database_url, make_engine
 from gradientlab.store.reads import FleetFilter
-from gradientlab.store.reads.rewards import _frame
+from gradientlab.store.reads._sql import _frame
 
 DRAWN = f"""() => document.querySelector('{APP_RENDERED}')
   && !document.querySelector('[data-testid="stSkeleton"]')

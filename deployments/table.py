@@ -46,7 +46,7 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     # an operator's hand-back of a quarantined host (the app's "release" action)
     Deployment("release", "flows/release.py:release", fleet_parameter=False),
     # the daily report: the fleet, earnings, incidents and cost of the last UTC day
-    Deployment("report", "flows/report.py:report", "report_seconds", one_at_a_time=True),
+    Deployment("report", "flows/daily_report.py:report", "report_seconds", one_at_a_time=True),
     # rolls up, then deletes raw samples past retention.raw_samples_days
     Deployment(
         "prune-history", "flows/prune_history.py:prune_history", "prune_history_seconds", True

@@ -31,16 +31,17 @@ from analysis_app.fleet import (
     status_scale,
     verdicts,
 )
+from gradientlab.agent.pages import GOOD_STATES, PopupState
 from gradientlab.freshness import STALE_AFTER_PERIODS
-from gradientlab.store.reads import GOOD_STATUSES, FleetFilter
+from gradientlab.store.reads import UNSUPPORTED_STATUSES, FleetFilter
 
 REFRESH_SECONDS = 15
 RELEASE_BUTTONS = 20  # the oldest quarantines first would need a page of their own beyond this
 VERDICT_ORDER = [
-    "Good",
-    "Excellent",
-    "Disconnected",
-    "Unsupported",
+    PopupState.GOOD,
+    PopupState.EXCELLENT,
+    PopupState.DISCONNECTED,
+    PopupState.UNSUPPORTED,
     "Suspended",
     "BrowserDown",
     "RunnerDown",
@@ -101,8 +102,8 @@ def live_fleet(url: str, selection: FleetFilter) -> None:
     fleet = selected(status, selection).copy()
     stale = stale_checks(fleet, now)
     fleet["verdict"] = verdicts(fleet, now)
-    good = int((fleet["status"].isin(GOOD_STATUSES) & ~stale).sum())
-    unsupported = fleet[fleet["verdict"].isin(["Unsupported", "Suspended"])]
+    good = int((fleet["status"].isin(GOOD_STATES) & ~stale).sum())
+    unsupported = fleet[fleet["verdict"].isin(UNSUPPORTED_STATUSES)]
     earning = int((fleet["today_points"].fillna(0) > 0).sum())
     quarantined = fleet[fleet["quarantined_at"].notna()]
     last_check = fleet["last_check"].max() if not fleet.empty else pd.NaT

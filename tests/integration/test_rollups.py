@@ -451,7 +451,8 @@ def assert_tap_readiness_matches_the_raw_tests(engine: Engine) -> None:
 
     from gradientlab.store import reads
     from gradientlab.store.reads import FleetFilter
-    from gradientlab.store.reads.rewards import _frame, _utc_bounds
+    from gradientlab.store.reads._sql import _frame
+    from gradientlab.store.reads.filters import _utc_bounds
 
     first, last = rows(
         engine,

@@ -21,7 +21,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from analysis_app.fleet import stale_checks, verdicts
-from gradientlab.report import BEST_AND_WORST, points_text
+from gradientlab.agent.pages import GOOD_STATES
+from gradientlab.daily_report import BEST_AND_WORST, points_text
 from gradientlab.store import reads
 from gradientlab.store.rollups import refresh_rollups
 
@@ -194,7 +195,7 @@ def artifacts(flow_run_id: UUID) -> dict[str, Any]:
 
 
 def run_report(fleet_file: str, **params: Any) -> tuple[dict[str, Any], UUID]:
-    from flows.report import report
+    from flows.daily_report import report
 
     state = report(fleet_path=fleet_file, end=END, days=2, as_of=NOW, return_state=True, **params)
     flow_run_id = state.state_details.flow_run_id
@@ -276,9 +277,7 @@ def test_the_report_shows_the_apps_numbers_and_reaches_the_webhook(
     assert "- paid for no points: oci-a $0.48" in markdown
     assert "- spent while Unsupported: $0.48 (oci-a $0.48)" in markdown  # its only checks
     # the fleet now, on the report's clock, counted as the Fleet now page counts it
-    good = int(
-        (fleet_now["status"].isin(reads.GOOD_STATUSES) & ~stale_checks(fleet_now, NOW)).sum()
-    )
+    good = int((fleet_now["status"].isin(GOOD_STATES) & ~stale_checks(fleet_now, NOW)).sum())
     earning = int((fleet_now["today_points"].fillna(0) > 0).sum())
     fleet = {(r["provider"], r["region"]): r for r in found["report-fleet"]}
     assert sum(r["good"] for r in fleet.values()) == good == 1
@@ -344,7 +343,7 @@ def test_without_a_block_the_report_uses_the_alerts_block_or_none(
 def test_a_missing_or_wrong_block_is_named(
     engine: Engine, report_hook: Webhook, fleet_file: str
 ) -> None:
-    from tasks.report import NotificationBlockError, notification_block
+    from tasks.daily_report import NotificationBlockError, notification_block
 
     with pytest.raises(NotificationBlockError, match="'report-hook' must be"):
         notification_block("report-hook")

@@ -8,7 +8,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from gradientlab.report import NEVER_CHECKED, STALE, build_report, check_state, usd_text
+from gradientlab.daily_report import (
+    ALERTS_AUTOMATION_PREFIX,
+    NEVER_CHECKED,
+    STALE,
+    build_report,
+    check_state,
+    usd_text,
+)
 
 AS_OF = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
 DAY = date(2025, 3, 13)
@@ -199,3 +206,11 @@ def test_a_bad_period_or_a_naive_clock_is_refused() -> None:
 
 def test_prices_read_like_money() -> None:
     assert (usd_text(0), usd_text(0.0947321), usd_text(1234.5)) == ("$0.00", "$0.0947", "$1,234.50")
+
+
+def test_the_report_finds_the_alert_automations_by_their_names_prefix() -> None:
+    from deployments.alerts import ALERT_EVENTS, DEAD_MAN_NAME, PREFIX
+
+    assert PREFIX == ALERTS_AUTOMATION_PREFIX
+    names = [name for name, _, _ in ALERT_EVENTS.values()] + [DEAD_MAN_NAME]
+    assert all(name.startswith(ALERTS_AUTOMATION_PREFIX) for name in names)

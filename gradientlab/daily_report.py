@@ -1,10 +1,12 @@
 """The daily report: the fleet now, what it earned, what went wrong, what it cost.
 
-Plain functions to a `FleetReport` (its markdown, its tables and a short summary for a
-notification) from the frames the analysis app's pages read (`analysis_app.queries`: the
-Fleet now, Rewards, Incidents and Economics pages' own queries, so the report's numbers are
+Plain functions to a `DailyReport` (its markdown, its tables and a short summary for a
+notification) from the frames the analysis app's pages read (`gradientlab.store.reads`: the
+Fleet now, Rewards, Incidents and Economics pages' own reads, so the report's numbers are
 the ones the app shows for the same days). The report's own clock (`as_of`) decides what is
-stale; nothing here reads one."""
+stale; nothing here reads one.
+
+Not to be confused with a health check's `HealthReport` (gradientlab/health/report.py)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,17 @@ from typing import Any
 
 import pandas as pd
 
+from gradientlab.agent.pages import GOOD_STATES
 from gradientlab.freshness import age_text, is_stale
+from gradientlab.gradient.models import POINT_SCALE
 
-POINT_SCALE = 100_000  # the API's integers per point; the frames carry both raw and points
-GOOD_STATUSES = ("Good", "Excellent")
 STALE = "stale"
 NEVER_CHECKED = "never checked"
 BEST_AND_WORST = 5  # nodes named in the report's best and worst lines
 UNRESOLVED_LISTED = 20  # incidents still open or failed named one by one, newest first
+# The alert automations' names begin with this (deployments/alerts.py names them so); without a
+# block of its own, the report notifies through the block those automations use.
+ALERTS_AUTOMATION_PREFIX = "gradientlab: "
 
 
 def points_text(points: float) -> str:
@@ -38,7 +43,7 @@ def period_text(start: date, end: date) -> str:
 
 
 @dataclass(frozen=True)
-class FleetReport:
+class DailyReport:
     """One report: a headline per section, and the tables behind them (rows of plain values)."""
 
     fleet: str
@@ -129,11 +134,11 @@ def fleet_section(
                 "provider": provider,
                 "region": region,
                 "hosts": len(group),
-                "good": int(group["state_now"].isin(GOOD_STATUSES).sum()),
+                "good": int(group["state_now"].isin(GOOD_STATES).sum()),
                 "not good": ", ".join(
                     f"{h} ({s})"
                     for h, s in zip(group["host"], group["state_now"], strict=True)
-                    if s not in GOOD_STATUSES
+                    if s not in GOOD_STATES
                 ),
                 "earning": int(group["earning"].sum()),
             }
@@ -310,7 +315,7 @@ def build_report(
     host_costs: pd.DataFrame,
     provider_costs: pd.DataFrame,
     unsupported: pd.DataFrame,
-) -> FleetReport:
+) -> DailyReport:
     """The report for the UTC days `start`..`end` from the frames the app's pages read."""
     if as_of.tzinfo is None:
         raise ValueError(f"as_of must carry its timezone, got {as_of!r}")
@@ -322,7 +327,7 @@ def build_report(
         "Incidents": incidents_section(causes, steps, unresolved),
         "Cost": cost_section(host_costs, provider_costs, unsupported),
     }
-    return FleetReport(
+    return DailyReport(
         fleet=fleet,
         start=start,
         end=end,

@@ -1,6 +1,6 @@
-"""The report's reads: the queries the analysis app's pages call (Fleet now, Rewards,
-Incidents, Economics), so the report shows the app's numbers for the same days, and the
-notification block a summary goes through."""
+"""The daily report's reads: the reads the analysis app's pages call (Fleet now, Rewards,
+Incidents, Economics; gradientlab.store.reads), so the report shows the app's numbers for the
+same days, and the notification block a summary goes through."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from deployments.alerts import PREFIX as ALERTS_PREFIX
-from gradientlab.report import BEST_AND_WORST, UNRESOLVED_LISTED
+from gradientlab.daily_report import ALERTS_AUTOMATION_PREFIX, BEST_AND_WORST, UNRESOLVED_LISTED
 from gradientlab.store import reads
 from tasks.common import engine
 
@@ -26,7 +25,7 @@ from tasks.common import engine
 @task(name="read-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def read_report(start: date, end: date, as_of: datetime) -> dict[str, Any]:
     """Everything the report is built from, for the UTC days `start`..`end`: the pages'
-    queries over the daily rollups (which the flows keep up to date), never the base tables."""
+    reads over the daily rollups (which the flows keep up to date), never the base tables."""
     eng = engine()
     selection = reads.FleetFilter(start=start, end=end)
     costs = reads.host_costs(eng, selection, as_of)
@@ -50,10 +49,11 @@ class NotificationBlockError(ValueError):
 
 
 def _alerts_block_id() -> UUID | None:
-    """The block GradientLab's alert automations notify through (`deployments.alerts`)."""
+    """The block GradientLab's alert automations (those named `ALERTS_AUTOMATION_PREFIX`…)
+    notify through."""
     with get_client(sync_client=True) as client:
         for automation in client.read_automations():
-            if not automation.name.startswith(ALERTS_PREFIX):
+            if not automation.name.startswith(ALERTS_AUTOMATION_PREFIX):
                 continue
             for action in automation.actions:
                 block_id = getattr(action, "block_document_id", None)

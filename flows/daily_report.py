@@ -1,6 +1,7 @@
 """Report: the fleet now, what it earned, what went wrong and what it cost, for the last UTC
 day (or `days` ending on `end`), as Prefect artifacts, and its summary through the
-notification block when one is configured. The numbers are the analysis app's own queries."""
+notification block when one is configured. The numbers are the analysis app's own reads
+(gradientlab.store.reads)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from gradientlab.report import build_report
+from gradientlab.daily_report import build_report
 from tasks.common import fleet_from
-from tasks.report import notification_block, notify, read_report
+from tasks.daily_report import notification_block, notify, read_report
 
 TABLE_KEYS = {
     "Fleet": "report-fleet",
