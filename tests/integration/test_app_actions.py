@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -66,6 +66,12 @@ def prefect_api(prefect_server: None) -> str:
     return str(PREFECT_API_URL.value())
 
 
+def registered(flow: Any, name: str) -> UUID:
+    """`flow` registered as the deployment `name` (Prefect's sync API: in a sync context
+    `to_deployment` and `apply` return their results, not coroutines)."""
+    return cast(UUID, flow.to_deployment(name=name, parameters={"fleet_path": "f.yaml"}).apply())
+
+
 @pytest.fixture()
 def deployments(prefect_api: str) -> Iterator[dict[str, UUID]]:
     """health and deploy registered as `serve` registers them (nobody runs them here: their
@@ -75,10 +81,7 @@ def deployments(prefect_api: str) -> Iterator[dict[str, UUID]]:
     from flows.deploy import deploy
     from flows.health import health
 
-    ids = {
-        "health": health.to_deployment(name="health", parameters={"fleet_path": "f.yaml"}).apply(),
-        "deploy": deploy.to_deployment(name="deploy", parameters={"fleet_path": "f.yaml"}).apply(),
-    }
+    ids = {"health": registered(health, "health"), "deploy": registered(deploy, "deploy")}
     runner = subprocess.Popen(
         [
             sys.executable,

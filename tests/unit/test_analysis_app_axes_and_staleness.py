@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from sqlalchemy import Engine, text
@@ -158,7 +158,8 @@ def test_checks_seconds_apart_read_as_clock_time(engine: Engine) -> None:
 
 def test_a_year_of_moments_reads_as_days() -> None:
     moments = pd.Series([NOW - timedelta(days=300), NOW - timedelta(hours=1)])
-    assert time_x("t", moments, "When").to_dict()["axis"]["format"] == "%b %d"
+    spec = cast(dict[str, Any], time_x("t", moments, "When").to_dict())
+    assert spec["axis"]["format"] == "%b %d"
 
 
 # --- staleness -------------------------------------------------------------------------------
