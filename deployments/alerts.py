@@ -47,9 +47,9 @@ from prefect.client.orchestration import get_client
 from prefect.events.schemas.automations import AutomationCore, Posture
 from prefect.exceptions import ObjectNotFound
 
-from gradientlab.health.events import FLEET_EVENTS, AlertEvent
+from gradientlab.health.events import ALERTS_AUTOMATION_PREFIX, FLEET_EVENTS, AlertEvent
 
-PREFIX = "gradientlab: "
+PREFIX = ALERTS_AUTOMATION_PREFIX
 RETIRED = ("gradientlab: node recovery failed",)
 
 _HOST = "{{ event.resource['prefect.resource.name'] }}"

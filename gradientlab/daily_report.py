@@ -24,9 +24,6 @@ STALE = "stale"
 NEVER_CHECKED = "never checked"
 BEST_AND_WORST = 5  # nodes named in the report's best and worst lines
 UNRESOLVED_LISTED = 20  # incidents still open or failed named one by one, newest first
-# The alert automations' names begin with this (deployments/alerts.py names them so); without a
-# block of its own, the report notifies through the block those automations use.
-ALERTS_AUTOMATION_PREFIX = "gradientlab: "
 
 
 def points_text(points: float) -> str:

@@ -17,7 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from gradientlab.daily_report import ALERTS_AUTOMATION_PREFIX, BEST_AND_WORST, UNRESOLVED_LISTED
+from gradientlab.daily_report import BEST_AND_WORST, UNRESOLVED_LISTED
+from gradientlab.health.events import ALERTS_AUTOMATION_PREFIX
 from gradientlab.store import reads
 from tasks.common import engine
 

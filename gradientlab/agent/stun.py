@@ -25,7 +25,7 @@ import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 MAGIC_COOKIE = 0x2112A442
@@ -56,7 +56,18 @@ CLIENT_SOFTWARE = "GradientLab tap-readiness"
 STUN_RESULT_VERSION = 1
 
 
-class Behaviour(StrEnum):
+class Word(str, Enum):
+    """A word of the test's vocabulary: its value wherever it is printed or compared (what
+    `enum.StrEnum` does from Python 3.11; hosts may run 3.9)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Behaviour(Word):
     """A NAT's mapping or filtering behaviour (RFC 4787 terms, as RFC 5780 measures them)."""
 
     ENDPOINT_INDEPENDENT = "endpoint-independent"
@@ -64,7 +75,7 @@ class Behaviour(StrEnum):
     ADDRESS_AND_PORT_DEPENDENT = "address-and-port-dependent"
 
 
-class NatType(StrEnum):
+class NatType(Word):
     """The label an operator reads, from what the test could see."""
 
     UDP_BLOCKED = "udp-blocked"  # no answer at all: no UDP out, or the server is down
@@ -163,7 +174,7 @@ class TapReadiness:
                 raise TapReadinessError(f"field {name!r}: {value} is not a UDP port")
             return value
 
-        def vocabulary(name: str, enum: type[StrEnum]) -> Any:
+        def vocabulary(name: str, enum: type[Word]) -> Any:
             value = want(name, (str,))
             if value is None:
                 return None
@@ -284,7 +295,7 @@ def encode_address(address: Address, transaction_id: bytes | None = None) -> byt
     packed = ipaddress.IPv4Address(ip).packed
     if transaction_id is not None:
         port ^= MAGIC_COOKIE >> 16
-        packed = bytes(a ^ b for a, b in zip(packed, struct.pack("!I", MAGIC_COOKIE), strict=True))
+        packed = bytes(a ^ b for a, b in zip(packed, struct.pack("!I", MAGIC_COOKIE)))
     return struct.pack("!BBH", 0, 1, port) + packed
 
 
@@ -301,7 +312,7 @@ def decode_address(value: bytes, transaction_id: bytes | None = None) -> Address
         raise StunFormatError(f"address family {family} is neither IPv4 (1) nor IPv6 (2)")
     if transaction_id is not None:
         port ^= MAGIC_COOKIE >> 16
-        raw = bytes(a ^ b for a, b in zip(raw, key, strict=False))
+        raw = bytes(a ^ b for a, b in zip(raw, key))
     ip = ipaddress.ip_address(raw)
     return str(ip), port
 

@@ -15,6 +15,9 @@ class AlertEvent:
     NODE_UNSUPPORTED = "gradientlab.node.unsupported"
 
 
+# every alert automation's name begins with this (deployments/alerts.py names them so)
+ALERTS_AUTOMATION_PREFIX = "gradientlab: "
+
 # events about the whole fleet (their resource is the fleet, not one host)
 FLEET_EVENTS = frozenset({AlertEvent.NETWORK_DOWN, AlertEvent.NETWORK_RESTORED})
 

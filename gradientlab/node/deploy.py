@@ -330,7 +330,8 @@ def deploy_node(
         changed = steps.file(f"{NODE_DIR}/{name}", data, 0o644)
         code_changed |= changed and name not in AGENT_STANDALONE
     for name in OLD_AGENT_FILES:
-        code_changed |= steps.remove(f"{NODE_DIR}/{name}")
+        removed = steps.remove(f"{NODE_DIR}/{name}")
+        code_changed |= removed and f"agent/{name}" not in AGENT_STANDALONE
     config = json.dumps(
         settings.runner_config(result.supervisor, browser), indent=1, sort_keys=True
     ).encode()

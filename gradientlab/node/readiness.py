@@ -92,6 +92,7 @@ def read_tap_readiness(
     try:
         ex = connect()
         ex.ensure_dir(NODE_DIR, 0o700)  # a host deploy has not reached yet is measured too
+        ex.ensure_dir(f"{NODE_DIR}/agent", 0o700)
         put_file(ex, STUN_PATH, STUN_SOURCE.read_bytes(), 0o644, [])
         # a test that hears nothing waits out each of its (at most six) transactions
         budget = 6 * rto * (2**attempts) + 30

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from gradientlab.daily_report import (
-    ALERTS_AUTOMATION_PREFIX,
     NEVER_CHECKED,
     STALE,
     build_report,
     check_state,
     usd_text,
 )
+from gradientlab.health.events import ALERTS_AUTOMATION_PREFIX
 
 AS_OF = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
 DAY = date(2025, 3, 13)
@@ -209,8 +209,7 @@ def test_prices_read_like_money() -> None:
 
 
 def test_the_report_finds_the_alert_automations_by_their_names_prefix() -> None:
-    from deployments.alerts import ALERT_EVENTS, DEAD_MAN_NAME, PREFIX
+    from deployments.alerts import ALERT_EVENTS, DEAD_MAN_NAME
 
-    assert PREFIX == ALERTS_AUTOMATION_PREFIX
     names = [name for name, _, _ in ALERT_EVENTS.values()] + [DEAD_MAN_NAME]
     assert all(name.startswith(ALERTS_AUTOMATION_PREFIX) for name in names)
