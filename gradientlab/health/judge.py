@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -327,7 +328,7 @@ def network_state(
 
 
 def network_state_of(
-    statuses: list[str], api_error: str | None, policy: HealthSettings
+    statuses: Sequence[str], api_error: str | None, policy: HealthSettings
 ) -> NetworkState:
     """`network_state` from the sweep's verdicts alone (a sharded sweep's, read back from the
     samples its shards recorded)."""

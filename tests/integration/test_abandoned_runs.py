@@ -6,6 +6,7 @@ On a real Prefect server (the session's test harness)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from prefect import flow
@@ -40,7 +41,7 @@ def test_a_run_left_pending_stops_blocking_its_deployment_once_crashed() -> None
 
         def pending_run() -> tuple[str, StateType | None]:
             run = client.create_flow_run_from_deployment(deployment_id)
-            answer = client.set_flow_run_state(run.id, Pending())
+            answer: Any = client.set_flow_run_state(run.id, Pending())
             return run.name, answer.state.type if answer.state else None
 
         left, state = pending_run()

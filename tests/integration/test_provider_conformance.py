@@ -437,10 +437,10 @@ def subject(request: pytest.FixtureRequest, base_address: str, tmp_path: Path) -
         record = request.getfixturevalue("existing_host")
         fleet, _ = inventory_fleet(record, tmp_path)
         trust(fleet.hosts[0], fingerprint(record.host_key))
-        provider = provider_for(fleet, "home")
+        inventory = provider_for(fleet, "home")
         empty = parse_fleet(ACCOUNT + "providers: {home: {kind: ssh}}\nhosts: []\n")
         yield Subject(
-            provider,
+            inventory,
             fleet.hosts[0],
             lambda: 1,  # the machine is the operator's: there is exactly the one
             lambda: executor_for(record).run("true").ok,

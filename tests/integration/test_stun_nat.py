@@ -142,7 +142,10 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         )
         assert server.stdout is not None
         started = server.stdout.readline().strip()
-        assert started == f"{STUN_PRIMARY}:{STUN_PORT}", (started, server.stderr.read())
+        assert started == f"{STUN_PRIMARY}:{STUN_PORT}", (
+            started,
+            server.stderr and server.stderr.read(),
+        )
         yield hosts
     finally:
         if server is not None:

@@ -84,9 +84,10 @@ def test_a_few_hosts_cannot_open_or_close_the_networks_incident(engine: Engine) 
     assert state.reason.startswith("4 of 5 checked nodes are Disconnected at once")
 
     from gradientlab.health import Decision, HealthReport
+    from gradientlab.health.sweep import HealResult
 
     good = HealthReport(host="t-1", status=Verdict.GOOD, reachable=True, checked_at=T0, reason="")
-    results = [(good, good, [], Decision((), "test"))]
+    results: list[HealResult] = [(good, good, [], Decision((), "test"))]
     up = NetworkState(False, "")
     _, alerts, _ = record_sweep(engine, results, HealthSettings(), up, T0, "f", fleet_level=False)
     assert alerts == []

@@ -38,4 +38,5 @@ def test_a_host_is_created_reached_and_terminated(cloud: str) -> None:
         assert result.stdout.strip() == "ok"
     finally:
         provider.terminate(spec.name)
-    assert provider.get(spec.name) is None or provider.get(spec.name).state == "terminated"
+    gone = provider.get(spec.name)
+    assert gone is None or gone.state == "terminated"

@@ -445,7 +445,7 @@ class OciStandIn(StandIn):
             }
             if (action, state) not in moves:
                 raise _Answer(409, "IncorrectState", f"Cannot {action} an instance in {state}")
-            now, then = moves[(action, state)]
+            now, then = moves[(str(action), state)]
             inst["lifecycleState"] = now
             inst["_pending"] = (0, then)
             return 200, {"etag": "2"}, self._public(inst)

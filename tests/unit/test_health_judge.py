@@ -29,6 +29,7 @@ from gradientlab.health import (
     runner_recoveries,
     settled_cursor,
 )
+from gradientlab.health.judge import NetworkNode
 from gradientlab.health.report import HostMetrics
 from gradientlab.node.deploy import PROBE_SH
 from gradientlab.remote.executor import (
@@ -146,7 +147,7 @@ def item(
 
 def judged(
     data: dict[str, Any] | None,
-    network: NodeListItem | None = None,
+    network: NetworkNode | None = None,
     policy: HealthSettings = POLICY,
     cursor: int = 0,
     events_id: str | None = None,
