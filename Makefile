@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup system lint bench
+.PHONY: demo test setup system lint bench lock lock-check
 
 demo: setup
 	$(VENV)/bin/gradientlab demo
@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest
 
 # ruff and mypy over every package; lint-imports checks the layers (pyproject's [tool.importlinter]).
-lint: setup
+lint: setup lock-check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy gradientlab flows tasks deployments analysis_app bench tests
 	$(VENV)/bin/lint-imports
@@ -31,15 +31,31 @@ system:
 			chromium openssh-server openssh-client procps iproute2 nftables >/dev/null; \
 	fi
 
-# uv installs the same pinned packages from PyPI in a fraction of pip's time; pip if uv fails.
+# requirements.lock pins every package the project installs, with its hashes (`make lock` writes
+# it from pyproject.toml). uv installs it in a fraction of pip's time; pip if uv fails. The
+# project itself goes in last, editable: a dependency added to pyproject.toml but not yet locked
+# still installs (and `make lint` says the lock is stale).
 # Compiled once here: machines that set PYTHONDONTWRITEBYTECODE (this kind does) would otherwise
 # compile Prefect and SQLAlchemy from source in every process a test, the demo or a worker starts.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet uv || true
 	if [ -x $(VENV)/bin/uv ]; then \
+		$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) --require-hashes \
+			-r requirements.lock && \
 		$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'; \
 	else \
+		$(PY) -m pip install --quiet --require-hashes -r requirements.lock && \
 		$(PY) -m pip install --quiet -e '.[dev]'; \
 	fi
 	touch $@
+
+LOCK = $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	--generate-hashes --no-header --quiet
+
+lock: setup
+	$(LOCK) -o requirements.lock
+
+lock-check: setup
+	$(LOCK) | diff -q - requirements.lock >/dev/null \
+		|| { echo "requirements.lock is stale: run make lock"; exit 1; }
