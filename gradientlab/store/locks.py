@@ -48,7 +48,10 @@ def host_lock(engine: Engine, host: str, wait_seconds: float = 0) -> Iterator[No
 
 
 def busy_hosts(engine: Engine, names: list[str]) -> set[str]:
-    """Hosts whose lock someone holds now (a deploy or a recovery on any worker)."""
+    """Hosts whose lock someone holds now (a deploy or a recovery on any worker).
+
+    Advisory locks belong to one database, but pg_locks lists the whole server's: only this
+    database's count (another fleet's database on the same server may have a host so named)."""
     if not names:
         return set()
     with engine.connect() as conn:
@@ -58,6 +61,8 @@ def busy_hosts(engine: Engine, names: list[str]) -> set[str]:
                 " JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted"
                 " AND l.classid = :space AND l.objsubid = 2"
                 " AND l.objid::bigint = (hashtext(h.name)::bigint & 4294967295)"
+                " AND l.database = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database())"
             ),
             {"names": names, "space": LOCK_SPACE},
         )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from gradientlab.gradient.models import NodeDay, PointDay
 from gradientlab.store import rewards
 from gradientlab.store.database import migrate, migrations
+from gradientlab.store.locks import busy_hosts, host_lock
 
 
 def table(engine: Engine, sql: str) -> list[tuple[object, ...]]:
@@ -64,3 +67,26 @@ def test_bad_rows_write_nothing(engine: Engine) -> None:
     with pytest.raises(ValueError, match=r"/point/stats day 2026-11-02: node is -5"):
         rewards.upsert_account_points(engine, "a@b.c", [good, bad])
     assert table(engine, "SELECT count(*) FROM account_daily_points") == [(0,)]
+
+
+def test_a_host_lock_held_in_another_database_is_not_this_fleets(
+    engine: Engine, database_url: str
+) -> None:
+    """Advisory locks belong to one database: a deploy of another fleet's host of the same
+    name, on the same server (another test session, the demo), never holds this one."""
+    url = make_url(database_url)
+    other = f"gradientlab_test_other_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{other}"'))
+    elsewhere = create_engine(url.set(database=other))
+    try:
+        with host_lock(elsewhere, "node-1"):
+            assert busy_hosts(engine, ["node-1", "node-2"]) == set()
+            with host_lock(engine, "node-1"):  # the same name here is free, and then held
+                assert busy_hosts(engine, ["node-1", "node-2"]) == {"node-1"}
+    finally:
+        elsewhere.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)'))
+        admin.dispose()
