@@ -98,11 +98,20 @@ def ensure_operator_key(path: Path | None = None) -> Path:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-        public_path.write_bytes(public + b" gradientlab\n")
+        # each file appears whole (written aside, then renamed), the public one last: a caller
+        # that finds both without taking the lock must never read a half-written one (a host
+        # created at that moment got an empty authorized_keys)
+        _write_whole(path, private, 0o600)
+        _write_whole(public_path, public + b" gradientlab\n", 0o644)
     return path
+
+
+def _write_whole(path: Path, data: bytes, mode: int) -> None:
+    part = path.with_name(f".{path.name}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(part, path)
 
 
 def load_operator_key(path: Path | None = None) -> paramiko.PKey:

@@ -69,3 +69,23 @@ def test_without_a_reader_the_key_file_is_made_once(
     key = keys.load_operator_key()
     assert (tmp_path / "keys" / "id_ed25519").stat().st_mode & 0o777 == 0o600
     assert keys.operator_public_key().split()[1] == key.get_base64()
+
+
+def test_callers_at_once_all_read_the_one_whole_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hosts created at once each ask for the public key while the first call makes it: none
+    reads a half-written file (an empty authorized_keys refuses GradientLab's key)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(20):
+        monkeypatch.setenv("GRADIENTLAB_HOME", str(tmp_path / str(attempt)))
+        with ThreadPoolExecutor(8) as pool:
+            lines = list(pool.map(lambda _: keys.operator_public_key(), range(8)))
+        key = keys.load_operator_key()
+        assert set(lines) == {keys.public_key_line(key)}, lines
+        assert sorted(p.name for p in (tmp_path / str(attempt) / "keys").iterdir()) == [
+            ".lock",
+            "id_ed25519",
+            "id_ed25519.pub",
+        ]
