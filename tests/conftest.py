@@ -16,6 +16,15 @@ from sqlalchemy.engine import make_url
 # Keep every test run's state (keys, hosts, Prefect home) out of the project folder.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="gradientlab-test-"))
 os.chmod(_SESSION_HOME, 0o755)  # local hosts run as their own users and must reach their homes
+# pytest-xdist's workers inherit the environment of the process that started them, which
+# imported this file first: each worker is a session of its own, with its own homes (and so its
+# own local hosts' users, keeper socket, Prefect server and database), never its parent's.
+_PARENT_HOME = os.environ.get("GRADIENTLAB_TEST_SESSION_HOME")
+if _PARENT_HOME:
+    for _var in ("GRADIENTLAB_HOME", "PREFECT_HOME"):
+        if os.environ.get(_var, "").startswith(_PARENT_HOME):
+            del os.environ[_var]
+os.environ["GRADIENTLAB_TEST_SESSION_HOME"] = str(_SESSION_HOME)
 os.environ.setdefault("GRADIENTLAB_HOME", str(_SESSION_HOME))
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -148,6 +157,8 @@ def sandbox() -> Iterator[Any]:
 
 
 def fleet_yaml(sandbox: Any, hosts: list[str], base_address: str) -> str:
+    """A fleet of local hosts on the sandbox. Its runners read their popups every 10 s (each
+    read costs a host about a CPU-second), and every few seconds after a browser start."""
     host_lines = "\n".join(f"  - {{name: {h}, provider: local}}" for h in hosts)
     return f"""
 account:
@@ -157,7 +168,7 @@ account:
   local: {{kind: local, base_address: {base_address}, ssh_port: 2222}}
 hosts:
 {host_lines}
-runner: {{status_interval_seconds: 5, browser_check_seconds: 0.5}}
+runner: {{status_interval_seconds: 10, browser_check_seconds: 0.5}}
 health: {{recovery_wait_seconds: 45}}
 """
 
@@ -170,11 +181,48 @@ def base_address() -> str:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """One Prefect test server for the session (it takes 10 to 15 s to start)."""
+    """One Prefect test server for the session (it takes 10 to 15 s to start).
+
+    The flows the tests call run in this process, without flow-run heartbeats: a heartbeat
+    tells a server that a worker's flow run is still alive, which no test here needs (the
+    production-layout test gives its workers their own), and ending a flow run waits up to a
+    second for the heartbeat thread to wake up and stop (the fault suite runs 100 and more)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+    with (
+        prefect_test_harness(server_startup_timeout=180),
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
         yield
+
+
+# ---------------------------------------------------------------- the order files run in
+
+# The files that take longest, longest first; every other file follows in the usual order.
+# pytest-xdist (`-n`, pyproject's addopts) hands each worker a whole file at a time in this
+# order (`--dist loadfile --no-loadscope-reorder`), so the long ones start at once, side by
+# side, and the short ones fill in around them. The order changes when a file runs, not what
+# it checks: every file sets up what it needs.
+SLOWEST_FIRST = (
+    "tests/e2e/test_faults.py",
+    "tests/e2e/test_production_layout.py",
+    "tests/e2e/test_fleet.py",
+    "tests/integration/test_alerts.py",
+    "tests/e2e/test_inventory.py",
+    "tests/integration/test_sandbox_extension.py",
+    "tests/e2e/test_tap_readiness.py",
+    "tests/integration/test_app_actions.py",
+    "tests/e2e/test_provision_cloud.py",
+    "tests/integration/test_sign_in.py",
+    "tests/integration/test_rewards_flow.py",
+    "tests/integration/test_targeted_runs.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,7 +4,7 @@ Run the provider tests with it before and after a change to a driver, then compa
 transcript means the drivers sent the same requests. What differs from run to run (free ports,
 generated host keys, uuid4s) is replaced by a placeholder; everything else is kept as sent.
 
-    python -m pytest tests/unit/test_provider_*.py -p tests.standins.transcript \
+    python -m pytest -n 0 tests/integration/test_provider_*.py -p tests.standins.transcript \
         --transcript before.json
     python -m tests.standins.transcript before.json after.json
 """
