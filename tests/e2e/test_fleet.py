@@ -154,14 +154,16 @@ def test_fleet_end_to_end(
         engine, "SELECT sum(points) FROM node_daily_points"
     )
 
-    # a 5xx storm: the task retries, then fails naming the endpoint; nothing half-written
+    # a 5xx storm: the task retries, then fails naming the endpoint; nothing half-written.
+    # How long the client and Prefect wait between tries is not what this checks (the counts
+    # are): here they wait next to nothing, instead of the ~60 s the defaults add up to.
     snapshot = {t: rows(engine, f"SELECT * FROM {t} ORDER BY {keys[t]}") for t in tables}
     httpx.post(
         f"{sandbox.url}/__sandbox/faults",
         json={"kind": "error", "path": "/api/point/stats", "status": 503, "count": 100},
     ).raise_for_status()
     try:
-        with pytest.raises(Exception, match="/point/stats") as failure:
+        with pytest.raises(Exception, match="/point/stats") as failure, quick_retries():
             rewards(fleet_path=str(fleet_file))
         left = httpx.get(f"{sandbox.url}/__sandbox/faults").json()["faults"][0]["count"]
     finally:
@@ -188,6 +190,29 @@ def test_fleet_end_to_end(
     after_samples = dict(rows(engine, SAMPLES_PER_HOST))
     assert {h: after_samples[h] - before_samples[h] for h in HOSTS} == {h: 1 for h in HOSTS}
     assert rows(engine, "SELECT count(*) FROM incidents WHERE host_id IS NULL") == [(0,)]
+
+
+@contextmanager
+def quick_retries() -> Iterator[None]:
+    """The rewards flow with the same tries as ever, each retry at once: the account-points
+    task's Prefect retries without their delays, the client's retries with a 10 ms backoff."""
+    import flows.rewards
+    import tasks.network
+    from gradientlab.gradient.throttle import RetryPolicy
+    from gradientlab.inventory import gradient_client
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        made = gradient_client(*args, **kwargs)
+        made.retry = RetryPolicy(backoff=0.01, max_backoff=0.1)
+        return made
+
+    task = flows.rewards.ingest_account_points
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            flows.rewards, "ingest_account_points", task.with_options(retry_delay_seconds=0)
+        )
+        patch.setattr(tasks.network, "gradient_client", client)
+        yield
 
 
 SAMPLES_PER_HOST = (
