@@ -31,7 +31,9 @@ pytestmark = pytest.mark.e2e
 HOSTS = ["fault-1", "fault-2", "fault-3"]
 
 
-def fleet_text(sandbox: Any, base_address: str, status_interval: float = 5) -> str:
+def fleet_text(sandbox: Any, base_address: str, status_interval: float = 10) -> str:
+    """The fault fleet. Its runners read their popups every `status_interval` seconds (each
+    read costs a host about a CPU-second), and every few seconds after a browser start."""
     hosts = "\n".join(f"  - {{name: {h}, provider: local}}" for h in HOSTS)
     return f"""
 name: faults
@@ -106,6 +108,23 @@ def webhook(prefect_server: None) -> Iterator[Webhook]:
     time.sleep(2)  # the triggers service loads automations
     yield hook
     hook.server.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ssh_pool() -> Iterator[None]:
+    """This module's SSH connections wait 5 s, not 10, for a TCP connection, a session and
+    the SSH banner: a frozen host is waited out that long on every sweep (twice over: the
+    kept-open connection, then a new one). What is checked does not depend on how long."""
+    import gradientlab.inventory
+    import gradientlab.remote.executor
+    from gradientlab.remote.executor import ConnectionPool
+
+    pool = ConnectionPool(connect_timeout=5, banner_timeout=5)
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (gradientlab.remote.executor, gradientlab.inventory):
+            patch.setattr(module, "POOL", pool)
+        yield
+    pool.close_all()
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +465,7 @@ def test_deploy_and_health_at_once_never_act_on_one_host_together(
     from flows.deploy import deploy
 
     changed = clean.with_name("fleet-changed.yaml")  # a config change restarts every runner
-    changed.write_text(fleet_text(sandbox, base_address, status_interval=6))
+    changed.write_text(fleet_text(sandbox, base_address, status_interval=11))
     result: dict[str, Any] = {}
 
     def deploying() -> None:
