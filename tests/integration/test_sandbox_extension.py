@@ -178,11 +178,12 @@ def test_the_runner_reads_the_popup_from_its_own_api_answer(
                 # the first-run dialog stays dismissed
                 assert agent_popup.read_popup(ctx, ext_id)["first_run_dismissed"] is False
 
-                # without the API's answer, the badge is read as the extension shows it
+                # without the API's answer, the badge is read as the extension shows it (after
+                # waiting `timeout` for the answer that does not come)
                 server.network.add_fault(
                     Fault(kind="error", path="/api/sentrynode/get", status=503)
                 )
-                popup = agent_popup.read_popup(ctx, ext_id)
+                popup = agent_popup.read_popup(ctx, ext_id, timeout=5)
                 assert (popup["status"], popup["source"]) == ("Good", "badge")
                 server.network.clear_faults()
 
