@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psutil
@@ -477,7 +477,8 @@ def test_layout_survives_a_dead_worker(
 
         # rewards on demand, through a worker (the fleet file comes from its block), while the
         # first scheduled health runs come
-        first = run_deployment("rewards/rewards", timeout=0, as_subflow=False)
+        # a sync call: the run, not a coroutine
+        first = cast(Any, run_deployment("rewards/rewards", timeout=0, as_subflow=False))
 
         def completed_health() -> list[Any]:
             return [r for r in _flow_runs("health") if _state(r) == "COMPLETED"]
@@ -512,7 +513,7 @@ def test_layout_survives_a_dead_worker(
         assert pid in killed
         httpx.post(f"{sandbox.url}/__sandbox/faults/clear").raise_for_status()
         _phase(f"killed {dead} (worker, keeper, flow run {victim.name})")
-        second = run_deployment("rewards/rewards", timeout=0, as_subflow=False)
+        second = cast(Any, run_deployment("rewards/rewards", timeout=0, as_subflow=False))
 
         # the server notices the missing heartbeats and marks the run Crashed (freeing the
         # deployment's slot); the next scheduled run completes on the surviving machine
