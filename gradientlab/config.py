@@ -244,6 +244,19 @@ class HealthSettings(Strict):
     # a sweep of more hosts than this is split into shards of at most this many, each a flow
     # run of the `health-shard` deployment that any worker in the pool may pick up
     shard_hosts: int = Field(default=2500, ge=1)
+    # the control plane's own faults: when at least this share (and this many) of the checked
+    # hosts fail at TCP, banner or login in one sweep, or the connection keeper fails, it is one
+    # fleet-wide incident ("cannot reach the fleet from <worker>"): no host is touched for it
+    breaker_share: float = Field(default=0.5, gt=0, le=1)
+    breaker_min_hosts: int = Field(default=2, ge=1)
+    # host-touching actions (reboot, re-provision) across the whole fleet per rolling hour;
+    # unset: the per-sweep brake's number (max_reboot_share of the fleet, at least one)
+    host_actions_per_hour: int | None = Field(default=None, ge=1)
+    # login attempts across the whole fleet per rolling hour (a changed password must not lock
+    # the account with a thousand runners retrying)
+    logins_per_hour: int = Field(default=10, ge=1)
+    # a sweep checks hosts for at most this long; hosts not checked by then are "not checked"
+    sweep_deadline_seconds: float = Field(default=240, gt=0)
 
 
 class ScheduleSettings(Strict):
