@@ -22,13 +22,19 @@ bench: setup
 setup: system $(VENV)/.installed
 
 # Debian's Chromium (branded Chrome ignores --load-extension) and OpenSSH for local hosts;
-# iproute2 and nftables for the tests that put hosts behind NATs in network namespaces.
+# iproute2 and nftables for the tests that put hosts behind NATs in network namespaces;
+# PostgreSQL's server (with contrib's pg_trgm, which Prefect's migrations need) and Redis for the
+# production-layout test, which starts private ones of each (tests/private_services.py): nothing
+# has to be running on the machine.
 system:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null \
-		|| ! command -v ip >/dev/null || ! command -v nft >/dev/null; then \
-		echo "installing chromium, openssh-server, iproute2 and nftables from Debian"; \
+		|| ! command -v ip >/dev/null || ! command -v nft >/dev/null \
+		|| ! ls /usr/lib/postgresql/*/lib/pg_trgm.so >/dev/null 2>&1 \
+		|| ! command -v redis-server >/dev/null; then \
+		echo "installing chromium, openssh-server, iproute2, nftables, postgresql and redis-server from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium openssh-server openssh-client procps iproute2 nftables >/dev/null; \
+			chromium openssh-server openssh-client procps iproute2 nftables \
+			postgresql redis-server >/dev/null; \
 	fi
 
 # requirements.lock pins every package the project installs, with its hashes (`make lock` writes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -38,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 from gradientlab.paths import PROJECT_ROOT
 from tests.conftest import SANDBOX_PASSWORD_ENV, fleet_yaml, rows
+from tests.private_services import private_postgres, private_redis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.layout]
 
@@ -60,19 +60,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _redis_db() -> int:
-    """An empty Redis database of this test's own (1 to 15; 0 is everybody's default)."""
-    import redis
-
-    for db in random.sample(range(1, 16), 15):
-        try:
-            if redis.Redis(host="127.0.0.1", port=6379, db=db).dbsize() == 0:
-                return db
-        except redis.ConnectionError as exc:
-            pytest.fail(f"Redis on 127.0.0.1:6379 does not answer ({exc}); .ci/run starts it")
-    pytest.fail("every Redis database 1 to 15 on 127.0.0.1:6379 holds keys; none is free")
 
 
 @dataclass
@@ -166,12 +153,12 @@ def _clean_env() -> dict[str, str]:
     }
 
 
-def _triggers_listening(redis_db: int) -> bool:
+def _triggers_listening(redis_url: str) -> bool:
     """Whether the services process's automation triggers consume the event stream."""
     import redis
 
     try:
-        groups = redis.Redis(host="127.0.0.1", port=6379, db=redis_db).xinfo_groups("events")
+        groups = redis.Redis.from_url(redis_url).xinfo_groups("events")
     except redis.ResponseError:  # no stream yet
         return False
     return any(g["name"] in (b"reactive-triggers", "reactive-triggers") for g in groups)
@@ -201,8 +188,20 @@ def _wait_until(what: str, check: Callable[[], Any], timeout: float, procs: Proc
 
 
 @pytest.fixture(scope="module")
+def layout_services() -> Iterator[tuple[str, str]]:
+    """Prefect's own PostgreSQL (with pg_trgm, for its migrations) and Redis, started for this
+    module from Debian's packages: the test needs nothing running on the machine."""
+    with private_postgres() as postgres_url, private_redis() as redis_url:
+        yield postgres_url, redis_url
+
+
+@pytest.fixture(scope="module")
 def control_plane(
-    database_url: str, sandbox: Any, base_address: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    sandbox: Any,
+    base_address: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    layout_services: tuple[str, str],
 ) -> Iterator[ControlPlane]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -217,11 +216,9 @@ def control_plane(
 
     work = tmp_path_factory.mktemp("layout")
     procs = Processes(work)
-    admin_url = make_url(database_url).set(database="postgres")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    postgres_url, redis_url = layout_services
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     prefect_db = f"prefect_layout_{uuid.uuid4().hex[:10]}"
-    redis_db = _redis_db()
-    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     homes: list[Path] = []
@@ -235,7 +232,7 @@ def control_plane(
             "PREFECT_HOME": str(work / "server-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "false",
-            "PREFECT_API_DATABASE_CONNECTION_URL": make_url(database_url)
+            "PREFECT_API_DATABASE_CONNECTION_URL": make_url(postgres_url)
             .set(drivername="postgresql+asyncpg", database=prefect_db)
             .render_as_string(hide_password=False),
             "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
@@ -301,7 +298,7 @@ def control_plane(
         _phase("Prefect API up (database migrated)")
         services = [str(BIN / "prefect"), "server", "services", "start"]
         procs.start("prefect-services", services, server_env)
-        if not _wait_for(lambda: _triggers_listening(redis_db), START_TIMEOUT / 2):
+        if not _wait_for(lambda: _triggers_listening(redis_url), START_TIMEOUT / 2):
             # Prefect's services process keeps running when one of its services fails to start
             # (seen here once, on a machine at load 9): the automations' triggers then never
             # listen. Restart it once, as an operator would; a second failure fails the test.
@@ -310,7 +307,7 @@ def control_plane(
             procs.start("prefect-services-again", services, server_env)
             _wait_until(
                 "the automations' trigger service (Redis consumer group reactive-triggers)",
-                lambda: _triggers_listening(redis_db),
+                lambda: _triggers_listening(redis_url),
                 START_TIMEOUT / 2,
                 procs,
             )
@@ -375,9 +372,6 @@ def control_plane(
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{prefect_db}" WITH (FORCE)'))
         admin.dispose()
-        import redis
-
-        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
 
