@@ -1,6 +1,6 @@
 """gradientlab.store.reads.economics on a real Postgres: what each host and provider cost in the
 selected days, on the caller's clock. Rows and clocks derive from the app tests' fixed reference
-time (tests/unit/test_analysis_app.py), and so do their fleets."""
+time (test_analysis_app.py), and so do their fleets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from gradientlab.store import reads
 from gradientlab.store.reads import FleetFilter
-from tests.unit.test_analysis_app import DAYS, NOW, TODAY, at_hour, seed_costs, whole_range
+from tests.integration.test_analysis_app import DAYS, NOW, TODAY, at_hour, seed_costs, whole_range
 
 
 @pytest.fixture()

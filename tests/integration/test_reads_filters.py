@@ -1,6 +1,6 @@
 """gradientlab.store.reads.filters on a real Postgres: what an analyst can select and the days each
 source has rows for. Rows and clocks derive from the app tests' fixed reference time
-(tests/unit/test_analysis_app.py), and so do their fleets."""
+(test_analysis_app.py), and so do their fleets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from gradientlab.store import reads
 from gradientlab.store.reads import FleetFilter
 from gradientlab.store.rollups import refresh_rollups
-from tests.unit.test_analysis_app import DAYS, TODAY, seed_costs, seed_fleet
+from tests.integration.test_analysis_app import DAYS, TODAY, seed_costs, seed_fleet
 
 
 @pytest.fixture()

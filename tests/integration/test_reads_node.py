@@ -1,5 +1,5 @@
 """gradientlab.store.reads.node on a real Postgres: one node's days. Rows and clocks derive from
-the app tests' fixed reference time (tests/unit/test_analysis_app.py), and so do their fleets."""
+the app tests' fixed reference time (test_analysis_app.py), and so do their fleets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import Engine
 
 from gradientlab.store import reads
-from tests.unit.test_analysis_app import DAYS, RAW_POINTS, seed_fleet
+from tests.integration.test_analysis_app import DAYS, RAW_POINTS, seed_fleet
 
 
 @pytest.fixture()

@@ -1,5 +1,5 @@
 """gradientlab.store.reads.recovery on a real Postgres: incidents and the steps tried. Rows and
-clocks derive from the app tests' fixed reference time (tests/unit/test_analysis_app.py), and so
+clocks derive from the app tests' fixed reference time (test_analysis_app.py), and so
 do their fleets."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from gradientlab.store import reads
 from gradientlab.store.reads import FleetFilter
-from tests.unit.test_analysis_app import DAYS, seed_fleet, whole_range
+from tests.integration.test_analysis_app import DAYS, seed_fleet, whole_range
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """gradientlab.store.reads.taps on a real Postgres: each host's latest test in the selected days,
 following the sidebar filters, a page at a time, with a summary per NAT type and the CSV. The
-fleet and its tests are the Uptime & taps page tests' (tests/unit/test_app_tap_readiness.py)."""
+fleet and its tests are the Uptime & taps page tests' (test_app_tap_readiness.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from gradientlab.store import reads
 from gradientlab.store.reads import FleetFilter
-from tests.unit.test_analysis_app import DAYS
-from tests.unit.test_app_tap_readiness import seed_tap_tests
+from tests.integration.test_analysis_app import DAYS
+from tests.integration.test_app_tap_readiness import seed_tap_tests
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from gradientlab.agent.stun import Behaviour, NatType, TapReadiness
 from gradientlab.node.readiness import TapCheck
 from gradientlab.store.rollups import refresh_rollups
 from gradientlab.store.taps import record_tap_readiness
-from tests.unit.test_analysis_app import NOW, chart_rows, run_app, seed_fleet
+from tests.integration.test_analysis_app import NOW, chart_rows, run_app, seed_fleet
 
 SERVER = "stun.example:3478"
 

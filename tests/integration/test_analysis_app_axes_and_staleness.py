@@ -18,7 +18,7 @@ from analysis_app.charts import time_x
 from gradientlab.store.rollups import refresh_rollups
 
 # the same page clock and per-test cache as the app's other tests (autouse fixtures)
-from tests.unit.test_analysis_app import APP, NOW, TODAY, fresh_cache, page_clock, run_app
+from tests.integration.test_analysis_app import APP, NOW, TODAY, fresh_cache, page_clock, run_app
 
 __all__ = ["fresh_cache", "page_clock"]
 
