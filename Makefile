@@ -2,13 +2,19 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup system lint bench lock lock-check
+.PHONY: demo test setup system lint bench lock lock-check machines
 
 demo: setup
 	$(VENV)/bin/gradientlab demo
 
-test: setup
+test: setup machines
 	$(PY) -m pytest
+
+# The Debian root filesystems the systemd-host tests boot with systemd-nspawn (tests/nspawn):
+# built once by debootstrap and cached in /var/cache/gradientlab/machines, rebuilt when their
+# recipe changes (minutes, outside the suite's time). Says why and builds nothing without root.
+machines: setup
+	$(PY) -m tests.nspawn.rootfs bookworm
 
 # ruff and mypy over every package; lint-imports checks the layers (pyproject's [tool.importlinter]).
 lint: setup lock-check
