@@ -9,6 +9,8 @@ from typing import Any
 from . import pages
 from .pages import GOOD_STATES, PageChanged, PopupState
 
+ANSWERED_STATES = (*GOOD_STATES, PopupState.UNSUPPORTED)
+
 
 def _envelope_data(response: Any) -> Any:
     """`data` of a `{code, msg, data}` answer with code 200, else None."""
@@ -60,7 +62,9 @@ def read_popup(
     try:
         deadline = time.monotonic() + (20 if wait_for_status else 0)
         popup = _read_popup_once(page, ext_id, seen, timeout)
-        while wait_for_status and popup.get("status") not in GOOD_STATES:
+        # just after a sign-in the popup may still read signed out or Disconnected for a moment;
+        # Good and Unsupported (a ban) are answers that waiting would not change
+        while wait_for_status and popup.get("status") not in ANSWERED_STATES:
             if time.monotonic() > deadline:
                 break
             time.sleep(1)
