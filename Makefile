@@ -36,11 +36,12 @@ system:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null \
 		|| ! command -v ip >/dev/null || ! command -v nft >/dev/null \
 		|| ! ls /usr/lib/postgresql/*/lib/pg_trgm.so >/dev/null 2>&1 \
-		|| ! command -v redis-server >/dev/null; then \
-		echo "installing chromium, openssh-server, iproute2, nftables, postgresql and redis-server from Debian"; \
+		|| ! command -v redis-server >/dev/null || ! command -v mosquitto_passwd >/dev/null \
+		|| ! command -v certutil >/dev/null; then \
+		echo "installing chromium, openssh-server, iproute2, nftables, postgresql, redis-server, mosquitto and libnss3-tools from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			chromium openssh-server openssh-client procps iproute2 nftables \
-			postgresql redis-server >/dev/null; \
+			postgresql redis-server mosquitto libnss3-tools >/dev/null; \
 	fi
 
 # requirements.lock pins every package the project installs, with its hashes (`make lock` writes
