@@ -1,12 +1,14 @@
 """Rewards at fleet scale: the sandbox with N browserless nodes behind a rate limit.
 
     .venv/bin/python -m bench.rewards_scale [--nodes 10000] [--rate 50] [--page-size 1000]
-                                            [--workers 8] [--days 7] [--rerun]
+                                            [--workers 8] [--days 7] [--rerun] [--told]
 
 The sandbox runs in a process of its own, as the network is another machine, and answers 429
 (with Retry-After) beyond `--rate` requests per second (a token bucket of `--burst`, by default
-one second's worth, as a "50 per second" limit usually counts); the fleet file sets
-`network.requests_per_second` to the same rate. Figures, one JSON line each:
+one second's worth, as a "50 per second" limit usually counts). By default the fleet file does
+not tell the client that rate: it has the default settings, so the client finds the limit
+(from 10 requests/s on a first run, from what the run before learned on a rerun); with `--told`
+the fleet file sets `network.requests_per_second` to the rate. Figures, one JSON line each:
 
 - node_sweep_s: the network-level node sweep (`GradientClient.all_nodes`, as the health flow's
   network view reads it), with its requests;
@@ -103,9 +105,9 @@ def sandbox_process(args: argparse.Namespace) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def network_fleet_yaml(url: str, rate: float) -> str:
+def network_fleet_yaml(url: str, rate: float | None) -> str:
     """A fleet file's account and network sections for the sandbox at `url` (more network
-    settings may follow)."""
+    settings may follow); `rate` None leaves the pace to the client's search."""
     return (
         f"account: {{email: {EMAIL}, password: {{env: {PASSWORD_ENV}}}}}\n"
         "network:\n"
@@ -113,7 +115,7 @@ def network_fleet_yaml(url: str, rate: float) -> str:
         f"  identity_base: {url}/identitytoolkit\n"
         f"  token_base: {url}/securetoken\n"
         f"  web_api_key: {API_KEY}\n"
-        f"  requests_per_second: {rate}\n"
+        + (f"  requests_per_second: {rate}\n" if rate is not None else "")
     )
 
 
@@ -149,13 +151,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--rerun", action="store_true", help="also time an incremental rerun")
+    parser.add_argument(
+        "--told", action="store_true", help="tell the client the rate (a fixed pace)"
+    )
     args = parser.parse_args()
 
     os.environ[PASSWORD_ENV] = "bench-password"
     with sandbox_process(args) as url:
         fleet_file = BENCH_HOME / "fleet.yaml"
         fleet_file.write_text(
-            network_fleet_yaml(url, args.rate) + f"  node_page_size: {args.page_size}\n"
+            network_fleet_yaml(url, args.rate if args.told else None)
+            + f"  node_page_size: {args.page_size}\n"
             f"  api_concurrency: {args.workers}\n"
             "providers: {bench: {kind: local}}\n"
         )
@@ -202,6 +208,10 @@ def rewards_figures(url: str, fleet_file: Path, args: argparse.Namespace) -> Non
                 nodes=args.nodes,
                 rate=args.rate,
                 workers=args.workers,
+                pace="told" if args.told else "found",
+                pace_at_end=summary["api"]["pace_now"],
+                next_run_starts_at=summary["api"]["next_run_starts_at"],
+                refusal_episodes=summary["api"]["refusals"],
                 stats_days_read=summary["node_stats"]["days"],
                 stats_rows_stored=stored,
                 **requests_figures(counts, args.rate, seconds),

@@ -16,6 +16,7 @@ from tasks.network import (
     ingest_node_stats,
     list_network_nodes,
     network_time,
+    remember_api_pace,
     snapshot_node_points,
 )
 from tasks.rollups import refresh_node_rollups
@@ -38,7 +39,7 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
         "account_points": account,
         "node_points": snapshot,
         "node_stats": stats,
-        "api": {"requests": api_requests(fleet)},
+        "api": {"requests": api_requests(fleet), **remember_api_pace(fleet)},
     }
     create_table_artifact(
         key="rewards-ingest",

@@ -81,9 +81,13 @@ class NetworkSettings(Strict):
     extension_source: str = REAL_EXTENSION_SOURCE
     stun_server: str = "stun.l.google.com:19302"
     api_timeout_seconds: float = Field(default=30, gt=0)  # each API call, start to end
-    # Pace of API requests from one flow run, all its tasks together: stay under the network's
-    # limit rather than find it by being refused (429s are still obeyed).
-    requests_per_second: float = Field(default=10, gt=0)
+    # Pace of API requests from one flow run, all its tasks together. Nobody publishes
+    # Gradient's limit, so by default the client finds it: it speeds up while nothing is
+    # refused, backs off on a 429, and keeps what it learned in the database for the next run,
+    # never faster than max_requests_per_second. A fixed requests_per_second (for a known
+    # limit) turns the search off. 429s are obeyed either way.
+    requests_per_second: float | None = Field(default=None, gt=0)
+    max_requests_per_second: float = Field(default=100, gt=0)
     api_concurrency: int = Field(default=8, ge=1, le=32)  # requests in flight at once
     node_page_size: int = Field(default=100, ge=1, le=1000)  # nodes per /sentrynode/list page
 

@@ -16,6 +16,7 @@ from gradientlab.config import (
     resolve_secret,
 )
 from gradientlab.gradient.client import GradientClient, GradientEndpoints
+from gradientlab.gradient.throttle import LearnedPace
 from gradientlab.node.deploy import NodeSettings
 from gradientlab.providers.base import HostRecord, Provider, ProviderError
 from gradientlab.remote.executor import POOL, Executor, SshTarget, parse_host_key
@@ -94,7 +95,9 @@ def node_settings(fleet: Fleet, read_block: BlockReader = None) -> NodeSettings:
     )
 
 
-def gradient_client(fleet: Fleet, read_block: BlockReader = None) -> GradientClient:
+def gradient_client(
+    fleet: Fleet, read_block: BlockReader = None, learned_pace: LearnedPace | None = None
+) -> GradientClient:
     net = fleet.network
     if not net.web_api_key:
         raise FleetFileError(
@@ -112,4 +115,6 @@ def gradient_client(fleet: Fleet, read_block: BlockReader = None) -> GradientCli
         resolve_secret(fleet.account.password, read_block),
         timeout=net.api_timeout_seconds,
         requests_per_second=net.requests_per_second,
+        max_requests_per_second=net.max_requests_per_second,
+        learned_pace=learned_pace,
     )

@@ -20,6 +20,7 @@ from gradientlab.gradient.client import GradientClient
 from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.gradient.throttle import RetryPolicy
 from gradientlab.inventory import gradient_client
+from gradientlab.store.pace import load_pace, save_pace
 from tasks.common import engine, read_secret_block, retry_if_transient
 
 API_RETRIES = dict(
@@ -53,7 +54,8 @@ def run_client(fleet: Fleet) -> GradientClient:
     with _LOCK:
         client = _RUN_CLIENTS.get(key)
         if client is None:
-            client = _RUN_CLIENTS[key] = gradient_client(fleet, read_secret_block)
+            learned = load_pace(engine(), net.api_base) if net.requests_per_second is None else None
+            client = _RUN_CLIENTS[key] = gradient_client(fleet, read_secret_block, learned)
             while len(_RUN_CLIENTS) > _KEEP:
                 _RUN_CLIENTS.popitem(last=False)[1].close()
         return client
@@ -74,6 +76,21 @@ def _task_progress() -> set[str]:
 def api_requests(fleet: Fleet) -> int:
     """API requests this flow run has sent so far (each try counts)."""
     return run_client(fleet).requests_sent
+
+
+@task(name="remember-api-pace", cache_policy=NO_CACHE, timeout_seconds=60)
+def remember_api_pace(fleet: Fleet) -> dict[str, float | int | None]:
+    """Keep the pace this run's client found for the next run (any worker's), and report it."""
+    limiter = run_client(fleet).limiter
+    learned = limiter.learned()
+    if learned is not None:
+        save_pace(engine(), fleet.network.api_base, learned)
+    return {
+        "pace_now": round(limiter.pace, 2) if limiter.pace else None,
+        "next_run_starts_at": round(learned.pace, 2) if learned else None,
+        "last_refused_at": round(learned.refused_at, 2) if learned and learned.refused_at else None,
+        "refusals": learned.refusals if learned else 0,
+    }
 
 
 @task(name="list-network-nodes", **API_RETRIES)  # type: ignore[call-overload]

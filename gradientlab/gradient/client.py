@@ -45,7 +45,7 @@ from gradientlab.gradient.models import (
     PointDay,
     Profile,
 )
-from gradientlab.gradient.throttle import RateLimiter, RetryPolicy
+from gradientlab.gradient.throttle import LearnedPace, RateLimiter, RetryPolicy
 from gradientlab.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -400,8 +400,11 @@ class GradientClient:
     """Reads an account's rewards and Sentry Nodes from Gradient's API.
 
     Signs in lazily on the first call and keeps one session for its lifetime (renewed with the
-    refresh token). Thread-safe: threads share the session and the rate limit. Use as a context
-    manager, or call ``close()``; an ``httpx.Client`` passed in is left open for its owner.
+    refresh token). Thread-safe: threads share the session and the rate limit: a fixed
+    ``requests_per_second``, or, with ``max_requests_per_second`` instead, a pace the client
+    finds below that ceiling (starting from ``learned_pace``, what an earlier run learned).
+    Use as a context manager, or call ``close()``; an ``httpx.Client`` passed in is left open
+    for its owner.
     """
 
     def __init__(
@@ -413,6 +416,8 @@ class GradientClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         *,
         requests_per_second: float | None = None,
+        max_requests_per_second: float | None = None,
+        learned_pace: LearnedPace | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -429,7 +434,14 @@ class GradientClient:
         self._timeout = timeout
         self._sleep = sleep
         self.retry = retry or RetryPolicy()
-        self.limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
+        # A ceiling without a fixed pace: the limiter finds the network's limit below it.
+        self.limiter = RateLimiter(
+            requests_per_second,
+            ceiling=max_requests_per_second if requests_per_second is None else None,
+            learned=learned_pace,
+            clock=clock,
+            sleep=sleep,
+        )
         self._auth_lock = threading.Lock()
         self._sent = _Count()
         self._secrets = _Secrets()
@@ -796,6 +808,7 @@ __all__ = [
     "FirebaseSession",
     "GradientClient",
     "GradientEndpoints",
+    "LearnedPace",
     "RateLimiter",
     "RetryPolicy",
 ]

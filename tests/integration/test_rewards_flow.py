@@ -105,3 +105,42 @@ def test_rewards_completes_through_429s_and_stores_everything_once(
     assert sorted(
         rows(engine, "SELECT client_id, to_char(day, 'YYYYMMDD') FROM node_daily_stats")
     ) == (network_days)
+
+
+def test_a_default_run_starts_at_the_pace_learned_before_and_keeps_what_it_finds(
+    prefect_server: None, engine: Engine, throttled: Any, tmp_path: Path
+) -> None:
+    """No fixed pace in the fleet file: the run starts where the database says the last run
+    left off (not at the initial 10/s), meets the network's limit it is not told, and keeps
+    what it learned for the next run on any worker."""
+    from flows.rewards import rewards
+    from gradientlab.gradient.throttle import INITIAL_PACE, LearnedPace
+    from gradientlab.store.pace import load_pace, save_pace
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"account:\n  email: {EMAIL}\n  password: {{env: {PASSWORD_ENV}}}\n"
+        + throttled.fleet_network_yaml()
+        + "  max_requests_per_second: 60\n  node_page_size: 5\n"
+        + "providers:\n  local: {kind: local}\nhosts: []\n"
+    )
+    api_base = throttled.fleet_network_yaml().split("api_base:")[1].split()[0]
+    save_pace(engine, api_base, LearnedPace(pace=40, refused_at=44, refusals=3))
+    net = throttled.network
+    net.clear_faults()
+    net.config.api_rate_burst = 2
+    net.config.api_rate_limit = 8  # below what was learned: the network got stricter
+    try:
+        summary = rewards(fleet_path=str(path), days=2)
+    finally:
+        net.config.api_rate_limit = None
+        net.config.api_rate_burst = 10
+
+    api = summary["api"]
+    assert api["refusals"] >= 1  # it started at 40/s, as learned, and met the new limit
+    kept = load_pace(engine, api_base)
+    assert kept is not None and kept.refusals == api["refusals"]
+    assert kept.pace == pytest.approx(api["next_run_starts_at"], abs=0.01)
+    assert kept.pace < 40  # slower than before, as refused
+    assert kept.refused_at is not None and kept.refused_at < 44
+    assert kept.pace >= 0.5 and kept.pace != INITIAL_PACE

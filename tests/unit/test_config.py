@@ -422,7 +422,16 @@ def test_api_pace_is_a_network_setting_and_must_be_positive() -> None:
     )
     fleet = parse_fleet(paced, SOURCE)
     assert (fleet.network.requests_per_second, fleet.network.node_page_size) == (50, 1000)
-    assert parse_fleet(GOOD, SOURCE).network.requests_per_second == 10
+    default = parse_fleet(GOOD, SOURCE).network
+    # by default no fixed pace: the client finds the network's limit, below a ceiling
+    assert (default.requests_per_second, default.max_requests_per_second) == (None, 100)
+    ceiling = swap("requests_per_second: 50", "max_requests_per_second: 0", paced)
+    assert_names(
+        error_of(ceiling),
+        SOURCE,
+        line_no(ceiling, "max_requests_per_second"),
+        "network.max_requests_per_second",
+    )
 
     stopped = swap("requests_per_second: 50", "requests_per_second: 0", paced)
     assert_names(
