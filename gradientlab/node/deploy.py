@@ -144,12 +144,97 @@ def chromium_version_on(ex: Executor, wanted: str) -> CommandResult:
 # ---------------------------------------------------------------- operations
 
 
+# The host side runs on Python 3.9 and later (Debian 11, Ubuntu 22.04, Raspberry Pi OS bullseye).
+MIN_HOST_PYTHON = (3, 9)
+# What a venv for the runner needs from the host's python3: its version, and whether `venv` can
+# make an environment with pip in it (Debian and Ubuntu split that out as python3-venv).
+HOST_PYTHON_SH = (
+    "command -v python3 >/dev/null 2>&1 || { echo 'python3 missing'; exit 0; }; "
+    "python3 -c 'import sys; print(\"python3 %d.%d\" % sys.version_info[:2])'; "
+    "python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && echo 'venv ok' || echo 'venv missing'"
+)
+
+
+@dataclass(frozen=True)
+class HostPython:
+    """The host's python3 as a venv for the runner needs it."""
+
+    version: tuple[int, int] | None  # None: no python3 at all
+    has_venv: bool
+
+    @property
+    def problem(self) -> str | None:
+        """What keeps deploy from making the runner's venv, said so an operator can fix it."""
+        if self.version is None:
+            return (
+                "the host has no python3; install it (Debian/Ubuntu: `sudo apt-get install "
+                "python3 python3-venv`)"
+            )
+        if self.version < MIN_HOST_PYTHON:
+            found = ".".join(map(str, self.version))
+            return (
+                f"the host's python3 is {found}; the node runner needs Python 3.9 or later "
+                "(Debian 11, Ubuntu 22.04 and Raspberry Pi OS bullseye have it): upgrade the "
+                "host's OS or install a newer python3"
+            )
+        if not self.has_venv:
+            found = ".".join(map(str, self.version))
+            return (
+                f"the host's python3 ({found}) cannot make a venv: python3-venv is not "
+                f"installed; install it (`sudo apt-get install python3-venv`, or "
+                f"python{found}-venv) and deploy again"
+            )
+        return None
+
+
+def read_host_python(ex: Executor) -> HostPython:
+    out = ex.run(HOST_PYTHON_SH, timeout=60).stdout
+    m = re.search(r"python3 (\d+)\.(\d+)", out)
+    return HostPython(
+        (int(m.group(1)), int(m.group(2))) if m else None, "venv ok" in out.splitlines()
+    )
+
+
+def linger_enabled(ex: Executor) -> bool:
+    """Whether logind keeps this user's systemd manager (and so the runner's unit) running with
+    no one logged in, and starts it at boot."""
+    out = ex.run('loginctl show-user "$USER" --property=Linger --value 2>/dev/null').stdout
+    return out.strip() == "yes"
+
+
+def linger_problem(user: str) -> str:
+    return (
+        f"lingering is off for {user} and {user} may not turn it on (logind asks polkit, "
+        f"which allows only root here): without it systemd stops the runner when the last SSH "
+        f"session ends and never starts it at boot. Run `sudo loginctl enable-linger {user}` "
+        "on the host once, then deploy again"
+    )
+
+
+def ensure_linger(ex: Executor, steps: Steps) -> str | None:
+    """Lingering on for the node's user (cloud-init turns it on as root on cloud VMs); the
+    problem, said for the operator, when the user cannot turn it on."""
+    if linger_enabled(ex):
+        return None
+    if steps.plan:
+        steps.changes.append("would enable lingering for the node's user (loginctl)")
+        return None
+    ex.run('loginctl enable-linger "$USER"')
+    if linger_enabled(ex):
+        steps.changes.append("enabled lingering for the node's user (loginctl enable-linger)")
+        return None
+    return linger_problem(ex.run("id -un").stdout.strip() or "the node's user")
+
+
 def ensure_runtime(ex: Executor, python: str | None, steps: Steps) -> str:
     """A Python with Playwright: the host's own (cloud bootstrap, local provider) or a venv."""
     if python and python_has_playwright(ex, python):
         return python
     if python_has_playwright(ex, VENV_PYTHON):
         return VENV_PYTHON
+    host_python = read_host_python(ex)
+    if host_python.problem is not None:
+        raise RemoteError(f"{ex.name}: {host_python.problem}")
     pw = version("playwright")
     steps.run(
         "python3 -m venv .gradientlab/venv && "
@@ -304,6 +389,18 @@ def deploy_node(
         choice = choose_browser(facts, settings.runner.chromium)
     except NoUsableBrowser as exc:
         raise RemoteError(f"{ex.name}: {exc}") from None
+    # what only the host's owner can fix, said all at once before anything is installed
+    systemd = has_systemd(ex)
+    problems = []
+    if not (python and python_has_playwright(ex, python)) and not python_has_playwright(
+        ex, VENV_PYTHON
+    ):
+        problems.append(read_host_python(ex).problem)
+    if systemd:
+        problems.append(ensure_linger(ex, steps))
+    found = [p for p in problems if p]
+    if found:
+        raise RemoteError(f"{ex.name}: " + "; and ".join(found))
     py = ensure_runtime(ex, python, steps)
     browser = choice.path or install_playwright_chromium(ex, py, steps)
     result.browser, result.browser_source = browser, choice.source
@@ -322,7 +419,6 @@ def deploy_node(
             )
         )
     # decided before config.json is written: the runner's `start`/`stop` follow its supervisor
-    systemd = has_systemd(ex)
     result.supervisor = "systemd" if systemd else "runner"
     steps.dir(f"{NODE_DIR}/agent")
     code_changed = False
@@ -362,7 +458,6 @@ def deploy_node(
         )
         if unit_changed and not plan:
             _check(ex, "systemctl --user daemon-reload", "reloading systemd")
-            ex.run('loginctl enable-linger "$USER"')  # keep the user's units after logout
         active = ex.run(f"systemctl --user is-active --quiet {UNIT_NAME}").ok
         if not active:
             # a runner started by hand would hold runner.lock and keep the unit's from running

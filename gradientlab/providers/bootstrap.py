@@ -87,7 +87,10 @@ def cloud_init(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_n
             "ed25519_public": host_key.public,
         },
         "package_update": True,
-        "packages": ["python3-venv", "python3-pip", "procps"],
+        # python3-venv makes the runner's venv (with its own pip: deploy installs Playwright
+        # there). Not python3-pip: apt installs its recommends with it (build-essential,
+        # python3-dev: hundreds of MB on a 1 GB VM's first boot), and nothing uses it.
+        "packages": ["python3-venv", "procps"],
         "runcmd": [
             ["sh", "-c", BROWSER_SETUP_SH],
             ["loginctl", "enable-linger", ssh_user],
