@@ -171,6 +171,46 @@ def _stun(fleet: Fleet) -> Check:
     )
 
 
+def _host_runtime(name: str, ex: Any, python: str | None) -> Iterator[Check]:
+    """What deploy needs of the host itself: a python3 that makes the runner's venv (unless one
+    with Playwright is there already) and, under systemd, lingering for the node's user."""
+    from gradientlab.node.deploy import (
+        VENV_PYTHON,
+        has_systemd,
+        linger_enabled,
+        linger_problem,
+        python_has_playwright,
+        read_host_python,
+    )
+    from gradientlab.remote.executor import RemoteError
+
+    try:
+        ready = [p for p in (python, VENV_PYTHON) if p and python_has_playwright(ex, p)]
+        host_python = read_host_python(ex)
+        if ready:
+            yield Check(f"host {name} Python", "ok", f"the runner's Python: {ready[0]}")
+        elif host_python.problem:
+            yield Check(f"host {name} Python", "fail", host_python.problem, "see above")
+        else:
+            found = ".".join(map(str, host_python.version or ()))
+            yield Check(
+                f"host {name} Python", "ok", f"python3 {found} with venv: deploy makes the venv"
+            )
+        if has_systemd(ex):
+            if linger_enabled(ex):
+                yield Check(f"host {name} systemd", "ok", "user units, lingering on")
+            else:
+                user = ex.run("id -un", timeout=30).stdout.strip() or "the node's user"
+                yield Check(
+                    f"host {name} systemd",
+                    "warn",
+                    f"lingering is off for {user}: deploy turns it on if {user} may",
+                    linger_problem(user),
+                )
+    except RemoteError as exc:
+        yield Check(f"host {name} Python", "fail", str(exc), "see the error")
+
+
 def _host(fleet: Fleet, name: str, client: Any, engine: Any) -> Iterator[Check]:
     from gradientlab.inventory import executor_for
     from gradientlab.node.browser import (
@@ -244,6 +284,7 @@ def _host(fleet: Fleet, name: str, client: Any, engine: Any) -> Iterator[Check]:
                     f"{choice.path} does not run: {(version.stdout or version.stderr)[-200:]}",
                     "install Debian's chromium as root, or fix runner.chromium",
                 )
+    yield from _host_runtime(name, ex, record.meta.get("python"))
     client_id = fleet_store.client_ids(engine).get(name) if engine is not None else None
     if client_id is None:
         yield Check(f"host {name} node", "skip", "no node id recorded yet (deploy, then health)")
