@@ -17,6 +17,7 @@ from typing import Any
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
+from deployments.limits import ensure_tag_limits
 from deployments.table import DEPLOYMENTS
 from gradientlab.config import load_fleet
 from gradientlab.remote.keeper import KeeperError, start_keeper, stop_keeper
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                 concurrency_limit=ONE_AT_A_TIME if d.one_at_a_time else None,
             )
         )
+    ensure_tag_limits()  # ssh, provider, gradient-api: bounded across every run
     try:
         keeper = start_keeper(exit_with=os.getpid())
     except KeeperError as exc:  # the flows still run, each opening its own connections

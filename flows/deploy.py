@@ -1,5 +1,12 @@
 """Deploy: install or update the Sentry Node on every host. Idempotent.
 
+Each host's deploy is that host's result: the run deploys the others whatever one host does,
+publishes a table of every host's outcome, and fails only when a person must act (a rule
+broken, a host key or a setting to fix, a fault nothing retries by itself); a host that is down
+for now is reported and left to the next deploy or the health flow's recovery. At most
+`HOST_WORKERS` hosts are deployed at once (each holds its host lock on a connection of its own
+and one pooled connection at a time, well inside the pool's 5 + 10).
+
 With `rollout`, hosts are deployed one at a time, a canary first, each checked Good before the
 next; the first that is not stops the rollout. `check-updates` says which nodes run an older
 extension than the Web Store publishes."""
@@ -10,9 +17,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from gradientlab.config import Fleet
 from gradientlab.health import Verdict
+from gradientlab.lifecycle import HostOutcome, failed_outcome
 from gradientlab.providers.base import HostRecord
 from gradientlab.rules import SecondNodeRefused, one_node_per_device
 from gradientlab.store.fleet import deployed_host_keys, host_records, node_extension_versions
@@ -20,8 +30,47 @@ from gradientlab.webstore import is_behind
 from tasks.common import engine, fleet_from
 from tasks.hosts import await_good, deploy_host, extension_published
 
+HOST_WORKERS = 8
+"""Hosts deployed at once by one run (the `ssh` tag's concurrency limit bounds all runs)."""
 
-@flow(name="deploy", log_prints=True)
+
+class DeployNeedsPerson(RuntimeError):
+    """Some hosts' deploys failed in a way only a person can fix; the message names each."""
+
+
+def _gather(
+    records: list[HostRecord], futures: list[PrefectFuture[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], list[HostOutcome]]:
+    """Every host's result: a deploy's answer, or its failure as that host's outcome."""
+    results: list[dict[str, Any]] = []
+    failures: list[HostOutcome] = []
+    for record, future in zip(records, futures, strict=True):
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - one host's failure is that host's result
+            failures.append(failed_outcome(record.name, exc))
+    return results, failures
+
+
+def _failure_rows(failures: list[HostOutcome]) -> list[dict[str, Any]]:
+    return [
+        {
+            "host": f.host,
+            "outcome": "failed: a person must act" if f.needs_person else "failed: passing",
+            "changes": f.reason,
+            "extension": None,
+            "supervisor": None,
+            "browser": None,
+        }
+        for f in failures
+    ]
+
+
+@flow(
+    name="deploy",
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=HOST_WORKERS),  # type: ignore[arg-type]
+)
 def deploy(
     fleet_path: str = "fleet.yaml",
     hosts: list[str] | None = None,
@@ -47,7 +96,7 @@ def deploy(
     stopped: str | None = None
     if plan:
         futures = [deploy_host.submit(fleet, r, plan=True) for r in allowed]
-        results = [f.result() for f in futures]
+        results, unknown = _gather(allowed, futures)
         create_table_artifact(
             key="deploy-plan",
             table=[
@@ -56,22 +105,28 @@ def deploy(
                 for r in results
             ]
             + [{"host": n, "would change": f"refused: {why}", "extension": None, "browser": None}
-               for n, why in sorted(refused.items())],
+               for n, why in sorted(refused.items())]
+            + [{"host": f.host, "would change": f"cannot tell: {f.reason}", "extension": None,
+                "browser": None} for f in unknown],
             description="What a deploy would change on each host (nothing was changed)",
         )  # fmt: skip
         for r in results:
             logger.info("%s: %s", r["host"], "; ".join(r["changes"]) or "nothing to change")
+        for f in unknown:
+            logger.error("%s: cannot tell what a deploy would change: %s", f.host, f.reason)
         return results
+    failures: list[HostOutcome] = []
     if rollout:
         results, stopped = roll_out(fleet, allowed, canary, wait_seconds)
     else:
         futures = [deploy_host.submit(fleet, r) for r in allowed]
-        results = [f.result() for f in futures]
+        results, failures = _gather(allowed, futures)
     create_table_artifact(
         key="deploy-result",
         table=[
             {
                 "host": r["host"],
+                "outcome": "ok",
                 "changes": "; ".join(r["changes"]) or "none",
                 "extension": r["extension_version"],
                 "supervisor": r["supervisor"],
@@ -85,20 +140,34 @@ def deploy(
         + [
             {
                 "host": name,
+                "outcome": "refused: a person must act",
                 "changes": f"refused: {why}",
                 "extension": None,
                 "supervisor": None,
                 "browser": None,
             }
             for name, why in sorted(refused.items())
-        ],  # fmt: skip
-        description="What the last deploy changed on each host",
+        ]
+        + _failure_rows(failures),  # fmt: skip
+        description=f"What the last deploy did on each host: {len(results)} deployed, "
+        f"{len(failures)} failed ({sum(f.needs_person for f in failures)} need a person), "
+        f"{len(refused)} refused",
     )
+    for f in failures:
+        (logger.error if f.needs_person else logger.warning)("%s: %s", f.host, f.reason)
     if refused:
         raise SecondNodeRefused("; ".join(refused[name] for name in sorted(refused)))
     if stopped:
         raise RolloutStopped(stopped)
-    return results
+    must_act = [f for f in failures if f.needs_person]
+    if must_act:
+        raise DeployNeedsPerson(
+            f"{len(must_act)} of {len(records)} hosts need a person (the others were "
+            "deployed or will be retried): " + "; ".join(f"{f.host}: {f.reason}" for f in must_act)
+        )
+    return results + [
+        {"host": f.host, "outcome": "failed", "reason": f.reason, "changes": []} for f in failures
+    ]
 
 
 class RolloutStopped(RuntimeError):

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from gradientlab.plan import fleet_warnings, plan_rows, record_applied, store_plan
 from gradientlab.providers.base import HostState
@@ -19,8 +20,15 @@ from gradientlab.store.fleet import mark_host_state, record_intent
 from tasks.common import engine, fleet_from
 from tasks.hosts import create_host, plan_host, terminate_host
 
+HOST_WORKERS = 8
+"""Hosts created at once by one run (the `provider` tag's limit bounds all runs together)."""
 
-@flow(name="provision", log_prints=True)
+
+@flow(
+    name="provision",
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=HOST_WORKERS),  # type: ignore[arg-type]
+)
 def provision(
     fleet_path: str = "fleet.yaml", hosts: list[str] | None = None, approve: bool = False
 ) -> dict[str, Any]:

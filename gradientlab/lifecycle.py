@@ -7,10 +7,13 @@ anything else in a test or a script), never from here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Engine
 
 from gradientlab.agent.home import RUNNER_VERSION
-from gradientlab.config import Fleet
+from gradientlab.config import Fleet, FleetFileError
+from gradientlab.gradient.errors import GradientAuthError
 from gradientlab.inventory import (
     BlockReader,
     CredentialsLoader,
@@ -18,10 +21,20 @@ from gradientlab.inventory import (
     node_settings,
     provider_for,
 )
+from gradientlab.node.browser import NoUsableBrowser
 from gradientlab.node.deploy import DeployResult, deploy_node
 from gradientlab.providers.base import HostRecord
-from gradientlab.remote.keys import operator_public_key
+from gradientlab.remote.executor import (
+    AuthRefused,
+    CommandTimeout,
+    HostKeyInvalid,
+    HostKeyMismatch,
+    HostUnreachable,
+)
+from gradientlab.remote.keys import OperatorKeyUnavailable, operator_public_key
+from gradientlab.rules import SecondNodeRefused
 from gradientlab.store import fleet as fleet_store
+from gradientlab.store.locks import HostBusy
 
 
 def create_host(
@@ -58,3 +71,47 @@ def plan_deploy(fleet: Fleet, record: HostRecord, secrets: BlockReader) -> Deplo
     """What a deploy on `record` would change; nothing is changed or recorded."""
     settings = node_settings(fleet, secrets)
     return deploy_node(executor_for(record), settings, record.meta.get("python"), plan=True)
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """How one host's step (a deploy) ended, for the run's table: `ok`, or `failed` with why,
+    and whether a person must act (else the next deploy or the health flow's recovery, which
+    redeploys, takes it up by itself)."""
+
+    host: str
+    outcome: str  # "ok" | "failed"
+    reason: str = ""
+    needs_person: bool = False
+
+
+# Failures nothing automatic fixes: a rule broken, a host key that is not the pinned one,
+# credentials or settings to correct, no usable browser on the host.
+NEEDS_PERSON: tuple[type[BaseException], ...] = (
+    SecondNodeRefused,
+    HostKeyMismatch,
+    HostKeyInvalid,
+    AuthRefused,
+    NoUsableBrowser,
+    FleetFileError,
+    OperatorKeyUnavailable,
+    GradientAuthError,
+)
+# Failures a later try fixes by itself: a host down or slow for now, another step holding it.
+PASSING: tuple[type[BaseException], ...] = (
+    HostUnreachable,
+    CommandTimeout,
+    HostBusy,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def failed_outcome(host: str, exc: BaseException) -> HostOutcome:
+    """A host's failed step as its own result. Anything not known to pass by itself (a bug,
+    an unexpected answer) needs a person too."""
+    needs_person = isinstance(exc, NEEDS_PERSON) or not isinstance(exc, PASSING)
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    if not needs_person:
+        reason += " (passing: the next deploy or the health flow's recovery retries it)"
+    return HostOutcome(host, "failed", reason, needs_person)
