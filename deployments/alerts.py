@@ -20,6 +20,12 @@ or Custom Webhook). The webhook URL stays in the block. Automations are named
     gradientlab.network.down               gradientlab.fleet.* the Gradient network is down or
                                                                degraded; no per-node recovery
     gradientlab.network.restored           gradientlab.fleet.* the network is back
+    gradientlab.fleet.unreachable          gradientlab.fleet.* GradientLab cannot reach its fleet
+                                                               (operator_cidr, firewall, keeper);
+                                                               no host is touched for it
+    gradientlab.fleet.reachable            gradientlab.fleet.* the hosts answer again
+    gradientlab.account.login-refused      gradientlab.fleet.* the account's password is refused;
+                                                               one alert for the whole account
     gradientlab.node.unsupported           gradientlab.host.*  the network marks the node
                                                                Unsupported/Banned/Suspended;
                                                                never recovered automatically
@@ -108,6 +114,27 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         f"Fleet {_FLEET}: the Gradient network is back after "
         f"{{{{ {_P}.down_seconds | int }}}} s ({{{{ {_P}.reason }}}}). "
         "Per-node recovery resumes. Nothing to do.",
+    ),
+    AlertEvent.FLEET_UNREACHABLE: (
+        PREFIX + "fleet unreachable",
+        f"GradientLab cannot reach the fleet {_FLEET}",
+        f"Fleet {_FLEET}: {{{{ {_P}.reason }}}} ({{{{ {_P}.hosts }}}} hosts). This is "
+        "GradientLab's side, not the hosts': its worker's address may have left operator_cidr "
+        "(a home IP changed), a firewall may drop outbound SSH, or the connection keeper "
+        "failed. No host is rebooted, re-provisioned or quarantined for it; a message follows "
+        "when the hosts answer again.",
+    ),
+    AlertEvent.FLEET_REACHABLE: (
+        PREFIX + "fleet reachable",
+        f"GradientLab reaches the fleet {_FLEET} again",
+        f"Fleet {_FLEET}: {{{{ {_P}.reason }}}} after {{{{ {_P}.down_seconds | int }}}} s. "
+        "Per-host recovery resumes. Nothing to do.",
+    ),
+    AlertEvent.LOGIN_REFUSED: (
+        PREFIX + "login refused",
+        f"GradientLab: the Gradient account's password is refused (fleet {_FLEET})",
+        f"Fleet {_FLEET}: {{{{ {_P}.reason }}}}. Seen on {{{{ {_P}.hosts }}}} hosts; this "
+        "message is sent once for the whole account.",
     ),
     AlertEvent.NODE_UNSUPPORTED: (
         PREFIX + "node unsupported",

@@ -8,7 +8,7 @@ blocking call and only warns on every run, so they rely on the inner deadlines a
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from gradientlab.health import (
     sweep,
 )
 from gradientlab.health import record as health_record
-from gradientlab.health.judge import NetworkNode
+from gradientlab.health.judge import NetworkNode, cut_off_of
 from gradientlab.health.record import host_histories
 from gradientlab.health.sweep import HealJob, HealResult
 from gradientlab.inventory import provider_for
@@ -204,6 +204,9 @@ def record_network_state(
     recorded once; with the verdicts by host."""
     statuses = fleet_store.sweep_statuses(engine(), hosts, since)
     state = network_state_of(list(statuses.values()), api_error, policy)
+    # the shards each held their own hosts' actions when cut off; the incident is the fleet's
+    cut, why, failing = cut_off_of([(v, None) for v in statuses.values()], policy)
+    state = replace(state, cut_off=cut, cut_off_reason=why, cut_off_hosts=failing)
     alerts = health_record.record_network_state(engine(), state, at, policy, fleet_name)
     return state, alerts, statuses
 

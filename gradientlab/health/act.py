@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gradientlab.health.report import HealthReport, utcnow
-from gradientlab.health.status import Rung, Verdict, about
+from gradientlab.health.status import HOST_RUNGS, Rung, Verdict, about
 from gradientlab.node.deploy import runner_command
 from gradientlab.remote.executor import Executor, RemoteError
+from gradientlab.store.recovery import WITHHELD
 
 
 @dataclass
@@ -20,6 +21,11 @@ class ActionResult:
     finished_at: datetime
     ok: bool
     detail: str
+    row_id: int | None = None  # the "started" row written before a host-touching step
+
+
+class Withheld(Exception):
+    """A host-touching step not run: a second signal (the provider's word) speaks against it."""
 
 
 RUNNER_COMMANDS: dict[Rung, tuple[str, ...]] = {
@@ -42,6 +48,10 @@ class Recovery:
     wait_seconds: float = 60
     poll_seconds: float = 1.0
     command_timeout: float = 120
+    # before a host-touching step: the provider's second signal (raises Withheld to stop it),
+    # then the "started" row, written before the step runs (its id, or None when not kept)
+    second_signal: Callable[[Rung], None] | None = None
+    start_row: Callable[[Rung, datetime], int | None] | None = None
 
     def run_step(self, step: Rung) -> str:
         if step == Rung.REBOOT_HOST:
@@ -75,10 +85,29 @@ class Recovery:
         actions: list[ActionResult] = []
         for step in steps:
             started = utcnow()
+            row_id: int | None = None
+            if step in HOST_RUNGS:
+                try:
+                    if self.second_signal is not None:
+                        self.second_signal(step)
+                except Withheld as why:
+                    actions.append(ActionResult(step, started, utcnow(), False, f"{WITHHELD}{why}"))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - no second signal: the step waits
+                    detail = f"{WITHHELD}the provider could not confirm the host's state: {exc}"
+                    actions.append(ActionResult(step, started, utcnow(), False, detail[:500]))
+                    continue
+                if self.start_row is not None:
+                    try:
+                        row_id = self.start_row(step, started)
+                    except Exception as exc:  # noqa: BLE001 - unrecorded, it must not run
+                        detail = f"{WITHHELD}its start could not be recorded ({exc}); not run"
+                        actions.append(ActionResult(step, started, utcnow(), False, detail[:500]))
+                        continue
             try:
                 detail = self.run_step(step)
             except Exception as exc:  # noqa: BLE001 - recorded as a failed action, next step runs
-                actions.append(ActionResult(step, started, utcnow(), False, str(exc)[:500]))
+                actions.append(ActionResult(step, started, utcnow(), False, str(exc)[:500], row_id))
                 continue
             report = self.wait_good(
                 longer=step in (Rung.REBOOT_HOST, Rung.REPROVISION, Rung.DEPLOY)
@@ -91,6 +120,7 @@ class Recovery:
                     utcnow(),
                     ok,
                     f"{detail}; then {report.status}" if detail else str(report.status),
+                    row_id,
                 )
             )
             if ok or not about(report.status).ladder:

@@ -14,6 +14,11 @@ from gradientlab.health.status import HOST_RUNGS, Rung, Verdict, about
 
 HOUR = timedelta(hours=1)
 
+# verdicts that are (or may be) the control plane's own fault while it is cut off from the fleet
+CUT_OFF_VERDICTS = frozenset(
+    {Verdict.UNREACHABLE, Verdict.AUTH_REFUSED, Verdict.KEEPER_FAILED, Verdict.NOT_CHECKED}
+)
+
 
 @dataclass(frozen=True)
 class PastAction:
@@ -101,9 +106,16 @@ def decide(
             f"({history.quarantine_reason or 'recovery budget spent'}); "
             "`gradientlab hosts release` hands it back",
         )
+    if network.cut_off and verdict in CUT_OFF_VERDICTS:
+        return Decision((), f"not this host's fault: {network.cut_off_reason}; waiting")
     ladder = about(verdict).ladder
     if not ladder:
         return Decision((), about(verdict).meaning)
+    if network.cut_off:
+        # GradientLab cannot see most of its fleet: it touches no host until it can again
+        ladder = tuple(r for r in ladder if r not in HOST_RUNGS)
+        if not ladder:
+            return Decision((), f"{network.cut_off_reason}; no host is touched meanwhile")
     if network.down:
         # fleet-wide: only what does not depend on the network, a dead browser or runner
         ladder = tuple(
@@ -151,7 +163,7 @@ def decide(
         return Decision(tuple(steps), f"{verdict}: {report.reason}", skipped=tuple(skipped))
     if waiting:
         return Decision((), "waiting: " + "; ".join(waiting), skipped=tuple(skipped))
-    if spent and len(spent) == len(ladder):
+    if spent and len(spent) == len(ladder) and not network.cut_off:
         return Decision(
             (),
             f"every recovery step's budget is spent ({', '.join(spent)}); "
@@ -162,15 +174,57 @@ def decide(
     return Decision((), "no recovery step applies", skipped=tuple(skipped))
 
 
+@dataclass(frozen=True)
+class FleetUsage:
+    """What the whole fleet already spent in the rolling hour before this sweep."""
+
+    host_actions: int = 0  # reboots and re-provisions, started ones included
+    logins: int = 0
+    login_refused: str | None = None  # the open account-wide incident's reason, if any
+
+
+def host_actions_per_hour(fleet_size: int, policy: HealthSettings) -> int:
+    """The fleet-wide hourly cap on reboots and re-provisions."""
+    if policy.host_actions_per_hour is not None:
+        return policy.host_actions_per_hour
+    return per_sweep_cap(fleet_size, policy)
+
+
+def per_sweep_cap(fleet_size: int, policy: HealthSettings) -> int:
+    return max(1, math.floor(policy.max_reboot_share * fleet_size + 1e-9))
+
+
 def apply_brake(
-    decisions: dict[str, Decision], fleet_size: int, policy: HealthSettings
+    decisions: dict[str, Decision],
+    fleet_size: int,
+    policy: HealthSettings,
+    usage: FleetUsage | None = None,
 ) -> dict[str, Decision]:
-    """Never touch more than a share of the fleet's hosts in one sweep (at least one)."""
-    allowed = max(1, math.floor(policy.max_reboot_share * fleet_size + 1e-9))
+    """Never touch more than a share of the fleet's hosts in one sweep (at least one), nor more
+    than the hourly cap across sweeps; never log in more often than the fleet's hourly login
+    cap, and only once an hour while the account's password is refused."""
+    usage = usage or FleetUsage()
+    per_sweep = per_sweep_cap(fleet_size, policy)
+    hourly = host_actions_per_hour(fleet_size, policy)
+    allowed = min(per_sweep, max(0, hourly - usage.host_actions))
+    login_cap = 1 if usage.login_refused else policy.logins_per_hour
+    logins_left = max(0, login_cap - usage.logins)
     out: dict[str, Decision] = {}
     used = 0
     for host in sorted(decisions):
         d = decisions[host]
+        if Rung.LOGIN in d.steps:
+            if logins_left > 0:
+                logins_left -= 1
+            else:
+                why = (
+                    f"the account's password was refused ({usage.login_refused}); one login "
+                    "an hour is tried across the fleet until it works"
+                    if usage.login_refused
+                    else f"fleet login cap: {login_cap} logins per hour across the fleet"
+                )
+                rest: tuple[Rung, ...] = tuple(s for s in d.steps if s != Rung.LOGIN)
+                d = replace(d, steps=rest, reason=f"{d.reason}; {why}" if rest else why)
         if not any(step in HOST_RUNGS for step in d.steps):
             out[host] = d
             continue
@@ -179,9 +233,15 @@ def apply_brake(
             out[host] = d
             continue
         kept = tuple(s for s in d.steps if s not in HOST_RUNGS)
-        note = (
-            f"fleet brake: {allowed} of {fleet_size} hosts may be rebooted per sweep; "
-            "this one waits for the next"
-        )
+        if allowed < per_sweep:
+            note = (
+                f"fleet brake: {hourly} reboots or re-provisions per hour across the fleet, "
+                f"{usage.host_actions} already in the last hour; this one waits"
+            )
+        else:
+            note = (
+                f"fleet brake: {allowed} of {fleet_size} hosts may be rebooted per sweep; "
+                "this one waits for the next"
+            )
         out[host] = replace(d, steps=kept, reason=note if not kept else f"{d.reason}; {note}")
     return out

@@ -13,13 +13,24 @@ class AlertEvent:
     NETWORK_DOWN = "gradientlab.network.down"
     NETWORK_RESTORED = "gradientlab.network.restored"
     NODE_UNSUPPORTED = "gradientlab.node.unsupported"
+    FLEET_UNREACHABLE = "gradientlab.fleet.unreachable"  # the control plane cannot reach it
+    FLEET_REACHABLE = "gradientlab.fleet.reachable"
+    LOGIN_REFUSED = "gradientlab.account.login-refused"
 
 
 # every alert automation's name begins with this (deployments/alerts.py names them so)
 ALERTS_AUTOMATION_PREFIX = "gradientlab: "
 
 # events about the whole fleet (their resource is the fleet, not one host)
-FLEET_EVENTS = frozenset({AlertEvent.NETWORK_DOWN, AlertEvent.NETWORK_RESTORED})
+FLEET_EVENTS = frozenset(
+    {
+        AlertEvent.NETWORK_DOWN,
+        AlertEvent.NETWORK_RESTORED,
+        AlertEvent.FLEET_UNREACHABLE,
+        AlertEvent.FLEET_REACHABLE,
+        AlertEvent.LOGIN_REFUSED,
+    }
+)
 
 
 class IncidentStatus:

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,8 +46,30 @@ class Observation:
     facts: dict[str, Any] | None = None
 
 
+# where a connection failed before any command ran: TCP, banner, key exchange, login, or a kept-open
+# connection that stopped answering. When most of a sweep's hosts fail here at once, the fault is
+# far likelier on GradientLab's side (its address, its firewall) than on every host at once.
+ACCESS_CAUSES = frozenset(
+    {"no-tcp", "no-banner", "no-handshake", "no-answer", "dropped", "auth-refused"}
+)
+# the connection keeper's own failures (remote/keeper_client.py, remote/keeper.py)
+KEEPER_CAUSES = frozenset({"keeper-gone", "keeper-error", "keeper-timeout"})
+
+# the most of the probe's answer read from a host: a runaway status.json or event log is cut
+# here (on the host, before it crosses the wire), and the answer is judged as what it is
+PROBE_MAX_BYTES = 512 * 1024
+
+
+def probe_command(max_bytes: int = PROBE_MAX_BYTES) -> str:
+    """The health probe with its output capped on the host."""
+    return f"(\n{PROBE_SH}\n) | head -c {max_bytes}"
+
+
 def failure_verdict(exc: BaseException) -> Verdict:
-    """Which verdict an SSH failure means; never a reboot for a key or auth problem."""
+    """Which verdict an SSH failure means; never a reboot for a key or auth problem, and
+    never a host's verdict for the keeper's own failure."""
+    if isinstance(exc, RemoteError) and exc.cause in KEEPER_CAUSES:
+        return Verdict.KEEPER_FAILED
     if isinstance(exc, HostKeyMismatch):
         return Verdict.HOST_KEY_CHANGED
     if isinstance(exc, HostKeyInvalid):
@@ -63,11 +86,12 @@ def observe(host: str, connect: Any, checked_at: datetime, timeout: float = 20) 
     obs = Observation(host=host, checked_at=checked_at)
     try:
         ex: Executor = connect()
-        result = ex.run(PROBE_SH, timeout=timeout)
+        result = ex.run(probe_command(), timeout=timeout)
     except RemoteError as exc:
         obs.failure, obs.error = failure_verdict(exc), str(exc)
+        obs.facts = {"ssh_stage": exc.cause}
         if isinstance(exc, HostKeyMismatch):
-            obs.facts = {
+            obs.facts |= {
                 "pinned_fingerprint": exc.pinned_fingerprint,
                 "offered_fingerprint": exc.offered_fingerprint,
             }
@@ -78,8 +102,16 @@ def observe(host: str, connect: Any, checked_at: datetime, timeout: float = 20) 
     data = parse_probe(result.stdout)
     if data is None:
         obs.failure = Verdict.PROBE_INVALID
-        text = (result.stderr or result.stdout).strip()[-300:]
-        obs.error = f"the probe printed no readable report (exit {result.exit_code}): {text!r}"
+        size = len(result.stdout.encode(errors="replace"))
+        if size >= PROBE_MAX_BYTES:
+            obs.error = (
+                f"the probe's answer reached the {PROBE_MAX_BYTES // 1024} KiB cap and was cut "
+                "there: the runner's status.json or event log on the host (.gradientlab/node/) "
+                "has grown past any normal size"
+            )
+        else:
+            text = (result.stderr or result.stdout).strip()[-300:]
+            obs.error = f"the probe printed no readable report (exit {result.exit_code}): {text!r}"
         return obs
     obs.data = data
     return obs
@@ -313,10 +345,77 @@ def with_network_reason(report: HealthReport, reason: str) -> HealthReport:
 
 @dataclass(frozen=True)
 class NetworkState:
+    """The fleet-wide state of one sweep: the Gradient network's (`down`), and whether
+    GradientLab itself is cut off from the fleet (`cut_off`: its SSH fails on most hosts at
+    once, or its connection keeper fails). Neither is any host's fault."""
+
     down: bool
     reason: str
     disconnected: int = 0
     checked: int = 0
+    cut_off: bool = False
+    cut_off_reason: str = ""
+    cut_off_hosts: int = 0  # hosts whose check failed for it
+
+
+def worker_name() -> str:
+    return socket.gethostname() or "this worker"
+
+
+def cut_off_of(
+    failures: Sequence[tuple[str, str | None]],
+    policy: HealthSettings,
+    worker: str | None = None,
+    sample_error: str | None = None,
+) -> tuple[bool, str, int]:
+    """Whether the control plane is cut off from the fleet, from each checked host's (verdict,
+    SSH stage it failed at): (cut off, why, hosts failing for it). Cut off when the keeper
+    failed on any host, or when at least `breaker_share` (and `breaker_min_hosts`) of the
+    checked hosts failed before any command ran (TCP, banner, key exchange, login). A host not
+    checked at all (the sweep's deadline) counts neither way."""
+    checked = [(v, stage) for v, stage in failures if v != Verdict.NOT_CHECKED]
+    keeper = sum(1 for v, _ in checked if v == Verdict.KEEPER_FAILED)
+    access = sum(
+        1
+        for v, stage in checked
+        if v in (Verdict.UNREACHABLE, Verdict.AUTH_REFUSED)
+        and (stage is None or stage in ACCESS_CAUSES)
+    )
+    where = worker or worker_name()
+    hint = "check operator_cidr, the firewall, the keeper"
+    detail = f" (e.g. {sample_error[:200]})" if sample_error else ""
+    if keeper:
+        return (
+            True,
+            f"GradientLab cannot reach the fleet from {where}: its connection keeper failed on "
+            f"{keeper} of {len(checked)} checked hosts{detail}; {hint}",
+            keeper + access,
+        )
+    if access >= policy.breaker_min_hosts and access >= policy.breaker_share * len(checked):
+        return (
+            True,
+            f"GradientLab cannot reach the fleet from {where}: {access} of {len(checked)} checked "
+            f"hosts fail at TCP, SSH banner or login at once{detail}; {hint}",
+            access,
+        )
+    return False, "", 0
+
+
+def with_cut_off(
+    state: NetworkState, reports: list[HealthReport], policy: HealthSettings
+) -> NetworkState:
+    """`state` completed with whether this sweep's reports say the control plane is cut off."""
+    failures = [(Verdict(r.status), r.facts.get("ssh_stage")) for r in reports]
+    sample = next(
+        (
+            r.error
+            for r in reports
+            if r.error and r.status in (Verdict.KEEPER_FAILED, Verdict.UNREACHABLE)
+        ),
+        None,
+    )
+    cut, why, hosts = cut_off_of(failures, policy, sample_error=sample)
+    return replace(state, cut_off=cut, cut_off_reason=why, cut_off_hosts=hosts)
 
 
 def network_state(

@@ -4,6 +4,7 @@ each of those calls for (returned, for the flow to send; each sent at most once)
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,14 +17,29 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gradientlab.config import HealthSettings
 from gradientlab.health.act import ActionResult
-from gradientlab.health.decide import Decision, History, PastAction, fault_confirmed
+from gradientlab.health.decide import (
+    CUT_OFF_VERDICTS,
+    Decision,
+    History,
+    PastAction,
+    fault_confirmed,
+)
 from gradientlab.health.events import AlertEvent, IncidentStatus
 from gradientlab.health.judge import NetworkState
 from gradientlab.health.report import HealthReport, event_id, parse_time
-from gradientlab.health.status import HEALTHY, NETWORK_VERDICTS, Kind, Verdict, about
-from gradientlab.store import fleet
+from gradientlab.health.status import (
+    CONTROL_VERDICTS,
+    HEALTHY,
+    NETWORK_VERDICTS,
+    Kind,
+    Verdict,
+    about,
+)
+from gradientlab.store import fleet, recovery
+from gradientlab.store.recovery import LOGIN_REFUSED, LOGIN_STEP
 
 NETWORK_DOWN = "NetworkDown"
+FLEET_UNREACHABLE = "FleetUnreachable"  # the control plane cannot reach its fleet
 
 
 @dataclass(frozen=True)
@@ -139,9 +155,20 @@ def record_host(
     sample = after.sample()
     sample["decision"] = decision.summary
     sample["health_period_s"] = health_period_s
-    suppressed = (network.down and before.status == Verdict.DISCONNECTED) or decision.hold
+    cut_off = network.cut_off and before.status in CUT_OFF_VERDICTS
+    control = before.status in CONTROL_VERDICTS  # GradientLab's own side, not the host's
+    suppressed = (
+        (network.down and before.status == Verdict.DISCONNECTED)
+        or decision.hold
+        or cut_off
+        or control
+    )
     if decision.hold:
         sample["reason"] = f"{after.reason} — {decision.reason}"
+    elif cut_off:
+        sample["reason"] = f"{after.reason} — {network.cut_off_reason}"
+    elif control:
+        pass  # the reason says it all
     elif suppressed:
         sample["reason"] = f"{after.reason} — the network is down or degraded ({network.reason})"
     fleet.insert_sample(conn, hid, sample)
@@ -180,8 +207,8 @@ def record_host(
         if incident is None:
             incident = new_incident(verdict, before.checked_at, before.reason or str(verdict))
             sweeps = 1
-        elif created:
-            sweeps = 1
+        elif created or incident["detected_at"] >= before.checked_at:
+            sweeps = 1  # opened in this sweep (a host step's "started" row opens one)
         else:
             sweeps = fleet.continue_incident(conn, incident["id"], verdict)
         iid = incident["id"]
@@ -231,7 +258,12 @@ def record_host(
             )
 
     for action in actions:
-        assert incident is not None, "a recovery step ran without an incident"
+        if action.row_id is not None and recovery.finish_action(
+            conn, action.row_id, action.finished_at, action.ok, action.detail
+        ):
+            continue  # its "started" row, completed
+        if incident is None:  # a step on a host whose incident this sweep did not keep open
+            incident = new_incident(verdict, before.checked_at, before.reason or str(verdict))
         fleet.add_action(
             conn,
             incident["id"],
@@ -307,7 +339,111 @@ def record_network(
     conn: Connection, state: NetworkState, at: datetime, policy: HealthSettings, fleet_name: str
 ) -> list[Alert]:
     """One fleet-wide incident while the network is down: alerted once (when confirmed),
-    closed with one "restored" alert when it answers again."""
+    closed with one "restored" alert when it answers again. The same for the control plane
+    cut off from the fleet."""
+    return _record_network_down(conn, state, at, policy, fleet_name) + record_cut_off(
+        conn, state, at, policy, fleet_name
+    )
+
+
+def record_cut_off(
+    conn: Connection, state: NetworkState, at: datetime, policy: HealthSettings, fleet_name: str
+) -> list[Alert]:
+    """One fleet-wide incident while GradientLab cannot reach its fleet (its SSH fails on most
+    hosts at once, or its keeper fails): one alert once confirmed, one when hosts answer again."""
+    incident = fleet.open_fleet_incident(conn, FLEET_UNREACHABLE)
+    alerts: list[Alert] = []
+    if state.cut_off:
+        if incident is None:
+            iid = fleet.create_incident(conn, None, FLEET_UNREACHABLE, at, state.cut_off_reason)
+            sweeps, since = 1, at
+        else:
+            iid = incident["id"]
+            sweeps = fleet.continue_incident(conn, iid, FLEET_UNREACHABLE)
+            since = incident["detected_at"]
+        if fault_confirmed(sweeps, since, at, policy) and fleet.add_alert(
+            conn, iid, "unreachable", at
+        ):
+            fleet.confirm_incident(conn, iid, at)
+            alerts.append(
+                Alert(
+                    AlertEvent.FLEET_UNREACHABLE,
+                    fleet_name,
+                    True,
+                    {"reason": state.cut_off_reason, "hosts": state.cut_off_hosts},
+                )
+            )
+    elif incident is not None:
+        fleet.close_incident(conn, incident["id"], IncidentStatus.RECOVERED, at)
+        if "unreachable" in incident["alerts"] and fleet.add_alert(
+            conn, incident["id"], "reachable", at
+        ):
+            alerts.append(
+                Alert(
+                    AlertEvent.FLEET_REACHABLE,
+                    fleet_name,
+                    True,
+                    {
+                        "reason": "GradientLab reaches its hosts again",
+                        "down_seconds": round((at - incident["detected_at"]).total_seconds(), 1),
+                    },
+                )
+            )
+    return alerts
+
+
+# what a refused password looks like in a login step's failure (the dashboard's alert text, or
+# the identity service's error code)
+PASSWORD_REFUSED = re.compile(
+    r"INVALID_PASSWORD|INVALID_LOGIN_CREDENTIALS|EMAIL_NOT_FOUND|USER_DISABLED"
+    r"|(wrong|invalid|incorrect) (email or )?password",
+    re.IGNORECASE,
+)
+
+
+def record_login(
+    conn: Connection, results: list[Any], at: datetime, fleet_name: str
+) -> list[Alert]:
+    """One account-wide incident when a login step finds the account's password refused:
+    one alert for the whole fleet (however many hosts tried), closed when a login works."""
+    refused = [
+        a
+        for _, _, actions, _ in results
+        for a in actions
+        if a.step == LOGIN_STEP and not a.ok and PASSWORD_REFUSED.search(a.detail or "")
+    ]
+    worked = any(a.step == LOGIN_STEP and a.ok for _, _, actions, _ in results for a in actions)
+    incident = fleet.open_fleet_incident(conn, LOGIN_REFUSED)
+    alerts: list[Alert] = []
+    if refused and not worked:
+        detail = PASSWORD_REFUSED.search(refused[0].detail or "")
+        reason = (
+            f"the Gradient account's password is refused ({detail.group(0) if detail else ''}); "
+            "update the account's password (its Secret block) and redeploy; logins are held "
+            "to one an hour across the fleet meanwhile"
+        )
+        if incident is None:
+            iid = fleet.create_incident(conn, None, LOGIN_REFUSED, at, reason)
+            fleet.confirm_incident(conn, iid, at)
+            if fleet.add_alert(conn, iid, "refused", at):
+                alerts.append(
+                    Alert(
+                        AlertEvent.LOGIN_REFUSED,
+                        fleet_name,
+                        True,
+                        {"reason": reason, "hosts": len(refused)},
+                    )
+                )
+        else:
+            fleet.continue_incident(conn, incident["id"], LOGIN_REFUSED)
+    elif worked and incident is not None:
+        fleet.close_incident(conn, incident["id"], IncidentStatus.RECOVERED, at)
+    return alerts
+
+
+def _record_network_down(
+    conn: Connection, state: NetworkState, at: datetime, policy: HealthSettings, fleet_name: str
+) -> list[Alert]:
     incident = fleet.open_fleet_incident(conn, NETWORK_DOWN)
     alerts: list[Alert] = []
     if state.down:
@@ -357,14 +493,22 @@ RECORD_CONNECTIONS = 4
 
 def standing_network_state(engine: Engine, api_error: str | None) -> NetworkState:
     """The network's state for a sweep of a few named hosts: down when its API fails now, or
-    while the last fleet-wide sweeps' network incident is open; otherwise up."""
-    if api_error:
-        return NetworkState(True, f"the network's API fails: {api_error}")
+    while the last fleet-wide sweeps' network incident is open; otherwise up. Cut off while
+    the fleet-wide sweeps' "cannot reach the fleet" incident is open."""
     with engine.connect() as conn:
         incident = fleet.open_fleet_incident(conn, NETWORK_DOWN)
+        cut = fleet.open_fleet_incident(conn, FLEET_UNREACHABLE)
+    extra: dict[str, Any] = {}
+    if cut is not None:
+        extra = {
+            "cut_off": True,
+            "cut_off_reason": f"{cut['detail']} (since the last fleet-wide sweep)",
+        }
+    if api_error:
+        return NetworkState(True, f"the network's API fails: {api_error}", **extra)
     if incident is None:
-        return NetworkState(False, "")
-    return NetworkState(True, f"{incident['detail']} (since the last fleet-wide sweep)")
+        return NetworkState(False, "", **extra)
+    return NetworkState(True, f"{incident['detail']} (since the last fleet-wide sweep)", **extra)
 
 
 def record_sweep(
@@ -411,15 +555,19 @@ def record_sweep(
     outcomes = [w for w in written if isinstance(w, HealthOutcome)]
     errors = [w for w in written if isinstance(w, str)]
 
+    # the account is the fleet's, whichever shard's host found its password refused
+    login_alerts = with_retries(
+        engine, functools.partial(record_login, results=results, at=at, fleet_name=fleet_name)
+    )
     if not fleet_level:
-        return outcomes, [], errors
+        return outcomes, login_alerts, errors
     fleet_alerts = with_retries(
         engine,
         functools.partial(
             record_network, state=network, at=at, policy=policy, fleet_name=fleet_name
         ),
     )
-    return outcomes, fleet_alerts, errors
+    return outcomes, fleet_alerts + login_alerts, errors
 
 
 def record_network_state(

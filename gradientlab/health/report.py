@@ -159,21 +159,24 @@ class HealthReport:
 
 
 def parse_probe(text: str) -> dict[str, Any] | None:
-    """The probe's JSON; an event line a crash cut short is dropped, not the whole report."""
+    """The probe's JSON; an event line a crash cut short is dropped, not the whole report.
+
+    None for anything that is not a report, a JSON nested too deeply for the parser included:
+    whatever a host prints is that host's verdict, never an exception for the sweep."""
     text = text.strip()
     if not text.startswith("{"):
         return None
     try:
         data = json.loads(text)
         return data if isinstance(data, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     head, sep, tail = text.partition(', "events": [')
     if not sep:
         return None
     try:
         data = json.loads(head + "}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None
@@ -183,7 +186,7 @@ def parse_probe(text: str) -> dict[str, Any] | None:
         if line.startswith("{"):
             try:
                 event = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(event, dict):
                 events.append(event)

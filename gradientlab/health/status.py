@@ -18,6 +18,9 @@ class Verdict(StrEnum):
     DISK_FULL = "DiskFull"
     MEMORY_LOW = "MemoryLow"
     PROBE_INVALID = "ProbeInvalid"  # the probe answered something that is not a report
+    # the control plane's own side: nothing about the host
+    KEEPER_FAILED = "KeeperFailed"  # the connection keeper failed or stopped answering
+    NOT_CHECKED = "NotChecked"  # the sweep's deadline passed before this host was checked
     # access: GradientLab must not "fix" these by itself
     AUTH_REFUSED = "AuthRefused"
     HOST_KEY_CHANGED = "HostKeyChanged"
@@ -60,6 +63,7 @@ class Kind(StrEnum):
     SECURITY = "security"  # the host key changed: a person verifies it out of band
     NETWORK = "network"  # the Gradient network says so: recorded, never recovered
     EXTENSION = "extension"  # Gradient changed a page the runner reads: a person updates it
+    CONTROL = "control"  # GradientLab's own side (its keeper, its sweep): never the host's
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,18 @@ ABOUT: dict[Verdict, About] = {
     ),
     Verdict.PROBE_INVALID: About(
         Kind.HOST, "the health probe's answer could not be read; the install may be damaged", ()
+    ),
+    Verdict.KEEPER_FAILED: About(
+        Kind.CONTROL,
+        "GradientLab's connection keeper failed or stopped answering on this worker; nothing is "
+        "known about the host (see the keeper's log, restart it)",
+        (),
+    ),
+    Verdict.NOT_CHECKED: About(
+        Kind.CONTROL,
+        "the sweep's deadline passed before this host was checked; nothing is known about it "
+        "from this sweep",
+        (),
     ),
     Verdict.AUTH_REFUSED: About(
         Kind.ACCESS,
@@ -155,6 +171,8 @@ ABOUT: dict[Verdict, About] = {
 
 HEALTHY = frozenset({Verdict.GOOD, Verdict.STARTING})
 NETWORK_VERDICTS = frozenset({Verdict.UNSUPPORTED, Verdict.SUSPENDED})
+# verdicts about GradientLab's own side: recorded, never a host incident
+CONTROL_VERDICTS = frozenset({Verdict.KEEPER_FAILED, Verdict.NOT_CHECKED})
 
 
 def about(verdict: Verdict | str) -> About:

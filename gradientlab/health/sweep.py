@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 
 from gradientlab.config import Fleet, HealthSettings
 from gradientlab.gradient.models import NodeInfo, NodeListItem
-from gradientlab.health.act import ActionResult, Recovery, wait_until
-from gradientlab.health.decide import Decision, History, apply_brake, decide
+from gradientlab.health.act import ActionResult, Recovery, Withheld, wait_until
+from gradientlab.health.decide import Decision, FleetUsage, History, apply_brake, decide
 from gradientlab.health.judge import (
     NetworkNode,
     NetworkState,
@@ -29,17 +29,19 @@ from gradientlab.health.judge import (
     judge,
     network_state,
     observe,
+    with_cut_off,
     with_network_reason,
 )
 from gradientlab.health.record import Alert, HealthOutcome, standing_network_state
 from gradientlab.health.report import HealthReport, as_dict, utcnow
 from gradientlab.health.shards import Shard
-from gradientlab.health.status import HOST_RUNGS, Verdict
+from gradientlab.health.status import HOST_RUNGS, Rung, Verdict
 from gradientlab.inventory import BlockReader, CredentialsLoader, executor_for, provider_for
 from gradientlab.lifecycle import create_host, deploy_host
-from gradientlab.providers.base import HostRecord
+from gradientlab.providers.base import HostRecord, HostState
 from gradientlab.store import fleet as fleet_store
 from gradientlab.store.locks import HostBusy, host_lock
+from gradientlab.store.recovery import fleet_usage, start_action
 
 # (before, after, actions, decision) of one host's recovery
 HealResult = tuple[HealthReport, HealthReport, list[ActionResult], Decision]
@@ -57,12 +59,15 @@ def check_host(
 ) -> HealthReport:
     """Probe and judge one host; whatever goes wrong becomes that host's verdict."""
     checked_at = utcnow()
-    obs = observe(
-        record.name,
-        lambda: executor_for(record),
-        checked_at,
-        timeout=policy.probe_timeout_seconds,
-    )
+    try:
+        obs = observe(
+            record.name,
+            lambda: executor_for(record),
+            checked_at,
+            timeout=policy.probe_timeout_seconds,
+        )
+    except Exception as exc:  # noqa: BLE001 - observe maps every SSH error; this is the rest
+        obs = Observation(record.name, checked_at, None, Verdict.PROBE_INVALID, f"{exc!r}"[:500])
     try:
         client = as_dict(as_dict(as_dict(obs.data).get("status")).get("popup")).get("node_id")
         item = by_client.get(str(client or "")) if use_network else None
@@ -85,17 +90,47 @@ def check_hosts(
     parallel: int = 20,
 ) -> list[HealthReport]:
     """One probe per host over kept-open SSH connections, `parallel` at a time. Every host gets
-    a report, whatever happens to the others. `network` is the network's view by client id."""
+    a report, whatever happens to the others. `network` is the network's view by client id.
+
+    The checks stop at the policy's sweep deadline: a host not checked by then (its probe
+    still waits on a hung host ahead of it, or hangs itself) is reported NotChecked, and what
+    the others found is kept."""
     if not records:
         return []
     positions = fleet_store.event_positions(engine)
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
-        return list(
-            pool.map(
-                lambda r: check_host(r, positions.get(r.name, (0, None)), network, policy),
-                records,
-            )
-        )
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, min(parallel, len(records))), thread_name_prefix="check"
+    )
+    try:
+        futures = [
+            pool.submit(check_host, r, positions.get(r.name, (0, None)), network, policy)
+            for r in records
+        ]
+        wait(futures, timeout=policy.sweep_deadline_seconds)
+        out: list[HealthReport] = []
+        for record, future in zip(records, futures, strict=True):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                out.append(future.result())
+                continue
+            out.append(not_checked(record, policy, time.monotonic() - started))
+        return out
+    finally:
+        # probes still running end by their own SSH deadlines; nothing waits for them here
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def not_checked(record: HostRecord, policy: HealthSettings, elapsed: float) -> HealthReport:
+    """The report of a host the sweep did not get to check before its deadline."""
+    reason = (
+        f"not checked: the sweep's deadline ({policy.sweep_deadline_seconds:g} s) passed after "
+        f"{elapsed:.0f} s, before this host's check finished (hosts ahead of it may hang)"
+    )
+    report = HealthReport(
+        host=record.name, status=Verdict.NOT_CHECKED, reachable=False, reason=reason
+    )
+    report.facts["address"] = f"{record.address}:{record.ssh_port}"
+    return report
 
 
 def await_good(record: HostRecord, policy: HealthSettings, wait_seconds: float) -> HealthReport:
@@ -175,6 +210,16 @@ def _heal(
         provider.terminate(record.name)
         deploy_host(engine, fleet, create_host(engine, fleet, record.name, credentials), secrets)
 
+    def second_signal(step: Rung) -> None:
+        if getattr(provider, "kind", None) not in SIGNAL_KINDS:
+            return  # an SSH inventory knows nothing beyond what SSH says
+        withheld = provider_objection(step, provider.get(record.name))
+        if withheld:
+            raise Withheld(withheld)
+
+    def start_row(step: Rung, at: datetime) -> int:
+        return start_action(engine, record.name, step, at, str(before.status), before.reason)
+
     recovery = Recovery(
         connect=lambda: executor_for(record),
         python=record.meta.get("python"),
@@ -183,9 +228,39 @@ def _heal(
         deploy=lambda: deploy_host(engine, fleet, record, secrets),
         reprovision=reprovision,
         wait_seconds=policy.recovery_wait_seconds,
+        second_signal=second_signal,
+        start_row=start_row,
     )
     after, actions = recovery.recover(before, decision.steps)
     return before, after, actions, decision
+
+
+# providers that can say whether a host's machine runs, stopped or is gone: a second signal
+# besides SSH before a reboot or a re-provision
+SIGNAL_KINDS = frozenset({"local", "oci", "gcp", "azure"})
+
+
+def provider_objection(step: Rung, found: HostRecord | None) -> str | None:
+    """Why the provider's view of the host speaks against `step`, or None to go ahead.
+
+    Reboot: only a machine the provider has, and not one it is starting or creating.
+    Re-provision (terminate, then create): only one the provider says is stopped or gone;
+    never one it says runs (SSH cannot reach it, but re-creating would not be the fix)."""
+    state = None if found is None else found.state
+    if step == Rung.REBOOT_HOST:
+        if state is None or state == HostState.TERMINATED:
+            return "the provider has no such machine any more: nothing to reboot"
+        if state in (HostState.PROVISIONING, HostState.CREATING):
+            return f"the provider says the machine is {state}: rebooting it would interrupt that"
+        return None
+    if step == Rung.REPROVISION:
+        if state in (None, HostState.STOPPED, HostState.TERMINATED):
+            return None
+        return (
+            f"the provider says the machine is {state}; re-creating a machine that runs "
+            "is left to a person (check its console)"
+        )
+    return None
 
 
 class SweepSteps(Protocol):
@@ -275,14 +350,19 @@ def sweep(
         if named
         else network_state(reports, api_error, policy)
     )
+    if not state.cut_off:
+        state = with_cut_off(state, reports, policy)
     if state.down:
         log.warning("the network is down or degraded: %s", state.reason)
+    if state.cut_off:
+        log.error("%s; no host is rebooted, re-provisioned or quarantined", state.cut_off_reason)
 
     histories = steps.load_histories(records, at)
     decisions = apply_brake(
         {r.host: decide(r, histories[r.host], state, policy) for r in reports},
         fleet_size or len(records),
         policy,
+        FleetUsage(**fleet_usage(engine, at)),
     )
     if not recover:
         decisions = {h: Decision((), "recovery is off for this run") for h in decisions}

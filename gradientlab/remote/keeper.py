@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from gradientlab.remote.executor import ConnectionPool, RemoteError
 from gradientlab.remote.keys import load_operator_key
 from gradientlab.remote.wire import (
     KEEPER_ENV,
+    MAX_HEADER,
     MAX_SOCKET_PATH,
     error_to_wire,
     recv_message,
@@ -68,8 +70,42 @@ def keeper_answers(sock_path: Path, timeout: float = 2) -> bool:
     return answer is not None and answer[0].get("ok") is True
 
 
+# a command's output the keeper sends back: what fits in one message header, with room to spare
+MAX_ANSWER_TEXT = MAX_HEADER // 2
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes once JSON-encoded (non-ASCII escapes count 6 each)."""
+    encoded = json.dumps(text)
+    if len(encoded) <= limit:
+        return text
+    # ASCII-heavy output is cut in one step; escaped output takes a few halvings at most
+    cut = text[: max(0, limit - 64)]
+    while len(json.dumps(cut)) > limit:
+        cut = cut[: len(cut) // 2]
+    return cut
+
+
+def capped_run_answer(exit_code: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """A `run` answer that always fits the wire's header cap: output over it is cut (and says
+    so in `truncated`), so a host that prints too much is read as what it printed, never as a
+    keeper that vanished mid-answer."""
+    out = _cut(stdout, MAX_ANSWER_TEXT)
+    err = _cut(stderr, MAX_ANSWER_TEXT // 8)
+    return {
+        "ok": True,
+        "exit_code": exit_code,
+        "stdout": out,
+        "stderr": err,
+        "truncated": len(out) < len(stdout) or len(err) < len(stderr),
+    }
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # a sweep's threads connect at once; a queue of 5 (socketserver's default) made the rest
+    # fall back to their own connections whenever the keeper was slow to accept
+    request_queue_size = 128
     keeper: ConnectionKeeper
 
 
@@ -149,12 +185,7 @@ class ConnectionKeeper:
             ex = self.pool.get(target_from_wire(header["target"]), self._pkey)
             if op == "run":
                 result = ex.run(str(header["command"]), timeout=float(header["timeout"]))
-                return {
-                    "ok": True,
-                    "exit_code": result.exit_code,
-                    "stdout": result.stdout,
-                    "stderr": result.stderr,
-                }, b""
+                return capped_run_answer(result.exit_code, result.stdout, result.stderr), b""
             if op == "read_file":
                 data = ex.read_file(str(header["path"]))
                 return {"ok": True, "found": data is not None}, data or b""

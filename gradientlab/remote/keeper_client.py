@@ -31,6 +31,7 @@ from gradientlab.remote.wire import (
 # step's deadline and the watchdog's grace; past it the keeper itself is taken to be hung
 KEEPER_MARGIN = 120.0
 FILE_DEADLINE = 180.0
+KEEPER_CONNECT_TIMEOUT = 5.0
 SLOWEST_UPLOAD = 50_000  # bytes per second a large write may take before the keeper is "hung"
 
 
@@ -47,9 +48,13 @@ class KeeperExecutor:
 
     def _connect(self) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # never wait unbounded: a hung keeper whose queue is full would hold a blocking connect
+        # for ever (with a timeout it fails at once, EAGAIN); nothing was sent yet, so the call
+        # can go to the in-process executor instead
+        sock.settimeout(KEEPER_CONNECT_TIMEOUT)
         try:
             sock.connect(str(self._sock_path))
-        except OSError:  # no keeper (a stale socket file, or it just exited)
+        except OSError:  # no keeper (a stale socket file, it just exited, or its queue is full)
             sock.close()
             return None
         return sock
@@ -73,7 +78,7 @@ class KeeperExecutor:
                     "(python -m gradientlab.remote.keeper) and its log",
                     host=self.name,
                     step=step,
-                    cause="timeout",
+                    cause="keeper-timeout",
                 ) from None
             except (OSError, KeeperGone) as exc:
                 message = None

@@ -157,6 +157,28 @@ EVENTS: list[tuple[str, dict[str, str], dict[str, Any], list[str]]] = [
         ["back", "1260 s", "nodes connected again"],
     ),
     (
+        "gradientlab.fleet.unreachable",
+        _fleet("lab-cut"),
+        {
+            "reason": "GradientLab cannot reach the fleet from worker-7: 12 of 12 checked hosts"
+            " fail at TCP, SSH banner or login at once",
+            "hosts": 12,
+        },
+        ["cannot reach the fleet", "worker-7", "12 hosts", "operator_cidr", "No host is"],
+    ),
+    (
+        "gradientlab.fleet.reachable",
+        _fleet("lab-back"),
+        {"reason": "GradientLab reaches its hosts again", "down_seconds": 900},
+        ["again", "900 s"],
+    ),
+    (
+        "gradientlab.account.login-refused",
+        _fleet("lab-account"),
+        {"reason": "the Gradient account's password is refused (INVALID_PASSWORD)", "hosts": 4},
+        ["password is refused", "INVALID_PASSWORD", "4 hosts", "once for the whole account"],
+    ),
+    (
         "gradientlab.node.unsupported",
         _host("edge-ember"),
         {"status": "Banned", "reason": "the network banned this node"},

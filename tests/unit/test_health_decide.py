@@ -106,6 +106,8 @@ NO_STEPS = {
     V.PROVISIONING,
     V.PROBE_INVALID,
     V.PAGE_CHANGED,  # a restart cannot make an unknown page readable
+    V.KEEPER_FAILED,  # GradientLab's own keeper: nothing on the host to fix
+    V.NOT_CHECKED,  # the sweep ran out of time: nothing is known
 }
 
 

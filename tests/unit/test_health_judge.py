@@ -25,7 +25,7 @@ from gradientlab.health import (
     runner_recoveries,
     settled_cursor,
 )
-from gradientlab.health.judge import NetworkNode
+from gradientlab.health.judge import PROBE_MAX_BYTES, NetworkNode, probe_command
 from gradientlab.health.report import HostMetrics
 from gradientlab.node.deploy import PROBE_SH
 from gradientlab.remote.executor import (
@@ -641,7 +641,9 @@ def observed(ex: FakeExecutor, network: NodeListItem | None = None) -> HealthRep
 def test_observe_runs_the_shell_probe_once_with_the_timeout() -> None:
     ex = answering(json.dumps(probe_data(popup_fields=popup())) + "\n")
     obs = observe("node-1", lambda: ex, CHECKED, timeout=7)
-    assert ex.commands == [(PROBE_SH, 7)]  # shell builtins only: no interpreter per probe
+    # shell builtins only (no interpreter per probe), its output capped on the host
+    assert ex.commands == [(probe_command(), 7)]
+    assert PROBE_SH in probe_command() and f"head -c {PROBE_MAX_BYTES}" in probe_command()
     assert obs.failure is None and obs.error is None
     assert obs.data is not None and obs.data["runner_alive"] is True
     assert judge(obs, item(), POLICY).status == Verdict.GOOD
@@ -736,7 +738,11 @@ def test_a_changed_host_key_is_host_key_changed_with_both_fingerprints() -> None
 
     report = judge(observe("node-1", connect, CHECKED), None, POLICY)
     assert report.status == Verdict.HOST_KEY_CHANGED
-    assert report.facts == {"pinned_fingerprint": pinned, "offered_fingerprint": offered}
+    assert report.facts == {
+        "pinned_fingerprint": pinned,
+        "offered_fingerprint": offered,
+        "ssh_stage": "key-changed",
+    }
     assert "refusing to connect" in report.reason and offered in report.reason
 
 
@@ -747,7 +753,11 @@ def test_a_host_key_of_the_wrong_type_is_host_key_changed_without_an_offered_pri
     )
     report = judge(observe("node-1", lambda: FakeExecutor(error), CHECKED), None, POLICY)
     assert report.status == Verdict.HOST_KEY_CHANGED
-    assert report.facts == {"pinned_fingerprint": pinned, "offered_fingerprint": None}
+    assert report.facts == {
+        "pinned_fingerprint": pinned,
+        "offered_fingerprint": None,
+        "ssh_stage": "key-changed",
+    }
 
 
 # ---------------------------------------------------------------- malformed probe answers
