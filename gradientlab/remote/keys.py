@@ -78,8 +78,16 @@ def operator_key_path() -> Path:
     return data_dir() / "keys" / "id_ed25519"
 
 
+class OperatorKeyMissing(RuntimeError):
+    """The public key is there but the private key every host trusts is not."""
+
+
 def ensure_operator_key(path: Path | None = None) -> Path:
-    """Create the key pair once (0600 private key); later calls, in any process, reuse it."""
+    """Create the key pair once (0600 private key); later calls, in any process, reuse it.
+
+    A pair is made only when neither file exists. A private key without its public file gets
+    the public file back (derived from it); a public key without its private key is refused:
+    a new pair would silently lock GradientLab out of every host that trusts the old one."""
     path = path or operator_key_path()
     public_path = path.with_suffix(".pub")
     if path.exists() and public_path.exists():
@@ -89,6 +97,18 @@ def ensure_operator_key(path: Path | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several tasks may ask for the key at once
         if path.exists() and public_path.exists():
             return path
+        if path.exists():
+            existing = paramiko.Ed25519Key.from_private_key_file(str(path))
+            _write_whole(public_path, (public_key_line(existing) + "\n").encode(), 0o644)
+            return path
+        if public_path.exists():
+            raise OperatorKeyMissing(
+                f"GradientLab's private SSH key {path} is missing, but its public key "
+                f"{public_path} is there (every host GradientLab made trusts that one): restore "
+                f"{path.name} from your backup, or set {KEY_BLOCK_ENV} to the Secret block that "
+                f"holds it; only if the hosts are to get a new key, delete {public_path} and "
+                "run again"
+            )
         key = Ed25519PrivateKey.generate()
         private = key.private_bytes(
             serialization.Encoding.PEM,

@@ -89,3 +89,32 @@ def test_callers_at_once_all_read_the_one_whole_key(
             "id_ed25519",
             "id_ed25519.pub",
         ]
+
+
+def test_a_missing_public_key_is_derived_never_a_new_private_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIENTLAB_HOME", str(tmp_path))
+    key = keys.load_operator_key()
+    private = tmp_path / "keys" / "id_ed25519"
+    before = private.read_bytes()
+    (tmp_path / "keys" / "id_ed25519.pub").unlink()
+    assert keys.operator_public_key() == keys.public_key_line(key)
+    assert private.read_bytes() == before
+    assert keys.load_operator_key().get_base64() == key.get_base64()
+
+
+def test_a_missing_private_key_is_refused_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIENTLAB_HOME", str(tmp_path))
+    keys.load_operator_key()
+    public = tmp_path / "keys" / "id_ed25519.pub"
+    trusted = public.read_text()
+    (tmp_path / "keys" / "id_ed25519").unlink()
+    with pytest.raises(keys.OperatorKeyMissing) as info:
+        keys.load_operator_key()
+    assert "restore id_ed25519 from your backup" in str(info.value)
+    assert str(public) in str(info.value)
+    assert public.read_text() == trusted
+    assert not (tmp_path / "keys" / "id_ed25519").exists()
