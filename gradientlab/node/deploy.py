@@ -246,17 +246,30 @@ def ensure_runtime(ex: Executor, python: str | None, steps: Steps) -> str:
     return VENV_PYTHON
 
 
+# `cloud-init status --wait` alone is not enough: cloud-init 22.4 (Debian 12) ends it at the
+# first stage that reports an error, while the final stage (packages, runcmd: lingering) is
+# still running. So, where cloud-init is enabled and has not written boot-finished (its final
+# stage's last act), wait for systemd to finish booting too (cloud-final.service is part of the
+# boot); then its answer, with the exit code that says done (0), error (1) or degraded (2).
+CLOUD_INIT_WAIT_SH = (
+    "cloud-init status --wait >/dev/null 2>&1; "
+    "if [ -e /run/cloud-init/enabled ] && [ ! -e /var/lib/cloud/instance/boot-finished ] "
+    "&& [ -d /run/systemd/system ]; then systemctl is-system-running --wait >/dev/null 2>&1; fi; "
+    "cloud-init status --long 2>&1"
+)
+
+
 def wait_for_cloud_init(ex: Executor, changes: list[str], timeout: float = 1200) -> None:
     """A new VM is still installing packages on first boot: install nothing before it ends."""
     if not ex.run("command -v cloud-init >/dev/null 2>&1").ok:
         return
-    done = ex.run("cloud-init status --wait 2>&1", timeout=timeout)
+    done = ex.run(CLOUD_INIT_WAIT_SH, timeout=timeout)
     if done.exit_code == 2:  # "degraded": finished, with recoverable errors
         changes.append(f"cloud-init finished degraded: {done.stdout.strip()[-200:]}")
     elif not done.ok:
         raise RemoteError(
             f"{ex.name}: cloud-init did not finish cleanly (exit {done.exit_code}): "
-            f"{done.stdout.strip()[-300:]}; see /var/log/cloud-init-output.log on the host"
+            f"{done.stdout.strip()[-400:]}; see /var/log/cloud-init-output.log on the host"
         )
 
 

@@ -81,7 +81,9 @@ def cloud_init(ssh_user: str, authorized_key: str, host_key: HostKeyPair, host_n
         "ssh_pwauth": False,
         "disable_root": True,
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
+        # the key below is the only one: with it written, "generate ed25519" generates nothing
+        # (an empty list is what cloud-init's schema refuses: "[] is too short")
+        "ssh_genkeytypes": ["ed25519"],
         "ssh_keys": {
             "ed25519_private": host_key.private_openssh,
             "ed25519_public": host_key.public,
