@@ -254,7 +254,8 @@ def ensure_runtime(ex: Executor, python: str | None, steps: Steps) -> str:
 CLOUD_INIT_WAIT_SH = (
     "cloud-init status --wait >/dev/null 2>&1; "
     "if [ -e /run/cloud-init/enabled ] && [ ! -e /var/lib/cloud/instance/boot-finished ] "
-    "&& [ -d /run/systemd/system ]; then systemctl is-system-running --wait >/dev/null 2>&1; fi; "
+    "&& command -v systemctl >/dev/null; then systemctl is-system-running --wait >/dev/null 2>&1; "
+    "fi; "
     "cloud-init status --long 2>&1"
 )
 
