@@ -39,6 +39,7 @@ def config_js(
     api_key: str = "sandbox-web-api-key",
     heartbeat_seconds: float = 10.0,
     popup_refresh_seconds: float = 5.0,
+    mqtt_url: str = "",
 ) -> str:
     """The ``config.js`` baked into a served extension: where this server's API lives."""
     base = base_url.rstrip("/")
@@ -47,6 +48,8 @@ def config_js(
         "securetokenUrl": f"{base}/securetoken/v1/token",
         "dashboardUrl": f"{base}/app/",
         "apiKey": api_key,
+        "mqttUrl": mqtt_url,
+        # seconds between the node's `online` messages (the real extension: 600)
         "heartbeatSeconds": heartbeat_seconds,
         "popupRefreshSeconds": popup_refresh_seconds,
     }
@@ -71,6 +74,7 @@ def build_extension_zip(
     api_key: str = "sandbox-web-api-key",
     heartbeat_seconds: float = 10.0,
     release: Release | None = None,
+    mqtt_url: str = "",
 ) -> bytes:
     """A zip of the extension folder with ``config.js`` replaced by one for ``base_url``."""
     release = release or Release()
@@ -87,7 +91,10 @@ def build_extension_zip(
             else:
                 zf.write(path, name)
         zf.writestr(
-            CONFIG_FILE, config_js(base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds)
+            CONFIG_FILE,
+            config_js(
+                base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds, mqtt_url=mqtt_url
+            ),
         )
     return buf.getvalue()
 
@@ -122,14 +129,32 @@ def build_crx(
     api_key: str = "sandbox-web-api-key",
     heartbeat_seconds: float = 10.0,
     release: Release | None = None,
+    mqtt_url: str = "",
 ) -> bytes:
     """The sandbox extension as a CRX3 file whose ``config.js`` points at ``base_url``."""
     key_der = base64.b64decode(extension_manifest()["key"])
     header = crx3_header(key_der)
     body = build_extension_zip(
-        base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds, release=release
+        base_url,
+        api_key=api_key,
+        heartbeat_seconds=heartbeat_seconds,
+        release=release,
+        mqtt_url=mqtt_url,
     )
     return CRX_MAGIC + struct.pack("<II", CRX_VERSION, len(header)) + header + body
+
+
+def crx_of_folder(folder: Path) -> bytes:
+    """An unpacked extension (its manifest has its ``key``) packed as the store serves it, file
+    for file as it is: built in memory, never written anywhere."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    header = crx3_header(base64.b64decode(manifest["key"]))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return CRX_MAGIC + struct.pack("<II", CRX_VERSION, len(header)) + header + buf.getvalue()
 
 
 def write_extension(
@@ -138,10 +163,13 @@ def write_extension(
     *,
     api_key: str = "sandbox-web-api-key",
     heartbeat_seconds: float = 10.0,
+    mqtt_url: str = "",
 ) -> Path:
     """Unpack the extension for ``base_url`` into ``dest`` (for tests and demos)."""
     dest.mkdir(parents=True, exist_ok=True)
-    data = build_extension_zip(base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds)
+    data = build_extension_zip(
+        base_url, api_key=api_key, heartbeat_seconds=heartbeat_seconds, mqtt_url=mqtt_url
+    )
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         zf.extractall(dest)
     return dest

@@ -8,6 +8,13 @@ Time
     timeout and token lifetimes. *Sim* time (``sim_now()``) runs ``speed`` times faster than real
     time from ``start_time`` and drives points, days and tap rounds.
 
+Presence
+    A node an extension registered (``register``) is online while its MQTT connection to the
+    sandbox's broker is open (``mqtt_connected`` / ``mqtt_disconnected``, told by the broker),
+    as the real extension is Good while connected. Browserless nodes (``simulated_nodes``, and
+    tests that drive the network directly) use ``heartbeat`` instead: online until
+    ``connected_timeout_seconds`` after the last one.
+
 Accrual
     State is advanced lazily: every public read or write first integrates over the real time that
     passed since the previous advance, so the numbers are exact whether ``tick()`` is called every
@@ -314,6 +321,13 @@ class Node:
     banned_reason: str = ""
     ban: str | None = None  # the network's own ban (risk review), whatever the address
     simulated: bool = False  # heartbeats on its own (no browser)
+    presence: Literal["heartbeat", "mqtt"] = "heartbeat"
+    live: bool = False  # an MQTT connection of this node is open now
+    username: str = ""  # the MQTT credentials register handed out
+    password: str = field(default="", repr=False)
+    connections: int = 0  # MQTT connections opened so far
+    messages: dict[str, int] = field(default_factory=dict)  # kind -> MQTT messages received
+    fingerprints: int = 0  # fp/add reports
     nat_type: str = "full-cone"
     location: Location = field(default_factory=lambda: Location(country="ZZ", place="Unknown"))
     carry: float = 0.0  # fractional uptime points not yet credited
@@ -325,6 +339,21 @@ class Node:
         if nd is None:
             nd = self.days[did] = SimulatedDay()
         return nd
+
+
+@dataclass
+class _Task:
+    """A tap the network asked a node to run (a `latency` task on client/task/<clientid>)."""
+
+    taskid: str
+    clientid: str
+    destcid: str
+    did: str  # the sim day of the round that sent it
+    success: bool  # whether the pair's NAT types let the tap through (the tap model)
+    expires: float  # real time after which an answer no longer counts
+
+
+TASK_TTL_SECONDS = 60.0  # REAL seconds a node has to answer a latency task
 
 
 @dataclass
@@ -390,6 +419,11 @@ class SandboxNetwork:
             "refreshes": 0,
         }
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, real time)
+        # latency tasks sent to MQTT nodes and not answered yet: taskid -> _Task
+        self._tasks: dict[str, _Task] = {}
+        # (topic, payload) the broker is to publish: drained by the server (take_outbox)
+        self._outbox: list[tuple[str, str]] = []
+        self.calls: dict[str, int] = {}  # the extension's other calls, by name, answered
         self._simulated: list[Node] = []
         for account in self._accounts.values():
             self._add_simulated_nodes(account)
@@ -582,6 +616,8 @@ class SandboxNetwork:
         self._last_real = t1
 
     def _online_until(self, node: Node) -> float:
+        if node.presence == "mqtt":
+            return math.inf if node.live else node.last_hb
         return node.last_hb + self.config.connected_timeout_seconds
 
     def _accrue_uptime(self, t0: float, t1: float) -> None:
@@ -649,17 +685,40 @@ class SandboxNetwork:
         )
         self._rng.shuffle(eligible)
         did = day_id(r_sim)
+        now = self._clock()
+        for task in [t for t in self._tasks.values() if t.expires < now]:
+            del self._tasks[task.taskid]
         for a, b in zip(eligible[0::2], eligible[1::2], strict=False):
             p = tap_success_probability(a.nat_type, b.nat_type, self.config.tap_success)
-            if self._rng.random() >= p:
+            success = self._rng.random() < p
+            asked = a if a.presence == "mqtt" else b if b.presence == "mqtt" else None
+            if asked is not None:
+                # the node runs the tap itself: it is credited when its answer comes back
+                peer = b if asked is a else a
+                taskid = secrets.token_hex(8)
+                self._tasks[taskid] = _Task(
+                    taskid, asked.clientid, peer.clientid, did, success, now + TASK_TTL_SECONDS
+                )
+                message = {
+                    "type": "latency",
+                    "clientid": asked.clientid,
+                    "destcid": peer.clientid,
+                    "taskid": taskid,
+                    "timestamp": int(r_sim * 1000),
+                }
+                self._outbox.append((f"client/task/{asked.clientid}", json.dumps(message)))
                 continue
-            for node in (a, b):
-                nd = node.day(did)
-                nd.latency += 1
-                if nd.rewarded_taps < self.config.daily_tap_cap:
-                    nd.rewarded_taps += 1
-                    nd.tap_points += TAP_POINTS
-                    self._credit_account(node, did, TAP_POINTS)
+            if success:
+                self._credit_tap([a, b], did)
+
+    def _credit_tap(self, nodes: list[Node], did: str) -> None:
+        for node in nodes:
+            nd = node.day(did)
+            nd.latency += 1
+            if nd.rewarded_taps < self.config.daily_tap_cap:
+                nd.rewarded_taps += 1
+                nd.tap_points += TAP_POINTS
+                self._credit_account(node, did, TAP_POINTS)
 
     # ---- throttling --------------------------------------------------------------------------
 
@@ -707,7 +766,126 @@ class SandboxNetwork:
             self._simulated.append(node)
 
     def _connected(self, node: Node, now: float) -> bool:
+        if node.presence == "mqtt":
+            return node.live
         return now - node.last_hb <= self.config.connected_timeout_seconds
+
+    # ---- the extension's node: register and MQTT presence -------------------------------------
+
+    def register(self, uid: str, ip: str, version: str = "") -> dict[str, str]:
+        """``POST /sentrynode/register``: a new node of this account, with the MQTT credentials
+        it connects with. The extension keeps the answer per account in its browser profile and
+        registers again only when it has none: one node per account per profile."""
+        with self._lock:
+            self._advance()
+            now = self._clock()
+            clientid = secrets.token_hex(16)
+            node = Node(
+                clientid=clientid,
+                uid=uid,
+                ip=ip,
+                version=version,
+                first_seen_sim=self._sim_at(now),
+                seg_start=now,
+                last_hb=now,
+                presence="mqtt",
+                username=f"node-{clientid[:12]}",
+                password=secrets.token_urlsafe(24),
+                nat_type=self.nat_type_of(ip),
+                location=self.location_of(ip),
+            )
+            node.banned, node.banned_reason = self.classify_ip(ip)
+            self._nodes[clientid] = node
+            self.counters["registers"] = self.counters.get("registers", 0) + 1
+            return {"clientid": clientid, "username": node.username, "password": node.password}
+
+    def mqtt_connected(self, clientid: str, ip: str, username: str = "") -> bool:
+        """The broker let ``clientid`` in from ``ip``: the node is online from now on. False
+        (and nothing changes) for a client that is no registered node of these credentials."""
+        with self._lock:
+            node = self._nodes.get(clientid)
+            if node is None or node.presence != "mqtt" or (username and username != node.username):
+                return False
+            self._advance()
+            now = self._clock()
+            if not node.live or node.ip != ip:
+                node.seg_start = now  # a new online streak (a new IP starts afresh)
+            node.live = True
+            node.last_hb = now
+            node.connections += 1
+            node.ip = ip
+            banned, reason = self.classify_ip(ip)
+            if node.ban is not None:
+                banned, reason = True, node.ban
+            node.banned, node.banned_reason = banned, reason
+            node.nat_type = self.nat_type_of(ip)
+            node.location = self.location_of(ip)
+            return True
+
+    def mqtt_disconnected(self, clientid: str) -> None:
+        """The node's MQTT connection closed: it is offline from now on."""
+        with self._lock:
+            node = self._nodes.get(clientid)
+            if node is None or node.presence != "mqtt" or not node.live:
+                return
+            self._advance()  # credit the streak up to this moment
+            node.live = False
+            node.last_hb = self._clock()
+
+    def mqtt_message(self, topic: str, payload: bytes) -> None:
+        """A message a node published: ``client/<kind>/<clientid>`` with a JSON body. Online
+        and version messages are recorded; a latency answer completes the tap it was asked."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != "client" or parts[1] == "task":
+            return
+        kind, clientid = parts[1], parts[2]
+        try:
+            body = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            body = None
+        with self._lock:
+            node = self._nodes.get(clientid)
+            if node is None:
+                return
+            node.messages[kind] = node.messages.get(kind, 0) + 1
+            if not isinstance(body, dict):
+                return
+            if kind == "version" and body.get("version"):
+                node.version = str(body["version"])[:32]
+            elif kind == "latency":
+                self._answer_task(node, body)
+
+    def _answer_task(self, node: Node, body: dict[str, Any]) -> None:
+        task = self._tasks.get(str(body.get("taskid") or ""))
+        if (
+            task is None
+            or task.clientid != node.clientid
+            or str(body.get("destcid")) != (task.destcid)
+        ):
+            return
+        del self._tasks[task.taskid]
+        if self._clock() > task.expires or not isinstance(body.get("ttl"), int | float):
+            return
+        self.counters["tapAnswers"] = self.counters.get("tapAnswers", 0) + 1
+        if task.success:
+            pair = [n for n in (node, self._nodes.get(task.destcid)) if n is not None]
+            self._credit_tap(pair, task.did)
+
+    def take_outbox(self) -> list[tuple[str, str]]:
+        """The MQTT messages the network wants published (tasks), oldest first."""
+        with self._lock:
+            self._advance()
+            out, self._outbox = self._outbox, []
+            return out
+
+    def record_call(self, name: str, clientid: str | None = None) -> None:
+        """One of the extension's calls the network answers without using it for status
+        (fingerprint, geocode, announcements, ...)."""
+        with self._lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            node = self._nodes.get(clientid or "")
+            if node is not None and name == "fp/add":
+                node.fingerprints += 1
 
     def heartbeat(self, uid: str, clientid: str, ip: str, version: str = "") -> dict[str, Any]:
         """Register or refresh a node; answers what the extension stores."""
@@ -989,6 +1167,10 @@ class SandboxNetwork:
                         "point": n.total_points,
                         "today": n.days[today_id].points if today_id in n.days else 0,
                         "secondsSinceHeartbeat": round(now - n.last_hb, 3),
+                        "presence": n.presence,
+                        "mqttConnections": n.connections,
+                        "mqttMessages": dict(n.messages),
+                        "fingerprints": n.fingerprints,
                         "days": {
                             did: {
                                 "duration": int(nd.duration + _EPS),
@@ -1002,4 +1184,6 @@ class SandboxNetwork:
                     for n in self._nodes.values()
                 ],
                 "faults": [f.model_dump() for f in self._faults],
+                "calls": dict(self.calls),
+                "pendingTasks": len(self._tasks),
             }

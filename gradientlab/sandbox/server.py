@@ -1,5 +1,12 @@
 """HTTP face of the sandbox network: Gradient's API, Firebase stand-ins, the dashboard login page,
-the extension download and test hooks. Standard library only (``ThreadingHTTPServer``)."""
+the extension download and test hooks (``ThreadingHTTPServer``), and its MQTT broker (broker.py)
+for the nodes' presence.
+
+Given a certificate (``tls``), the same answers are also served over HTTPS for the real names
+(api.gradient.network, app.gradient.network, securetoken.googleapis.com,
+identitytoolkit.googleapis.com), and the broker listens for ``wss://wss.gradient.network/mqtt``:
+a browser pointed there with ``--host-resolver-rules`` and trusting the certificate's authority
+runs Gradient's own extension against the sandbox unchanged."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import ipaddress
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +28,8 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from pydantic import ValidationError
 
-from .crx import Release, build_crx, extension_version
+from .broker import Broker, TlsFiles
+from .crx import Release, build_crx, crx_of_folder, extension_version
 from .extension_id import SANDBOX_EXTENSION_ID
 from .network import DAY_SECONDS, AuthError, Fault, SandboxConfig, SandboxNetwork
 from .stun import StunServer
@@ -87,9 +96,31 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], sandbox: SandboxServer) -> None:
+    def __init__(
+        self, addr: tuple[str, int], sandbox: SandboxServer, tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(addr, _Handler)
         self.sandbox = sandbox
+        self.tls = tls
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # the TLS handshake in the request's own thread: a slow client holds only itself
+        if self.tls is not None:
+            request.settimeout(30)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.debug("sandbox TLS handshake with %s failed: %s", client_address, exc)
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+# The real names served over HTTPS, and where their paths live on the sandbox.
+_HOST_PREFIXES = {
+    "securetoken.googleapis.com": "/securetoken",
+    "identitytoolkit.googleapis.com": "/identitytoolkit",
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -223,6 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._read_body()
         url = urlsplit(self.path)
         path = url.path
+        host = self.headers.get("Host", "").split(":")[0].lower()
+        prefix = _HOST_PREFIXES.get(host)
+        if prefix and not path.startswith(prefix + "/"):
+            path = prefix + path
+        elif host == "app.gradient.network" and path in ("", "/"):
+            path = "/app/"  # the dashboard's sign-in form is its root
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             if path.startswith("/api/") and self._throttled(path):
@@ -318,7 +355,15 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/status":
             self._require(method, "GET")
             data = {"ip": self.client_address[0], "time": net.sim_now_ms()}
+            # the extension's bundle reads `ip` and `time` at the top of this answer, API
+            # clients read the envelope's data: both are there
+            self._extra_fields = {**data, **self._extra_fields}
             self._envelope(200, "success", data)
+            return
+        if path in ("/market/pub/announcement/list", "/market/pub/banner/list"):
+            self._require(method, "GET")
+            net.record_call(path.rsplit("/", 2)[-2])
+            self._envelope(200, "success", [])
             return
         route = _match_api(method, path)
         if route is None:
@@ -357,13 +402,25 @@ class _Handler(BaseHTTPRequestHandler):
                 hide=_int(body.get("hide"), 0),
             )
             self._envelope(200, "success", rows)
-        elif name == "heartbeat":
-            clientid = str(body.get("clientid") or "")
-            if not clientid or len(clientid) > 128:
-                raise _ApiError(400, "clientid required")
-            version = str(body.get("version") or "")
-            data = net.heartbeat(uid, clientid, self.client_address[0], version)
-            self._envelope(200, "success", data)
+        elif name == "register":
+            creds = net.register(uid, self.client_address[0])
+            broker = self.sandbox.broker
+            if broker is None:
+                raise _ApiError(503, "the network's MQTT broker is not running", 503)
+            broker.add_user(creds["username"], creds["password"])
+            # the extension reads clientid, username and password at the top of this answer
+            self._extra_fields = {**creds, **self._extra_fields}
+            self._envelope(200, "success", creds)
+        elif name == "fp_add":
+            net.record_call("fp/add", arg)
+            self._envelope(200, "success", None)
+        elif name == "latency_list":
+            net.record_call("latency/list", arg.split("/")[0])
+            self._envelope(200, "success", [])
+        elif name == "geocode":
+            net.record_call("geocode")
+            # a geocoder's own answer (GeoJSON), not an envelope: nothing found here
+            self._send_json(200, {"type": "FeatureCollection", "features": []})
 
     @staticmethod
     def _require(method: str, expected: str) -> None:
@@ -545,8 +602,19 @@ _API_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"/sentrynode/stats/([^/]+)"), "node_stats"),
     ("GET", re.compile(r"/sentrynode/get/([^/]+)"), "node_get"),
     ("POST", re.compile(r"/sentrynode/list"), "node_list"),
-    ("POST", re.compile(r"/sentrynode/heartbeat"), "heartbeat"),
+    ("POST", re.compile(r"/sentrynode/register"), "register"),
+    ("POST", re.compile(r"/sentrynode/fp/add/([^/]+)"), "fp_add"),
+    ("GET", re.compile(r"/sentrynode/latency/list/([^/]+/\d+)"), "latency_list"),
+    ("GET", re.compile(r"/geocode"), "geocode"),
 ]
+
+
+REAL_WEB_NAMES = (
+    "api.gradient.network",
+    "app.gradient.network",
+    "securetoken.googleapis.com",
+    "identitytoolkit.googleapis.com",
+)
 
 
 def _match_api(method: str, path: str) -> tuple[str, str] | None:
@@ -575,6 +643,8 @@ class SandboxServer:
         extension_id: str = SANDBOX_EXTENSION_ID,
         tick_seconds: float = 1.0,
         stun_port: int = 0,
+        tls: TlsFiles | None = None,
+        extension_dir: Path | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the sandbox listens on loopback addresses only, not {host}")
@@ -587,7 +657,14 @@ class SandboxServer:
         # the network's STUN server, on 127.0.0.1 and 127.0.0.2 (RFC 5780 needs two addresses)
         self.stun = StunServer(port=stun_port)
         self.release = Release()  # what the store publishes now (see publish)
+        # an unpacked extension to serve as the store's CRX instead of the sandbox's own (a
+        # test's copy of Gradient's published one; never the demo's)
+        self.extension_dir = extension_dir
+        self.tls = tls
+        self.https_port = 0
+        self.broker: Broker | None = None
         self._httpd: _Server | None = None
+        self._httpsd: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -598,9 +675,24 @@ class SandboxServer:
             return self.url
         self._stop.clear()
         self.stun.start()
+        net = self.network
+        self.broker = Broker(
+            self.host,
+            on_connect=net.mqtt_connected,
+            on_disconnect=net.mqtt_disconnected,
+            on_message=net.mqtt_message,
+            tls=self.tls,
+        )
+        self.broker.start()
         self._httpd = _Server((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
         self._spawn(self._httpd.serve_forever, "sandbox-http")
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.certfile, self.tls.keyfile)
+            self._httpsd = _Server((self.host, 0), self, context)
+            self.https_port = self._httpsd.server_address[1]
+            self._spawn(self._httpsd.serve_forever, "sandbox-https")
         self._spawn(self._tick_loop, "sandbox-tick")
         log.info("sandbox network listening on %s", self.url)
         return self.url
@@ -613,16 +705,22 @@ class SandboxServer:
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_seconds):
             try:
-                self.network.tick()
+                for topic, payload in self.network.take_outbox():
+                    if self.broker is not None:
+                        self.broker.publish(topic, payload)
             except Exception:
                 log.exception("sandbox tick failed")
 
     def stop(self) -> None:
         self._stop.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        for httpd in (self._httpd, self._httpsd):
+            if httpd is not None:
+                httpd.shutdown()
+                httpd.server_close()
+        self._httpd = self._httpsd = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
         self.stun.stop()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -646,6 +744,23 @@ class SandboxServer:
     @property
     def api_base(self) -> str:
         return f"{self.url}/api"
+
+    @property
+    def mqtt_url(self) -> str:
+        """The broker's WebSocket address, as the served extension's config names it."""
+        if self.broker is None:
+            raise RuntimeError("sandbox server is not running")
+        return self.broker.ws_url
+
+    def host_resolver_rules(self) -> str:
+        """Chromium's ``--host-resolver-rules`` value that sends the real names to this
+        sandbox's HTTPS and TLS WebSocket listeners (needs ``tls``)."""
+        if self.tls is None or self.broker is None:
+            raise RuntimeError("the sandbox serves the real names only with a certificate (tls)")
+        web = f"{self.host}:{self.https_port}"
+        rules = [f"MAP {name} {web}" for name in REAL_WEB_NAMES]
+        rules.append(f"MAP wss.gradient.network {self.host}:{self.broker.wss_port}")
+        return ", ".join(rules)
 
     @property
     def identity_url(self) -> str:
@@ -695,6 +810,7 @@ class SandboxServer:
             "extensionId": self.extension_id,
             "apiKey": self.config.api_key,
             "stun": self.stun.address,
+            "mqtt": self.broker.ws_url if self.broker else None,
         }
 
     def fleet_network_yaml(self) -> str:
@@ -719,17 +835,23 @@ class SandboxServer:
     # ---- content -----------------------------------------------------------------------------
 
     def crx(self) -> bytes:
-        """The extension as served: a CRX3 built now, with this server's ``config.js``."""
+        """The extension as served: a CRX3 built now, with this server's ``config.js`` (or the
+        given ``extension_dir`` packed as it is)."""
+        if self.extension_dir is not None:
+            return crx_of_folder(self.extension_dir)
         return build_crx(
             self.url,
             api_key=self.config.api_key,
             heartbeat_seconds=self.config.extension_heartbeat_seconds,
+            mqtt_url=self.mqtt_url,
             release=self.release,
         )
 
     @property
     def published_version(self) -> str:
         """The version the update service answers with (a newer release once one is out)."""
+        if self.extension_dir is not None:
+            return str(json.loads((self.extension_dir / "manifest.json").read_text())["version"])
         return self.release.version or extension_version()
 
     def publish(self, version: str | None, broken_popup: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The sandbox extension in a real Chromium: served as a CRX, logged in through the dashboard page,
-heartbeating, and showing its status in the popup."""
+registered and present over MQTT v5 on a WebSocket (the real extension's protocol), and showing
+its status in the popup."""
 
 from __future__ import annotations
 
@@ -196,10 +197,20 @@ def test_the_runner_reads_the_popup_from_its_own_api_answer(
     finally:
         stranger.stop()
 
-    rows = api_list(server)
-    row = next(r for r in rows if r["name"] == clientid)
-    assert row["connect"] is True and row["banned"] is False
+    # the node registered, connected over MQTT and said its version and that it is online; the
+    # browser is gone now, and so is its connection: the network says so at once
+    import time
+
+    deadline = time.monotonic() + 10  # the broker logs the close a moment later: poll
+    row = next(r for r in api_list(server) if r["name"] == clientid)
+    while row["connect"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        row = next(r for r in api_list(server) if r["name"] == clientid)
+    assert row["connect"] is False and row["banned"] is False
     node = next(n for n in server.network.state()["nodes"] if n["clientid"] == clientid)
+    assert node["presence"] == "mqtt" and node["mqttConnections"] >= 1
+    assert node["mqttMessages"].get("version", 0) >= 1
+    assert node["mqttMessages"].get("online", 0) >= 1
     assert node["version"] == "0.1.0"
 
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 
 from gradientlab.sandbox import SANDBOX_EXTENSION_ID, SandboxConfig, SandboxServer
@@ -69,6 +70,39 @@ def client(server: SandboxServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
     server.network.clear_faults()
+
+
+def wait_for(what: str, check: Any, timeout: float = 10) -> None:
+    """Poll `check()` until it is true; the deadline is a hang guard, not a timing assertion."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        time.sleep(0.05)
+
+
+def connect_node(
+    server: SandboxServer, creds: dict[str, Any], source: str = "127.0.0.1"
+) -> mqtt.Client:
+    """An MQTT v5 client on the broker's WebSocket listener with register's credentials, as
+    the extension connects (paho here; the extension's own client is tested in the browser)."""
+    assert server.broker is not None
+    node = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=creds["clientid"],
+        protocol=mqtt.MQTTv5,
+        transport="websockets",
+    )
+    node.ws_set_options(path="/mqtt")
+    node.username_pw_set(creds["username"], creds["password"])
+    node.connect("127.0.0.1", server.broker.ws_port, bind_address=source)
+    node.loop_start()
+    return node
+
+
+def online(server: SandboxServer, clientid: str) -> bool:
+    return any(n["clientid"] == clientid and n["connect"] for n in server.network.state()["nodes"])
 
 
 def sign_in(client: httpx.Client, email: str = EMAIL, password: str = PASSWORD) -> dict[str, Any]:
@@ -179,16 +213,25 @@ def test_id_tokens_expire_after_ttl() -> None:
 def test_node_endpoints_envelopes(client: httpx.Client, server: SandboxServer) -> None:
     auth = sign_in(client)
     h = bearer(auth["idToken"])
-    hb = client.post(
-        "/api/sentrynode/heartbeat", headers=h, json={"clientid": "c1", "version": "1"}
-    )
-    assert hb.status_code == 200
-    assert hb.json() == {
-        "code": 200,
-        "msg": "success",
-        "data": {"connect": True, "banned": False, "bannedReason": "", "ip": "127.0.0.1"},
-    }
-    got = client.get("/api/sentrynode/get/c1", headers=h).json()
+    reg = client.post("/api/sentrynode/register", headers=h)
+    assert reg.status_code == 200
+    creds = reg.json()["data"]
+    assert set(creds) == {"clientid", "username", "password"}
+    # the extension's bundle reads them at the top of the answer: they are there too
+    assert {k: reg.json()[k] for k in creds} == creds
+    c1 = creds["clientid"]
+    # registered, not yet connected: the network knows the node, offline
+    assert client.get(f"/api/sentrynode/get/{c1}", headers=h).json()["data"]["connect"] is False
+    node = connect_node(server, creds)
+    try:
+        wait_for("the node's MQTT connection", lambda: online(server, c1))
+        got = client.get(f"/api/sentrynode/get/{c1}", headers=h).json()
+        assert got["data"]["connect"] is True
+    finally:
+        node.disconnect()
+        node.loop_stop()
+    wait_for("the node's MQTT close", lambda: not online(server, c1))
+    assert client.get(f"/api/sentrynode/get/{c1}", headers=h).json()["data"]["connect"] is False
     assert got["code"] == 200
     assert set(got["data"]) >= {
         "active",
@@ -204,12 +247,14 @@ def test_node_endpoints_envelopes(client: httpx.Client, server: SandboxServer) -
     body = {"page": 1, "size": 10, "field": "active", "direction": 0, "active": True}
     listed = client.post("/api/sentrynode/list", headers=h, json={**body, "banned": "", "hide": 0})
     rows = listed.json()["data"]
-    row = next(r for r in rows if r["name"] == "c1")
+    row = next(r for r in rows if r["name"] == c1)
     assert set(row) >= {"name", "connect", "point", "today", "latency", "location", "ip", "banned"}
-    now = client.get("/api/status").json()["data"]
+    status = client.get("/api/status").json()
+    now = status["data"]
     assert now["ip"] == "127.0.0.1" and isinstance(now["time"], int)
+    assert status["ip"] == now["ip"]  # where the extension's bundle reads it
     rng = {"start": now["time"] - 86_400_000, "end": now["time"], "type": "DAY"}
-    stats = client.post("/api/sentrynode/stats/c1", headers=h, json=rng).json()
+    stats = client.post(f"/api/sentrynode/stats/{c1}", headers=h, json=rng).json()
     assert stats["code"] == 200
     assert all(set(i) == {"id", "duration", "latency"} for i in stats["data"])
     assert all(len(i["id"]) == 8 and i["id"].isdigit() for i in stats["data"])
@@ -219,26 +264,46 @@ def test_node_endpoints_envelopes(client: httpx.Client, server: SandboxServer) -
     profile = client.post("/api/user/profile", headers=h).json()["data"]
     assert profile["name"] == "Alice"
     assert set(profile["point"]) == {"total", "balance", "referral"}
-    assert profile["node"]["sentryActive"] >= 1
+    assert profile["node"]["sentryActive"] >= 0
     # Unknown node, and another account's node: envelope code 404.
     assert client.get("/api/sentrynode/get/nope", headers=h).json()["code"] == 404
     bob = bearer(sign_in(client, "bob@example.test", "pw")["idToken"])
-    assert client.get("/api/sentrynode/get/c1", headers=bob).json()["code"] == 404
-    assert client.post("/api/sentrynode/stats/c1", headers=bob, json=rng).json()["code"] == 404
+    assert client.get(f"/api/sentrynode/get/{c1}", headers=bob).json()["code"] == 404
+    assert client.post(f"/api/sentrynode/stats/{c1}", headers=bob, json=rng).json()["code"] == 404
+
+
+def test_the_extensions_other_calls_are_answered_and_recorded(
+    client: httpx.Client, server: SandboxServer
+) -> None:
+    h = bearer(sign_in(client)["idToken"])
+    c1 = client.post("/api/sentrynode/register", headers=h).json()["clientid"]
+    before = dict(server.network.calls)
+    fp = client.post(f"/api/sentrynode/fp/add/{c1}", headers=h, json={"overallHash": "x"})
+    assert fp.json()["code"] == 200
+    assert client.get(f"/api/sentrynode/latency/list/{c1}/10", headers=h).json()["data"] == []
+    assert client.get("/api/geocode?lat=1&lng=2", headers=h).json()["features"] == []
+    for name in ("announcement", "banner"):
+        assert client.get(f"/api/market/pub/{name}/list").json()["data"] == []
+    calls = server.network.calls
+    for name in ("fp/add", "latency/list", "geocode", "announcement", "banner"):
+        assert calls.get(name, 0) == before.get(name, 0) + 1, name
+    node = next(n for n in server.network.state()["nodes"] if n["clientid"] == c1)
+    assert node["fingerprints"] == 1
 
 
 def test_datacenter_peer_address_is_unsupported(server: SandboxServer) -> None:
     transport = httpx.HTTPTransport(local_address="127.0.0.9")
     with httpx.Client(base_url=server.url, transport=transport) as c:
         h = bearer(sign_in(c)["idToken"])
-        hb = c.post("/api/sentrynode/heartbeat", headers=h, json={"clientid": "dc", "version": "1"})
-        assert hb.json()["data"] == {
-            "connect": True,
-            "banned": True,
-            "bannedReason": DATACENTER_REASON,
-            "ip": "127.0.0.9",
-        }
-        view = c.get("/api/sentrynode/get/dc", headers=h).json()["data"]
+        creds = c.post("/api/sentrynode/register", headers=h).json()["data"]
+        node = connect_node(server, creds, source="127.0.0.9")
+        try:
+            wait_for("the node's MQTT connection", lambda: online(server, creds["clientid"]))
+            view = c.get(f"/api/sentrynode/get/{creds['clientid']}", headers=h).json()["data"]
+        finally:
+            node.disconnect()
+            node.loop_stop()
+        assert view["connect"] is True and view["ip"] == "127.0.0.9"
         assert view["banned"] is True and view["bannedReason"] == DATACENTER_REASON
 
 
@@ -273,7 +338,7 @@ def test_fault_429_with_retry_after_until_cleared(client: httpx.Client) -> None:
 
 def test_fault_extra_fields(client: httpx.Client) -> None:
     h = bearer(sign_in(client)["idToken"])
-    client.post("/api/sentrynode/heartbeat", headers=h, json={"clientid": "x1", "version": "1"})
+    client.post("/api/sentrynode/register", headers=h)
     client.post("/__sandbox/faults", json={"kind": "extra_fields", "fields": {"zzNew": 1}})
     profile = client.post("/api/user/profile", headers=h).json()
     assert profile["zzNew"] == 1 and profile["data"]["zzNew"] == 1
@@ -409,25 +474,25 @@ def test_module_entry_point_prints_url_and_stops_on_sigterm() -> None:
 
 def test_keep_alive_survives_answers_that_skip_the_body(client: httpx.Client) -> None:
     """A 401 (or a fault) answered before the body is read must not corrupt the next request."""
-    body = {"clientid": "ka", "version": "1"}
+    body = {"start": 0, "end": 1, "type": "DAY"}
     for _ in range(3):
-        r = client.post("/api/sentrynode/heartbeat", headers=bearer("expired"), json=body)
+        r = client.post("/api/point/stats", headers=bearer("expired"), json=body)
         assert r.status_code == 401
     auth = sign_in(client)  # same connection
     client.post("/__sandbox/faults", json={"kind": "error", "count": 1})
-    assert client.post("/api/sentrynode/heartbeat", json=body).status_code == 503
+    assert client.post("/api/point/stats", json=body).status_code == 503
     h = bearer(auth["idToken"])
-    assert client.post("/api/sentrynode/heartbeat", headers=h, json=body).json()["code"] == 200
+    assert client.post("/api/point/stats", headers=h, json=body).json()["code"] == 200
 
 
 def test_chunked_request_body(client: httpx.Client) -> None:
     h = bearer(sign_in(client)["idToken"])
 
     def chunks() -> Iterator[bytes]:
-        yield b'{"clientid": "chunky",'
-        yield b' "version": "1"}'
+        yield b'{"start": 0, "end": 1,'
+        yield b' "type": "DAY"}'
 
-    r = client.post("/api/sentrynode/heartbeat", headers=h, content=chunks())
+    r = client.post("/api/point/stats", headers=h, content=chunks())
     assert r.json()["code"] == 200
     assert client.post("/api/user/profile", headers=h).json()["code"] == 200
 

@@ -28,8 +28,8 @@
         runtime.sendMessage(cfg.extensionId, message, (response) => {
           const err = chrome.runtime.lastError;
           if (err) resolve({ ok: false, error: "extension not reachable: " + (err.message || err) });
-          else if (response && response.ok) resolve({ ok: true });
-          else resolve({ ok: false, error: "the extension refused the session: " + ((response && response.error) || "no answer") });
+          else if (response === "OK") resolve({ ok: true }); // the extension's own answer
+          else resolve({ ok: false, error: "the extension refused the session: " + (response || "no answer") });
         });
       } catch (e) {
         resolve({ ok: false, error: "extension not reachable: " + (e && e.message ? e.message : e) });
@@ -37,10 +37,11 @@
     });
   }
 
+  // loginInfo as the extension keeps it: {uid, token (the ID token), refresh (the refresh token)}
   function handOver(s) {
     return sendToExtension({
       action: "login",
-      data: { uid: s.uid, email: s.email, refreshToken: s.refreshToken, idToken: s.idToken, expiresAt: s.expiresAt },
+      data: { uid: s.uid, token: s.idToken, refresh: s.refreshToken, email: s.email },
     });
   }
 
@@ -109,8 +110,9 @@
     main.querySelector(".extension").textContent = answer.ok
       ? "Your Sentry Node extension has your session."
       : answer.error;
-    main.querySelector(".sign-out").addEventListener("click", () => {
+    main.querySelector(".sign-out").addEventListener("click", async () => {
       localStorage.removeItem(KEY);
+      await sendToExtension({ action: "logout" }); // the extension forgets the session too
       location.replace("./");
     });
     main.hidden = false;

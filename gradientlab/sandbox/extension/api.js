@@ -8,48 +8,55 @@ function errorText(e) {
   return e && e.message ? e.message : String(e);
 }
 
-// Trade the refresh token for a fresh ID token and keep it in loginInfo.
+function tokenExpiry(token) {
+  // ms since epoch when a JWT ID token expires (0 when unreadable)
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return Number(JSON.parse(atob(part + "===".slice((part.length + 3) % 4))).exp) * 1000 || 0;
+  } catch (e) {
+    return 0;
+  }
+}
+
+// Trade the refresh token for a fresh ID token and keep it in loginInfo ({uid, token, refresh}).
 async function refreshIdToken(loginInfo) {
   const url = SENTRY_CONFIG.securetokenUrl + "?key=" + encodeURIComponent(SENTRY_CONFIG.apiKey);
   const resp = await fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: loginInfo.refreshToken }),
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: loginInfo.refresh }),
   });
   const payload = await resp.json().catch(() => ({}));
-  if (!resp.ok || !payload.id_token) {
+  const token = payload.access_token || payload.id_token;
+  if (!resp.ok || !token) {
     const reason = (payload.error && payload.error.message) || "HTTP " + resp.status;
     // The token service refused this session (revoked, expired, unknown): the user is logged
     // out, as the real extension shows it; a network fault or 5xx keeps the session.
     if (resp.status === 400 || resp.status === 401 || resp.status === 403) {
       const current = (await chrome.storage.local.get("loginInfo")).loginInfo;
-      if (current && current.refreshToken === loginInfo.refreshToken) {
+      if (current && current.refresh === loginInfo.refresh) {
         await chrome.storage.local.remove("loginInfo");
       }
       throw new Error("logged out: " + reason);
     }
     throw new Error("token refresh failed: " + reason);
   }
-  const updated = Object.assign({}, loginInfo, {
-    idToken: payload.id_token,
-    refreshToken: payload.refresh_token || loginInfo.refreshToken,
-    expiresAt: Date.now() + Number(payload.expires_in || 3600) * 1000,
-  });
+  const updated = Object.assign({}, loginInfo, { token, refresh: payload.refresh_token || loginInfo.refresh });
   const current = (await chrome.storage.local.get("loginInfo")).loginInfo;
   if (current && current.uid === loginInfo.uid) {
     await chrome.storage.local.set({ loginInfo: updated });
   }
-  return updated.idToken;
+  return updated.token;
 }
 
 async function getIdToken(force) {
   const { loginInfo } = await chrome.storage.local.get("loginInfo");
-  if (!loginInfo || !loginInfo.refreshToken) {
+  if (!loginInfo || !loginInfo.refresh) {
     throw new Error("logged out");
   }
-  const fresh = loginInfo.idToken && Number(loginInfo.expiresAt) - Date.now() > TOKEN_MARGIN_MS;
+  const fresh = loginInfo.token && tokenExpiry(loginInfo.token) - Date.now() > TOKEN_MARGIN_MS;
   if (!force && fresh) {
-    return loginInfo.idToken;
+    return loginInfo.token;
   }
   return refreshIdToken(loginInfo);
 }

@@ -1,137 +1,213 @@
-// Sandbox Sentry Node service worker: takes the session from the dashboard and keeps the node
-// present on the network with a heartbeat.
-importScripts("config.js", "api.js");
+// Sandbox Sentry Node service worker, on the real extension's protocol (v1.0.16):
+// - the dashboard hands over the session with an external message {action: "login", data:
+//   loginInfo} ({uid, token, refresh}); {action: "logout"} erases it;
+// - the node: POST /sentrynode/register answers {clientid, username, password}, kept per account
+//   (uid) in this profile, registered again only when there is none;
+// - presence: MQTT v5 over WebSocket with those credentials; the node publishes
+//   client/version/<clientid> on connecting and client/online/<clientid> every
+//   `heartbeatSeconds`, subscribes to client/task/<clientid> and answers latency tasks on
+//   client/latency/<clientid>. Its state (Good while connected, else Disconnected) is what the
+//   popup's badge shows, as the real one's is.
+importScripts("config.js", "api.js", "mqtt.js");
 
-const ALARM = "sentry-heartbeat";
-let heartbeatTimer = null;
-let heartbeatRunning = null;
+const ALARM = "sentry-node";
+let mqtt = null; // the MqttClient of the current node
+let mqttState = "Disconnected";
+let starting = null;
+let onlineTimer = null;
+let retryTimer = null;
+let retryDelay = 2000;
 
-function newClientId() {
-  return crypto.randomUUID().replace(/-/g, "");
+async function nodeFor(uid) {
+  const { nodeMap } = await chrome.storage.local.get("nodeMap");
+  return (nodeMap || {})[uid] || null;
 }
 
-async function ensureClientId() {
-  const { clientid } = await chrome.storage.local.get("clientid");
-  if (clientid) {
-    return clientid;
-  }
-  const id = newClientId();
-  await chrome.storage.local.set({ clientid: id });
-  return id;
+async function keepNode(uid, node) {
+  const { nodeMap } = await chrome.storage.local.get("nodeMap");
+  const map = Object.assign({}, nodeMap || {});
+  if (node) map[uid] = node;
+  else delete map[uid];
+  await chrome.storage.local.set({ nodeMap: map });
 }
 
-async function doHeartbeat() {
-  const { loginInfo } = await chrome.storage.local.get("loginInfo");
-  if (!loginInfo) {
-    stopHeartbeat();
-    return { at: Date.now(), ok: false, error: "logged out" };
+async function registerNode(uid) {
+  const answer = await apiCall("POST", "/sentrynode/register");
+  const creds = answer && answer.clientid ? answer : answer && answer.data;
+  if (!creds || !creds.clientid) {
+    throw new Error("register failed: code " + (answer && answer.code) + " " + (answer && answer.msg));
   }
-  const clientid = await ensureClientId();
-  const version = chrome.runtime.getManifest().version;
-  let record;
+  const node = { clientid: creds.clientid, username: creds.username, password: creds.password };
+  await keepNode(uid, node);
+  return node;
+}
+
+function message(node, fields) {
+  return JSON.stringify(Object.assign({ clientid: node.clientid, timestamp: Date.now() }, fields));
+}
+
+function publish(topic, text) {
+  if (mqtt && mqtt.connected) mqtt.publish(topic, text);
+}
+
+// A latency task: the sandbox has no WebRTC peer to reach, so the tap's figure is a round trip
+// to the network itself; the network decides by its tap model whether the tap counted.
+async function runTask(node, task) {
+  const started = Date.now();
   try {
-    const env = await apiCall("POST", "/sentrynode/heartbeat", { clientid, version });
-    if (env.code === 200 && env.data) {
-      record = { at: Date.now(), ok: true, clientid, data: env.data };
-    } else {
-      record = { at: Date.now(), ok: false, clientid, error: "code " + env.code + ": " + env.msg };
-    }
+    await apiCall("GET", "/status", undefined, false);
   } catch (e) {
-    record = { at: Date.now(), ok: false, clientid, error: errorText(e) };
+    return;
   }
-  // Logged out while the call was in flight: do not leave a stale answer behind.
-  if ((await chrome.storage.local.get("loginInfo")).loginInfo) {
-    await chrome.storage.local.set({ lastHeartbeat: record });
-  }
-  return record;
+  publish(
+    "client/latency/" + node.clientid,
+    message(node, { type: "latency", destcid: task.destcid, taskid: task.taskid, ttl: Date.now() - started })
+  );
 }
 
-function heartbeat() {
-  if (!heartbeatRunning) {
-    heartbeatRunning = doHeartbeat().finally(() => {
-      heartbeatRunning = null;
-    });
+function stopNode() {
+  if (onlineTimer !== null) {
+    clearInterval(onlineTimer);
+    onlineTimer = null;
   }
-  return heartbeatRunning;
+  if (retryTimer !== null) {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+  }
+  if (mqtt) {
+    const old = mqtt;
+    mqtt = null;
+    old.onclose = null;
+    old.end();
+  }
+  mqttState = "Disconnected";
 }
 
-function startHeartbeat() {
-  if (heartbeatTimer === null) {
-    const seconds = Number(SENTRY_CONFIG.heartbeatSeconds) || 10;
-    heartbeatTimer = setInterval(heartbeat, seconds * 1000);
-  }
-  chrome.alarms.create(ALARM, { periodInMinutes: 0.5 });
-  return heartbeat();
+function retryLater() {
+  if (retryTimer !== null) return;
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    startNode();
+  }, retryDelay);
+  retryDelay = Math.min(retryDelay * 2, 30000);
 }
 
-function stopHeartbeat() {
-  if (heartbeatTimer !== null) {
-    clearInterval(heartbeatTimer);
-    heartbeatTimer = null;
-  }
-  chrome.alarms.clear(ALARM);
-}
-
-async function resume() {
+async function connectNode() {
   const { loginInfo } = await chrome.storage.local.get("loginInfo");
-  if (loginInfo) {
-    startHeartbeat();
+  if (!loginInfo || !loginInfo.uid) {
+    stopNode();
+    return;
   }
-}
-
-async function handleExternal(message) {
-  if (!message || typeof message !== "object") {
-    return { ok: false, error: "bad message" };
-  }
-  if (message.action === "login") {
-    const d = message.data || {};
-    if (!d.uid || !d.refreshToken) {
-      return { ok: false, error: "login data needs uid and refreshToken" };
+  if (mqtt && mqtt.connected) return;
+  let node = await nodeFor(loginInfo.uid);
+  if (!node) node = await registerNode(loginInfo.uid);
+  const client = new MqttClient(SENTRY_CONFIG.mqttUrl, {
+    clientId: node.clientid,
+    username: node.username,
+    password: node.password,
+    keepalive: 20, // the pings also keep this service worker awake
+  });
+  try {
+    await client.connect();
+  } catch (e) {
+    if (/Bad User Name or Password|Not authorized/.test(errorText(e))) {
+      await keepNode(loginInfo.uid, null); // the network no longer knows this node
     }
-    const loginInfo = {
-      uid: d.uid,
-      email: d.email || "",
-      refreshToken: d.refreshToken,
-      idToken: d.idToken || "",
-      expiresAt: Number(d.expiresAt) || 0,
-    };
-    await chrome.storage.local.set({ loginInfo });
-    await chrome.storage.local.remove("lastHeartbeat");
-    const clientid = await ensureClientId();
-    startHeartbeat();
-    return { ok: true, clientid };
+    throw e;
   }
-  if (message.action === "logout") {
-    stopHeartbeat();
-    await chrome.storage.local.remove(["loginInfo", "lastHeartbeat"]);
-    return { ok: true };
-  }
-  return { ok: false, error: "unknown action" };
+  if (mqtt) mqtt.end();
+  mqtt = client;
+  mqttState = "Good";
+  retryDelay = 2000;
+  client.onmessage = (topic, text) => {
+    let task = null;
+    try {
+      task = JSON.parse(text);
+    } catch (e) {
+      return;
+    }
+    if (task && task.type === "latency" && task.clientid === node.clientid) runTask(node, task);
+  };
+  client.onclose = () => {
+    if (mqtt === client) {
+      mqtt = null;
+      mqttState = "Disconnected";
+      retryLater();
+    }
+  };
+  client.subscribe("client/task/" + node.clientid);
+  const version = chrome.runtime.getManifest().version;
+  publish("client/version/" + node.clientid, message(node, { type: "version", version }));
+  const online = () => publish("client/online/" + node.clientid, message(node, { type: "online", account: node.username }));
+  online();
+  if (onlineTimer !== null) clearInterval(onlineTimer);
+  onlineTimer = setInterval(online, (Number(SENTRY_CONFIG.heartbeatSeconds) || 600) * 1000);
 }
 
-chrome.runtime.onMessageExternal.addListener((message, sender, sendResponse) => {
-  handleExternal(message).then(sendResponse, (e) => sendResponse({ ok: false, error: errorText(e) }));
+function startNode() {
+  chrome.alarms.create(ALARM, { periodInMinutes: 0.5 });
+  if (!starting) {
+    starting = connectNode()
+      .catch((e) => {
+        console.warn("sentry node:", errorText(e));
+        mqttState = "Disconnected";
+        if (errorText(e).startsWith("logged out")) stopNode();
+        else retryLater();
+      })
+      .finally(() => {
+        starting = null;
+      });
+  }
+  return starting;
+}
+
+async function handleExternal(msg) {
+  if (!msg || typeof msg !== "object") return "bad message";
+  if (msg.action === "login") {
+    const d = msg.data || {};
+    if (!d.uid || !d.refresh) return "login data needs uid and refresh";
+    const { loginInfo } = await chrome.storage.local.get("loginInfo");
+    if (loginInfo && loginInfo.uid !== d.uid) stopNode(); // another account: another node
+    await chrome.storage.local.set({ loginInfo: { uid: d.uid, token: d.token || "", refresh: d.refresh, email: d.email || "" } });
+    startNode();
+    return "OK";
+  }
+  if (msg.action === "logout") {
+    stopNode();
+    await chrome.storage.local.remove("loginInfo");
+    chrome.alarms.clear(ALARM);
+    return "OK";
+  }
+  return "unknown action";
+}
+
+chrome.runtime.onMessageExternal.addListener((msg, sender, sendResponse) => {
+  handleExternal(msg).then(sendResponse, (e) => sendResponse(errorText(e)));
   return true;
 });
 
-// From the popup: run a heartbeat now and answer its record.
-chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
-  if (message && message.action === "heartbeat") {
-    heartbeat().then(sendResponse, (e) => sendResponse({ ok: false, error: errorText(e) }));
-    return true;
+// From the popup, as the real one asks its background: the MQTT connection's state.
+chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  if (msg && msg.action === "checkMqttState") {
+    sendResponse(mqtt && mqtt.connected ? "Good" : mqttState === "Good" ? "Good" : "Disconnected");
+    return false;
   }
   return false;
 });
 
-// Backup: an alarm wakes a stopped service worker, which restarts the heartbeat loop.
+// Backup: an alarm wakes a stopped service worker, which connects the node again.
 chrome.alarms.onAlarm.addListener((alarm) => {
-  if (alarm.name === ALARM) {
-    if (heartbeatTimer === null) {
-      resume();
-    } else {
-      heartbeat();
-    }
-  }
+  if (alarm.name === ALARM && !(mqtt && mqtt.connected)) startNode();
+});
+
+async function resume() {
+  const { loginInfo } = await chrome.storage.local.get("loginInfo");
+  if (loginInfo) startNode();
+}
+
+// Logged out by the token service (a revoked session) or by a logout: the node goes too.
+chrome.storage.onChanged.addListener((changes, area) => {
+  if (area === "local" && changes.loginInfo && !changes.loginInfo.newValue) stopNode();
 });
 
 chrome.runtime.onStartup.addListener(resume);

@@ -2,8 +2,8 @@
 // nothing; signed in it asks GET /sentrynode/get/<clientid> and POST /sentrynode/stats/<clientid>
 // and shows a badge (Excellent | Good | Disconnected | Unsupported with the ban's reason), today's
 // taps and uptime, and the node's IP, version and id. The first run shows an "I got it" dialog.
-// As in the real one, the badge's Good / Disconnected is the extension's own connection (here:
-// the service worker's last heartbeat), and Unsupported comes from the API's `banned`.
+// As in the real one, the badge's Good / Disconnected is the extension's own MQTT connection (the
+// service worker's answer to "checkMqttState"), and Unsupported comes from the API's `banned`.
 "use strict";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -29,11 +29,12 @@ async function setupFirstRun() {
   });
 }
 
-function connectionState(lastHeartbeat) {
-  const maxAge = 3 * (Number(SENTRY_CONFIG.heartbeatSeconds) || 10) * 1000;
-  return lastHeartbeat && lastHeartbeat.ok && Date.now() - lastHeartbeat.at < maxAge
-    ? "Good"
-    : "Disconnected";
+function connectionState() {
+  return new Promise((resolve) => {
+    chrome.runtime.sendMessage({ action: "checkMqttState" }, (answer) => {
+      resolve(!chrome.runtime.lastError && answer === "Good" ? "Good" : "Disconnected");
+    });
+  });
 }
 
 async function readToday(clientid) {
@@ -58,11 +59,8 @@ function signedOut() {
 }
 
 async function render() {
-  const { loginInfo, clientid, lastHeartbeat } = await chrome.storage.local.get([
-    "loginInfo",
-    "clientid",
-    "lastHeartbeat",
-  ]);
+  const { loginInfo, nodeMap } = await chrome.storage.local.get(["loginInfo", "nodeMap"]);
+  const clientid = loginInfo && nodeMap && nodeMap[loginInfo.uid] ? nodeMap[loginInfo.uid].clientid : null;
   if (!loginInfo) {
     signedOut();
     return;
@@ -84,7 +82,7 @@ async function render() {
       }
     }
   }
-  let signal = connectionState(lastHeartbeat);
+  let signal = await connectionState();
   let hint = signal === "Good" ? "Your node is all set." : "Your node is offline. Please check your network connection.";
   if (node && node.banned) {
     signal = "Unsupported";
