@@ -249,6 +249,7 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
 
         print(
             "\n  Prefect UI      http://127.0.0.1:4200\n"
+            f"                  (it asks for its auth string: {services.auth_string_hint()})\n"
             "  Analysis app    http://127.0.0.1:8501\n"
             f"  Sandbox         http://127.0.0.1:{SANDBOX_PORT}/__sandbox/state\n"
             "  Fleet status    gradientlab status   (in another terminal)\n"

@@ -6,9 +6,11 @@ or the machine lost power) has its processes found and stopped by the next one."
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from gradientlab.binding import (
     UnsafeBinding,
     check_prefect_server_binding,
 )
-from gradientlab.paths import PROJECT_ROOT
+from gradientlab.paths import PROJECT_ROOT, data_dir
 
 
 class ServiceError(RuntimeError):
@@ -215,27 +217,99 @@ def wait_http(service: Service, url: str, timeout: float = 120) -> None:
     )
 
 
-def prefect_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
-    """The environment of a Prefect server on `host:port` and of its clients on this machine.
+# Prefect's server settings GradientLab always sets (its defaults fail open: CORS "*", CSRF
+# off, no credentials on loopback, the block-secret key in its own database)
+PREFECT_ENCRYPTION_KEY_VAR = "PREFECT_SERVER_ENCRYPTION_KEY"
+PREFECT_CORS_VAR = "PREFECT_SERVER_CORS_ALLOWED_ORIGINS"
+PREFECT_CSRF_VAR = "PREFECT_SERVER_CSRF_PROTECTION_ENABLED"
+AUTH_STRING_FILE = "prefect-auth-string"
+ENCRYPTION_KEY_FILE = "prefect-encryption-key"
 
-    The auth string is never put on a command line: the server reads
-    `PREFECT_SERVER_API_AUTH_STRING` from its environment, and clients here get the same value
-    as `PREFECT_API_AUTH_STRING` unless they have their own."""
+
+def _local_secret(name: str, make: Callable[[], str]) -> str:
+    """A secret of this machine's, made once: a 0600 file in GradientLab's data folder (never
+    in Prefect's home or database, never on a command line)."""
+    path = data_dir() / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: theirs is the one
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def prefect_auth_string() -> str:
+    """The Prefect server's auth string: the operator's (`PREFECT_SERVER_API_AUTH_STRING`), or
+    one made for this machine (demo and `serve` on one machine)."""
+    return os.environ.get(PREFECT_SERVER_AUTH_VAR) or _local_secret(
+        AUTH_STRING_FILE, lambda: f"gradientlab:{secrets.token_urlsafe(32)}"
+    )
+
+
+def auth_string_hint() -> str:
+    """Where a person finds the Prefect UI's auth string (never the string itself)."""
+    if os.environ.get(PREFECT_SERVER_AUTH_VAR):
+        return f"the value of {PREFECT_SERVER_AUTH_VAR}"
+    return f"the contents of {data_dir() / AUTH_STRING_FILE}"
+
+
+def prefect_encryption_key() -> str:
+    """The Fernet key Prefect encrypts Secret blocks with: the operator's, or one made for this
+    machine. Prefect keeps its own in its database unless told, beside what it encrypts."""
+    return os.environ.get(PREFECT_ENCRYPTION_KEY_VAR) or _local_secret(
+        ENCRYPTION_KEY_FILE, lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    )
+
+
+def _client_host(host: str) -> str:
     # a server on every address is reached here through loopback
     client_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-    if ":" in client_host:
-        client_host = f"[{client_host}]"
+    return f"[{client_host}]" if ":" in client_host else client_host
+
+
+def ui_origins(host: str, port: int) -> list[str]:
+    """The origins the Prefect UI is opened at: its own address, and loopback's two names (an
+    SSH tunnel forwards the same port to the operator's own machine)."""
+    origins = [f"http://{_client_host(host)}:{port}"]
+    for name in ("127.0.0.1", "localhost"):
+        if f"http://{name}:{port}" not in origins:
+            origins.append(f"http://{name}:{port}")
+    return origins
+
+
+def prefect_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """The environment of Prefect's clients on this machine (workers, served flows, the app,
+    the CLI) for a server on `host:port`: always with the server's auth string, as
+    `PREFECT_API_AUTH_STRING` (unless they have their own). Never on a command line."""
     env = {
         "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://{client_host}:{port}/api",
+        "PREFECT_API_URL": f"http://{_client_host(host)}:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
     }
-    auth = os.environ.get(PREFECT_SERVER_AUTH_VAR)
-    if auth and not os.environ.get(PREFECT_CLIENT_AUTH_VAR):
-        env[PREFECT_CLIENT_AUTH_VAR] = auth
+    env[PREFECT_CLIENT_AUTH_VAR] = os.environ.get(PREFECT_CLIENT_AUTH_VAR) or prefect_auth_string()
     return env
+
+
+def prefect_server_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """The Prefect server's own environment: its clients' plus what only the server may hold:
+    its auth string (always: loopback is no sign-in, any web page the operator opens reaches
+    it), CORS for its UI's own origins (Prefect's default is "*"), CSRF protection on, and the
+    block-secret encryption key, kept outside Prefect's database."""
+    return {
+        **prefect_env(home, port, host),
+        PREFECT_SERVER_AUTH_VAR: prefect_auth_string(),
+        PREFECT_ENCRYPTION_KEY_VAR: prefect_encryption_key(),
+        PREFECT_CORS_VAR: ",".join(ui_origins(host, port)),
+        PREFECT_CSRF_VAR: "true",
+    }
 
 
 def start_prefect_server(
@@ -252,7 +326,7 @@ def start_prefect_server(
     except UnsafeBinding as exc:
         raise ServiceError(str(exc)) from None
     prefect = str(Path(sys.executable).with_name("prefect"))
-    env = prefect_env(home, port, host)
+    env = prefect_server_env(home, port, host)
     service = start(
         "prefect-server",
         [prefect, "server", "start", "--host", host, "--port", str(port)],
