@@ -26,6 +26,9 @@ or Custom Webhook). The webhook URL stays in the block. Automations are named
     gradientlab.fleet.reachable            gradientlab.fleet.* the hosts answer again
     gradientlab.account.login-refused      gradientlab.fleet.* the account's password is refused;
                                                                one alert for the whole account
+    gradientlab.account.sign-in-refused    gradientlab.fleet.* the API sign-in is refused: the
+                                                               setting to fix (web API key,
+                                                               email, password)
     gradientlab.node.unsupported           gradientlab.host.*  the network marks the node
                                                                Unsupported/Banned/Suspended;
                                                                never recovered automatically
@@ -135,6 +138,16 @@ ALERT_EVENTS: dict[str, tuple[str, str, str]] = {
         f"GradientLab: the Gradient account's password is refused (fleet {_FLEET})",
         f"Fleet {_FLEET}: {{{{ {_P}.reason }}}}. Seen on {{{{ {_P}.hosts }}}} hosts; this "
         "message is sent once for the whole account.",
+    ),
+    AlertEvent.SIGN_IN_REFUSED: (
+        PREFIX + "sign-in refused",
+        f"GradientLab: the Gradient account's sign-in is refused: fix {{{{ {_P}.setting }}}} "
+        f"(fleet {_FLEET})",
+        f"Fleet {_FLEET}: Firebase refused the account's API sign-in ({{{{ {_P}.reason }}}}). "
+        f"Fix {{{{ {_P}.setting }}}} in the fleet file (a wrong web API key: remove "
+        "network.web_api_key, deploy reads it from the extension's bundle). This is the "
+        "account's settings, not the network and not your hosts: rewards are not read until "
+        "it is fixed.",
     ),
     AlertEvent.NODE_UNSUPPORTED: (
         PREFIX + "node unsupported",

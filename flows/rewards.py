@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
 
+from gradientlab.config import Fleet
+from gradientlab.gradient.errors import GradientSignInRefused
+from gradientlab.health.events import AlertEvent
 from gradientlab.store.fleet import node_client_ids
 from tasks.common import engine, fleet_from
 from tasks.network import (
@@ -28,7 +32,11 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
     the last complete day; a rerun with nothing new changes no row. One sign-in per run."""
     started = datetime.now(UTC)  # this machine's clock, as the upserts' updated_at
     fleet = fleet_from(fleet_path)
-    now = network_time(fleet)
+    try:
+        now = network_time(fleet)  # the run's first request signs in
+    except GradientSignInRefused as exc:
+        sign_in_refused(fleet, exc)
+        raise
     account = ingest_account_points(fleet, now, days)
     sweep = list_network_nodes(fleet)
     snapshot = snapshot_node_points(sweep)
@@ -48,3 +56,22 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
         f"points of {sweep.day}",
     )
     return summary
+
+
+def sign_in_refused(fleet: Fleet, exc: GradientSignInRefused) -> None:
+    """The account's verdict, not the network's: the setting to fix, as an alert and on the
+    run's page."""
+    get_run_logger().error("the account's sign-in is refused: fix %s (%s)", exc.setting, exc)
+    emit_event(
+        event=AlertEvent.SIGN_IN_REFUSED,
+        resource={
+            "prefect.resource.id": f"gradientlab.fleet.{fleet.name}",
+            "prefect.resource.name": fleet.name,
+        },
+        payload={"setting": exc.setting, "reason": exc.reason, "endpoint": exc.endpoint},
+    )
+    create_markdown_artifact(
+        key="account-verdict",
+        markdown=f"### The account's sign-in is refused: fix `{exc.setting}`\n\n{exc}",
+        description="Why rewards could not be read",
+    )

@@ -76,6 +76,8 @@ class NetworkSettings(Strict):
     identity_base: str = "https://identitytoolkit.googleapis.com"
     token_base: str = "https://securetoken.googleapis.com"
     dashboard_url: str = "https://app.gradient.network/"
+    # The dashboard's Firebase web API key: deploy reads it from the deployed extension's bundle,
+    # so leave it unset; a value here overrides what the bundle carries.
     web_api_key: str | None = None
     extension_id: str = REAL_EXTENSION_ID
     extension_source: str = REAL_EXTENSION_SOURCE
@@ -90,6 +92,18 @@ class NetworkSettings(Strict):
     max_requests_per_second: float = Field(default=100, gt=0)
     api_concurrency: int = Field(default=8, ge=1, le=32)  # requests in flight at once
     node_page_size: int = Field(default=100, ge=1, le=1000)  # nodes per /sentrynode/list page
+
+    @field_validator("web_api_key")
+    @classmethod
+    def _not_a_placeholder(cls, v: str | None) -> str | None:
+        from gradientlab.gradient.webkey import is_placeholder
+
+        if v is not None and is_placeholder(v):
+            raise ValueError(
+                f"{v!r} is a placeholder, not a key; remove the line: deploy reads the key "
+                "from the deployed extension's bundle (set it only to override that)"
+            )
+        return v
 
 
 class LocalSettings(Strict):

@@ -96,18 +96,26 @@ def node_settings(fleet: Fleet, read_block: BlockReader = None) -> NodeSettings:
 
 
 def gradient_client(
-    fleet: Fleet, read_block: BlockReader = None, learned_pace: LearnedPace | None = None
+    fleet: Fleet,
+    read_block: BlockReader = None,
+    learned_pace: LearnedPace | None = None,
+    bundle_key: str | None = None,
 ) -> GradientClient:
+    """The API client: signs in with the fleet file's network.web_api_key when it sets one,
+    else with `bundle_key`, the key deploy read from the deployed extension's bundle."""
     net = fleet.network
-    if not net.web_api_key:
+    key = net.web_api_key or bundle_key
+    if not key:
         raise FleetFileError(
-            f"{fleet.source}: network.web_api_key is needed to read rewards from the API"
+            f"{fleet.source}: no web API key to sign in to the API with: network.web_api_key "
+            "is not set and no deploy has read the key from the extension's bundle yet; deploy "
+            "a host first, or set network.web_api_key"
         )
     endpoints = GradientEndpoints(
         api_base=net.api_base,
         identity_base=net.identity_base,
         token_base=net.token_base,
-        web_api_key=net.web_api_key,
+        web_api_key=key,
     )
     return GradientClient(
         endpoints,

@@ -7,6 +7,7 @@ anything else in a test or a script), never from here."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -14,6 +15,7 @@ from sqlalchemy import Engine
 from gradientlab.agent.home import RUNNER_VERSION
 from gradientlab.config import Fleet, FleetFileError
 from gradientlab.gradient.errors import GradientAuthError
+from gradientlab.gradient.webkey import GREP_PATTERN, find_web_api_key
 from gradientlab.inventory import (
     BlockReader,
     CredentialsLoader,
@@ -22,11 +24,12 @@ from gradientlab.inventory import (
     provider_for,
 )
 from gradientlab.node.browser import NoUsableBrowser
-from gradientlab.node.deploy import DeployResult, deploy_node
+from gradientlab.node.deploy import NODE_DIR, DeployResult, deploy_node
 from gradientlab.providers.base import HostRecord
 from gradientlab.remote.executor import (
     AuthRefused,
     CommandTimeout,
+    Executor,
     HostKeyInvalid,
     HostKeyMismatch,
     HostUnreachable,
@@ -35,6 +38,7 @@ from gradientlab.remote.keys import OperatorKeyUnavailable, operator_public_key
 from gradientlab.rules import SecondNodeRefused
 from gradientlab.store import fleet as fleet_store
 from gradientlab.store.locks import HostBusy
+from gradientlab.store.webkeys import record_web_key
 
 
 def create_host(
@@ -50,10 +54,15 @@ def create_host(
 def deploy_host(
     engine: Engine, fleet: Fleet, record: HostRecord, secrets: BlockReader
 ) -> DeployResult:
-    """Deploy the node on `record` and record what is installed there."""
-    result = deploy_node(
-        executor_for(record), node_settings(fleet, secrets), record.meta.get("python")
-    )
+    """Deploy the node on `record` and record what is installed there, with the web API key
+    the deployed extension's bundle carries."""
+    ex = executor_for(record)
+    result = deploy_node(ex, node_settings(fleet, secrets), record.meta.get("python"))
+    key = read_bundle_web_key(ex)
+    if key is not None:
+        record_web_key(
+            engine, fleet.network.extension_id, key, result.extension_version, record.name
+        )
     fleet_store.record_deploy(
         engine,
         record.name,
@@ -65,6 +74,16 @@ def deploy_host(
         host_os=result.host_os,
     )
     return result
+
+
+def read_bundle_web_key(ex: Executor) -> str | None:
+    """The Firebase web API key in the extension deployed on this host (None: none found)."""
+    found = ex.run(
+        f"grep -rhoE {shlex.quote(GREP_PATTERN)} {NODE_DIR}/extension/current/"
+        " --include='*.js' 2>/dev/null | head -n 200",
+        timeout=60,
+    )
+    return find_web_api_key([found.stdout]) if found.stdout else None
 
 
 def plan_deploy(fleet: Fleet, record: HostRecord, secrets: BlockReader) -> DeployResult:

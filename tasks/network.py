@@ -21,6 +21,7 @@ from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.gradient.throttle import RetryPolicy
 from gradientlab.inventory import gradient_client
 from gradientlab.store.pace import load_pace, save_pace
+from gradientlab.store.webkeys import bundle_web_key
 from tasks.common import engine, read_secret_block, retry_if_transient
 
 API_RETRIES = dict(
@@ -55,7 +56,10 @@ def run_client(fleet: Fleet) -> GradientClient:
         client = _RUN_CLIENTS.get(key)
         if client is None:
             learned = load_pace(engine(), net.api_base) if net.requests_per_second is None else None
-            client = _RUN_CLIENTS[key] = gradient_client(fleet, read_secret_block, learned)
+            bundle_key = None if net.web_api_key else bundle_web_key(engine(), net.extension_id)
+            client = _RUN_CLIENTS[key] = gradient_client(
+                fleet, read_secret_block, learned, bundle_key
+            )
             while len(_RUN_CLIENTS) > _KEEP:
                 _RUN_CLIENTS.popitem(last=False)[1].close()
         return client

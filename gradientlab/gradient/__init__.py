@@ -14,6 +14,7 @@ from gradientlab.gradient.errors import (
     GradientRateLimited,
     GradientResponseError,
     GradientServerError,
+    GradientSignInRefused,
 )
 from gradientlab.gradient.models import (
     POINT_SCALE,
@@ -39,6 +40,7 @@ __all__ = [
     "GradientRateLimited",
     "GradientResponseError",
     "GradientServerError",
+    "GradientSignInRefused",
     "NetworkStatus",
     "NodeDay",
     "NodeInfo",

@@ -36,6 +36,7 @@ from gradientlab.gradient.errors import (
     GradientRateLimited,
     GradientResponseError,
     GradientServerError,
+    GradientSignInRefused,
 )
 from gradientlab.gradient.models import (
     NetworkStatus,
@@ -355,6 +356,20 @@ class FirebaseSession:
             error = body.get("error") if isinstance(body, dict) else None
             if isinstance(error, dict) and isinstance(error.get("message"), str):
                 reason = self._secrets.scrub(error["message"])
+            setting = _setting_to_fix(reason)
+            if action == "sign-in" and setting is not None:
+                raise GradientSignInRefused(
+                    f"Firebase refused the account's sign-in at {endpoint} (HTTP "
+                    f"{response.status_code}: {reason}); fix {setting} in the fleet file"
+                    + (
+                        " (or remove it: deploy reads the key from the extension's bundle)."
+                        if setting == "network.web_api_key"
+                        else "."
+                    ),
+                    endpoint=endpoint,
+                    setting=setting,
+                    reason=reason,
+                )
             raise GradientAuthError(
                 f"Firebase refused {action} at {endpoint} (HTTP {response.status_code}: "
                 f"{reason}); {advice}.",
@@ -784,6 +799,27 @@ class _Count:
     def add(self) -> None:
         with self._lock:
             self.value += 1
+
+
+# Firebase Auth's words for a refused sign-in, and the fleet-file setting each points at.
+_KEY_REFUSED = ("API key not valid", "API_KEY_INVALID", "API_KEY_EXPIRED", "PERMISSION_DENIED")
+_CREDENTIALS_REFUSED = {
+    "INVALID_PASSWORD": "account.password",
+    "INVALID_LOGIN_CREDENTIALS": "account.email and account.password",
+    "EMAIL_NOT_FOUND": "account.email",
+    "INVALID_EMAIL": "account.email",
+    "USER_DISABLED": "account.email (the account is disabled)",
+    "MISSING_PASSWORD": "account.password",
+}
+
+
+def _setting_to_fix(reason: str) -> str | None:
+    """The setting a refused sign-in's reason points at; None for other refusals (throttling
+    such as TOO_MANY_ATTEMPTS_TRY_LATER is not a setting to fix)."""
+    if any(word in reason for word in _KEY_REFUSED):
+        return "network.web_api_key"
+    word = reason.split(":")[0].split()[0] if reason.strip() else ""
+    return _CREDENTIALS_REFUSED.get(word)
 
 
 def _envelope_code(value: Any) -> int | None:

@@ -39,6 +39,18 @@ class GradientAuthError(GradientError):
     """Bad credentials, a refused token refresh, or a 401 that a fresh token did not cure."""
 
 
+class GradientSignInRefused(GradientAuthError):
+    """Firebase refused the account's sign-in: the account verdict. ``setting`` names the
+    fleet-file setting a person must fix (``network.web_api_key`` for a key Firebase does not
+    accept, ``account.email`` / ``account.password`` for credentials it refuses); ``reason``
+    is Firebase's own word for it."""
+
+    def __init__(self, message: str, *, endpoint: str, setting: str, reason: str) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.setting = setting
+        self.reason = reason
+
+
 class GradientRateLimited(GradientError):
     """Gradient (or Firebase) answered 429; ``retry_after`` is in seconds when it said."""
 

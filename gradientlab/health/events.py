@@ -16,6 +16,9 @@ class AlertEvent:
     FLEET_UNREACHABLE = "gradientlab.fleet.unreachable"  # the control plane cannot reach it
     FLEET_REACHABLE = "gradientlab.fleet.reachable"
     LOGIN_REFUSED = "gradientlab.account.login-refused"
+    # the control plane's own API sign-in (rewards, the network view) refused: `setting` names
+    # the fleet-file setting to fix (network.web_api_key, account.email, account.password)
+    SIGN_IN_REFUSED = "gradientlab.account.sign-in-refused"
 
 
 # every alert automation's name begins with this (deployments/alerts.py names them so)
@@ -29,6 +32,7 @@ FLEET_EVENTS = frozenset(
         AlertEvent.FLEET_UNREACHABLE,
         AlertEvent.FLEET_REACHABLE,
         AlertEvent.LOGIN_REFUSED,
+        AlertEvent.SIGN_IN_REFUSED,
     }
 )
 

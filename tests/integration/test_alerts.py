@@ -179,6 +179,16 @@ EVENTS: list[tuple[str, dict[str, str], dict[str, Any], list[str]]] = [
         ["password is refused", "INVALID_PASSWORD", "4 hosts", "once for the whole account"],
     ),
     (
+        "gradientlab.account.sign-in-refused",
+        _fleet("lab-sign-in"),
+        {
+            "setting": "network.web_api_key",
+            "reason": "API key not valid. Please pass a valid API key.",
+            "endpoint": "POST /v1/accounts:signInWithPassword",
+        },
+        ["fix network.web_api_key", "API key not valid", "not the network"],
+    ),
+    (
         "gradientlab.node.unsupported",
         _host("edge-ember"),
         {"status": "Banned", "reason": "the network banned this node"},

@@ -340,3 +340,17 @@ def test_a_second_host_on_the_same_machine_is_refused_before_anything_is_install
             .all()
         )
     assert nodes == [record.name]
+
+
+def test_deploy_reads_the_web_api_key_from_the_deployed_extension_s_bundle(
+    one_host: tuple[Any, HostRecord], sandbox: Any, engine: Any
+) -> None:
+    from gradientlab.lifecycle import deploy_host, read_bundle_web_key
+    from gradientlab.store.fleet import upsert_host
+    from gradientlab.store.webkeys import bundle_web_key
+
+    fleet, record = one_host
+    upsert_host(engine, record)
+    deploy_host(engine, fleet, record, None)  # idempotent: installs only what is missing
+    assert read_bundle_web_key(executor_for(record)) == sandbox.config.api_key
+    assert bundle_web_key(engine, fleet.network.extension_id) == sandbox.config.api_key

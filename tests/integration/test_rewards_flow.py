@@ -144,3 +144,89 @@ def test_a_default_run_starts_at_the_pace_learned_before_and_keeps_what_it_finds
     assert kept.pace < 40  # slower than before, as refused
     assert kept.refused_at is not None and kept.refused_at < 44
     assert kept.pace >= 0.5 and kept.pace != INITIAL_PACE
+
+
+def fleet_without_key(throttled: Any, tmp_path: Path, key_line: str = "") -> Path:
+    network = "\n".join(
+        line
+        for line in throttled.fleet_network_yaml().splitlines()
+        if not line.strip().startswith("web_api_key:")
+    )
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"account:\n  email: {EMAIL}\n  password: {{env: {PASSWORD_ENV}}}\n"
+        + network
+        + "\n"
+        + key_line
+        + "  requests_per_second: 200\n  node_page_size: 5\n"
+        + "providers:\n  local: {kind: local}\nhosts: []\n"
+    )
+    return path
+
+
+def test_without_a_key_in_the_fleet_file_the_bundle_s_key_signs_in(
+    prefect_server: None, engine: Engine, throttled: Any, tmp_path: Path
+) -> None:
+    from flows.rewards import rewards
+    from gradientlab.config import FleetFileError, load_fleet
+    from gradientlab.store.webkeys import record_web_key
+
+    path = fleet_without_key(throttled, tmp_path)
+    fleet = load_fleet(path)
+    assert fleet.network.web_api_key is None
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE extension_web_keys"))
+    with pytest.raises(FleetFileError, match="deploy a host first, or set network.web_api_key"):
+        rewards(fleet_path=str(path), days=1)
+
+    # what deploy records after reading the deployed extension's bundle (test_deploy reads it)
+    record_web_key(
+        engine, fleet.network.extension_id, throttled.config.api_key, "0.1.0", "deploy-a"
+    )
+    try:
+        summary = rewards(fleet_path=str(path), days=1)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE extension_web_keys"))
+    assert summary["api"]["requests"] > 0  # signed in with the bundle's key, and read
+
+
+@pytest.mark.parametrize(
+    ("key_line", "password", "setting"),
+    [
+        ("  web_api_key: AIzaSyWrongWrongWrongWrongWrongWrong123\n", None, "network.web_api_key"),
+        ("", "not-the-password", "account.password"),
+    ],
+)
+def test_a_refused_sign_in_is_the_account_s_verdict_naming_the_setting(
+    prefect_server: None,
+    engine: Engine,
+    throttled: Any,
+    tmp_path: Path,
+    key_line: str,
+    password: str | None,
+    setting: str,
+) -> None:
+    from flows.rewards import rewards
+    from gradientlab.gradient import GradientSignInRefused
+    from tests.integration.test_daily_report_flow import artifacts
+
+    if not key_line:
+        key_line = f"  web_api_key: {throttled.config.api_key}\n"
+    path = fleet_without_key(throttled, tmp_path, key_line)
+    right = os.environ[PASSWORD_ENV]
+    if password is not None:
+        os.environ[PASSWORD_ENV] = password
+    try:
+        state = rewards(fleet_path=str(path), days=1, return_state=True)
+    finally:
+        os.environ[PASSWORD_ENV] = right
+    assert state.is_failed()
+    with pytest.raises(GradientSignInRefused) as caught:
+        state.result()
+    assert caught.value.setting == setting
+    assert f"fix {setting}" in str(caught.value)
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    verdict = artifacts(run_id)["account-verdict"]
+    assert f"fix `{setting}`" in verdict
