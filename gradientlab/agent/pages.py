@@ -15,6 +15,13 @@ nothing else. The sandbox imitates these shapes; it must not add anything the ru
   <clientid>` (items `id` = UTC day YYYYMMDD, `duration` = uptime, `latency` = taps). Its
   badge reads Excellent, Good, Disconnected or Unsupported. Signed out, it shows a "Log in"
   button and asks nothing. The first run shows a dialog closed with "I got it".
+- Seen with the real extension (v1.0.16) in Chromium: the popup is a React page that first
+  renders its signed-out face ("Log in", "Sign up", "Learn More") under a loading screen, asks
+  the API (`/user/profile`, `/point/stats`, `/sentrynode/stats|latency/list|get/<clientid>`,
+  the banner and announcement lists) and its service worker (the MQTT state) when signed in,
+  and only then shows the signed-in page, the badge and the "I got it" dialog (a <button>). Its
+  "Log in" is a styled <div>, not a button. The badge is the MQTT connection's state (Good or
+  Disconnected), Unsupported with the reason when the API says `banned`.
 """
 
 from __future__ import annotations
@@ -48,7 +55,10 @@ SETTLED_STATES = (*GOOD_STATES, PopupState.UNSUPPORTED, PopupState.LOGGED_OUT)
 
 POPUP_PAGE = "popup.html"
 FIRST_RUN_BUTTON = "I got it"
-LOGIN_BUTTON = "Log in"  # shown only when the extension holds no session
+LOGIN_BUTTON = "Log in"  # the text of the sign-in control, shown when it holds no session
+# a signed-in popup asks one of these within moments of opening; a signed-out one never does
+SIGNED_IN_API = re.compile(r"/(?:sentrynode/|user/profile)")
+LOGGED_OUT_GRACE_SECONDS = 3.0
 BADGE_TEXTS = (
     PopupState.EXCELLENT,
     PopupState.GOOD,

@@ -58,6 +58,11 @@ def read_popup(
                     seen[key] = data
                     seen["clientid"] = m.group("clientid")
 
+    def on_request(request: Any) -> None:
+        if pages.SIGNED_IN_API.search(request.url):
+            seen["asked"] = True
+
+    page.on("request", on_request)
     page.on("response", on_response)
     try:
         deadline = time.monotonic() + (20 if wait_for_status else 0)
@@ -69,6 +74,7 @@ def read_popup(
                 break
             time.sleep(1)
             seen.clear()
+            seen["dismissed"] = popup.get("first_run_dismissed", False)
             popup = _read_popup_once(page, ext_id, seen, timeout)
         return popup
     finally:
@@ -79,31 +85,53 @@ def _read_popup_once(
     page: Any, ext_id: str, seen: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
     page.goto(f"chrome-extension://{ext_id}/{pages.POPUP_PAGE}", timeout=timeout * 1000)
-    dismissed = False
     button = page.get_by_role("button", name=pages.FIRST_RUN_BUTTON)
-    with contextlib.suppress(Exception):
-        if button.is_visible(timeout=500):
-            button.click()
-            dismissed = True
+
+    def first_run_shown() -> bool:
+        with contextlib.suppress(Exception):
+            return bool(button.count() and button.first.is_visible())
+        return False
+
+    def dismiss_first_run() -> None:
+        # the dialog shows once the popup has its data (the real one's after its API answers)
+        if first_run_shown():
+            with contextlib.suppress(Exception):
+                button.first.click(timeout=2000)
+                seen["dismissed"] = True
+
     badge_text = page.get_by_text(pages.BADGE)
-    login = page.get_by_role("button", name=pages.LOGIN_BUTTON, exact=True)
+    # the real popup's "Log in" is a styled <div>, and it also shows under the loading screen of
+    # a signed-in popup for a moment: Logged out is "Log in" on screen while the popup asks the
+    # API nothing of a signed-in user for LOGGED_OUT_GRACE_SECONDS
+    login = page.get_by_text(pages.LOGIN_BUTTON, exact=True)
     badge: str | None = None
     logged_out = False
+    login_since: float | None = None
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if "node" in seen:
             break
+        dismiss_first_run()
+        shown = False
         with contextlib.suppress(Exception):
-            if login.count() and login.first.is_visible():
+            shown = bool(login.count() and login.first.is_visible())
+        now = time.monotonic()
+        if shown and not seen.get("asked"):
+            login_since = login_since if login_since is not None else now
+            if now - login_since >= pages.LOGGED_OUT_GRACE_SECONDS:
                 logged_out = True
                 break
+        else:
+            login_since = None
         page.wait_for_timeout(200)
-    # the badge and today's stats follow the node's answer within a moment
-    settle = time.monotonic() + (2 if "node" in seen else 0)
-    while time.monotonic() < settle and ("stats" not in seen or badge is None):
+    # the badge, today's stats and the first-run dialog follow the node's answer in a moment
+    settle = time.monotonic() + (3 if "node" in seen else 0)
+    while time.monotonic() < settle and ("stats" not in seen or badge is None or first_run_shown()):
+        dismiss_first_run()
         badge = _badge(badge_text)
         page.wait_for_timeout(200)
     badge = badge or _badge(badge_text)
+    dismissed = bool(seen.get("dismissed"))
     node = seen.get("node") if isinstance(seen.get("node"), dict) else None
     version = None
     with contextlib.suppress(Exception):

@@ -1079,6 +1079,10 @@ class SandboxNetwork:
                 "name": acc.config.name,
                 "point": {"total": total, "balance": total, "referral": referral},
                 "node": {"sentryActive": active},
+                # what the extension's popup also reads of the profile (bundle v1.0.16)
+                "email": acc.config.email,
+                "code": uid[:8].upper(),
+                "stats": {"invitee": 0, "pending": 0},
             }
 
     # ---- faults ------------------------------------------------------------------------------

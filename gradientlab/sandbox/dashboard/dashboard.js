@@ -96,9 +96,14 @@
       const fresh = await postJson(cfg.tokenUrl + "?key=" + encodeURIComponent(cfg.apiKey), {
         grant_type: "refresh_token", refresh_token: s.refreshToken,
       });
-      s = { ...s, idToken: fresh.id_token, refreshToken: fresh.refresh_token || s.refreshToken,
-            expiresAt: Date.now() + Number(fresh.expires_in || 3600) * 1000 };
-      localStorage.setItem(KEY, JSON.stringify(s));
+      // The extension takes a session it already holds as it is, and starts over on a new one
+      // (the real one registers its node again when that races): hand over the same ID token
+      // while it has minutes left, a fresh one only after.
+      if (!(Number(s.expiresAt) - Date.now() > 10 * 60 * 1000)) {
+        s = { ...s, idToken: fresh.id_token, refreshToken: fresh.refresh_token || s.refreshToken,
+              expiresAt: Date.now() + Number(fresh.expires_in || 3600) * 1000 };
+        localStorage.setItem(KEY, JSON.stringify(s));
+      }
     } catch (e) {
       localStorage.removeItem(KEY); // the session was revoked: sign in again
       location.replace("./");
