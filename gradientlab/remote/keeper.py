@@ -70,8 +70,10 @@ def keeper_answers(sock_path: Path, timeout: float = 2) -> bool:
     return answer is not None and answer[0].get("ok") is True
 
 
-# a command's output the keeper sends back: what fits in one message header, with room to spare
-MAX_ANSWER_TEXT = MAX_HEADER // 2
+# a command's output the keeper sends back: stdout and stderr together fit in one message
+# header with room to spare (the health probe caps its own output at 512 KiB on the host)
+MAX_ANSWER_TEXT = MAX_HEADER - 128 * 1024
+MAX_ANSWER_STDERR = 64 * 1024
 
 
 def _cut(text: str, limit: int) -> str:
@@ -91,7 +93,7 @@ def capped_run_answer(exit_code: int, stdout: str, stderr: str) -> dict[str, Any
     so in `truncated`), so a host that prints too much is read as what it printed, never as a
     keeper that vanished mid-answer."""
     out = _cut(stdout, MAX_ANSWER_TEXT)
-    err = _cut(stderr, MAX_ANSWER_TEXT // 8)
+    err = _cut(stderr, MAX_ANSWER_STDERR)
     return {
         "ok": True,
         "exit_code": exit_code,

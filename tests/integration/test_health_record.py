@@ -309,3 +309,117 @@ def test_a_check_records_the_health_period_it_ran_under(engine: Engine) -> None:
         health_period_s=30,
     )
     assert rows(engine, "SELECT status, health_period_s FROM v_fleet_status") == [("Good", 30.0)]
+
+
+# ---------------------------------------------------------------- the control plane's own faults
+
+
+def cut_off(hosts: int = 2) -> NetworkState:
+    return NetworkState(
+        False,
+        "",
+        cut_off=True,
+        cut_off_reason="GradientLab cannot reach the fleet from w1: 2 of 2 checked hosts fail",
+        cut_off_hosts=hosts,
+    )
+
+
+def test_being_cut_off_is_one_fleet_incident_alerted_once_and_no_host_incident(
+    engine: Engine,
+) -> None:
+    host(engine, "n1")
+    host(engine, "n2")
+    sweeps = []
+    for i in range(3):
+        at = T0 + timedelta(minutes=5 * i)
+        sweeps.append(
+            sweep(
+                engine,
+                report(Verdict.UNREACHABLE, at, "n1"),
+                report(Verdict.AUTH_REFUSED, at, "n2"),
+                network=cut_off(),
+            )
+        )
+    fleet_events = [[a.event for a in s[1]] for s in sweeps]
+    assert fleet_events == [[], ["gradientlab.fleet.unreachable"], []]  # once, confirmed
+    assert all(events(s[0]) == [] for s in sweeps)  # no host is paged
+    assert rows(engine, "SELECT count(*) FROM incidents WHERE host_id IS NOT NULL") == [(0,)]
+    assert rows(engine, "SELECT kind, status FROM incidents") == [("FleetUnreachable", "open")]
+    reasons = [o.reason for o in sweeps[-1][0]]
+    assert all("cannot reach the fleet from w1" in r for r in reasons), reasons
+    back = T0 + timedelta(minutes=20)
+    _, alerts, _ = sweep(engine, report(Verdict.GOOD, back, "n1"), report(Verdict.GOOD, back, "n2"))
+    assert [a.event for a in alerts] == ["gradientlab.fleet.reachable"]
+    assert rows(engine, "SELECT kind, status FROM incidents") == [("FleetUnreachable", "recovered")]
+
+
+def test_hosts_not_checked_or_failed_by_the_keeper_open_no_incident(engine: Engine) -> None:
+    host(engine, "n1")
+    host(engine, "n2")
+    for i in range(3):
+        at = T0 + timedelta(minutes=5 * i)
+        outcomes, _, _ = sweep(
+            engine, report(Verdict.NOT_CHECKED, at, "n1"), report(Verdict.KEEPER_FAILED, at, "n2")
+        )
+        assert [o.incident_id for o in outcomes] == [None, None]
+    assert rows(engine, "SELECT count(*) FROM incidents") == [(0,)]
+    assert rows(
+        engine, "SELECT status, count(*) FROM node_status_samples GROUP BY 1 ORDER BY 1"
+    ) == [
+        ("KeeperFailed", 3),
+        ("NotChecked", 3),
+    ]
+
+
+def test_a_started_reboot_counts_whatever_happens_after_it(engine: Engine) -> None:
+    from gradientlab.store.recovery import fleet_usage, start_action
+
+    host(engine, "n1")
+    sweep(engine, report(Verdict.UNREACHABLE, T0))  # the incident a reboot belongs to
+    at = T0 + timedelta(minutes=5)
+    row = start_action(engine, "n1", "reboot_host", at, "Unreachable", "no answer")
+    # the worker dies here: the reboot's end is never written; the budget and the fleet's
+    # hourly cap still see it
+    later = at + timedelta(minutes=1)
+    [history] = host_histories(engine, host_records(engine), later).values()
+    assert [(a.step, a.ok) for a in history.actions] == [("reboot_host", None)]
+    assert fleet_usage(engine, later)["host_actions"] == 1
+    # a later record of the same step completes its row, it does not add one
+    done = ActionResult("reboot_host", at, later, True, "host rebooted; then Good", row)
+    sweep(engine, report(Verdict.GOOD, later), actions=[done])
+    assert rows(engine, "SELECT step, ok, detail FROM recovery_actions") == [
+        ("reboot_host", True, "host rebooted; then Good")
+    ]
+    # a step withheld by the provider is recorded, but is no host action for the fleet's cap
+    sweep(engine, report(Verdict.UNREACHABLE, later + timedelta(minutes=5)),
+          actions=[ActionResult("reboot_host", later, later, False, "withheld: gone")])  # fmt: skip
+    assert fleet_usage(engine, later + timedelta(minutes=6))["host_actions"] == 1
+
+
+def test_a_refused_password_is_one_account_wide_alert_until_a_login_works(
+    engine: Engine,
+) -> None:
+    from gradientlab.store.recovery import fleet_usage
+
+    for name in ("n1", "n2", "n3"):
+        host(engine, name)
+    refused = "login (login) failed: dashboard login failed: Sign-in failed: INVALID_PASSWORD"
+    fleet_alerts = []
+    for i in range(2):
+        at = T0 + timedelta(minutes=5 * i)
+        results = [
+            (r, r, [ActionResult("login", at, at, False, refused)], Decision((), "t"))
+            for r in (report(Verdict.LOGGED_OUT, at, n) for n in ("n1", "n2", "n3"))
+        ]
+        _, alerts, _ = record_sweep(engine, results, POLICY, UP, at, "fleet-t")
+        fleet_alerts += [a.event for a in alerts]
+    assert fleet_alerts == ["gradientlab.account.login-refused"]
+    assert "INVALID_PASSWORD" in str(
+        fleet_usage(engine, T0 + timedelta(minutes=6))["login_refused"]
+    )
+    at = T0 + timedelta(minutes=10)
+    r = report(Verdict.LOGGED_OUT, at, "n1")
+    record_sweep(engine, [(r, report(Verdict.GOOD, at, "n1"),
+                           [ActionResult("login", at, at, True, "logged in")], Decision((), "t"))],
+                 POLICY, UP, at, "fleet-t")  # fmt: skip
+    assert fleet_usage(engine, at)["login_refused"] is None
