@@ -29,6 +29,9 @@ os.environ.setdefault("GRADIENTLAB_HOME", str(_SESSION_HOME))
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# the analysis app's sign-in mode is explicit: the page tests run it read-only on loopback (the
+# sign-in tests set their own)
+os.environ.setdefault("GRADIENTLAB_APP_SIGN_IN", "none")
 
 
 def _admin_url() -> str:
@@ -206,6 +209,7 @@ def prefect_server() -> Iterator[None]:
 # it checks: every file sets up what it needs.
 SLOWEST_FIRST = (
     "tests/e2e/test_faults.py",
+    "tests/e2e/test_faults_reach.py",
     "tests/e2e/test_production_layout.py",
     "tests/e2e/test_fleet.py",
     "tests/integration/test_alerts.py",
