@@ -69,6 +69,11 @@ LOCK = $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --pytho
 lock: setup
 	$(LOCK) -o requirements.lock
 
+# Stale means pyproject.toml asks for something the lock does not give. Compiled again with the
+# lock's own pins preferred (uv keeps an output file's versions), so a newer release of some
+# unpinned dependency on the index does not make an unchanged lock stale.
 lock-check: setup
-	$(LOCK) | diff -q - requirements.lock >/dev/null \
+	cp requirements.lock $(VENV)/requirements.check
+	$(LOCK) -o $(VENV)/requirements.check
+	diff -q $(VENV)/requirements.check requirements.lock >/dev/null \
 		|| { echo "requirements.lock is stale: run make lock"; exit 1; }
