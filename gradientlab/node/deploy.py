@@ -254,8 +254,9 @@ def ensure_runtime(ex: Executor, python: str | None, steps: Steps) -> str:
 CLOUD_INIT_WAIT_SH = (
     "cloud-init status --wait >/dev/null 2>&1; "
     "if [ -e /run/cloud-init/enabled ] && [ ! -e /var/lib/cloud/instance/boot-finished ] "
-    "&& command -v systemctl >/dev/null; then systemctl is-system-running --wait >/dev/null 2>&1; "
-    "fi; "
+    '&& command -v systemctl >/dev/null; then n=0; while [ $n -lt 900 ] && [ "$(systemctl show '
+    '-p ActiveState --value cloud-final.service 2>/dev/null)" = activating ]; do sleep 1; '
+    "n=$((n+1)); done; fi; "
     "cloud-init status --long 2>&1"
 )
 

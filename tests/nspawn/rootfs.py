@@ -8,7 +8,8 @@ so that building, which takes minutes, never counts in the suite's time.
 What the image holds is what a Debian cloud image has before its first boot, plus the things a
 test cannot download each session:
 - systemd, dbus, logind (libpam-systemd), openssh-server, sudo, python3, cloud-init (its NoCloud
-  seed is how a test hands a machine the user data a cloud would);
+  seed is how a test hands a machine the user data a cloud would), locales with en_US.UTF-8
+  (cloud-init's locale module fails without them; Debian's cloud images have them);
 - Debian's chromium, preinstalled (as the first-boot script's `apt-get install -y chromium` would
   leave it: the script still runs and finds it installed);
 - no python3-venv: the first-boot script installs it from Debian, and an inventory host without
@@ -54,11 +55,15 @@ BASE_PACKAGES = [
     "ca-certificates",
 ]
 # installed in a chroot after debootstrap, with apt's dependency resolution
-EXTRA_PACKAGES = ["chromium", "cloud-init", "libnss3-tools"]
+EXTRA_PACKAGES = ["chromium", "cloud-init", "libnss3-tools", "locales"]
 
 # run in the chroot after the packages: what turns a debootstrap folder into a bootable image
 CONFIGURE_SH = r"""set -e
 rm -f /etc/ssh/ssh_host_*
+# as Debian's cloud images have it: cloud-init's locale module sets en_US.UTF-8, and Debian's
+# locale-gen (which ignores its arguments) builds only what /etc/locale.gen names
+sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
+locale-gen >/dev/null
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 # nspawn's console: no getty on it (the machines are reached over SSH)
@@ -164,8 +169,11 @@ def build(suite: str) -> Path:
         work = CACHE / f".build-{suite}-{recipe_hash(suite)}"
         if work.exists():
             shutil.rmtree(work)
+        debs = CACHE / f".debs-{suite}"  # the downloaded packages, kept for the next recipe
+        debs.mkdir(exist_ok=True)
         _run(
             "debootstrap",
+            f"--cache-dir={debs}",
             "--variant=minbase",
             "--include=" + ",".join(BASE_PACKAGES),
             suite,
