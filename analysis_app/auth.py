@@ -6,21 +6,28 @@ The contract the pages rely on:
   (`st.stop()`) until the visitor is signed in, and returns their role.
 - `current_role()` is the signed-in visitor's role, for pages that show operator actions.
 
-Roles: "viewer" reads; "operator" may also trigger flows.
+Roles: "viewer" reads; "operator" may also trigger flows. Nobody is an operator without
+signing in.
 
-How a visitor signs in, first match wins:
+The sign-in mode is explicit: `GRADIENTLAB_APP_SIGN_IN` is one of
 
-1. OIDC, when `.streamlit/secrets.toml` has an `[auth]` section: Streamlit's own `st.login`.
-   Roles come from `[gradientlab.roles]` in the same file (`"alice@example.com" = "operator"`);
-   `"*"` sets the role of everyone else ("viewer" unless set; "none" lets only listed people in).
-2. The local users file (`gradientlab app-user add NAME --role viewer|operator`), when it has
-   at least one user.
-3. Nobody configured: no sign-in, operator, only while the app listens on loopback (a person at
-   the machine itself). Beyond loopback the app shows no page and says how to configure one."""
+- `oidc`: Streamlit's own `st.login`, configured in `.streamlit/secrets.toml` under `[auth]`.
+  Roles come from `[gradientlab.roles]` in the same file: keys are verified email addresses
+  (`"alice@example.com" = "operator"`) or `"<issuer>|<subject>"`; `"*"` sets everyone else's
+  role, "none" (no access) unless set. An email the provider does not say is verified matches
+  nothing but `"*"`.
+- `users`: the local users file (`gradientlab app-user add NAME --role viewer|operator`).
+- `none`: no sign-in, read-only (viewer), and only while the app listens on loopback.
+
+Unset, unknown, or a configuration that does not load (a secrets file that does not parse, no
+`[auth]`, a users file that is missing, empty or broken): the app shows no page, only what to
+fix."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from typing import NoReturn
 
 import streamlit as st
 
@@ -32,15 +39,18 @@ from gradientlab.app_users import (
     Role,
     authenticate,
     load_users,
+    rehash_if_weak,
     users_file,
 )
 from gradientlab.binding import is_loopback
 
-__all__ = ["Role", "bound_to_loopback", "current_role", "require_sign_in"]
+__all__ = ["MODE_VAR", "Role", "bound_to_loopback", "current_role", "require_sign_in"]
 
 _ROLE_KEY = "gradientlab_role"
 _USER_KEY = "gradientlab_user"
 _NO_ACCESS = "none"
+MODE_VAR = "GRADIENTLAB_APP_SIGN_IN"
+MODES = ("oidc", "users", "none")
 
 
 def bound_to_loopback() -> bool:
@@ -49,59 +59,93 @@ def bound_to_loopback() -> bool:
 
 
 def current_role() -> Role:
-    """The role `require_sign_in` granted this session; without it, operator only for an app
-    on loopback with no sign-in configured, viewer otherwise."""
+    """The role `require_sign_in` granted this session; viewer without one."""
     role = st.session_state.get(_ROLE_KEY)
-    if role in ("viewer", "operator"):
-        return role  # type: ignore[no-any-return]
-    return "operator" if bound_to_loopback() and not _sign_in_configured() else "viewer"
+    return role if role in ("viewer", "operator") else "viewer"  # type: ignore[no-any-return]
+
+
+def sign_in_mode() -> str | None:
+    mode = os.environ.get(MODE_VAR, "").strip().lower()
+    return mode if mode in MODES else None
 
 
 def require_sign_in() -> Role:
-    if _oidc_configured():
+    mode = sign_in_mode()
+    if mode is None:
+        given = os.environ.get(MODE_VAR)
+        _refuse(
+            (
+                f"{MODE_VAR}={given!r} is not a sign-in mode. "
+                if given
+                else f"{MODE_VAR} is not set. "
+            )
+            + f"Set it to one of {', '.join(MODES)}: `users` (add users with `gradientlab "
+            "app-user add NAME --role viewer|operator`), `oidc` (.streamlit/secrets.toml "
+            "[auth], see the README's Sign-in section), or `none` (read-only, this machine only)."
+        )
+    if mode == "oidc":
+        problem = _oidc_problem()
+        if problem:
+            _refuse(f"Sign-in is misconfigured ({MODE_VAR}=oidc): {problem}")
         role = _oidc_sign_in()
-    else:
+    elif mode == "users":
         try:
             users = load_users()
         except AppUsersError as exc:
-            st.error(f"Sign-in is misconfigured: {exc}")
-            st.stop()
-        if users:
-            role = _local_sign_in(users)
-        elif bound_to_loopback():
-            role = "operator"
-        else:
+            _refuse(f"Sign-in is misconfigured: {exc}")
+        if not users:
+            _refuse(
+                f"Sign-in is misconfigured ({MODE_VAR}=users): no users in {users_file()} "
+                f"(moved by {USERS_FILE_VAR}); add one with `gradientlab app-user add NAME "
+                "--role operator`"
+            )
+        role = _local_sign_in(users)
+    else:
+        if not bound_to_loopback():
             _refuse_unconfigured()
+        role = "viewer"
+        with st.sidebar:
+            st.caption(f"Read-only: no sign-in ({MODE_VAR}=none)")
     st.session_state[_ROLE_KEY] = role
     return role
 
 
-def _secrets_loaded() -> bool:
+def _refuse(message: str) -> NoReturn:
+    st.error(message)
+    st.stop()
+    raise AssertionError("st.stop() returned")  # pragma: no cover
+
+
+def _oidc_problem() -> str | None:
+    """Why the OIDC configuration cannot be used, or None."""
     try:
-        return bool(st.secrets.load_if_toml_exists())
-    except Exception:  # a malformed secrets file is reported by _oidc_configured's caller
-        return False
+        loaded = st.secrets.load_if_toml_exists()
+    except Exception as exc:  # noqa: BLE001 - Streamlit's parse errors have no common type
+        return f"the secrets file does not load: {exc}"
+    if not loaded:
+        return "no .streamlit/secrets.toml"
+    if "auth" not in st.secrets:
+        return "the secrets file has no [auth] section"
+    return None
 
 
-def _oidc_configured() -> bool:
-    return _secrets_loaded() and "auth" in st.secrets
-
-
-def _sign_in_configured() -> bool:
-    if _oidc_configured():
-        return True
-    try:
-        return bool(load_users())
-    except AppUsersError:
-        return True  # a broken file still means someone meant to require sign-in
-
-
-def oidc_role(configured: Mapping[str, object], email: str | None, verified: object) -> str:
-    """The role `[gradientlab.roles]` gives `email` ("none": may not use the app). An address
-    the provider says is unverified gets only the default."""
+def oidc_role(
+    configured: Mapping[str, object],
+    email: str | None,
+    verified: object,
+    issuer: str | None = None,
+    subject: str | None = None,
+) -> str:
+    """The role `[gradientlab.roles]` gives this account ("none": may not use the app): by
+    `"<issuer>|<subject>"`, else by its email when the provider says it is verified, else
+    `"*"`'s, else none."""
     roles = {str(k).lower(): str(v) for k, v in configured.items()}
-    default = roles.get("*", "viewer")
-    if not email or verified is False:
+    default = roles.get("*", _NO_ACCESS)
+    if issuer and subject:
+        by_subject = roles.get(f"{issuer}|{subject}".lower())
+        if by_subject is not None:
+            return by_subject
+    if not email or verified is not True:
         return default
     return roles.get(email.lower(), default)
 
@@ -115,7 +159,14 @@ def _oidc_sign_in() -> Role:
         st.stop()
     email = st.user.get("email")
     configured = st.secrets.get("gradientlab", {}).get("roles", {})
-    role = oidc_role(configured, str(email) if email else None, st.user.get("email_verified"))
+    issuer, subject = st.user.get("iss"), st.user.get("sub")
+    role = oidc_role(
+        configured,
+        str(email) if email else None,
+        st.user.get("email_verified"),
+        str(issuer) if issuer else None,
+        str(subject) if subject else None,
+    )
     if role not in ("viewer", "operator"):
         st.error(
             f"{email or 'This account'} may not use this app. Ask an operator to add it under "
@@ -155,19 +206,32 @@ def _local_sign_in(users: dict[str, AppUser]) -> Role:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         limiter = failed_sign_ins()
-        wait = limiter.wait_seconds(name)
+        client = f"client:{_client_address()}"
+        wait = max(limiter.wait_seconds(name), limiter.wait_seconds(client))
         if wait > 0:
-            st.error(f"Too many failed attempts for {name!r}; try again in {wait:.0f} s.")
+            st.error(f"Too many failed attempts; try again in {wait:.0f} s.")
         else:
             user = authenticate(users, name, password)
             if user is None:
                 limiter.failed(name)
+                limiter.failed(client)
                 st.error("Wrong user name or password.")
             else:
                 limiter.succeeded(name)
+                rehash_if_weak(user, password)
                 st.session_state[_USER_KEY] = user.name
                 st.rerun()
     st.stop()
+
+
+def _client_address() -> str:
+    """The visitor's address as Streamlit sees it (a proxy's, behind one)."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # noqa: BLE001 - not every runtime has a client
+        address = None
+    # None: this machine (Streamlit reports loopback visitors so); AppTest's is not a string
+    return address if isinstance(address, str) and address else "this machine"
 
 
 def _sign_out(rerun: bool = True) -> None:
@@ -179,12 +243,12 @@ def _sign_out(rerun: bool = True) -> None:
 
 def _refuse_unconfigured() -> None:
     address = st.get_option("server.address") or "every address"
-    st.error(
-        f"This app listens on {address}, beyond this machine, and no sign-in is configured, "
-        "so it shows nothing. Either add users: `gradientlab app-user add NAME --role viewer` "
-        f"(or `--role operator`; the file is {users_file()}, moved by {USERS_FILE_VAR}); or "
-        "configure OIDC sign-in in .streamlit/secrets.toml under [auth] (see the README's "
-        "Sign-in section); or bind the app to 127.0.0.1 (`server.address` in "
+    _refuse(
+        f"This app listens on {address}, beyond this machine, and no sign-in is configured "
+        f"({MODE_VAR}=none), so it shows nothing. Either add users: `gradientlab app-user add "
+        f"NAME --role viewer` (or `--role operator`; the file is {users_file()}, moved by "
+        f"{USERS_FILE_VAR}) and set {MODE_VAR}=users; or configure OIDC sign-in in "
+        f".streamlit/secrets.toml under [auth] (see the README's Sign-in section) and set "
+        f"{MODE_VAR}=oidc; or bind the app to 127.0.0.1 (`server.address` in "
         ".streamlit/config.toml)."
     )
-    st.stop()

@@ -14,6 +14,7 @@ GradientLab's data folder."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -34,8 +35,10 @@ USERS_FILE_VAR = "GRADIENTLAB_APP_USERS"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 MIN_PASSWORD_LENGTH = 12
 
-# scrypt at n=2**14, r=8 (16 MiB, about 50 ms here): slow for a guesser, quick for a sign-in
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+# scrypt at OWASP's minimum (Password Storage Cheat Sheet: N=2**17, r=8, p=1; 128 MiB): a
+# stored hash below it is rehashed at the user's next sign-in
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+SCRYPT_MAXMEM = 256 * 1024 * 1024
 
 
 class AppUsersError(ValueError):
@@ -50,7 +53,13 @@ def users_file() -> Path:
 def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+        password.encode(),
+        salt=salt,
+        n=SCRYPT_N,
+        r=SCRYPT_R,
+        p=SCRYPT_P,
+        maxmem=SCRYPT_MAXMEM,
+        dklen=32,
     )
     b64 = base64.b64encode
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
@@ -68,7 +77,7 @@ def password_matches(password: str, stored: str) -> bool:
             n=int(n),
             r=int(r),
             p=int(p),
-            maxmem=128 * 1024 * 1024,
+            maxmem=SCRYPT_MAXMEM,
             dklen=len(expected),
         )
     except (ValueError, TypeError):
@@ -76,8 +85,20 @@ def password_matches(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# checked against when the name is unknown, so that a wrong name costs what a wrong password does
-_NO_SUCH_USER = hash_password(secrets.token_hex(16))
+def needs_rehash(stored: str) -> bool:
+    """Whether a stored hash is weaker than today's parameters (or not one we can read)."""
+    try:
+        scheme, n, r, p, _, _ = stored.split("$")
+        return scheme != "scrypt" or (int(n), int(r), int(p)) < (SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    except ValueError:
+        return True
+
+
+@functools.cache
+def _no_such_user() -> str:
+    """Checked against when the name is unknown, so that a wrong name costs what a wrong
+    password does (made on first use: it costs a hash)."""
+    return hash_password(secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -179,19 +200,36 @@ def remove_user(name: str, path: Path | None = None) -> None:
 def authenticate(users: dict[str, AppUser], name: str, password: str) -> AppUser | None:
     """The user when the password is theirs; the same work is done for an unknown name."""
     user = users.get(name)
-    matches = password_matches(password, user.password_hash if user else _NO_SUCH_USER)
+    matches = password_matches(password, user.password_hash if user else _no_such_user())
     return user if user is not None and matches else None
+
+
+def rehash_if_weak(user: AppUser, password: str, path: Path | None = None) -> bool:
+    """After a good sign-in: store `user`'s password hashed with today's parameters when its
+    stored hash is weaker. True when it was rewritten."""
+    if not needs_rehash(user.password_hash):
+        return False
+    users = load_users(path)
+    current = users.get(user.name)
+    if current is None or current.password_hash != user.password_hash:
+        return False  # changed or removed meanwhile: leave it
+    users[user.name] = AppUser(user.name, user.role, hash_password(password))
+    save_users(users, path)
+    return True
 
 
 @dataclass
 class FailedSignIns:
-    """Failed attempts per user name: after `limit` failures within `window` seconds, that name
-    is refused until the oldest of them is `window` seconds old. Shared by every session of
-    the app process, so a new browser tab does not reset it."""
+    """Failed attempts per key (a user name, or `client:<address>`): after `limit` failures
+    within `window` seconds, that key is refused until the oldest of them is `window` seconds
+    old. Shared by every session of the app process, so a new browser tab does not reset it.
+    Bounded: at most `max_keys` keys are kept (the least recently failed are forgotten first),
+    and at most `limit` failures per key."""
 
     limit: int = 5
     window: float = 300.0
     clock: Callable[[], float] = time.monotonic
+    max_keys: int = 10_000
     _failures: dict[str, list[float]] = field(default_factory=dict)
 
     def _recent(self, name: str) -> list[float]:
@@ -211,8 +249,14 @@ class FailedSignIns:
         return max(0.0, recent[-self.limit] + self.window - self.clock())
 
     def failed(self, name: str) -> None:
-        self._recent(name)
-        self._failures.setdefault(name, []).append(self.clock())
+        recent = self._recent(name)
+        self._failures.pop(name, None)  # re-inserted last: the most recently failed
+        self._failures[name] = (recent + [self.clock()])[-self.limit :]
+        while len(self._failures) > self.max_keys:
+            del self._failures[next(iter(self._failures))]
+
+    def __len__(self) -> int:
+        return len(self._failures)
 
     def succeeded(self, name: str) -> None:
         self._failures.pop(name, None)

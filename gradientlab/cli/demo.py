@@ -50,6 +50,19 @@ def _demo_password() -> str:
     return path.read_text().strip()
 
 
+def _demo_app_sign_in(password: str) -> dict[str, str]:
+    """The analysis app's sign-in for the demo: explicit, by users, from a users file of the
+    demo's own with one operator, `demo`, whose password is the demo's (its 0600 file)."""
+    from gradientlab import app_users
+
+    path = data_dir() / "demo-app-users.toml"
+    users = app_users.load_users(path)
+    current = users.get("demo")
+    if current is None or not app_users.password_matches(password, current.password_hash):
+        app_users.add_user("demo", "operator", password, path=path)
+    return {"GRADIENTLAB_APP_SIGN_IN": "users", app_users.USERS_FILE_VAR: str(path)}
+
+
 def _sandbox_config(email: str, password: str) -> Path:
     path = data_dir() / "sandbox.yaml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -152,8 +165,13 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
             lambda on_start: services.start_streamlit(
                 STREAMLIT_PORT,
                 logs,
-                # the operator's actions ask this Prefect server (started next) to run flows
-                {"DATABASE_URL": url, **services.prefect_env(home / "prefect", PREFECT_PORT)},
+                # the operator's actions ask this Prefect server (started next) to run flows;
+                # its visitors sign in (the demo's own users file: one operator, "demo")
+                {
+                    "DATABASE_URL": url,
+                    **services.prefect_env(home / "prefect", PREFECT_PORT),
+                    **_demo_app_sign_in(password),
+                },
                 on_start,
             ),
             "the analysis app",
@@ -251,6 +269,7 @@ def run_demo(fleet_path: Path = DEMO_FLEET, stop_after: float | None = None) -> 
             "\n  Prefect UI      http://127.0.0.1:4200\n"
             f"                  (it asks for its auth string: {services.auth_string_hint()})\n"
             "  Analysis app    http://127.0.0.1:8501\n"
+            f"                  (sign in as demo, password in {data_dir() / 'demo-password'})\n"
             f"  Sandbox         http://127.0.0.1:{SANDBOX_PORT}/__sandbox/state\n"
             "  Fleet status    gradientlab status   (in another terminal)\n"
             f"  Logs            {logs}\n\n"
