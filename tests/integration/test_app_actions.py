@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from analysis_app import components
 from gradientlab.store import reads
 from tests.conftest import add_host, rows
-from tests.unit.test_analysis_app import APP, NOW, seed_fleet
+from tests.integration.test_analysis_app import APP, NOW, seed_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD = 180  # seconds for the served release run to finish; never a timing claim

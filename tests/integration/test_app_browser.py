@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from gradientlab.cli import services
 from gradientlab.cli.demo import APP_RENDERED
-from tests.unit.test_analysis_app import RAW_POINTS, seed_fleet
+from tests.integration.test_analysis_app import RAW_POINTS, seed_fleet
 
 CHROMIUM = "/usr/bin/chromium"
 

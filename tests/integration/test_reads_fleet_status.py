@@ -1,5 +1,5 @@
 """gradientlab.store.reads.fleet_status on a real Postgres: the fleet now. Rows and clocks derive
-from the app tests' fixed reference time (tests/unit/test_analysis_app.py), and so do their
+from the app tests' fixed reference time (test_analysis_app.py), and so do their
 fleets."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gradientlab.store import reads
-from tests.unit.test_analysis_app import BANNED_REASON, seed_fleet
+from tests.integration.test_analysis_app import BANNED_REASON, seed_fleet
 
 
 @pytest.fixture()

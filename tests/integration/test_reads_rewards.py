@@ -1,6 +1,6 @@
 """gradientlab.store.reads.rewards on a real Postgres: nodes' totals over the selection, and the
 pages' reads on an empty database. Rows and clocks derive from the app tests' fixed reference
-time (tests/unit/test_analysis_app.py), and so do their fleets."""
+time (test_analysis_app.py), and so do their fleets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from gradientlab.store import reads
 from gradientlab.store.reads import FleetFilter
-from tests.unit.test_analysis_app import DAYS, RAW_POINTS, TODAY, seed_fleet, whole_range
+from tests.integration.test_analysis_app import DAYS, RAW_POINTS, TODAY, seed_fleet, whole_range
 
 
 @pytest.fixture()
