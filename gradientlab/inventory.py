@@ -44,7 +44,9 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
     if isinstance(spec, SshSettings):
         from gradientlab.providers.ssh import SshInventoryProvider
 
-        return SshInventoryProvider(name, fleet.hosts, pkey=load_operator_key())
+        return SshInventoryProvider(
+            name, fleet.hosts, known_hosts=database_pins(), pkey=load_operator_key()
+        )
     if credentials is None:
         raise ProviderError(
             f"provider {name!r} ({spec.kind}) needs its credentials block "
@@ -65,6 +67,20 @@ def provider_for(fleet: Fleet, name: str, credentials: CredentialsLoader | None 
 
         return AzureCloudProvider(name, spec, creds, fleet_name=fleet.name)
     raise ProviderError(f"provider {name!r}: unknown kind {spec.kind!r}")
+
+
+def database_pins() -> Any:
+    """The pinned host keys every worker reads (the database), with any pins this machine
+    kept in its old known_hosts file moved in first."""
+    import logging
+
+    from gradientlab.store.pins import DbKnownHosts, migrate_file_pins
+
+    pins = DbKnownHosts()
+    moved = migrate_file_pins(pins.engine)
+    for conflict in moved.conflicts:
+        logging.getLogger(__name__).warning("host key pins: %s", conflict)
+    return pins
 
 
 def executor_for(record: HostRecord) -> Executor:

@@ -182,8 +182,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_hosts_trust(args: argparse.Namespace) -> int:
     """Record the key a host offers now, after showing its fingerprint (one time, explicit)."""
-    from gradientlab.providers.ssh import KnownHosts, scan_host_key
+    from gradientlab.providers.ssh import scan_host_key
     from gradientlab.remote.executor import fingerprint
+    from gradientlab.store.pins import DbKnownHosts, migrate_file_pins
 
     fleet = load_fleet(args.fleet)
     spec = fleet.host(args.host)
@@ -210,8 +211,14 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing recorded")
             return 1
-    KnownHosts().set(args.host, spec.address, port, key)
-    print(f"pinned {fp} for {args.host}; every later connection must offer this key")
+    pins = DbKnownHosts()
+    for conflict in migrate_file_pins(pins.engine).conflicts:
+        print(f"gradientlab: {conflict}", file=sys.stderr)
+    pins.set(args.host, spec.address, port, key)
+    print(
+        f"pinned {fp} for {args.host} in the database every worker reads; every later "
+        "connection must offer this key"
+    )
     return 0
 
 

@@ -65,8 +65,9 @@ def _prefix(base_address: str, last: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def existing_host(base_address: str) -> Iterator[Any]:
-    """A machine the operator already has: an sshd on loopback GradientLab did not adopt yet."""
+def existing_host(base_address: str, database_url: str) -> Iterator[Any]:
+    """A machine the operator already has: an sshd on loopback GradientLab did not adopt yet.
+    Its pins live in the session's database (`database_url`), as every worker reads them."""
     maker = LocalProvider(name="preexisting", base_address=_prefix(base_address, 230))
     spec = parse_fleet(
         ACCOUNT + "providers: {preexisting: {kind: local}}\n"
