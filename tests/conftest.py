@@ -120,6 +120,18 @@ def rows(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> list
         return [tuple(r) for r in conn.execute(text(sql), params or {})]
 
 
+def terminate_fleet(path: Path) -> None:
+    """Close this process's SSH connections and terminate every host of the fleet file."""
+    from gradientlab.config import load_fleet
+    from gradientlab.inventory import provider_for
+    from gradientlab.remote.executor import POOL
+
+    POOL.close_all()
+    fleet = load_fleet(path)
+    for host in fleet.hosts:
+        provider_for(fleet, host.provider).terminate(host.name)
+
+
 # ---------------------------------------------------------------- the sandbox and a fleet on it
 
 SANDBOX_PASSWORD_ENV = "GRADIENTLAB_TEST_PASSWORD"

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def iso_in(seconds: float) -> str:
+    """The time `seconds` from now on this host's clock, as now_iso writes it."""
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(
+        timespec="milliseconds"
+    )
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 from .browser import Browser, clear_stale_singleton_lock
 from .home import RUNNER_VERSION, EventLog, Paths, load_config, log, write_json_atomic
 from .pages import SETTLED_STATES, PageChanged, PopupState
-from .procs import cmdline_has, now_iso, pid_alive, process_tree, pss_kib, read_pid
+from .procs import cmdline_has, iso_in, now_iso, pid_alive, process_tree, pss_kib, read_pid
 from .session import attach
 
 # ---------------------------------------------------------------- supervision
@@ -67,9 +67,10 @@ class Runner:
         """Supervise until stopped. An exception escapes to `serve`, which reports the crash."""
         self.paths.runner_pid.write_text(str(os.getpid()))
         try:
+            # a fresh status: what an earlier runner saw must not pass for this browser's state;
+            # it says a browser is being launched, so a probe now reads Starting, not BrowserDown
+            self.write_status(browser_alive=False, browser_launching_at=now_iso())
             self.end_orphan_browser()
-            # a fresh status: what an earlier runner saw must not pass for this browser's state
-            self.write_status(browser_alive=False)
             check = float(self.config.get("browser_check_seconds", 2))
             while not self.stopping:
                 if not self.browser.alive():
@@ -118,20 +119,26 @@ class Runner:
     def start_browser(self) -> None:
         if clear_stale_singleton_lock(self.paths.profile):
             self.events.add("stale_lock_cleared")
+        if not self.status.get("browser_launching_at"):
+            self.write_status(browser_alive=False, browser_launching_at=now_iso())
         try:
             self.browser.launch()
         except Exception as exc:  # noqa: BLE001 - reported, retried on the next loop
             # the status first: whoever sees the event finds the error already there
-            self.write_status(browser_alive=False, last_error=str(exc))
+            self.write_status(browser_alive=False, browser_launching_at=None, last_error=str(exc))
             self.events.add("browser_start_failed", str(exc))
             self._sleep(5)
             return
         self.events.add(
             "browser_started", f"pid {self.browser.proc.pid if self.browser.proc else '?'}"
         )
-        self.write_status(browser_alive=True)
-        # read the new browser's state now, then every few seconds until it settles
-        self.settle_until = time.monotonic() + float(self.config.get("settle_timeout_seconds", 60))
+        # read the new browser's state now, then every few seconds until it settles; until then
+        # (on this host's clock) a popup that is not settled yet is the extension still connecting
+        settle = float(self.config.get("settle_timeout_seconds", 60))
+        self.settle_until = time.monotonic() + settle
+        self.write_status(
+            browser_alive=True, browser_launching_at=None, settling_until=iso_in(settle)
+        )
         self.refresh()
 
     def refresh(self) -> None:
@@ -174,8 +181,9 @@ class Runner:
         )
         if popup.get("status") != previous:
             self.events.add("popup_status", str(popup.get("status")))
-        if popup.get("status") in SETTLED_STATES:
+        if popup.get("status") in SETTLED_STATES and self.settle_until:
             self.settle_until = 0.0
+            self.write_status(settling_until=None)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -58,6 +58,9 @@ KEEPER_CAUSES = frozenset({"keeper-gone", "keeper-error", "keeper-timeout"})
 # the most of the probe's answer read from a host: a runaway status.json or event log is cut
 # here (on the host, before it crosses the wire), and the answer is judged as what it is
 PROBE_MAX_BYTES = 512 * 1024
+# how long a browser the runner is launching counts as Starting, not BrowserDown: the launch
+# waits up to 30 s for Chromium's DevTools pipe, after ending an orphan browser for up to 5 s
+LAUNCH_GRACE_SECONDS = 60
 
 
 def probe_command(max_bytes: int = PROBE_MAX_BYTES) -> str:
@@ -275,6 +278,9 @@ def _verdict(
         detail = f" (last error: {report.error})" if report.error else ""
         return Verdict.RUNNER_DOWN, about(Verdict.RUNNER_DOWN).meaning + detail
     if not report.browser_alive:
+        launching = _seconds_since(status_file.get("browser_launching_at"), host_info)
+        if launching is not None and -5 <= launching <= LAUNCH_GRACE_SECONDS:
+            return Verdict.STARTING, f"the runner is starting the browser ({launching:.0f} s ago)"
         detail = f" (last error: {report.error})" if report.error else ""
         return Verdict.BROWSER_DOWN, about(Verdict.BROWSER_DOWN).meaning + detail
     low_memory = (
@@ -298,6 +304,9 @@ def _verdict(
         return Verdict.BROWSER_HUNG, (
             f"the browser runs but the runner has not read its popup for {silent:.0f} s{detail}"
         )
+    if popup == "Disconnected" and not report.banned and _settling(status_file, host_info):
+        # the extension connects in the seconds after its browser starts: not an outage yet
+        return Verdict.STARTING, "the browser has just started; the extension is still connecting"
     if popup == "Logged out":
         return Verdict.LOGGED_OUT, about(Verdict.LOGGED_OUT).meaning
     if popup == "Suspended":
@@ -324,6 +333,21 @@ def _popup_age(status_file: dict[str, Any], host_info: dict[str, Any]) -> float 
         return clock - read_at.timestamp()
     updated = parse_time(status_file.get("updated_at"))
     return None if updated is None else (updated - read_at).total_seconds()
+
+
+def _seconds_since(stamp: Any, host_info: dict[str, Any]) -> float | None:
+    """Seconds from a time the runner wrote to the probe's `date`, both on the host's clock;
+    None when either is missing."""
+    at = parse_time(stamp)
+    clock = as_float(host_info.get("clock"))
+    return None if at is None or clock is None else clock - at.timestamp()
+
+
+def _settling(status_file: dict[str, Any], host_info: dict[str, Any]) -> bool:
+    """The runner is still in the minute after a browser start in which it re-reads the
+    popup until the node settles (`settling_until`, on the host's clock)."""
+    left = _seconds_since(status_file.get("settling_until"), host_info)
+    return left is not None and left < 0
 
 
 def _popup_older_than_browser(status_file: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import fleet_yaml
+from tests.conftest import fleet_yaml, terminate_fleet
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +35,7 @@ def fleet_file(
     path = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
     path.write_text(fleet_yaml(sandbox, HOSTS, base_address))
     yield path
-    from gradientlab.config import load_fleet
-    from gradientlab.inventory import provider_for
-    from gradientlab.remote.executor import POOL
-
-    POOL.close_all()
-    fleet = load_fleet(path)
-    for host in fleet.hosts:
-        provider_for(fleet, host.provider).terminate(host.name)
+    terminate_fleet(path)
 
 
 def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.conftest import SANDBOX_PASSWORD_ENV
+from tests.conftest import SANDBOX_PASSWORD_ENV, rows, terminate_fleet
 
 pytestmark = pytest.mark.e2e
 
@@ -94,19 +94,7 @@ def fleet_file(
     )
     path.write_text(text_)
     yield path
-    from gradientlab.config import load_fleet
-    from gradientlab.inventory import provider_for
-    from gradientlab.remote.executor import POOL
-
-    POOL.close_all()
-    fleet = load_fleet(path)
-    for host in fleet.hosts:
-        provider_for(fleet, host.provider).terminate(host.name)
-
-
-def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
+    terminate_fleet(path)
 
 
 def health_until(fleet_file: Path, done: Any, timeout: float = 120) -> list[Any]:
@@ -125,6 +113,17 @@ def health_until(fleet_file: Path, done: Any, timeout: float = 120) -> list[Any]
 def node_state(server: Any) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = httpx.get(f"{server.url}/__sandbox/state").json()["nodes"]
     return nodes
+
+
+def connected_node(server: Any, timeout: float = 60) -> dict[str, Any]:
+    """The sandbox's one node once its MQTT presence says connected. The popup can read Good a
+    moment before the broker's connect reaches the sandbox: wait for it, do not race it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [node] = node_state(server)
+        if node["connect"] is True or time.monotonic() > deadline:
+            return node
+        time.sleep(0.5)
 
 
 def sign_out_on_the_dashboard(home: Path) -> None:
@@ -186,7 +185,7 @@ def test_the_real_extension_under_the_runner(
     assert [o.status for o in outcomes] == ["Good"]
     [(status, client_id)] = rows(engine, "SELECT status, client_id FROM v_fleet_status")
     assert status == "Good"
-    [node] = node_state(real_sandbox)
+    node = connected_node(real_sandbox)
     assert node["clientid"] == client_id
     assert node["presence"] == "mqtt" and node["connect"] is True
     assert node["version"] in ("1.0.16", "")  # its version message comes 2 minutes in
@@ -241,6 +240,6 @@ def test_the_real_extension_under_the_runner(
     assert [o.status for o in outcomes] == ["Good"]
     counters = httpx.get(f"{real_sandbox.url}/__sandbox/counters").json()
     assert counters["signIns"] > sign_ins and counters["registers"] == 1
-    [node] = node_state(real_sandbox)
+    node = connected_node(real_sandbox)
     assert node["clientid"] == client_id and node["connect"] is True
     assert node["mqttConnections"] >= 3  # first start, after the kill, after the new sign-in

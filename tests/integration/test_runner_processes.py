@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -588,9 +589,11 @@ class Attach:
         self.answers = answers
         self.stop_after = stop_after
         self.calls: list[float] = []
+        self.seen: list[dict[str, Any]] = []  # status.json as the probe read it at each call
 
     def __call__(self, paths: Any, config: Any, login: str = "if-needed") -> dict[str, Any]:
         self.calls.append(time.monotonic())
+        self.seen.append(json.loads(paths.status.read_text()))
         answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
         if len(self.calls) == 1:
             threading.Timer(self.stop_after, self.stop).start()
@@ -636,6 +639,38 @@ def test_a_new_browser_is_read_every_few_seconds_until_it_settles(
     assert kinds[0] == "browser_started"
     assert kinds.count("popup_status") == 2  # Disconnected, then the settled state
     assert kinds[-1] == "runner_stopped"
+
+
+def test_the_status_says_launching_then_settling_until_the_node_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the health check needs to tell a browser being started from one that is down, and
+    a node still connecting from a disconnected one."""
+    fake, _ = run_with_attach(
+        tmp_path,
+        monkeypatch,
+        ["Disconnected", "Good"],
+        stop_after=1.0,
+        settle_poll_seconds=0.2,
+        settle_timeout_seconds=60,
+    )
+    first = fake.seen[0]  # read right after the launch
+    assert first["browser_alive"] is True and first["browser_launching_at"] is None
+    left = datetime.fromisoformat(first["settling_until"]) - datetime.now(UTC)
+    assert timedelta(seconds=50) < left <= timedelta(seconds=60)
+    # settled: the runner says so
+    assert fake.seen[-1]["popup"]["status"] == "Disconnected"
+    final = json.loads(fake.runner.paths.status.read_text())
+    assert final["settling_until"] is None
+
+
+def test_a_runner_marks_the_browser_launching_before_it_starts_it(nodes: Any) -> None:
+    node: Node = nodes(browser=True, chromium="/nonexistent/chromium")
+    node.spawn("run")
+    node.wait_for(lambda: node.kinds().count("browser_start_failed") >= 1)
+    # a launch that failed is not "launching" any more: the probe reads BrowserDown
+    node.wait_for(lambda: node.status().get("last_error") is not None)
+    assert node.status()["browser_launching_at"] is None
 
 
 def test_re_reading_stops_after_the_settle_time(

@@ -252,6 +252,67 @@ def test_a_dead_browser_is_browser_down_and_keeps_the_runners_last_error() -> No
     assert "chromium exited with 1 at start" in report.reason
 
 
+def host_clock(at: datetime) -> dict[str, Any]:
+    """The probe's host object with only the host's clock (`date +%s.%N`) at `at`."""
+    return {"clock": at.timestamp()}
+
+
+def test_a_browser_the_runner_is_launching_is_starting_not_browser_down() -> None:
+    data = probe_data(
+        browser_alive=False,
+        popup_fields=None,
+        browser_launching_at=iso(CHECKED - timedelta(seconds=3)),
+        host=host_clock(CHECKED),
+    )
+    report = judged(data, item())
+    assert report.status == Verdict.STARTING
+    assert "starting the browser (3 s ago)" in report.reason
+
+
+def test_a_launch_that_has_lasted_past_its_grace_is_browser_down() -> None:
+    data = probe_data(
+        browser_alive=False,
+        popup_fields=None,
+        browser_launching_at=iso(CHECKED - timedelta(seconds=61)),
+        host=host_clock(CHECKED),
+    )
+    assert judged(data, item()).status == Verdict.BROWSER_DOWN
+
+
+def test_a_launch_mark_without_the_hosts_clock_is_browser_down() -> None:
+    data = probe_data(browser_alive=False, popup_fields=None, browser_launching_at=iso(CHECKED))
+    assert judged(data, item()).status == Verdict.BROWSER_DOWN
+
+
+def test_disconnected_while_the_new_browser_settles_is_starting() -> None:
+    data = probe_data(
+        popup_fields=popup("Disconnected"),
+        settling_until=iso(CHECKED + timedelta(seconds=40)),
+        host=host_clock(CHECKED),
+    )
+    report = judged(data, item(connect=False))
+    assert report.status == Verdict.STARTING
+    assert "still connecting" in report.reason
+
+
+def test_disconnected_after_the_settling_minute_is_disconnected() -> None:
+    data = probe_data(
+        popup_fields=popup("Disconnected"),
+        settling_until=iso(CHECKED - timedelta(seconds=1)),
+        host=host_clock(CHECKED),
+    )
+    assert judged(data, item()).status == Verdict.DISCONNECTED
+
+
+def test_a_ban_while_settling_is_unsupported() -> None:
+    data = probe_data(
+        popup_fields=popup("Disconnected"),
+        settling_until=iso(CHECKED + timedelta(seconds=40)),
+        host=host_clock(CHECKED),
+    )
+    assert judged(data, item(banned=True)).status == Verdict.UNSUPPORTED
+
+
 def test_no_popup_yet_is_starting() -> None:
     report = judged(probe_data(popup_fields=None), item())
     assert report.status == Verdict.STARTING
