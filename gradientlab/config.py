@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -93,6 +94,11 @@ class NetworkSettings(Strict):
     api_concurrency: int = Field(default=8, ge=1, le=32)  # requests in flight at once
     node_page_size: int = Field(default=100, ge=1, le=1000)  # nodes per /sentrynode/list page
 
+    @field_validator("api_base", "identity_base", "token_base", "dashboard_url", "extension_source")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        return _endpoint(v)
+
     @field_validator("web_api_key")
     @classmethod
     def _not_a_placeholder(cls, v: str | None) -> str | None:
@@ -106,12 +112,48 @@ class NetworkSettings(Strict):
         return v
 
 
+def _endpoint(v: str) -> str:
+    """An address of the network: https, or plain http only to this machine or a private
+    address (a local sandbox). The account's password and tokens travel on these."""
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{v!r} is not an http(s) address")
+    if parts.scheme == "https":
+        return v
+    host = parts.hostname
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        local = host == "localhost"
+    else:
+        local = ip.is_loopback or ip.is_private or ip.is_link_local
+    if not local:
+        raise ValueError(
+            f"plain http to {host} is refused: the account's password and tokens would cross "
+            "the network unencrypted; use https (http only reaches a sandbox on this machine "
+            "or a private address)"
+        )
+    return v
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _not_root(v: str | None) -> str | None:
+    if v == "root":
+        raise ValueError(
+            "root is refused as the SSH user: GradientLab runs each node as an unprivileged "
+            "user; give that user (with GradientLab's sudo rule where it provisions)"
+        )
+    return v
+
+
 class LocalSettings(Strict):
     kind: Literal["local"]
     # The interpreter local hosts run the node runner with; empty means the provider's own runtime.
     python: str | None = None
     base_address: str = "127.0.0.10"
-    ssh_port: int = 2222
+    ssh_port: Port = 2222
 
 
 class SshSettings(Strict):
@@ -140,6 +182,11 @@ class CloudSettings(Strict):
     @classmethod
     def _operator_cidr(cls, v: str) -> str:
         return _cidr(v)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _ssh_user(cls, v: str) -> str | None:
+        return _not_root(v)
 
 
 class OciSettings(CloudSettings):
@@ -194,7 +241,7 @@ class HostSettings(Strict):
     name: str
     provider: str
     address: str | None = None
-    port: int | None = None
+    port: Port | None = None
     user: str | None = None
     key: SecretRef | None = None  # the operator's private key for ssh-inventory hosts
     host_key: str | None = None  # pinned "<type> <base64>"
@@ -206,6 +253,11 @@ class HostSettings(Strict):
         if not HOST_NAME.match(v):
             raise ValueError("host names are lowercase letters, digits and dashes, up to 31 long")
         return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        return _not_root(v)
 
     @field_validator("address")
     @classmethod
@@ -221,8 +273,10 @@ class HostSettings(Strict):
 
 
 class RunnerSettings(Strict):
-    status_interval_seconds: float = 60
-    browser_check_seconds: float = 2
+    # how often every runner reads its popup, and checks its browser: zero would be a busy loop
+    # on every host
+    status_interval_seconds: float = Field(default=60, ge=5)
+    browser_check_seconds: float = Field(default=2, ge=0.5)
     # None: deploy reads each host's OS and picks Debian's chromium or Playwright's build
     chromium: str | None = None
 
@@ -230,17 +284,17 @@ class RunnerSettings(Strict):
 class BudgetSettings(Strict):
     """How often each recovery rung may run on one host per hour (then the host is quarantined)."""
 
-    restart_browser: int = 6
-    login: int = 4
-    restart_runner: int = 4
-    deploy: int = 2
-    reboot_host: int = 2
-    reprovision: int = 1
+    restart_browser: int = Field(default=6, ge=0)  # 0: never take this rung
+    login: int = Field(default=4, ge=0)
+    restart_runner: int = Field(default=4, ge=0)
+    deploy: int = Field(default=2, ge=0)
+    reboot_host: int = Field(default=2, ge=0)
+    reprovision: int = Field(default=1, ge=0)
 
 
 class HealthSettings(Strict):
-    interval_seconds: int = 300
-    recovery_wait_seconds: float = 60
+    interval_seconds: int = Field(default=300, ge=10)
+    recovery_wait_seconds: float = Field(default=60, gt=0)
     # a rung that touches the host (reboot, re-provision) needs the fault seen on this many
     # consecutive sweeps, or for this long, first
     confirm_sweeps: int = Field(default=2, ge=1)
@@ -278,12 +332,16 @@ class HealthSettings(Strict):
 
 
 class ScheduleSettings(Strict):
-    health_seconds: int = 300
-    rewards_seconds: int = 3600
-    poc_taps_seconds: int = 3600
-    check_updates_seconds: int = 86400  # asks the Web Store which extension version is current
-    report_seconds: int = 86400  # the daily report: artifacts, and a notification if configured
-    prune_history_seconds: int = 86400  # rolls up, then prunes raw samples past retention
+    # how often each flow runs; zero or negative would schedule runs back to back
+    health_seconds: int = Field(default=300, ge=10)
+    rewards_seconds: int = Field(default=3600, ge=10)
+    poc_taps_seconds: int = Field(default=3600, ge=10)
+    # asks the Web Store which extension version is current
+    check_updates_seconds: int = Field(default=86400, ge=10)
+    # the daily report: artifacts, and a notification if configured
+    report_seconds: int = Field(default=86400, ge=10)
+    # rolls up, then prunes raw samples past retention
+    prune_history_seconds: int = Field(default=86400, ge=10)
 
 
 class RetentionSettings(Strict):

@@ -440,3 +440,93 @@ def test_api_pace_is_a_network_setting_and_must_be_positive() -> None:
         line_no(stopped, "requests_per_second"),
         "network.requests_per_second",
     )
+
+
+# ---------------------------------------------------------------- values that would hurt the fleet
+
+
+def with_section(section: str) -> str:
+    """GOOD with a section added before `providers:`."""
+    return swap("providers:\n", f"{section}providers:\n")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("    ssh_port: 2222", "    ssh_port: 0", "providers.local.ssh_port"),
+        ("    ssh_port: 2222", "    ssh_port: 70000", "providers.local.ssh_port"),
+        ("    user: pi", "    user: pi\n    port: -22", "hosts[2].port"),
+    ],
+)
+def test_a_port_outside_1_to_65535_is_refused(old: str, new: str, field: str) -> None:
+    text = swap(old, new)
+    message = error_of(text)
+    bad = new.splitlines()[-1].strip()
+    assert_names(message, SOURCE, line_no(text, bad), field)
+    assert "greater than or equal to 1" in message or "less than or equal to 65535" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "needle", "field"),
+    [
+        ("runner:\n  status_interval_seconds: 0\n", "status_interval_seconds",
+         "runner.status_interval_seconds"),
+        ("runner:\n  browser_check_seconds: -1\n", "browser_check_seconds",
+         "runner.browser_check_seconds"),
+        ("health:\n  interval_seconds: 0\n", "interval_seconds", "health.interval_seconds"),
+        ("health:\n  recovery_wait_seconds: 0\n", "recovery_wait_seconds",
+         "health.recovery_wait_seconds"),
+        ("schedules:\n  health_seconds: 0\n", "health_seconds", "schedules.health_seconds"),
+        ("schedules:\n  rewards_seconds: -60\n", "rewards_seconds", "schedules.rewards_seconds"),
+        ("health:\n  budgets:\n    reboot_host: -1\n", "reboot_host",
+         "health.budgets.reboot_host"),
+    ],
+)  # fmt: skip
+def test_an_interval_or_budget_that_would_busy_loop_is_refused(
+    section: str, needle: str, field: str
+) -> None:
+    text = with_section(section)
+    assert_names(error_of(text), SOURCE, line_no(text, needle), field)
+
+
+def test_a_zero_budget_means_never_that_rung() -> None:
+    fleet = parse_fleet(with_section("health:\n  budgets:\n    reboot_host: 0\n"), SOURCE)
+    assert fleet.health.budgets.reboot_host == 0
+
+
+def test_root_as_the_ssh_user_is_refused_for_inventory_hosts_and_clouds() -> None:
+    text = swap("    user: pi", "    user: root")
+    message = error_of(text)
+    assert_names(message, SOURCE, line_no(text, "user: root"), "hosts[2].user")
+    assert "unprivileged" in message
+    cloud = swap("    region: eu-frankfurt-1", "    region: eu-frankfurt-1\n    ssh_user: root")
+    assert_names(
+        error_of(cloud), SOURCE, line_no(cloud, "ssh_user: root"), "providers.cloud.ssh_user"
+    )
+
+
+@pytest.mark.parametrize(
+    "field", ["api_base", "identity_base", "token_base", "dashboard_url", "extension_source"]
+)
+def test_plain_http_to_the_real_network_is_refused(field: str) -> None:
+    text = with_section(f"network:\n  {field}: http://api.gradient.network/api\n")
+    message = error_of(text)
+    assert_names(message, SOURCE, line_no(text, f"{field}:"), f"network.{field}")
+    assert "plain http to api.gradient.network is refused" in message
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["http://127.0.0.1:8765/api", "http://localhost:8765/api", "http://10.201.0.1:8765/api",
+     "https://api.gradient.network/api"],
+)  # fmt: skip
+def test_http_to_a_sandbox_here_or_on_a_private_address_and_https_are_accepted(
+    address: str,
+) -> None:
+    fleet = parse_fleet(with_section(f"network:\n  api_base: {address}\n"), SOURCE)
+    assert fleet.network.api_base == address
+
+
+def test_an_address_that_is_not_http_is_refused() -> None:
+    text = with_section("network:\n  api_base: ftp://api.gradient.network/api\n")
+    assert "is not an http(s) address" in error_of(text)
