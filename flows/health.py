@@ -13,10 +13,9 @@ from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.events import emit_event
 
 from gradientlab.config import Fleet
-from gradientlab.health import Alert, HealthOutcome
+from gradientlab.health import HealthOutcome
 from gradientlab.health import sweep as health_sweep
 from gradientlab.health.report import utcnow
 from gradientlab.health.shards import Shard, parse_shard, shards_for
@@ -25,6 +24,7 @@ from gradientlab.providers.base import HostRecord
 from gradientlab.store.fleet import host_records
 from gradientlab.store.locks import HostBusy, host_lock
 from tasks.common import engine, fleet_from
+from tasks.common import send_alert as send
 from tasks.hosts import (
     heal_host,
     hosts_being_deployed,
@@ -36,19 +36,6 @@ from tasks.hosts import (
 )
 from tasks.network import network_lookup, network_reasons, network_view
 from tasks.rollups import refresh_health_rollups
-
-
-def send(alert: Alert) -> None:
-    kind = "fleet" if alert.fleet_wide else "host"
-    emit_event(
-        event=alert.event,
-        resource={
-            "prefect.resource.id": f"gradientlab.{kind}.{alert.subject}",
-            "prefect.resource.name": alert.subject,
-        },
-        payload=alert.payload,
-    )
-
 
 # The deployment a sharded sweep's dispatcher starts once per shard (deployments/serve.py and
 # prefect.yaml define it beside `health/health`, with no schedule of its own).
@@ -212,10 +199,13 @@ def dispatch_shards(fleet: Fleet, fleet_path: str, recover: bool, hosts: list[st
         for part in shards
     }
     logger.info("%d hosts: checked in %d shards by the pool's workers", len(hosts), len(shards))
-    listed, api_error = network_view(fleet)  # only whether the API answers: shards read it too
+    # only whether the API answers (and takes the account's sign-in): shards read it too
+    _, api_error, refused = network_view(fleet)
+    if refused is not None:
+        logger.error("%s", refused.detail)
     ended = wait_for_runs({k: r.id for k, r in started.items()}, deadline_seconds=period)
     state, fleet_alerts, statuses = record_network_state(
-        hosts, since, api_error, policy, utcnow(), fleet.name
+        hosts, since, api_error, refused, policy, utcnow(), fleet.name
     )
     if state.down:
         logger.warning("the network is down or degraded: %s", state.reason)

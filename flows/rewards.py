@@ -7,13 +7,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.events import emit_event
 
 from gradientlab.config import Fleet
 from gradientlab.gradient.errors import GradientSignInRefused
-from gradientlab.health.events import AlertEvent
+from gradientlab.health.judge import SignInRefusal
+from gradientlab.health.record import record_account_sign_in
+from gradientlab.health.report import utcnow
 from gradientlab.store.fleet import node_client_ids
-from tasks.common import engine, fleet_from
+from tasks.common import engine, fleet_from, send_alert
 from tasks.network import (
     api_requests,
     ingest_account_points,
@@ -37,6 +38,7 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
     except GradientSignInRefused as exc:
         sign_in_refused(fleet, exc)
         raise
+    record_account_sign_in(engine(), None, utcnow(), fleet.name)  # it works: close a refusal
     account = ingest_account_points(fleet, now, days)
     sweep = list_network_nodes(fleet)
     snapshot = snapshot_node_points(sweep)
@@ -59,17 +61,12 @@ def rewards(fleet_path: str = "fleet.yaml", days: int = 7) -> dict[str, Any]:
 
 
 def sign_in_refused(fleet: Fleet, exc: GradientSignInRefused) -> None:
-    """The account's verdict, not the network's: the setting to fix, as an alert and on the
-    run's page."""
+    """The account's verdict, not the network's: the setting to fix, on the run's page, and
+    as one alert for the account-wide incident (not one per hourly run)."""
     get_run_logger().error("the account's sign-in is refused: fix %s (%s)", exc.setting, exc)
-    emit_event(
-        event=AlertEvent.SIGN_IN_REFUSED,
-        resource={
-            "prefect.resource.id": f"gradientlab.fleet.{fleet.name}",
-            "prefect.resource.name": fleet.name,
-        },
-        payload={"setting": exc.setting, "reason": exc.reason, "endpoint": exc.endpoint},
-    )
+    refusal = SignInRefusal(exc.setting, exc.reason, exc.endpoint)
+    for alert in record_account_sign_in(engine(), refusal, utcnow(), fleet.name):
+        send_alert(alert)
     create_markdown_artifact(
         key="account-verdict",
         markdown=f"### The account's sign-in is refused: fix `{exc.setting}`\n\n{exc}",

@@ -7,10 +7,12 @@ from functools import lru_cache
 from typing import Any, cast
 
 from prefect.blocks.system import Secret
+from prefect.events import emit_event
 from sqlalchemy import Engine
 
 from gradientlab.config import Fleet, FleetFileError, load_fleet, parse_fleet
 from gradientlab.gradient.errors import GradientError
+from gradientlab.health.record import Alert
 from gradientlab.remote import keys
 from gradientlab.store.database import make_engine, migrate
 
@@ -78,3 +80,16 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:  # noqa: BLE001 - anything else is not a transient API fault
         return False
     return False
+
+
+def send_alert(alert: Alert) -> None:
+    """An alert as the Prefect event its automation (deployments/alerts.py) keys on."""
+    kind = "fleet" if alert.fleet_wide else "host"
+    emit_event(
+        event=alert.event,
+        resource={
+            "prefect.resource.id": f"gradientlab.{kind}.{alert.subject}",
+            "prefect.resource.name": alert.subject,
+        },
+        payload=alert.payload,
+    )

@@ -29,7 +29,7 @@ from gradientlab.health import (
     sweep,
 )
 from gradientlab.health import record as health_record
-from gradientlab.health.judge import NetworkNode, cut_off_of
+from gradientlab.health.judge import NetworkNode, SignInRefusal, cut_off_of
 from gradientlab.health.record import host_histories
 from gradientlab.health.sweep import HealJob, HealResult
 from gradientlab.inventory import provider_for
@@ -196,6 +196,7 @@ def record_network_state(
     hosts: list[str],
     since: datetime,
     api_error: str | None,
+    refused: SignInRefusal | None,
     policy: HealthSettings,
     at: datetime,
     fleet_name: str,
@@ -206,7 +207,14 @@ def record_network_state(
     state = network_state_of(list(statuses.values()), api_error, policy)
     # the shards each held their own hosts' actions when cut off; the incident is the fleet's
     cut, why, failing = cut_off_of([(v, None) for v in statuses.values()], policy)
-    state = replace(state, cut_off=cut, cut_off_reason=why, cut_off_hosts=failing)
+    state = replace(
+        state,
+        cut_off=cut,
+        cut_off_reason=why,
+        cut_off_hosts=failing,
+        sign_in_refused=refused,
+        signed_in=not api_error and refused is None,
+    )
     alerts = health_record.record_network_state(engine(), state, at, policy, fleet_name)
     return state, alerts, statuses
 

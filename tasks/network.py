@@ -17,8 +17,10 @@ from prefect.runtime import flow_run, task_run
 from gradientlab import ingest
 from gradientlab.config import Fleet
 from gradientlab.gradient.client import GradientClient
+from gradientlab.gradient.errors import GradientSignInRefused
 from gradientlab.gradient.models import NodeInfo, NodeListItem
 from gradientlab.gradient.throttle import RetryPolicy
+from gradientlab.health.judge import SignInRefusal
 from gradientlab.inventory import gradient_client
 from gradientlab.store.pace import load_pace, save_pace
 from gradientlab.store.webkeys import bundle_web_key
@@ -107,15 +109,21 @@ def list_network_nodes(fleet: Fleet) -> ingest.NodeSweep:
 
 
 @task(name="network-view", cache_policy=NO_CACHE, tags=["gradient-api"], timeout_seconds=120)
-def network_view(fleet: Fleet) -> tuple[list[NodeListItem], str | None]:
-    """The network's node list, or why it could not be read (the sweep goes on without it).
-    One quick retry of a transient fault at most: an outage must not hold up the sweep."""
+def network_view(
+    fleet: Fleet,
+) -> tuple[list[NodeListItem], str | None, SignInRefusal | None]:
+    """The network's node list, or why it could not be read (the sweep goes on without it):
+    the API's failure, or the account's sign-in refused (the setting to fix: the account's
+    fault, not the network's). One quick retry of a transient fault at most: an outage must
+    not hold up the sweep."""
     net = fleet.network
     try:
         client = run_client(fleet).with_retry(QUICK_LOOK)
-        return client.all_nodes(size=net.node_page_size, workers=net.api_concurrency), None
+        return client.all_nodes(size=net.node_page_size, workers=net.api_concurrency), None, None
+    except GradientSignInRefused as exc:
+        return [], None, SignInRefusal(exc.setting, exc.reason, exc.endpoint)
     except Exception as exc:  # noqa: BLE001 - the API's failure is a fact about the network
-        return [], f"{type(exc).__name__}: {exc}"[:500]
+        return [], f"{type(exc).__name__}: {exc}"[:500], None
 
 
 @task(name="network-reasons", cache_policy=NO_CACHE, tags=["gradient-api"], timeout_seconds=300)

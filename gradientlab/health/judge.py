@@ -368,6 +368,22 @@ def with_network_reason(report: HealthReport, reason: str) -> HealthReport:
 
 
 @dataclass(frozen=True)
+class SignInRefusal:
+    """Firebase refused the control plane's sign-in for the account: the setting to fix."""
+
+    setting: str  # network.web_api_key, account.email or account.password
+    reason: str  # Firebase's own word for it
+    endpoint: str
+
+    @property
+    def detail(self) -> str:
+        return (
+            f"the Gradient account's API sign-in is refused ({self.reason}): fix {self.setting} "
+            "in the fleet file; the network's view and rewards are unavailable until then"
+        )
+
+
+@dataclass(frozen=True)
 class NetworkState:
     """The fleet-wide state of one sweep: the Gradient network's (`down`), and whether
     GradientLab itself is cut off from the fleet (`cut_off`: its SSH fails on most hosts at
@@ -380,6 +396,10 @@ class NetworkState:
     cut_off: bool = False
     cut_off_reason: str = ""
     cut_off_hosts: int = 0  # hosts whose check failed for it
+    # the account's own API sign-in: refused (the setting to fix; not the network's fault), or
+    # known to work this sweep (the network's view was read); neither when the API failed
+    sign_in_refused: SignInRefusal | None = None
+    signed_in: bool = False
 
 
 def worker_name() -> str:

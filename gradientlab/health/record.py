@@ -25,7 +25,7 @@ from gradientlab.health.decide import (
     fault_confirmed,
 )
 from gradientlab.health.events import AlertEvent, IncidentStatus
-from gradientlab.health.judge import NetworkState
+from gradientlab.health.judge import NetworkState, SignInRefusal
 from gradientlab.health.report import HealthReport, event_id, parse_time
 from gradientlab.health.status import (
     CONTROL_VERDICTS,
@@ -341,8 +341,15 @@ def record_network(
     """One fleet-wide incident while the network is down: alerted once (when confirmed),
     closed with one "restored" alert when it answers again. The same for the control plane
     cut off from the fleet."""
-    return _record_network_down(conn, state, at, policy, fleet_name) + record_cut_off(
-        conn, state, at, policy, fleet_name
+    sign_in = (
+        record_sign_in(conn, state.sign_in_refused, at, fleet_name)
+        if state.sign_in_refused is not None or state.signed_in
+        else []  # the API failed before it could say
+    )
+    return (
+        _record_network_down(conn, state, at, policy, fleet_name)
+        + record_cut_off(conn, state, at, policy, fleet_name)
+        + sign_in
     )
 
 
@@ -439,6 +446,40 @@ def record_login(
     elif worked and incident is not None:
         fleet.close_incident(conn, incident["id"], IncidentStatus.RECOVERED, at)
     return alerts
+
+
+SIGN_IN_REFUSED = "SignInRefused"  # the control plane's own API sign-in is refused
+
+
+def record_sign_in(
+    conn: Connection, refused: SignInRefusal | None, at: datetime, fleet_name: str
+) -> list[Alert]:
+    """One account-wide incident while the control plane's sign-in is refused, whichever flow
+    found it (health's network view, rewards): one alert naming the setting, however many
+    runs see it; closed by the next sign-in that works (`refused` None)."""
+    incident = fleet.open_fleet_incident(conn, SIGN_IN_REFUSED)
+    if refused is None:
+        if incident is not None:
+            fleet.close_incident(conn, incident["id"], IncidentStatus.RECOVERED, at)
+        return []
+    if incident is not None:
+        fleet.continue_incident(conn, incident["id"], SIGN_IN_REFUSED)
+        return []
+    iid = fleet.create_incident(conn, None, SIGN_IN_REFUSED, at, refused.detail)
+    fleet.confirm_incident(conn, iid, at)  # no sweep will see it differently: the account's
+    if not fleet.add_alert(conn, iid, "refused", at):
+        return []
+    payload = {"setting": refused.setting, "reason": refused.reason, "endpoint": refused.endpoint}
+    return [Alert(AlertEvent.SIGN_IN_REFUSED, fleet_name, True, payload)]
+
+
+def record_account_sign_in(
+    engine: Engine, refused: SignInRefusal | None, at: datetime, fleet_name: str
+) -> list[Alert]:
+    """`record_sign_in` in a transaction of its own, retried on a database blip."""
+    return with_retries(
+        engine, functools.partial(record_sign_in, refused=refused, at=at, fleet_name=fleet_name)
+    )
 
 
 def _record_network_down(

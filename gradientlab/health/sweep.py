@@ -26,6 +26,7 @@ from gradientlab.health.judge import (
     NetworkNode,
     NetworkState,
     Observation,
+    SignInRefusal,
     judge,
     network_state,
     observe,
@@ -266,7 +267,9 @@ def provider_objection(step: Rung, found: HostRecord | None) -> str | None:
 class SweepSteps(Protocol):
     """The steps of the cycle that the orchestration layer runs as its own units."""
 
-    def network_view(self, fleet: Fleet) -> tuple[list[NodeListItem], str | None]: ...
+    def network_view(
+        self, fleet: Fleet
+    ) -> tuple[list[NodeListItem], str | None, SignInRefusal | None]: ...
 
     def network_lookup(
         self, fleet: Fleet, client_ids: list[str]
@@ -319,9 +322,12 @@ def sweep(
     """Check `records`: the fleet, a shard of it, or hosts an operator `named` (out of a fleet
     of `fleet_size` hosts, which the brake counts)."""
     policy = fleet.health
-    listed, api_error = steps.network_view(fleet)
+    listed, api_error, refused = steps.network_view(fleet)
     network: dict[str, NetworkNode] = {item.name: item for item in listed}
-    if api_error:
+    if refused is not None:
+        # the account's settings, not the network: it is neither down nor degraded for it
+        log.error("%s; checking hosts by their own popups only", refused.detail)
+    elif api_error:
         log.warning("the network's node list is unavailable (%s); checking hosts only", api_error)
     else:
         # the list covers active nodes only: ask the network about each of ours it left out
@@ -339,7 +345,7 @@ def sweep(
         for r in reports
         if r.status == Verdict.UNSUPPORTED and not r.banned_reason and r.client_id
     ]
-    if unexplained and not api_error:
+    if unexplained and not api_error and refused is None:
         reasons = steps.network_reasons(fleet, unexplained)
         for r in reports:
             if r.client_id in reasons:
@@ -352,6 +358,7 @@ def sweep(
     )
     if not state.cut_off:
         state = with_cut_off(state, reports, policy)
+    state = replace(state, sign_in_refused=refused, signed_in=not api_error and refused is None)
     if state.down:
         log.warning("the network is down or degraded: %s", state.reason)
     if state.cut_off:

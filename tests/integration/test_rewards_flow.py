@@ -230,3 +230,31 @@ def test_a_refused_sign_in_is_the_account_s_verdict_naming_the_setting(
     assert run_id is not None
     verdict = artifacts(run_id)["account-verdict"]
     assert f"fix `{setting}`" in verdict
+
+
+def test_a_refused_sign_in_is_one_account_incident_across_runs_and_flows_not_a_network_outage(
+    prefect_server: None, engine: Engine, throttled: Any, tmp_path: Path
+) -> None:
+    """Hourly rewards runs and every health sweep see the same refusal: one incident for the
+    account with one alert naming the setting; the health flow does not call it the network
+    down (which would pause every host's recovery); the first sign-in that works closes it."""
+    from flows.health import health
+    from flows.rewards import rewards
+
+    path = fleet_without_key(throttled, tmp_path, f"  web_api_key: {throttled.config.api_key}\n")
+    right = os.environ[PASSWORD_ENV]
+    os.environ[PASSWORD_ENV] = "not-the-password"
+    try:
+        for _ in range(2):
+            assert rewards(fleet_path=str(path), days=1, return_state=True).is_failed()
+        health(fleet_path=str(path))
+    finally:
+        os.environ[PASSWORD_ENV] = right
+    incidents = rows(engine, "SELECT kind, status, alerts, detail FROM incidents")
+    assert len(incidents) == 1, incidents
+    [(kind, status, alerts, detail)] = incidents
+    assert (kind, status, alerts) == ("SignInRefused", "open", ["refused"])
+    assert "fix account.password" in detail
+
+    rewards(fleet_path=str(path), days=1)
+    assert rows(engine, "SELECT kind, status FROM incidents") == [("SignInRefused", "recovered")]
