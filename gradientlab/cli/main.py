@@ -12,11 +12,25 @@ from sqlalchemy import Engine, text
 
 from gradientlab.app_users import AppUsersError
 from gradientlab.binding import UnsafeBinding
+from gradientlab.cli.fleet_database import READ_WRITE_VAR, FleetDatabaseUnknown, fleet_database
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
 from gradientlab.gradient.models import POINT_SCALE
 from gradientlab.providers.base import ProviderError
 from gradientlab.store.roles import RoleSetupError
+
+
+def fleet_engine(writes: bool) -> Engine:
+    """The fleet database's engine, migrated; says on stderr where it came from unless it is
+    `DATABASE_URL` itself (stdout stays the command's answer)."""
+    from gradientlab.store.database import migrate
+
+    db = fleet_database(writes)
+    if db.source != READ_WRITE_VAR and not db.embedded:  # the demo's: expected, said quietly
+        print(f"gradientlab: fleet database {db.shown()} ({db.source})", file=sys.stderr)
+    engine = db.engine()
+    migrate(engine)
+    return engine
 
 
 def _mib(kib: int | None) -> str:
@@ -25,11 +39,9 @@ def _mib(kib: int | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from gradientlab.rules import shared_ips
-    from gradientlab.store.database import make_engine, migrate
     from gradientlab.store.fleet import observed_ips
 
-    engine = make_engine()
-    migrate(engine)
+    engine = fleet_engine(writes=False)
     with engine.connect() as conn:
         rows = (
             conn.execute(
@@ -129,11 +141,9 @@ def _good_share_last_days(engine: Engine, today: date, days: int) -> dict[str, s
 def cmd_refresh_rollups(args: argparse.Namespace) -> int:
     """Rebuild the daily rollups from the base tables (after rows were written outside the
     flows, e.g. a restore or an import); idempotent."""
-    from gradientlab.store.database import make_engine, migrate
     from gradientlab.store.rollups import refresh_rollups
 
-    engine = make_engine()
-    migrate(engine)
+    engine = fleet_engine(writes=True)
     count = refresh_rollups(engine, since=args.since)
     if not count.days:
         print("nothing to roll up: the base tables are empty")
@@ -151,11 +161,9 @@ def _day(value: str) -> date:
 
 def cmd_hosts_release(args: argparse.Namespace) -> int:
     """Hand a quarantined host back to automatic recovery, with fresh budgets."""
-    from gradientlab.store.database import make_engine, migrate
     from gradientlab.store.fleet import release_host
 
-    engine = make_engine()
-    migrate(engine)
+    engine = fleet_engine(writes=True)
     before = release_host(engine, args.host, datetime.now(UTC))
     if before["quarantined_at"] is None:
         print(f"{args.host} was not quarantined; its recovery budgets start again now")
@@ -192,6 +200,7 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
         print(f"gradientlab: {args.host} has no address in {args.fleet}", file=sys.stderr)
         return 2
     port = spec.port or 22
+    engine = fleet_engine(writes=True)  # before asking anything: the pin must land somewhere
     key = scan_host_key(spec.address, port)
     fp = fingerprint(key)
     print(f"{args.host} ({spec.address}:{port}) offers {key.split()[0]} {fp}")
@@ -211,7 +220,7 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing recorded")
             return 1
-    pins = DbKnownHosts()
+    pins = DbKnownHosts(engine)
     for conflict in migrate_file_pins(pins.engine).conflicts:
         print(f"gradientlab: {conflict}", file=sys.stderr)
     pins.set(args.host, spec.address, port, key)
@@ -225,7 +234,6 @@ def cmd_hosts_trust(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check the fleet file, the account, the clouds, the extension source, STUN and a host."""
     from gradientlab.cli.doctor import run_checks
-    from gradientlab.store.database import make_engine, migrate
 
     def read_block(name: str) -> str:  # only when the fleet file names a Secret block
         from tasks.common import read_secret_block
@@ -239,8 +247,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     engine = None
     if args.host is not None:
-        engine = make_engine()
-        migrate(engine)
+        engine = fleet_engine(writes=False)
     failed = 0
     for check in run_checks(str(args.fleet), args.host, read_block, credentials, engine):
         print(check.line(), flush=True)
@@ -312,6 +319,11 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
     from gradientlab.store.database import database_url, make_engine
     from gradientlab.store.roles import ensure_roles
 
+    if not os.environ.get(READ_WRITE_VAR):
+        raise FleetDatabaseUnknown(
+            f"db-roles works as the database's owner: set {READ_WRITE_VAR} to the owner's URL "
+            "for this one command (docs/production.md, step 2)"
+        )
     app_password = flows_password = None
     if args.passwords:
         app_password = _read_new_password(args.app_role)
@@ -423,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         AppUsersError,
         UnsafeBinding,
         RoleSetupError,
+        FleetDatabaseUnknown,
     ) as exc:
         print(f"gradientlab: {exc}", file=sys.stderr)
         return 2

@@ -165,6 +165,12 @@ def test_commands_print_no_runtime_dir_warning(tmp_path: Path) -> None:
     env["GRADIENTLAB_HOME"] = str(tmp_path)
     gradientlab = str(Path(sys.executable).with_name("gradientlab"))
     try:
+        # the demo's database, as `gradientlab demo` makes it (status alone makes none)
+        made = (
+            "from pathlib import Path; from gradientlab.store.embedded import"
+            " embedded_postgres_url as u; u(Path(%r))"
+        )
+        subprocess.run([sys.executable, "-c", made % str(tmp_path / "pgdata")], env=env, check=True)
         for args in (["status"], ["check", str(DEMO_FLEET)]):
             done = subprocess.run([gradientlab, *args], env=env, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
