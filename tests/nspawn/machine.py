@@ -267,6 +267,7 @@ class MachineProvider:
         self.machines: dict[str, Machine] = {}
         self._nft_table = f"glm_{os.getpid()}"
         self._egress = False
+        self._ip_forward: str | None = None  # this machine's value before the first machine
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -373,7 +374,9 @@ class MachineProvider:
         """Masquerade the machines' subnet out of this machine (Debian's apt inside them)."""
         if self._egress:
             return
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        forward = Path("/proc/sys/net/ipv4/ip_forward")
+        self._ip_forward = forward.read_text().strip()
+        forward.write_text("1\n")
         rules = (
             f"table ip {self._nft_table} {{\n"
             "  chain postrouting {\n"
@@ -398,7 +401,11 @@ class MachineProvider:
                 f"--directory={machine.merged}",
                 f"--machine={machine.name}",
                 f"--network-namespace-path=/run/netns/{machine.netns}",
-                "--console=passive",
+                # the console's output drained into console.log: with --console=passive nobody
+                # reads its pseudo TTY, and once its buffer is full every write to /dev/console
+                # blocks (cloud-init's keys-to-console did, inside its final stage, so
+                # cloud-final.service, the boot and deploy's wait for them never ended)
+                "--console=read-only",
                 "--link-journal=no",
                 "--resolv-conf=off",
                 "--timezone=off",
@@ -484,4 +491,7 @@ class MachineProvider:
         if self._egress:
             _run("nft", "delete", "table", "ip", self._nft_table, check=False)
             self._egress = False
+        if self._ip_forward is not None:  # put back as it was (others may have changed it since)
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(self._ip_forward + "\n")
+            self._ip_forward = None
         shutil.rmtree(self.root, ignore_errors=True)
