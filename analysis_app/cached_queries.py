@@ -144,6 +144,11 @@ def node_totals(
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def reward_season(url: str) -> dict[str, Any]:
+    return reads.reward_season(fleet_engine(url))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def selection_totals(url: str, selection: reads.FleetFilter) -> dict[str, Any]:
     return reads.selection_totals(fleet_engine(url), selection)
 

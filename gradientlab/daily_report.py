@@ -159,10 +159,23 @@ def _nodes_text(nodes: pd.DataFrame) -> str:
 
 
 def earnings_section(
-    totals: dict[str, Any], by_provider: pd.DataFrame, best: pd.DataFrame, worst: pd.DataFrame
+    totals: dict[str, Any],
+    by_provider: pd.DataFrame,
+    best: pd.DataFrame,
+    worst: pd.DataFrame,
+    season: str | None = None,
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
     """The Rewards page's numbers: `selection_totals` for the headline, `points_by_group` by
-    provider summed over the days, and the best and worst nodes of `node_totals`."""
+    provider summed over the days, and the best and worst nodes of `node_totals`. `season`:
+    what the Rewards page says when the network pays nothing now (`reads.season_text`), which
+    then leads the section."""
+    if season:
+        notes = (
+            []
+            if totals["node_days"] == 0
+            else [f"{totals['nodes']} nodes listed over {totals['node_days']} node-days"]
+        )
+        return season, [], notes
     if totals["node_days"] == 0:
         return "The network listed no points for these days.", [], []
     days = totals["days_all_zero"]
@@ -312,6 +325,7 @@ def build_report(
     host_costs: pd.DataFrame,
     provider_costs: pd.DataFrame,
     unsupported: pd.DataFrame,
+    season: str | None = None,
 ) -> DailyReport:
     """The report for the UTC days `start`..`end` from the frames the app's pages read."""
     if as_of.tzinfo is None:
@@ -320,7 +334,7 @@ def build_report(
         raise ValueError(f"the report's period ends ({end}) before it starts ({start})")
     sections = {
         "Fleet": fleet_section(fleet_now, as_of),
-        "Earnings": earnings_section(totals, by_provider, best, worst),
+        "Earnings": earnings_section(totals, by_provider, best, worst, season),
         "Incidents": incidents_section(causes, steps, unresolved),
         "Cost": cost_section(host_costs, provider_costs, unsupported),
     }

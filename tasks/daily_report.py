@@ -42,6 +42,8 @@ def read_report(start: date, end: date, as_of: datetime) -> dict[str, Any]:
         "host_costs": costs,
         "provider_costs": reads.provider_costs(costs),
         "unsupported": reads.unsupported_costs(costs, reads.status_shares(eng, selection)),
+        # whether the network pays at all now, from its latest answers (not the report's days)
+        "season": reads.season_text(reads.reward_season(eng)),
     }
 
 

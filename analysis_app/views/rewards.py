@@ -21,7 +21,7 @@ from analysis_app.components import (
     page_of,
     utc_now,
 )
-from gradientlab.store.reads import NODE_ORDERS, THE_REST
+from gradientlab.store.reads import NODE_ORDERS, THE_REST, season_text
 
 GROUPINGS = {"Provider": "provider", "Region": "region", "Top 10 nodes": "top"}
 TOP_NODES = 10
@@ -99,6 +99,12 @@ with database_errors(url):
         no_data_yet("Points come from the rewards flow.")
     selection = fleet_filter(data.filter_choices(url), bounds, page="rewards")
     totals = data.selection_totals(url, selection)
+    season = data.reward_season(url)
+
+# the network's own answers say whether it pays at all now: zero-point days are then its own
+no_season = season_text(season)
+if no_season:
+    st.info(no_season, icon=":material/event_busy:")
 
 if totals["node_days"] == 0:
     st.info("No points in the selected days and filters.", icon=":material/filter_alt_off:")

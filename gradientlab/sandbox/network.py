@@ -182,6 +182,9 @@ class SandboxConfig(BaseModel):
     )
     tap_interval_minutes: float = 30.0  # sim minutes between tap rounds
     daily_tap_cap: int = 50  # rewarded taps per node per sim day
+    # False: a network between seasons, as Gradient's is now (Seasons 0 and 1 concluded): uptime
+    # and taps are still counted and reported, and no point is credited for them
+    season_active: bool = True
     connected_timeout_seconds: float = 90.0  # REAL seconds after the last heartbeat
     start_time: float | None = None  # sim epoch seconds at start; None = now
     seed: int | None = None  # seeds the tap RNG for reproducible runs
@@ -645,7 +648,7 @@ class SandboxNetwork:
             dur = piece_end - s_lo
             nd = node.day(did)
             nd.duration += dur
-            if share > 0:
+            if share > 0 and self.config.season_active:
                 node.carry += dur / UPTIME_PERIOD_SECONDS * UPTIME_POINTS_PER_PERIOD * share
                 whole = int(node.carry + _EPS)
                 if whole > 0:
@@ -715,7 +718,7 @@ class SandboxNetwork:
         for node in nodes:
             nd = node.day(did)
             nd.latency += 1
-            if nd.rewarded_taps < self.config.daily_tap_cap:
+            if self.config.season_active and nd.rewarded_taps < self.config.daily_tap_cap:
                 nd.rewarded_taps += 1
                 nd.tap_points += TAP_POINTS
                 self._credit_account(node, did, TAP_POINTS)

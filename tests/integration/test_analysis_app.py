@@ -402,6 +402,22 @@ def test_rewards_page_by_kind_provider_best_worst_and_zero_days(seeded: Engine) 
     assert [b.key for b in at.download_button] == ["rewards_csv"]
 
 
+def test_rewards_page_says_plainly_when_the_network_pays_nothing_now(seeded: Engine) -> None:
+    assert not [i.value for i in run_app("views/rewards.py").info if "pays no" in i.value]
+    with seeded.begin() as conn:  # the same uptime and taps, and no point credited for them
+        conn.execute(text("UPDATE node_daily_points SET points = 0"))
+        conn.execute(text("UPDATE account_daily_points SET node = 0, bonus = 0, boost = 0"))
+    refresh_rollups(seeded)
+    st.cache_data.clear()
+
+    at = run_app("views/rewards.py")
+    [banner] = [i.value for i in at.info if "pays no" in i.value]
+    assert banner.startswith("The network pays no points now: our nodes were online")
+    assert f"on {DAYS[0]:%Y-%m-%d} to {TODAY:%Y-%m-%d}" in banner
+    assert "no point was ever credited to this account" in banner
+    assert "not a fault of the nodes" in banner
+
+
 def test_rewards_page_cumulative_and_top_nodes(seeded: Engine) -> None:
     at = run_app("views/rewards.py")
 

@@ -7,6 +7,7 @@ network does not know."""
 from __future__ import annotations
 
 import os
+import time as time_module
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, time
@@ -21,17 +22,17 @@ from tests.conftest import add_host, rows
 NODES = 12
 PASSWORD_ENV = "GRADIENTLAB_TEST_THROTTLED_PASSWORD"
 EMAIL = "throttled@gradientlab.test"
+SEASONLESS_PASSWORD_ENV = "GRADIENTLAB_TEST_SEASONLESS_PASSWORD"
 
 
-@pytest.fixture(scope="module")
-def throttled() -> Iterator[Any]:
+def own_sandbox(password_env: str = PASSWORD_ENV, **config: Any) -> Iterator[Any]:
     """A sandbox of its own: browserless nodes, sim clock from 01:00 today at 60x (a session
     of up to ~20 real minutes stays inside one sim day, see conftest.sandbox)."""
     from gradientlab.sandbox.network import SandboxAccount, SandboxConfig
     from gradientlab.sandbox.server import SandboxServer
 
     password = uuid.uuid4().hex
-    os.environ[PASSWORD_ENV] = password
+    os.environ[password_env] = password
     start = datetime.combine(datetime.now(UTC).date(), time(hour=1), UTC)
     server = SandboxServer(
         SandboxConfig(
@@ -39,11 +40,17 @@ def throttled() -> Iterator[Any]:
             speed=60,
             start_time=start.timestamp(),
             seed=5,
+            **config,
         )
     )
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def throttled() -> Iterator[Any]:
+    yield from own_sandbox()
 
 
 @pytest.fixture()
@@ -258,3 +265,65 @@ def test_a_refused_sign_in_is_one_account_incident_across_runs_and_flows_not_a_n
 
     rewards(fleet_path=str(path), days=1)
     assert rows(engine, "SELECT kind, status FROM incidents") == [("SignInRefused", "recovered")]
+
+
+@pytest.fixture()
+def between_seasons() -> Iterator[Any]:
+    """A network between seasons, as Gradient's is now: uptime and taps counted, no point
+    credited."""
+    yield from own_sandbox(SEASONLESS_PASSWORD_ENV, season_active=False)
+
+
+def fleet_on(server: Any, tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        f"account:\n  email: {EMAIL}\n  password: {{env: {SEASONLESS_PASSWORD_ENV}}}\n"
+        + server.fleet_network_yaml()
+        + "  requests_per_second: 200\n  node_page_size: 5\n"
+        + "providers:\n  local: {kind: local}\nhosts: []\n"
+    )
+    return path
+
+
+def ingest_until_online(engine: Engine, path: Path, hours: float) -> None:
+    """Rewards runs until the network has reported `hours` of node uptime (sim time runs 60x)."""
+    from flows.rewards import rewards
+
+    deadline = time_module.monotonic() + 120
+    while True:
+        rewards(fleet_path=str(path), days=1)
+        seconds = rows(engine, "SELECT coalesce(sum(duration), 0) FROM node_daily_stats")[0][0]
+        if seconds >= hours * 3600 or time_module.monotonic() > deadline:
+            return
+        time_module.sleep(2)
+
+
+def test_between_seasons_the_reads_say_the_network_pays_nothing_from_its_own_answers(
+    prefect_server: None, engine: Engine, between_seasons: Any, tmp_path: Path
+) -> None:
+    from gradientlab.store import reads
+
+    ingest_until_online(engine, fleet_on(between_seasons, tmp_path), hours=3)
+    season = reads.reward_season(engine)
+    assert season["paying"] is False, season
+    assert season["points_raw"] == 0 and season["last_paid_day"] is None
+    assert season["online_hours"] >= 2
+    text_ = reads.season_text(season)
+    assert text_ is not None
+    assert "The network pays no points now" in text_
+    assert "no point was ever credited to this account" in text_
+    # ingestion still works: the days and the nodes are all there, ready for a new season
+    assert rows(engine, "SELECT count(DISTINCT client_id) FROM node_daily_stats") == [(NODES,)]
+
+
+def test_in_a_season_the_reads_say_the_network_pays(
+    prefect_server: None, engine: Engine, throttled: Any, fleet_file: Path
+) -> None:
+    from gradientlab.store import reads
+
+    throttled.network.clear_faults()
+    ingest_until_online(engine, fleet_file, hours=3)
+    season = reads.reward_season(engine)
+    assert season["paying"] is True, season
+    assert season["points_raw"] > 0 and season["last_paid_day"] is not None
+    assert reads.season_text(season) is None

@@ -213,3 +213,14 @@ def test_the_report_finds_the_alert_automations_by_their_names_prefix() -> None:
 
     names = [name for name, _, _ in ALERT_EVENTS.values()] + [DEAD_MAN_NAME]
     assert all(name.startswith(ALERTS_AUTOMATION_PREFIX) for name in names)
+
+
+def test_between_seasons_the_earnings_section_says_the_network_pays_nothing() -> None:
+    said = "The network pays no points now: our nodes were online 40.0 node-hours ..."
+    totals = {**EMPTY_TOTALS, "nodes": 2, "node_days": 6, "zero_days": 6, "days_all_zero": 3}
+    report = build_report("lab", DAY, DAY, AS_OF, **frames(totals=totals), season=said)
+    # the network's state leads, instead of "6 node-days without a point" read as a fault
+    assert report.headlines["Earnings"] == said
+    assert report.notes["Earnings"] == ["2 nodes listed over 6 node-days"]
+    assert "Earnings" not in report.tables
+    assert said in report.markdown()

@@ -62,6 +62,8 @@ from gradientlab.store.reads.rewards import (
     node_days_csv,
     node_totals,
     points_by_group,
+    reward_season,
+    season_text,
     selection_totals,
     top_nodes_per_day,
 )
@@ -110,6 +112,8 @@ __all__ = [
     "recovery_actions",
     "recovery_step_success",
     "recovery_time_bands",
+    "reward_season",
+    "season_text",
     "selection_totals",
     "status_shares",
     "tap_readiness",

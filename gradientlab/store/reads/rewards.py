@@ -297,3 +297,84 @@ def node_days_csv(engine: Engine, selection: FleetFilter) -> bytes:
         """,
         {**_days(selection), **params},
     )
+
+
+# ---------------------------------------------------------------- is the network paying now
+
+# Online node-time that would earn several points in a season (0.25 points per 10 minutes
+# online): below it, zero points say nothing about whether the network pays.
+SEASON_EVIDENCE_SECONDS = 2 * 3600
+SEASON_WINDOW_DAYS = 3  # the latest days with uptime that decide
+
+
+def reward_season(engine: Engine) -> dict[str, Any]:
+    """Whether the network credits points now, from its own answers: the latest
+    SEASON_WINDOW_DAYS days on which it reported uptime for our nodes (/sentrynode/stats), and
+    the points it credited on them (/point/stats and the node list). `paying` is False when
+    the nodes were online for SEASON_EVIDENCE_SECONDS or more and were credited nothing (as
+    Gradient says of Sentry Nodes since Seasons 0 and 1 concluded), True when points were
+    credited, None when there is too little uptime to tell. With the window's days, its
+    online hours and taps, and the last day any point was credited (None: never)."""
+    frame = _frame(
+        engine,
+        """
+        WITH online AS (
+            SELECT day, sum(duration)::bigint AS seconds, sum(taps)::bigint AS taps
+            FROM node_daily_stats GROUP BY day HAVING sum(duration) > 0
+        ), window_days AS (
+            SELECT * FROM online ORDER BY day DESC LIMIT :days
+        ), credited AS (
+            SELECT day, sum(node)::bigint AS points FROM account_daily_points GROUP BY day
+            UNION ALL
+            SELECT day, sum(points)::bigint FROM node_daily_points GROUP BY day
+        )
+        SELECT min(w.day) AS first_day, max(w.day) AS last_day,
+               coalesce(sum(w.seconds), 0)::bigint AS seconds,
+               coalesce(sum(w.taps), 0)::bigint AS taps,
+               (SELECT coalesce(sum(c.points), 0)::bigint FROM credited c
+                 WHERE c.day IN (SELECT day FROM window_days)) AS points_raw,
+               (SELECT max(c.day) FROM credited c WHERE c.points > 0) AS last_paid_day
+        FROM window_days w
+        """,
+        {"days": SEASON_WINDOW_DAYS},
+    )
+    row = frame.iloc[0]
+    seconds = int(row["seconds"])
+    points_raw = int(row["points_raw"])
+    if points_raw > 0:
+        paying: bool | None = True
+    elif seconds * UPTIME_SECONDS_PER_UNIT >= SEASON_EVIDENCE_SECONDS:
+        paying = False
+    else:
+        paying = None
+    return {
+        "paying": paying,
+        "first_day": None if pd.isna(row["first_day"]) else row["first_day"],
+        "last_day": None if pd.isna(row["last_day"]) else row["last_day"],
+        "online_hours": seconds * UPTIME_SECONDS_PER_UNIT / 3600,
+        "taps": int(row["taps"]),
+        "points_raw": points_raw,
+        "last_paid_day": None if pd.isna(row["last_paid_day"]) else row["last_paid_day"],
+    }
+
+
+def season_text(season: dict[str, Any]) -> str | None:
+    """What the app and the daily report say when the network pays nothing now; None when it
+    pays, or when there is too little uptime to tell."""
+    if season["paying"] is not False:
+        return None
+    first, last = season["first_day"], season["last_day"]
+    days = f"{first:%Y-%m-%d}" if first == last else f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    paid = season["last_paid_day"]
+    since = (
+        f"the last points were credited on {paid:%Y-%m-%d}"
+        if paid is not None
+        else "no point was ever credited to this account"
+    )
+    return (
+        f"The network pays no points now: our nodes were online {season['online_hours']:,.1f} "
+        f"node-hours and took {season['taps']:,} taps on {days}, and the network credited 0 "
+        f"points for them ({since}). Gradient has concluded Seasons 0 and 1 of the Sentry "
+        "Node programme and announced no new one: zero-point days are the network's, not a "
+        "fault of the nodes. Rewards are still read, and a new season's points show here."
+    )
