@@ -1,14 +1,25 @@
 """Credentials as Prefect blocks: secrets live in Prefect, never in files or on command lines.
 
-Google Cloud uses prefect-gcp's own `GcpCredentials`; OCI and Azure get blocks here with
-`SecretStr` fields. `python -m deployments.register_blocks` registers their types."""
+Google Cloud uses prefect-gcp's own `GcpCredentials` and Azure prefect-azure's
+`AzureContainerInstanceCredentials` (a service principal, or `DefaultAzureCredential` when its
+fields are empty); OCI gets a block here with `SecretStr` fields.
+`python -m deployments.register_blocks` registers their types."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect_azure import AzureContainerInstanceCredentials
 from pydantic import Field, SecretStr
+
+# prefect-azure's block for Azure Resource Manager: the one whose credential is a synchronous
+# azure-identity `TokenCredential`, as the management SDKs take it
+AzureCredentials = AzureContainerInstanceCredentials
+# the type GradientLab's own Azure block had before; its documents are copied by register_blocks
+LEGACY_AZURE_SLUG = "gradientlab-azure-service-principal"
 
 
 class OciCredentials(Block):
@@ -52,24 +63,6 @@ class OciCredentials(Block):
         return config, None
 
 
-class AzureServicePrincipal(Block):
-    """An Azure app registration (service principal) with a client secret."""
-
-    _block_type_name = "GradientLab Azure Service Principal"
-    _block_type_slug = "gradientlab-azure-service-principal"
-
-    tenant_id: str
-    client_id: str
-    client_secret: SecretStr
-
-    def sdk_credentials(self) -> Any:
-        from azure.identity import ClientSecretCredential
-
-        return ClientSecretCredential(
-            self.tenant_id, self.client_id, self.client_secret.get_secret_value()
-        )
-
-
 class FleetFile(Block):
     """The fleet file, kept in Prefect so that every worker reads the same one.
 
@@ -89,10 +82,85 @@ def load_cloud_credentials(kind: str, block_name: str) -> Any:
     if kind == "oci":
         return cast(OciCredentials, OciCredentials.load(block_name)).sdk_credentials()
     if kind == "azure":
-        block = cast(AzureServicePrincipal, AzureServicePrincipal.load(block_name))
-        return block.sdk_credentials()
+        return azure_token_credential(load_azure_credentials(block_name))
     if kind == "gcp":
         from prefect_gcp import GcpCredentials
 
         return GcpCredentials.load(block_name).get_credentials_from_service_account()
     raise ValueError(f"no credentials block type for {kind!r}")
+
+
+def azure_type_name() -> str:
+    return str(AzureCredentials.get_block_type_name())
+
+
+def load_azure_credentials(block_name: str) -> AzureContainerInstanceCredentials:
+    """prefect-azure's block `block_name`, or a `ValueError` saying what to do: when only a
+    block of GradientLab's old Azure type has that name, how to copy it into the new type."""
+    try:
+        return cast(AzureContainerInstanceCredentials, AzureCredentials.load(block_name))
+    except ValueError:
+        if legacy_azure_block(block_name) is not None:
+            raise ValueError(
+                f"Azure credentials block {block_name!r} is a {LEGACY_AZURE_SLUG!r} block, a "
+                f"type GradientLab no longer reads: Azure credentials are prefect-azure's "
+                f"{azure_type_name()!r} blocks now. Run `python -m deployments.register_blocks`,"
+                f" which copies it into one named {block_name!r} (docs/clouds.md)"
+            ) from None
+        raise ValueError(
+            f"no {azure_type_name()!r} block named {block_name!r} (the fleet file's "
+            "credentials_block): create it as docs/clouds.md says (Azure, step 2)"
+        ) from None
+
+
+def azure_token_credential(block: AzureContainerInstanceCredentials) -> Any:
+    """The azure-identity credential prefect-azure's own clients use: `ClientSecretCredential`
+    from the service principal's three fields, `DefaultAzureCredential` (managed identity,
+    environment, CLI) when none is set; `credential_kwargs` passed to either."""
+    return block._create_credential()
+
+
+def legacy_azure_block(block_name: str) -> dict[str, Any] | None:
+    """The fields of the old-type Azure block `block_name` (its secret included), or None."""
+    with get_client(sync_client=True) as client:
+        try:
+            document = client.read_block_document_by_name(
+                block_name, LEGACY_AZURE_SLUG, include_secrets=True
+            )
+        except ObjectNotFound:
+            return None
+    return dict(document.data)
+
+
+def migrate_azure_blocks() -> list[str]:
+    """Copy every block of GradientLab's old Azure type into prefect-azure's type under the
+    same name (a name already taken there is left alone); returns what it did, in words. The
+    old documents stay until the operator deletes them: older workers may still read them."""
+    with get_client(sync_client=True) as client:
+        try:
+            documents = client.read_block_documents_by_type(LEGACY_AZURE_SLUG, include_secrets=True)
+        except ObjectNotFound:  # that type was never registered here
+            return []
+    said = []
+    for document in documents:
+        name = str(document.name)
+        try:
+            AzureCredentials.load(name)
+        except ValueError:
+            data = document.data
+            AzureCredentials(
+                tenant_id=data["tenant_id"],
+                client_id=data["client_id"],
+                client_secret=data["client_secret"],
+            ).save(name)
+            said.append(
+                f"copied Azure block {name!r} ({LEGACY_AZURE_SLUG}) into {azure_type_name()!r};"
+                f" once no worker runs an older GradientLab: "
+                f"prefect block delete {LEGACY_AZURE_SLUG}/{name}"
+            )
+        else:
+            said.append(
+                f"kept {azure_type_name()!r} block {name!r}: it exists; the old "
+                f"{LEGACY_AZURE_SLUG}/{name} was not copied over it"
+            )
+    return said
