@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis_app import auth
+from gradientlab.health.events import REQUESTED_BY_TAG
 from gradientlab.store.reads import UNMANAGED_PROVIDER
 
 if TYPE_CHECKING:
@@ -106,14 +107,17 @@ def run_url(flow_run_id: UUID) -> str | None:
     return url_for("flow-run", obj_id=flow_run_id) or None
 
 
-def start_run(action: Action, host: str) -> StartedRun:
-    """Ask Prefect for a run of `action`'s deployment for `host`; returns without waiting."""
+def start_run(action: Action, host: str, identity: str | None = None) -> StartedRun:
+    """Ask Prefect for a run of `action`'s deployment for `host`, recorded as asked for by
+    `identity` (the signed-in operator); returns without waiting."""
     import httpx
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     if not host:
         raise ActionFailed("no host given")
+    if not identity:
+        raise ActionFailed("nobody is signed in: an action records who asked for it")
     api = prefect_api_url()
     try:
         run = cast(  # a sync call from the page's script: the run, not a coroutine
@@ -122,7 +126,7 @@ def start_run(action: Action, host: str) -> StartedRun:
                 name=action.deployment,
                 parameters=action.parameters(host),
                 timeout=0,
-                tags=list(TAGS),
+                tags=[*TAGS, f"{REQUESTED_BY_TAG}{identity}"],
             ),
         )
     except ObjectNotFound:
@@ -147,7 +151,9 @@ def _button(action: Action, host: str) -> None:
     if st.button(action.label, key=f"{_state_key(action, host)}-button", icon=action.icon,
                  help=action.help):  # fmt: skip
         try:
-            st.session_state[_state_key(action, host)] = start_run(action, host)
+            st.session_state[_state_key(action, host)] = start_run(
+                action, host, auth.current_identity()
+            )
         except ActionFailed as exc:
             st.session_state[_state_key(action, host)] = exc
 

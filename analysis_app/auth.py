@@ -64,6 +64,20 @@ def current_role() -> Role:
     return role if role in ("viewer", "operator") else "viewer"  # type: ignore[no-any-return]
 
 
+def current_identity() -> str | None:
+    """Who is signed in, as the runs they start record it: `user:<name>` (users mode) or
+    `oidc:<email>` (or `oidc:<issuer>|<subject>` without an email); None without a sign-in."""
+    if sign_in_mode() == "oidc":
+        if not st.user.get("is_logged_in", False):
+            return None
+        email = st.user.get("email")
+        if email:
+            return f"oidc:{email}"
+        return f"oidc:{st.user.get('iss')}|{st.user.get('sub')}"
+    name = st.session_state.get(_USER_KEY)
+    return f"user:{name}" if name and sign_in_mode() == "users" else None
+
+
 def sign_in_mode() -> str | None:
     mode = os.environ.get(MODE_VAR, "").strip().lower()
     return mode if mode in MODES else None

@@ -27,7 +27,7 @@ from gradientlab.providers.base import HostRecord
 from gradientlab.rules import SecondNodeRefused, one_node_per_device
 from gradientlab.store.fleet import deployed_host_keys, host_records, node_extension_versions
 from gradientlab.webstore import is_behind
-from tasks.common import engine, fleet_from
+from tasks.common import engine, fleet_from, requested_by
 from tasks.hosts import await_good, deploy_host, extension_published
 
 HOST_WORKERS = 8
@@ -82,6 +82,9 @@ def deploy(
     """Deploy every host (or `hosts`); `plan` only says what would change, `rollout` goes
     host by host behind a canary."""
     logger = get_run_logger()
+    logger.info(
+        "deploy of %s, requested by %s", ", ".join(hosts) if hosts else "every host", requested_by()
+    )
     fleet = fleet_from(fleet_path)
     records = host_records(engine(), hosts)
     if not records:

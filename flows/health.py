@@ -23,7 +23,7 @@ from gradientlab.health.sweep import HealJob, HealResult
 from gradientlab.providers.base import HostRecord
 from gradientlab.store.fleet import host_records
 from gradientlab.store.locks import HostBusy, host_lock
-from tasks.common import engine, fleet_from
+from tasks.common import engine, fleet_from, requested_by
 from tasks.common import send_alert as send
 from tasks.hosts import (
     heal_host,
@@ -62,6 +62,7 @@ def health(
     fleet = fleet_from(fleet_path)
     records = host_records(engine())
     if hosts is not None:
+        logger.info("a check of %s, requested by %s", ", ".join(hosts), requested_by())
         unknown = sorted(set(hosts) - {r.name for r in records})
         if unknown:
             raise UnknownHosts(

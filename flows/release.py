@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from gradientlab.health.report import utcnow
+from tasks.common import requested_by
 from tasks.hosts import release_host
 
 
@@ -19,7 +20,8 @@ def release(host: str) -> dict[str, Any]:
     """End `host`'s quarantine; its open incident goes on until the next health run finds it
     Good, and that run may recover it again."""
     at = utcnow()
-    before = release_host(host, at)
+    by = requested_by()
+    before = release_host(host, at, by)
     if before["quarantined_at"] is None:
         what = f"{host} was not quarantined; its recovery budgets start again now"
     else:
@@ -28,12 +30,14 @@ def release(host: str) -> dict[str, Any]:
             f"{before['quarantine_reason'] or 'recovery budget spent'}); the next health run "
             "may recover it again"
         )
+    what += f"; requested by {by}"
     get_run_logger().info(what)
     create_markdown_artifact(key="release", markdown=what, description=f"Release of {host}")
     return {
         "host": host,
         "released_at": at.isoformat(),
         "was_quarantined": before["quarantined_at"] is not None,
+        "requested_by": by,
         "quarantined_at": before["quarantined_at"].isoformat()
         if before["quarantined_at"]
         else None,

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from gradientlab.config import Fleet, FleetFileError, load_fleet, parse_fleet
 from gradientlab.gradient.errors import GradientError
+from gradientlab.health.events import REQUESTED_BY_TAG
 from gradientlab.health.record import Alert
 from gradientlab.remote import keys
 from gradientlab.store.database import make_engine, migrate
@@ -93,3 +94,35 @@ def send_alert(alert: Alert) -> None:
         },
         payload=alert.payload,
     )
+
+
+def requested_by() -> str:
+    """Who asked for the current flow run, as Prefect recorded it: the signed-in operator of the
+    app (its `requested-by:` tag), an automation or another run (Prefect's created_by), the
+    deployment's schedule, or else a person through the Prefect UI, its API or the CLI (the
+    server's one shared sign-in cannot say which person)."""
+    from prefect.runtime import flow_run
+
+    for tag in flow_run.tags or []:
+        if tag.startswith(REQUESTED_BY_TAG):
+            return tag.removeprefix(REQUESTED_BY_TAG)
+    if flow_run.parent_flow_run_id:
+        return f"flow run {flow_run.parent_flow_run_id}"
+    run_id = flow_run.id
+    if run_id is None:
+        return "a direct call (no flow run)"
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - who asked is a record, never the run's failure
+        return f"unknown ({type(exc).__name__})"
+    if run.created_by is not None and run.created_by.display_value:
+        kind = (run.created_by.type or "prefect").lower()
+        return f"{kind}:{run.created_by.display_value}"
+    if run.auto_scheduled:
+        return "the schedule"
+    if run.deployment_id is None:
+        return "a direct call of the flow"
+    return "the Prefect UI or API (not signed by a person)"

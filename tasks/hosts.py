@@ -220,7 +220,7 @@ def record_network_state(
 
 
 @task(name="release-host", cache_policy=NO_CACHE, timeout_seconds=60)
-def release_host(name: str, at: datetime) -> dict[str, Any]:
+def release_host(name: str, at: datetime, by: str | None = None) -> dict[str, Any]:
     """A person hands a quarantined host back to automatic recovery, with fresh budgets.
     Returns its quarantine as it was (`quarantined_at` None when it was not quarantined)."""
-    return fleet_store.release_host(engine(), name, at)
+    return fleet_store.release_host(engine(), name, at, by)

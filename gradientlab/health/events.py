@@ -21,6 +21,10 @@ class AlertEvent:
     SIGN_IN_REFUSED = "gradientlab.account.sign-in-refused"
 
 
+# a run a person starts from the app carries `requested-by:<who>` among its tags: the Prefect
+# UI shows it, and the flow records it (tasks.common.requested_by)
+REQUESTED_BY_TAG = "requested-by:"
+
 # every alert automation's name begins with this (deployments/alerts.py names them so)
 ALERTS_AUTOMATION_PREFIX = "gradientlab: "
 

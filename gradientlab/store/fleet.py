@@ -277,8 +277,9 @@ def end_quarantine(conn: Connection, hid: int, at: datetime) -> None:
     )
 
 
-def release_host(engine: Engine, name: str, at: datetime) -> dict[str, Any]:
-    """A person hands a quarantined host back to automatic recovery, with fresh budgets."""
+def release_host(engine: Engine, name: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+    """A person (`by`: who, as the run or the command recorded it) hands a quarantined host
+    back to automatic recovery, with fresh budgets."""
     with engine.begin() as conn:
         hid = host_id(conn, name)
         row = (
@@ -292,9 +293,9 @@ def release_host(engine: Engine, name: str, at: datetime) -> dict[str, Any]:
         conn.execute(
             text(
                 "UPDATE hosts SET quarantined_at = NULL, quarantine_reason = NULL,"
-                " released_at = :t WHERE id = :h"
+                " released_at = :t, released_by = :by WHERE id = :h"
             ),
-            {"t": at, "h": hid},
+            {"t": at, "h": hid, "by": by},
         )
         # its incident goes on (open) until the host is Good again
         conn.execute(

@@ -138,6 +138,7 @@ def test_operator_buttons_start_runs_with_the_host_and_link_them(
     from analysis_app import auth
 
     monkeypatch.setattr(auth, "current_role", lambda: "operator")
+    monkeypatch.setattr(auth, "current_identity", lambda: "user:alice")
     add_host(engine, "edge-1")
     with engine.begin() as conn:
         conn.execute(
@@ -163,6 +164,7 @@ def test_operator_buttons_start_runs_with_the_host_and_link_them(
         [run] = runs_of(deployments[action])
         assert run.parameters == parameters
         assert "gradientlab-app" in run.tags
+        assert "requested-by:user:alice" in run.tags  # who asked, in the Prefect UI too
         shown = [s.value for s in at.success]
         assert any(
             f"Started {action} for edge-1: flow run [{run.name}]" in s
@@ -181,15 +183,16 @@ def test_operator_buttons_start_runs_with_the_host_and_link_them(
                 break
             time.sleep(1)
     assert released.state is not None and released.state.is_completed(), released.state
-    assert rows(engine, "SELECT quarantined_at, released_at IS NOT NULL FROM hosts") == [
-        (None, True)
-    ]
+    assert rows(
+        engine, "SELECT quarantined_at, released_at IS NOT NULL, released_by FROM hosts"
+    ) == [(None, True, "user:alice")]
 
 
 def test_an_undeployed_flow_is_explained(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from analysis_app import auth
 
     monkeypatch.setattr(auth, "current_role", lambda: "operator")
+    monkeypatch.setattr(auth, "current_identity", lambda: "user:alice")
     at = page(live_host("edge-2")).run()
     at.button[0].click().run()
     assert not at.exception
@@ -209,7 +212,7 @@ def test_without_a_prefect_server_the_app_says_so() -> None:
         temporary_settings(restore_defaults={PREFECT_API_URL}),
         pytest.raises(ActionFailed, match="PREFECT_API_URL is not set: start the app with"),
     ):
-        start_run(RELEASE, "edge-3")
+        start_run(RELEASE, "edge-3", "user:alice")
 
 
 def test_buttons_follow_what_the_host_is(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,3 +270,11 @@ def test_the_node_page_offers_only_actions_that_can_work(
     assert [b.label for b in at.button] == buttons
     not_managed = [c.value for c in at.caption if "it is not managed" in c.value]
     assert len(not_managed) == (0 if buttons else 1)
+
+
+def test_an_action_without_a_signed_in_person_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run the app starts records who asked: without a sign-in, none is started."""
+    from analysis_app.actions import RELEASE, ActionFailed, start_run
+
+    with pytest.raises(ActionFailed, match="nobody is signed in"):
+        start_run(RELEASE, "edge-3", None)
