@@ -1,6 +1,11 @@
 """Every deployment GradientLab has, in one table: `deployments/serve.py` serves exactly these,
 and prefect.yaml (for workers on a process pool) must list the same ones the same way
-(tests/unit/test_deployments_table.py checks it, intervals included)."""
+(tests/unit/test_deployments_table.py checks it).
+
+Their schedules have one source, the fleet file's `schedules`: `serve` reads the fleet file;
+prefect.yaml writes no interval (`schedules: null`: `prefect deploy` keeps what a deployment
+has), and `python -m deployments.fleet_block fleet.yaml` sets every deployed deployment's
+interval from the same fields (deployments/schedules.py)."""
 
 from __future__ import annotations
 

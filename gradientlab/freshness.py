@@ -6,9 +6,11 @@ is not news). Each check records the period it ran under; each reader judges on 
 
 from __future__ import annotations
 
+from gradientlab.config import ScheduleSettings
+
 STALE_AFTER_PERIODS = 2
 # The fleet file's default `schedules.health_seconds`: the period of checks recorded without one.
-DEFAULT_HEALTH_PERIOD_SECONDS = 300
+DEFAULT_HEALTH_PERIOD_SECONDS: int = ScheduleSettings.model_fields["health_seconds"].default
 
 
 def stale_after(health_period_s: float | None) -> float:

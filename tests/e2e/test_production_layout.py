@@ -336,6 +336,8 @@ def control_plane(
             timeout=START_TIMEOUT,
         )
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            save_fleet_block(fleet_file, FLEET_BLOCK)  # the schedules, from the fleet file
         _phase("prefect deploy --all done")
 
         # two machines: a worker and a keeper each, no key file, a data folder of their own
