@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, text
 
 from gradientlab.app_users import AppUsersError
 from gradientlab.binding import UnsafeBinding
 from gradientlab.cli.fleet_database import READ_WRITE_VAR, FleetDatabaseUnknown, fleet_database
+from gradientlab.cli.runs import RunError
 from gradientlab.config import FleetFileError, load_fleet
 from gradientlab.freshness import STALE_AFTER_PERIODS, age_text, is_stale, stale_after
 from gradientlab.gradient.models import POINT_SCALE
@@ -37,93 +41,142 @@ def _mib(kib: int | None) -> str:
     return "" if kib is None else f"{kib / 1024:.0f}M"
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+STATUS_SCHEMA = "gradientlab.status/1"
+STATUS_QUERY = (
+    "SELECT host, provider, address, ip, status, banned_reason, today_points, last_check,"
+    " reason, quarantined_at, load1, mem_available_kib, disk_free_kib, browser_pss_kib,"
+    " runner_pss_kib, pss_kib, clock_offset_s, health_period_s FROM v_fleet_status ORDER BY host"
+)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(UTC).isoformat()
+
+
+def status_report(engine: Engine, now: datetime) -> dict[str, Any]:
+    """The fleet as `status --json` prints it (docs/cli.md): one object per host, raw values
+    (points both raw and divided, memory in KiB, ages in seconds), no words to parse."""
     from gradientlab.rules import shared_ips
     from gradientlab.store.fleet import observed_ips
 
-    engine = fleet_engine(writes=False)
     with engine.connect() as conn:
-        rows = (
-            conn.execute(
-                text(
-                    "SELECT host, provider, address, ip, status, banned_reason, today_points,"
-                    " last_check, reason, quarantined_at, load1, mem_available_kib,"
-                    " disk_free_kib, browser_pss_kib, runner_pss_kib, pss_kib, clock_offset_s,"
-                    " health_period_s FROM v_fleet_status ORDER BY host"
-                )
-            )
-            .mappings()
-            .all()
+        rows = conn.execute(text(STATUS_QUERY)).mappings().all()
+    good = _good_share_last_days(engine, now.date(), GOOD_SHARE_DAYS)
+    hosts = []
+    for r in rows:
+        age = None if r["last_check"] is None else (now - r["last_check"]).total_seconds()
+        browser = r["browser_pss_kib"] if r["browser_pss_kib"] is not None else r["pss_kib"]
+        hosts.append(
+            {
+                "host": r["host"],
+                "provider": r["provider"],
+                "address": r["address"],
+                "node_ip": r["ip"],
+                "status": r["status"],
+                "banned_reason": r["banned_reason"],
+                "reason": r["reason"],
+                "stale": age is not None and is_stale(age, r["health_period_s"]),
+                "quarantined": r["quarantined_at"] is not None,
+                "quarantined_at": _iso(r["quarantined_at"]),
+                "today_points": None
+                if r["today_points"] is None
+                else r["today_points"] / POINT_SCALE,
+                "today_points_raw": r["today_points"],
+                "last_check": _iso(r["last_check"]),
+                "last_check_age_s": None if age is None else round(age, 1),
+                "health_period_s": r["health_period_s"],
+                f"good_share_{GOOD_SHARE_DAYS}d": good.get(r["host"]),
+                "load1": r["load1"],
+                "mem_available_kib": r["mem_available_kib"],
+                "disk_free_kib": r["disk_free_kib"],
+                "browser_pss_kib": browser,
+                "runner_pss_kib": r["runner_pss_kib"],
+                "clock_offset_s": r["clock_offset_s"],
+            }
         )
-    if not rows:
+    return {
+        "schema": STATUS_SCHEMA,
+        "generated_at": _iso(now),
+        "hosts": hosts,
+        "shared_ips": [s.warning for s in shared_ips(observed_ips(engine))],
+    }
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    engine = fleet_engine(writes=False)
+    report = status_report(engine, datetime.now(UTC))
+    if args.json:
+        _print_json(report)
+        return 0
+    if not report["hosts"]:
         print("no hosts yet: run `gradientlab demo` or the provision flow")
         return 0
-    now = datetime.now(UTC)
-    good_week = _good_share_last_days(engine, now.date(), GOOD_SHARE_DAYS)
     header = (
         "HOST", "PROVIDER", "ADDRESS", "NODE IP", "STATUS", "TODAY", "LAST CHECK",
         f"GOOD {GOOD_SHARE_DAYS}D", "LOAD", "MEM FREE", "DISK FREE", "BROWSER", "RUNNER", "CLOCK",
     )  # fmt: skip
     table = [header]
     notes = []
-    for r in rows:
-        status = r["status"] or "unknown"
-        if r["banned_reason"]:
-            status += f" ({r['banned_reason']})"
-        checked = None if r["last_check"] is None else (now - r["last_check"]).total_seconds()
-        stale = checked is not None and is_stale(checked, r["health_period_s"])
-        if checked is not None and stale:
+    for h in report["hosts"]:
+        status = h["status"] or "unknown"
+        if h["banned_reason"]:
+            status += f" ({h['banned_reason']})"
+        checked = h["last_check_age_s"]
+        if h["stale"]:
             # the previous run's last word is not the node's state now
-            period = stale_after(r["health_period_s"]) / STALE_AFTER_PERIODS
+            period = stale_after(h["health_period_s"]) / STALE_AFTER_PERIODS
             notes.append(
-                f"  {r['host']}: no check for {age_text(checked)}, more than"
+                f"  {h['host']}: no check for {age_text(checked)}, more than"
                 f" {STALE_AFTER_PERIODS} health periods of {period:.0f}s; the last one said"
                 f" {status}. Is the health flow running?"
             )
             status = f"stale, {age_text(checked)} old"
-        if r["quarantined_at"] is not None:
+        if h["quarantined"]:
             status += " [quarantined]"
-        points = "" if r["today_points"] is None else f"{r['today_points'] / POINT_SCALE:.2f}"
+        points = "" if h["today_points"] is None else f"{h['today_points']:.2f}"
         last = "never" if checked is None else f"{age_text(checked)} ago"
-        browser = r["browser_pss_kib"] if r["browser_pss_kib"] is not None else r["pss_kib"]
-        clock = "" if r["clock_offset_s"] is None else f"{r['clock_offset_s']:+.1f}s"
+        share = h[f"good_share_{GOOD_SHARE_DAYS}d"]
+        clock = "" if h["clock_offset_s"] is None else f"{h['clock_offset_s']:+.1f}s"
         table.append(
             (
-                r["host"],
-                r["provider"],
-                r["address"] or "",
-                r["ip"] or "",
+                h["host"],
+                h["provider"],
+                h["address"] or "",
+                h["node_ip"] or "",
                 status,
                 points,
                 last,
-                good_week.get(r["host"], ""),
-                "" if r["load1"] is None else f"{r['load1']:.2f}",
-                _mib(r["mem_available_kib"]),
-                _mib(r["disk_free_kib"]),
-                _mib(browser),
-                _mib(r["runner_pss_kib"]),
+                "" if share is None else f"{100 * share:.0f}%",
+                "" if h["load1"] is None else f"{h['load1']:.2f}",
+                _mib(h["mem_available_kib"]),
+                _mib(h["disk_free_kib"]),
+                _mib(h["browser_pss_kib"]),
+                _mib(h["runner_pss_kib"]),
                 clock,
             )  # fmt: skip
         )
-        if not stale and r["status"] not in (None, "Good", "Starting") and r["reason"]:
-            notes.append(f"  {r['host']}: {r['reason']}")
+        if not h["stale"] and h["status"] not in (None, "Good", "Starting") and h["reason"]:
+            notes.append(f"  {h['host']}: {h['reason']}")
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if notes:
         print()
         print("\n".join(notes))
-    shared = shared_ips(observed_ips(engine))
-    if shared:
+    if report["shared_ips"]:
         print()
-        print("\n".join(f"  warning: {s.warning}" for s in shared))
+        print("\n".join(f"  warning: {w}" for w in report["shared_ips"]))
     return 0
 
 
 GOOD_SHARE_DAYS = 7
 
 
-def _good_share_last_days(engine: Engine, today: date, days: int) -> dict[str, str]:
+def _good_share_last_days(engine: Engine, today: date, days: int) -> dict[str, float]:
     """Each host's share of Good checks over the last `days` UTC days, from the daily rollups
     (which outlive the raw samples retention prunes)."""
     with engine.connect() as conn:
@@ -135,7 +188,7 @@ def _good_share_last_days(engine: Engine, today: date, days: int) -> dict[str, s
             ),
             {"today": today, "days": days},
         )
-        return {r.name: f"{100 * r.good / r.samples:.0f}%" for r in rows if r.samples}
+        return {r.name: round(r.good / r.samples, 4) for r in rows if r.samples}
 
 
 def cmd_refresh_rollups(args: argparse.Namespace) -> int:
@@ -175,6 +228,22 @@ def cmd_hosts_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start a deployed flow through Prefect's API and, unless told not to, follow it."""
+    from gradientlab.cli import runs
+    from gradientlab.cli.progress import Progress
+
+    outcome = runs.start(args.deployment, runs.parameters(args.param))
+    if not args.no_wait:
+        progress = Progress(outcome.deployment, enabled=not args.no_progress)
+        outcome = runs.follow(outcome, progress, poll=args.poll)
+    if args.json:
+        _print_json(outcome.as_json())
+    else:
+        print(outcome.line())
+    return 0 if args.no_wait or outcome.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gradientlab.cli.demo import ensure_system_packages, run_demo
 
@@ -184,6 +253,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     fleet = load_fleet(args.fleet)
+    if args.json:
+        _print_json(
+            {
+                "schema": "gradientlab.check/1",
+                "fleet_file": str(args.fleet),
+                "ok": True,
+                "hosts": [h.name for h in fleet.hosts],
+                "providers": list(fleet.providers),
+            }
+        )
+        return 0
     print(f"{args.fleet}: ok ({len(fleet.hosts)} hosts, providers: {', '.join(fleet.providers)})")
     return 0
 
@@ -249,10 +329,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.host is not None:
         engine = fleet_engine(writes=False)
     failed = 0
+    checks = []
     for check in run_checks(str(args.fleet), args.host, read_block, credentials, engine):
-        print(check.line(), flush=True)
+        if args.json:
+            checks.append(dataclasses.asdict(check))
+        else:
+            print(check.line(), flush=True)
         failed += check.status == "fail"
-    print(f"\n{failed} check(s) failed" if failed else "\nall checks passed")
+    if args.json:
+        _print_json({"schema": "gradientlab.doctor/1", "failed": failed, "checks": checks})
+    else:
+        print(f"\n{failed} check(s) failed" if failed else "\nall checks passed")
     return 1 if failed else 0
 
 
@@ -288,6 +375,16 @@ def cmd_app_user_list(args: argparse.Namespace) -> int:
     from gradientlab import app_users
 
     users = app_users.load_users()
+    ordered = sorted(users.values(), key=lambda u: u.name)
+    if args.json:
+        _print_json(
+            {
+                "schema": "gradientlab.app-users/1",
+                "users_file": str(app_users.users_file()),
+                "users": [{"name": u.name, "role": u.role} for u in ordered],
+            }
+        )
+        return 0
     if not users:
         print(f"no users in {app_users.users_file()}")
     for user in sorted(users.values(), key=lambda u: u.name):
@@ -347,6 +444,15 @@ def cmd_db_roles(args: argparse.Namespace) -> int:
     return 0
 
 
+JSON_HELP = "print one JSON object for scripts (docs/cli.md); errors still go to stderr"
+RUN_COMMANDS = {
+    "run": "start a deployed flow through Prefect's API and follow it to its end",
+    "deploy": "run the deploy deployment (install or update every host) and follow it",
+    "provision": "run the provision deployment (a plan unless -p approve=true) and follow it",
+    "health": "run the health deployment (check and recover every host) and follow it",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradientlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -354,12 +460,29 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--stop-after", type=float, default=None, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
     status = sub.add_parser("status", help="fleet table: host, provider, IP, status, points")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.set_defaults(func=cmd_status)
+    for name, what in RUN_COMMANDS.items():
+        runner = sub.add_parser(name, help=what)
+        if name == "run":
+            runner.add_argument("deployment", help="a deployment: `rewards`, or `flow/deployment`")
+        else:
+            runner.set_defaults(deployment=name)
+        runner.add_argument(
+            "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+            help="a flow parameter (JSON values: approve=true); repeat for more",
+        )  # fmt: skip
+        runner.add_argument("--no-wait", action="store_true", help="start it and return")
+        runner.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+        runner.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+        runner.add_argument("--json", action="store_true", help=JSON_HELP)
+        runner.set_defaults(func=cmd_run)
     doctor = sub.add_parser(
         "doctor", help="check the account, clouds, extension source, STUN and a host; no changes"
     )
     doctor.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
     doctor.add_argument("--host", help="also check this host: SSH, Chromium, its node's status")
+    doctor.add_argument("--json", action="store_true", help=JSON_HELP)
     doctor.set_defaults(func=cmd_doctor)
     refresh = sub.add_parser(
         "refresh-rollups", help="bring the daily rollups up to date with the base tables"
@@ -370,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     refresh.set_defaults(func=cmd_refresh_rollups)
     check = sub.add_parser("check", help="validate a fleet file")
     check.add_argument("fleet", type=Path)
+    check.add_argument("--json", action="store_true", help=JSON_HELP)
     check.set_defaults(func=cmd_check)
     hosts = sub.add_parser("hosts", help="pin a host's key, release a quarantined host")
     hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True)
@@ -395,9 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     remove = app_user_sub.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     remove.set_defaults(func=cmd_app_user_remove)
-    app_user_sub.add_parser("list", help="users and their roles").set_defaults(
-        func=cmd_app_user_list
-    )
+    user_list = app_user_sub.add_parser("list", help="users and their roles")
+    user_list.add_argument("--json", action="store_true", help=JSON_HELP)
+    user_list.set_defaults(func=cmd_app_user_list)
     server = sub.add_parser(
         "prefect-server",
         help="run Prefect's server; beyond loopback only with PREFECT_SERVER_API_AUTH_STRING set",
@@ -436,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         UnsafeBinding,
         RoleSetupError,
         FleetDatabaseUnknown,
+        RunError,
     ) as exc:
         print(f"gradientlab: {exc}", file=sys.stderr)
         return 2
