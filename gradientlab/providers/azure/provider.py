@@ -1,7 +1,8 @@
 """Azure hosts: one VM per host (`Standard_B1s` by default) in one resource group per fleet, on
 the fleet's network (`network.py`), each with its own IP and NIC (`host.py`), priced by
 `pricing.py`. Credentials arrive as an `azure.core.credentials.TokenCredential`; the task layer
-builds it from the Prefect block named in `credentials_block`."""
+builds it from the prefect-azure block (`AzureContainerInstanceCredentials`) named in
+`credentials_block`."""
 
 from __future__ import annotations
 
