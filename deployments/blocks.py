@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect_azure import AzureContainerInstanceCredentials
 from pydantic import Field, SecretStr
 
@@ -139,8 +139,10 @@ def migrate_azure_blocks() -> list[str]:
     with get_client(sync_client=True) as client:
         try:
             documents = client.read_block_documents_by_type(LEGACY_AZURE_SLUG, include_secrets=True)
-        except ObjectNotFound:  # that type was never registered here
-            return []
+        except PrefectHTTPStatusError as exc:  # that type was never registered here
+            if exc.response.status_code == 404:
+                return []
+            raise
     said = []
     for document in documents:
         name = str(document.name)
