@@ -23,6 +23,17 @@ def _envelope_data(response: Any) -> Any:
     return None
 
 
+def _refused(response: Any) -> bool:
+    """An answer that refuses the caller's session: HTTP 401/403, or an envelope's code 401."""
+    if response.status in (401, 403):
+        return True
+    try:
+        body = response.json()
+    except Exception:  # noqa: BLE001 - not JSON: not a refusal we can read
+        return False
+    return isinstance(body, dict) and body.get("code") in (401, 403)
+
+
 def _today_of(stats: Any) -> dict[str, Any]:
     """Today's item of a `sentrynode/stats` answer: the newest day it lists."""
     days = (
@@ -50,6 +61,10 @@ def read_popup(
 
     def on_response(response: Any) -> None:
         url = response.url
+        if pages.SIGNED_IN_API.search(url) and _refused(response):
+            # a session the network ended (a password change revokes every one): the popup
+            # asked as a signed-in one, was refused, and now shows its "Log in"
+            seen["refused"] = True
         for key, pattern in (("node", pages.NODE_API), ("stats", pages.STATS_API)):
             m = pattern.search(url)
             if m:
@@ -116,7 +131,7 @@ def _read_popup_once(
         with contextlib.suppress(Exception):
             shown = bool(login.count() and login.first.is_visible())
         now = time.monotonic()
-        if shown and not seen.get("asked"):
+        if shown and (not seen.get("asked") or seen.get("refused")):
             login_since = login_since if login_since is not None else now
             if now - login_since >= pages.LOGGED_OUT_GRACE_SECONDS:
                 logged_out = True

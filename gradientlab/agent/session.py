@@ -8,11 +8,20 @@ from typing import Any
 
 from .devtools import devtools_endpoint
 from .home import Paths
-from .pages import PopupState
+from .pages import PageChanged, PopupState
 from .popup import read_popup
 from .signin import dashboard_login, find_extension_id
 
 # ---------------------------------------------------------------- attached work (Playwright)
+
+
+class LoginFailed(RuntimeError):
+    """The popup read Logged out and the sign-in that followed failed: the node's state is
+    Logged out (`popup`), and the error says why the sign-in did not work."""
+
+    def __init__(self, popup: dict[str, Any], detail: str) -> None:
+        super().__init__(detail)
+        self.popup = popup
 
 
 def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> dict[str, Any]:
@@ -36,7 +45,12 @@ def attach(paths: Paths, config: dict[str, Any], login: str = "if-needed") -> di
                 result["logged_in_now"] = True
             popup = read_popup(context, ext_id)
             if popup.get("status") == PopupState.LOGGED_OUT and login == "if-needed":
-                dashboard_login(context, config)
+                try:
+                    dashboard_login(context, config)
+                except PageChanged:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the node is logged out: say so
+                    raise LoginFailed(popup, str(exc)) from exc
                 result["logged_in_now"] = True
                 popup = read_popup(context, ext_id, wait_for_status=True)
             result["popup"] = popup

@@ -12,7 +12,7 @@ from .browser import Browser, clear_stale_singleton_lock
 from .home import RUNNER_VERSION, EventLog, Paths, load_config, log, write_json_atomic
 from .pages import SETTLED_STATES, PageChanged, PopupState
 from .procs import cmdline_has, iso_in, now_iso, pid_alive, process_tree, pss_kib, read_pid
-from .session import attach
+from .session import LoginFailed, attach
 
 # ---------------------------------------------------------------- supervision
 
@@ -30,6 +30,11 @@ class Runner:
         self.settle_until = 0.0  # until then, read the popup every settle_poll_seconds
         self.refresh_requested = False
         self.attach_failures = 0
+        # after a refused sign-in the runner waits before it signs in again by itself (5 min,
+        # doubling to an hour): a changed password must not become thousands of refused
+        # sign-ins an hour across a fleet; the health flow's login step still asks it to
+        self.login_failures = 0
+        self.login_retry_at = 0.0
 
     def write_status(self, **changes: Any) -> None:
         self.status.update(changes)
@@ -143,7 +148,8 @@ class Runner:
 
     def refresh(self) -> None:
         try:
-            result = attach(self.paths, self.config)
+            login = "if-needed" if time.monotonic() >= self.login_retry_at else "never"
+            result = attach(self.paths, self.config, login=login)
         except PageChanged as exc:
             # not the browser's fault: restarting it would not help; the health check alerts
             self.last_attach = time.monotonic()
@@ -157,6 +163,26 @@ class Runner:
             )
             log.warning("%s", exc)
             return
+        except LoginFailed as exc:
+            # what the popup read stands (Logged out), not the last state it had before
+            self.last_attach = time.monotonic()
+            self.attach_failures += 1
+            if self.status.get("popup", {}).get("status") != exc.popup.get("status"):
+                self.events.add("popup_status", str(exc.popup.get("status")))
+            self.events.add("login_failed", str(exc)[:300])
+            self.login_failures += 1
+            self.login_retry_at = time.monotonic() + min(
+                3600.0, 300.0 * 2 ** (self.login_failures - 1)
+            )
+            self.write_status(
+                browser_alive=self.browser.alive(),
+                logged_in=False,
+                popup=exc.popup,
+                popup_read_at=now_iso(),
+                last_error=f"login: {exc}",
+            )
+            log.warning("login failed: %s", exc)
+            return
         except Exception as exc:  # noqa: BLE001
             self.last_attach = time.monotonic()
             self.attach_failures += 1
@@ -165,7 +191,11 @@ class Runner:
             return
         self.last_attach = time.monotonic()
         self.attach_failures = 0
-        if result.get("logged_in_now"):
+        if result.get("logged_in_now") or result.get("popup", {}).get("status") not in (
+            None,
+            PopupState.LOGGED_OUT,
+        ):
+            self.login_failures, self.login_retry_at = 0, 0.0  # signed in again
             self.events.add("logged_in")
         popup = result.get("popup", {})
         previous = self.status.get("popup", {}).get("status")

@@ -596,6 +596,18 @@ class SandboxNetwork:
                 self._id_tokens[tok] = (uid, -math.inf)
             return count
 
+    def change_password(self, email: str, password: str) -> bool:
+        """The account's password changed on the dashboard: the old one is refused from now
+        on and every session is revoked. False when no account has that email."""
+        with self._lock:
+            uid = self._by_email.get((email or "").strip().lower())
+            if uid is None:
+                return False
+            account = self._accounts[uid]
+            account.config = account.config.model_copy(update={"password": password})
+        self.revoke_sessions()
+        return True
+
     def account_name(self, uid: str) -> str:
         with self._lock:
             return self._accounts[uid].config.name

@@ -577,6 +577,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"expired": net.expire_tokens()})
         elif path == "/__sandbox/revoke-sessions" and method == "POST":
             self._send_json(200, {"revoked": net.revoke_sessions()})
+        elif path == "/__sandbox/password" and method == "POST":
+            body = self._json_body()
+            changed = net.change_password(str(body.get("email", "")), str(body.get("password", "")))
+            self._send_json(200 if changed else 404, {"changed": changed})
         elif path == "/__sandbox/release" and method == "POST":
             body = self._json_body()
             version = body.get("version")
