@@ -193,12 +193,13 @@ def test_run_follows_a_deployment_to_its_end_with_progress_on_a_terminal(
     finally:
         terminal.close()
         os.close(master)
-    assert code == 0
-    outcome: dict[str, Any] = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert code == 0, (out, shown)
+    outcome: dict[str, Any] = json.loads(out)
     assert outcome["schema"] == "gradientlab.run/1"
     assert outcome["deployment"] == f"cli-probe/{probe_deployment}"
     assert outcome["state"] == "COMPLETED" and outcome["task_runs"] == {"completed": 4}
-    assert "cli-probe/cli-probe-deployment [" in shown  # the bar, on the terminal
+    assert "cli-probe/cli-probe-deployment [" in shown, shown  # the bar, on the terminal
     assert "/4 " in shown or "/3 " in shown or "/2 " in shown
     assert shown.endswith("\r\x1b[K")  # and the line cleared at the end
 
