@@ -53,16 +53,21 @@ def throttled() -> Iterator[Any]:
     yield from own_sandbox()
 
 
-@pytest.fixture()
-def fleet_file(throttled: Any, tmp_path: Path) -> Path:
+def fleet_on(server: Any, tmp_path: Path, password_env: str = PASSWORD_ENV) -> Path:
+    """A fleet file with no hosts on `server`'s network, its password in `password_env`."""
     path = tmp_path / "fleet.yaml"
     path.write_text(
-        f"account:\n  email: {EMAIL}\n  password: {{env: {PASSWORD_ENV}}}\n"
-        + throttled.fleet_network_yaml()
+        f"account:\n  email: {EMAIL}\n  password: {{env: {password_env}}}\n"
+        + server.fleet_network_yaml()
         + "  requests_per_second: 200\n  node_page_size: 5\n"
         + "providers:\n  local: {kind: local}\nhosts: []\n"
     )
     return path
+
+
+@pytest.fixture()
+def fleet_file(throttled: Any, tmp_path: Path) -> Path:
+    return fleet_on(throttled, tmp_path)
 
 
 def test_rewards_completes_through_429s_and_stores_everything_once(
@@ -274,17 +279,6 @@ def between_seasons() -> Iterator[Any]:
     yield from own_sandbox(SEASONLESS_PASSWORD_ENV, season_active=False)
 
 
-def fleet_on(server: Any, tmp_path: Path) -> Path:
-    path = tmp_path / "fleet.yaml"
-    path.write_text(
-        f"account:\n  email: {EMAIL}\n  password: {{env: {SEASONLESS_PASSWORD_ENV}}}\n"
-        + server.fleet_network_yaml()
-        + "  requests_per_second: 200\n  node_page_size: 5\n"
-        + "providers:\n  local: {kind: local}\nhosts: []\n"
-    )
-    return path
-
-
 def ingest_until_online(engine: Engine, path: Path, hours: float) -> None:
     """Rewards runs until the network has reported `hours` of node uptime (sim time runs 60x)."""
     from flows.rewards import rewards
@@ -303,7 +297,9 @@ def test_between_seasons_the_reads_say_the_network_pays_nothing_from_its_own_ans
 ) -> None:
     from gradientlab.store import reads
 
-    ingest_until_online(engine, fleet_on(between_seasons, tmp_path), hours=3)
+    ingest_until_online(
+        engine, fleet_on(between_seasons, tmp_path, SEASONLESS_PASSWORD_ENV), hours=3
+    )
     season = reads.reward_season(engine)
     assert season["paying"] is False, season
     assert season["points_raw"] == 0 and season["last_paid_day"] is None
